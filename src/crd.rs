@@ -1,0 +1,1 @@
+//! The WorkerPodAutoScaler custom resource.

@@ -1,0 +1,3 @@
+fn main() {
+    println!("workerpodautoscaler {}", env!("CARGO_PKG_VERSION"));
+}

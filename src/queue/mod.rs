@@ -1,0 +1,1 @@
+//! Queue providers behind one trait, and the registry that polls them.
