@@ -1,1 +1,143 @@
 //! Queue providers behind one trait, and the registry that polls them.
+//!
+//! A provider turns one parsed queue reference ([`uri::QueueUri`]) into [`QueueMetrics`].
+//! Adding a broker means one new module here plus one match arm in [`uri`] and in the
+//! provider factory.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+pub mod uri;
+
+pub use uri::{QueueUri, UriError};
+
+/// What a provider measured in one poll. Counts are messages; `None` means the broker
+/// cannot tell (never "zero").
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QueueMetrics {
+    /// Messages waiting to be delivered (SQS visible, RabbitMQ ready, Redis LLEN sum,
+    /// beanstalkd ready).
+    pub visible: u64,
+    /// Messages handed to a worker and not yet acknowledged (SQS not-visible, RabbitMQ
+    /// unacknowledged, kombu `unacked`, beanstalkd reserved).
+    pub in_flight: Option<u64>,
+    /// Messages that exist but are not deliverable yet (SQS delayed, beanstalkd delayed).
+    pub delayed: Option<u64>,
+    /// Messages published per minute, where the broker reports a rate.
+    pub sent_per_minute: Option<u64>,
+    /// Consumers attached to the queue, where the broker reports them.
+    pub consumers: Option<u64>,
+    /// The broker's own evidence that the workers are idle (empty receives, waiting
+    /// workers). `None` when the broker has no such signal; the registry then infers
+    /// idleness from the backlog staying at zero over the idle window.
+    pub idle: Option<bool>,
+    /// When the sample was taken.
+    pub sampled_at: jiff::Timestamp,
+}
+
+/// Why a poll failed. Never turned into zeros: the registry keeps the last metrics and
+/// marks them stale with this error.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum QueueError {
+    #[error("cannot reach the broker for {queue}: {detail}")]
+    Unavailable { queue: String, detail: String },
+    #[error("queue {queue} does not exist")]
+    NotFound { queue: String },
+    #[error("access to {queue} was denied: {detail}")]
+    Denied { queue: String, detail: String },
+    #[error("the broker for {queue} answered something unexpected: {detail}")]
+    BadResponse { queue: String, detail: String },
+    #[error("invalid queue configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Uri(#[from] UriError),
+}
+
+/// Credentials resolved by the controller from the Secret a WPA references (or taken from
+/// the URI's userinfo). `Debug` never prints the values.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Sent verbatim as the `Authorization` header by the HTTP provider.
+    pub authorization: Option<String>,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown = |v: &Option<String>| if v.is_some() { "<redacted>" } else { "<none>" };
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &shown(&self.password))
+            .field("authorization", &shown(&self.authorization))
+            .finish()
+    }
+}
+
+/// Provider settings that come from controller flags rather than from the WPA.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderOptions {
+    /// Default AWS region for SQS-compatible endpoints whose URL does not name one.
+    pub aws_region: Option<String>,
+    /// Opt-in: at zero backlog, SQS ReceiveMessage long polls (VisibilityTimeout 0) to see
+    /// the first message sooner. Raises receive counts (matters with redrive policies).
+    pub sqs_receive_long_poll: bool,
+    /// WaitTimeSeconds for that long poll (practo's `--sqs-long-poll-interval`, 0..=20).
+    pub sqs_long_poll_seconds: u32,
+    /// Ask CloudWatch for NumberOfMessagesReceived/Sent (practo behaviour). Off where no
+    /// CloudWatch exists (moto, ElasticMQ).
+    pub sqs_cloudwatch: bool,
+    /// Timeout of one broker request.
+    pub request_timeout: Duration,
+    /// How long the backlog must stay at zero (and no receives seen) before workers count
+    /// as idle.
+    pub idle_window: Duration,
+}
+
+impl Default for ProviderOptions {
+    fn default() -> Self {
+        Self {
+            aws_region: None,
+            sqs_receive_long_poll: false,
+            sqs_long_poll_seconds: 20,
+            sqs_cloudwatch: false,
+            request_timeout: Duration::from_secs(5),
+            idle_window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The broker family of a queue; also the `provider` field of `inspect` output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    Sqs,
+    Rabbitmq,
+    Redis,
+    Beanstalkd,
+    Http,
+}
+
+impl fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ProviderKind::Sqs => "sqs",
+            ProviderKind::Rabbitmq => "rabbitmq",
+            ProviderKind::Redis => "redis",
+            ProviderKind::Beanstalkd => "beanstalkd",
+            ProviderKind::Http => "http",
+        })
+    }
+}
+
+/// One queue's poller. The registry owns exactly one per distinct queue and calls `poll`
+/// from a single task, so implementations may keep connections and history in `self`.
+#[async_trait]
+pub trait QueueProvider: Send + 'static {
+    fn kind(&self) -> ProviderKind;
+    /// Measure the queue now. Must not panic on any broker answer.
+    async fn poll(&mut self) -> Result<QueueMetrics, QueueError>;
+}
