@@ -83,3 +83,51 @@ pub struct UriError {
     pub uri: String,
     pub problem: String,
 }
+
+/// Shows whether a secret is set without showing it.
+fn redacted(secret: &Option<String>) -> &'static str {
+    if secret.is_some() { "<redacted>" } else { "<none>" }
+}
+
+impl std::fmt::Debug for AmqpUri {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpUri")
+            .field("tls", &self.tls)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("vhost", &self.vhost)
+            .field("queue", &self.queue)
+            .field("username", &self.username)
+            .field("password", &redacted(&self.password))
+            .field("management", &self.management)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for RedisUri {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisUri")
+            .field("tls", &self.tls)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("db", &self.db)
+            .field("queue", &self.queue)
+            .field("username", &self.username)
+            .field("password", &redacted(&self.password))
+            .field("priority_steps", &self.priority_steps)
+            .field("separator", &self.separator)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for HttpUri {
+    // The URL may carry a token in its query or userinfo: show scheme, host and path only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = match url::Url::parse(&self.url) {
+            Ok(u) => format!("{}://{}{}", u.scheme(), u.host_str().unwrap_or(""), u.path()),
+            Err(_) => "<unparseable>".to_string(),
+        };
+        f.debug_struct("HttpUri").field("url", &shown).finish()
+    }
+}
