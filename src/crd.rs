@@ -1,1 +1,294 @@
-//! The WorkerPodAutoScaler custom resource.
+//! The WorkerPodAutoScaler custom resource (`k8s.practo.dev/v1`).
+//!
+//! Every field of practo's v1 CRD keeps its name, type and meaning, so existing manifests are
+//! accepted as they are; the status keeps practo's capitalised field names for dashboards and
+//! scripts. Everything new is optional and additive. Validation lives in the schema (OpenAPI
+//! constraints plus CEL `x-kubernetes-validations`) so the API server refuses bad specs before the
+//! controller ever sees them.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// Annotation that freezes a WPA: the controller keeps reporting but never scales.
+pub const PAUSED_ANNOTATION: &str = "k8s.practo.dev/paused";
+
+/// Scale a worker Deployment (or ReplicaSet, or any resource with a /scale subresource) on the
+/// backlog of its message queue.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "k8s.practo.dev",
+    version = "v1",
+    kind = "WorkerPodAutoScaler",
+    plural = "workerpodautoscalers",
+    singular = "workerpodautoscaler",
+    shortname = "wpa",
+    shortname = "wpas",
+    namespaced,
+    status = "WorkerPodAutoScalerStatus",
+    derive = "PartialEq",
+    doc = "WorkerPodAutoScaler scales a worker Deployment on the backlog of its message queue.",
+    printcolumn(name = "Min", type_ = "integer", json_path = ".spec.minReplicas"),
+    printcolumn(name = "Max", type_ = "integer", json_path = ".spec.maxReplicas"),
+    printcolumn(
+        name = "Messages",
+        type_ = "integer",
+        json_path = ".status.CurrentMessages"
+    ),
+    printcolumn(
+        name = "Current",
+        type_ = "integer",
+        json_path = ".status.CurrentReplicas"
+    ),
+    printcolumn(
+        name = "Desired",
+        type_ = "integer",
+        json_path = ".status.DesiredReplicas"
+    ),
+    printcolumn(
+        name = "Decision",
+        type_ = "string",
+        json_path = ".status.lastDecisionReason"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Queue",
+        type_ = "string",
+        json_path = ".spec.queueURI",
+        priority = 1
+    )
+)]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("minReplicas must not exceed maxReplicas"))]
+#[x_kube(validation = Rule::new("[has(self.deploymentName) && self.deploymentName != '', has(self.replicaSetName) && self.replicaSetName != '', has(self.scaleTargetRef)].filter(x, x).size() == 1").message("exactly one of deploymentName, replicaSetName and scaleTargetRef must be set"))]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerPodAutoScalerSpec {
+    /// Fewest workers to run (0 allows scaling to zero).
+    #[schemars(range(min = 0))]
+    pub min_replicas: i32,
+    /// Most workers to run.
+    #[schemars(range(min = 1))]
+    pub max_replicas: i32,
+    /// How many workers one scale-down may remove: a count ("2" or 2) or a percentage of the
+    /// current workers ("10%", rounded up). Default: the controller's
+    /// `--wpa-default-max-disruption` (100%).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("type(self) == int ? self >= 0 : self.matches('^([0-9]+|([0-9]|[1-9][0-9]|100)%)$')").message("maxDisruption must be a non-negative count or a percentage from 0% to 100%"))]
+    pub max_disruption: Option<IntOrString>,
+    /// The queue to watch: SQS URL, amqp[s]://, redis[s]://, beanstalk:// or http[s]+json://.
+    #[serde(rename = "queueURI")]
+    #[schemars(length(min = 1))]
+    #[x_kube(validation = Rule::new("self.matches('^(https?|amqps?|rediss?|beanstalk|https?\\\\+json)://')").message("queueURI must start with https://, http://, amqp://, amqps://, redis://, rediss://, beanstalk://, http+json:// or https+json://"))]
+    pub queue_uri: String,
+    /// Name of the Deployment to scale, in the WPA's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_name: Option<String>,
+    /// Name of the ReplicaSet to scale, in the WPA's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_set_name: Option<String>,
+    /// Any resource with a /scale subresource (e.g. a StatefulSet), in the WPA's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_target_ref: Option<ScaleTargetRef>,
+    /// Messages (visible + in flight) one worker should handle; desired = ceil(backlog / this).
+    #[schemars(range(min = 1))]
+    pub target_messages_per_worker: i32,
+    /// Seconds one job takes. With the queue's send rate it keeps
+    /// ceil(seconds * sentPerMinute / 60) workers even at zero backlog. 0 or unset: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub seconds_to_process_one_job: Option<f64>,
+    /// HPA v2-style scaling behavior. When set, its stabilization windows and rate policies
+    /// replace the controller's scale-down delay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behavior: Option<ScalingBehavior>,
+    /// Compute and report decisions ("would scale to N") without changing the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    /// How often to poll this queue, overriding the controller's per-provider default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub poll_interval_seconds: Option<i32>,
+    /// Broker credentials from a Secret in the WPA's namespace (never inline passwords).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<CredentialsSecretRef>,
+}
+
+/// A resource in the WPA's namespace that has a /scale subresource.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleTargetRef {
+    /// e.g. "apps/v1".
+    #[schemars(length(min = 1))]
+    pub api_version: String,
+    /// e.g. "StatefulSet".
+    #[schemars(length(min = 1))]
+    pub kind: String,
+    #[schemars(length(min = 1))]
+    pub name: String,
+}
+
+/// Where the controller finds broker credentials. Keys default to `username`, `password` and
+/// `authorization` (the HTTP provider's Authorization header).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialsSecretRef {
+    /// Secret name, in the WPA's namespace.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_key: Option<String>,
+}
+
+impl CredentialsSecretRef {
+    pub fn username_key(&self) -> &str {
+        self.username_key.as_deref().unwrap_or("username")
+    }
+    pub fn password_key(&self) -> &str {
+        self.password_key.as_deref().unwrap_or("password")
+    }
+    pub fn authorization_key(&self) -> &str {
+        self.authorization_key.as_deref().unwrap_or("authorization")
+    }
+}
+
+/// HPA v2 `behavior`, same field names and meaning.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScalingBehavior {
+    /// Default: no stabilization, +100% or +4 pods per 15 s, whichever is more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_up: Option<ScalingRules>,
+    /// Default: 300 s stabilization, -100% per 15 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down: Option<ScalingRules>,
+}
+
+/// One direction's rules.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScalingRules {
+    /// Scale-up uses the lowest, scale-down the highest recommendation of this many past seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub stabilization_window_seconds: Option<i32>,
+    /// Which policy wins when several apply (default Max); Disabled turns this direction off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "select_policy_schema")]
+    pub select_policy: Option<SelectPolicy>,
+    /// Rate limits; when empty, the direction's default policies apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policies: Option<Vec<ScalingPolicy>>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum SelectPolicy {
+    Max,
+    Min,
+    Disabled,
+}
+
+/// An optional string enum without the `null` member schemars would add: the API server wants
+/// enum members of the declared type.
+fn select_policy_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "nullable": true,
+        "enum": ["Max", "Min", "Disabled"],
+    })
+}
+
+/// At most `value` pods (or percent of the replicas at the start of the period) of change
+/// within any `periodSeconds`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScalingPolicy {
+    #[serde(rename = "type")]
+    pub policy_type: PolicyType,
+    #[schemars(range(min = 1))]
+    pub value: i32,
+    #[schemars(range(min = 1, max = 1800))]
+    pub period_seconds: i32,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum PolicyType {
+    Pods,
+    Percent,
+}
+
+/// Status. practo's capitalised fields are kept verbatim; new fields are camelCase.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+pub struct WorkerPodAutoScalerStatus {
+    /// Backlog: visible plus in-flight messages.
+    #[serde(rename = "CurrentMessages", default)]
+    pub current_messages: i64,
+    #[serde(rename = "CurrentReplicas", default)]
+    pub current_replicas: i32,
+    #[serde(rename = "AvailableReplicas", default)]
+    pub available_replicas: i32,
+    #[serde(rename = "DesiredReplicas", default)]
+    pub desired_replicas: i32,
+    /// Time of the last scale up or down.
+    #[serde(
+        rename = "LastScaleTime",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub last_scale_time: Option<Time>,
+    /// Messages handed to workers and not yet acknowledged, when the broker can tell.
+    #[serde(
+        rename = "inFlightMessages",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub in_flight_messages: Option<i64>,
+    /// The WPA generation the status was computed from.
+    #[serde(
+        rename = "observedGeneration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub observed_generation: Option<i64>,
+    /// Time of the last scale up.
+    #[serde(
+        rename = "lastScaleUpTime",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub last_scale_up_time: Option<Time>,
+    /// Time of the last scale down.
+    #[serde(
+        rename = "lastScaleDownTime",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub last_scale_down_time: Option<Time>,
+    /// Machine-readable reason of the last decision, e.g. `ScaleUpBacklog`.
+    #[serde(
+        rename = "lastDecisionReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub last_decision_reason: Option<String>,
+    /// Ready, MetricsAvailable, AbleToScale, ScalingLimited.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// The CRD manifest as YAML, exactly what `workerpodautoscaler crd` prints.
+pub fn crd_yaml() -> Result<String, serde_saphyr::ser::Error> {
+    serde_saphyr::to_string(&WorkerPodAutoScaler::crd())
+}

@@ -86,7 +86,11 @@ pub struct UriError {
 
 /// Shows whether a secret is set without showing it.
 fn redacted(secret: &Option<String>) -> &'static str {
-    if secret.is_some() { "<redacted>" } else { "<none>" }
+    if secret.is_some() {
+        "<redacted>"
+    } else {
+        "<none>"
+    }
 }
 
 impl std::fmt::Debug for AmqpUri {
@@ -125,7 +129,12 @@ impl std::fmt::Debug for HttpUri {
     // The URL may carry a token in its query or userinfo: show scheme, host and path only.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let shown = match url::Url::parse(&self.url) {
-            Ok(u) => format!("{}://{}{}", u.scheme(), u.host_str().unwrap_or(""), u.path()),
+            Ok(u) => format!(
+                "{}://{}{}",
+                u.scheme(),
+                u.host_str().unwrap_or(""),
+                u.path()
+            ),
             Err(_) => "<unparseable>".to_string(),
         };
         f.debug_struct("HttpUri").field("url", &shown).finish()
