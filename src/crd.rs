@@ -82,7 +82,7 @@ pub struct WorkerPodAutoScalerSpec {
     /// current workers ("10%", rounded up). Default: the controller's
     /// `--wpa-default-max-disruption` (100%).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("type(self) == int ? self >= 0 : self.matches('^([0-9]+|([0-9]|[1-9][0-9]|100)%)$')").message("maxDisruption must be a non-negative count or a percentage from 0% to 100%"))]
+    #[x_kube(validation = Rule::new("string(self).matches('^([0-9]+|([0-9]|[1-9][0-9]|100)%)$')").message("maxDisruption must be a non-negative count or a percentage from 0% to 100%"))]
     pub max_disruption: Option<IntOrString>,
     /// The queue to watch: SQS URL, amqp[s]://, redis[s]://, beanstalk:// or http[s]+json://.
     #[serde(rename = "queueURI")]
