@@ -23,10 +23,13 @@
 //! large for an int32 saturates to max instead of silently turning off; a maxDisruption count
 //! beyond u32 saturates instead of wrapping.
 //!
-//! The tolerance makes the function non-monotone in the backlog near the current count: at
-//! current = 10 a backlog needing 11 workers keeps 10 while one needing 9 also keeps 10, but
-//! one needing 12 gives 12. Outside the band (|desired - current| > 10% of current) more
-//! backlog never gives fewer workers.
+//! Monotonicity: with everything else fixed (policy, current, in-flight count, rate, idle flag,
+//! time, history), more visible messages never give fewer workers, with or without behavior.
+//! This holds across practo's tolerance band too: the band maps every need within 10% of the
+//! current count to the current count itself, which lies between the values just below and
+//! just above the band. What the band breaks is proportionality (at current = 10, needs of 9,
+//! 10 and 11 workers all keep 10; a need of 12 jumps to 12) and continuity in `current`.
+//! With behavior the in-flight count must stay fixed: the in-flight hold depends on it.
 //!
 //! # With `behavior`: Kubernetes HPA v2 semantics
 //! The recommendation is practo's value from steps 1-5; the scale-down delay does not apply
