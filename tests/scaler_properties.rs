@@ -77,11 +77,12 @@ fn rules() -> impl Strategy<Value = ScalingRules> {
 
 fn behavior() -> impl Strategy<Value = Option<ScalingBehavior>> {
     proptest::option::of(
-        (proptest::option::of(rules()), proptest::option::of(rules()))
-            .prop_map(|(scale_up, scale_down)| ScalingBehavior {
+        (proptest::option::of(rules()), proptest::option::of(rules())).prop_map(
+            |(scale_up, scale_down)| ScalingBehavior {
                 scale_up,
                 scale_down,
-            }),
+            },
+        ),
     )
 }
 
@@ -112,12 +113,14 @@ fn queue() -> impl Strategy<Value = QueueSnapshot> {
         prop_oneof![Just(0.0), 0.0f64..600.0],
         any::<bool>(),
     )
-        .prop_map(|(visible, in_flight, sent_per_minute, idle)| QueueSnapshot {
-            visible,
-            in_flight,
-            sent_per_minute,
-            idle,
-        })
+        .prop_map(
+            |(visible, in_flight, sent_per_minute, idle)| QueueSnapshot {
+                visible,
+                in_flight,
+                sent_per_minute,
+                idle,
+            },
+        )
 }
 
 /// One past step: seconds before the previous one, applied desired, recommendation, current.
@@ -194,8 +197,8 @@ proptest! {
     fn never_zero_with_messages_in_flight_under_behavior(
         p in policy(),
         q in queue(),
-        in_flight in 1u64..100,
-        current in 0i32..60,
+        in_flight in prop_oneof![1u64..3, 1u64..100],
+        current in prop_oneof![Just(0i32), 0i32..60],
         steps in steps(),
         s in settings(),
     ) {
@@ -258,7 +261,8 @@ proptest! {
 }
 
 /// practo v1.6's GetDesiredWorkers written the way Go computes it (float64 division, ceil,
-/// int32), for inputs where Go's arithmetic is well defined.
+/// int32), for inputs where Go's arithmetic is well defined. Same parameters as Go's function.
+#[allow(clippy::too_many_arguments)]
 fn practo_float_reference(
     messages: i32,
     sent_per_minute: f64,
@@ -352,6 +356,45 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(config(3000))]
+
+    /// Right at practo's tolerance edge: current = 10k and a backlog needing current +- k
+    /// (exactly 10%: kept) or current +- (k + 1) (just beyond: followed).
+    #[test]
+    fn tolerance_edge_equals_practo_float_arithmetic(
+        k in 1i32..2_000,
+        beyond in 0i32..=1,
+        up in any::<bool>(),
+        target in 1i32..50,
+        short in 0i32..50,
+        md in max_disruption().prop_filter("int32 count", |m| *m != MaxDisruption::Count(u32::MAX)),
+    ) {
+        let current = 10 * k;
+        let step = k + beyond;
+        let needed = if up { current + step } else { current - step };
+        // ceil(messages / target) == needed: messages in ((needed - 1) * target, needed * target]
+        let messages = needed * target - short.min(target - 1);
+        let p = Policy {
+            min: 0,
+            max: i32::MAX,
+            target,
+            seconds_to_process_one_job: 0.0,
+            max_disruption: md,
+            behavior: None,
+        };
+        let q = QueueSnapshot { visible: messages as u64, ..QueueSnapshot::default() };
+        let d = decide(&p, &q, current, t(0), &History::default(), &ScalerSettings::default());
+        let want = practo_float_reference(
+            messages, 0.0, 0.0, target, current, false, 0, i32::MAX, md,
+        );
+        prop_assert_eq!(d.desired, want);
+        if beyond == 0 {
+            prop_assert_eq!((d.desired, d.reason), (current, Reason::WithinTolerance));
+        }
+    }
+}
+
 fn any_rules() -> impl Strategy<Value = ScalingRules> {
     (
         proptest::option::of(any::<i32>()),
@@ -415,7 +458,7 @@ proptest! {
             target,
             seconds_to_process_one_job: seconds,
             max_disruption: md,
-            behavior: with_behavior.then(|| ScalingBehavior { scale_up: up, scale_down: down }),
+            behavior: with_behavior.then_some(ScalingBehavior { scale_up: up, scale_down: down }),
         };
         let q = QueueSnapshot { visible, in_flight, sent_per_minute, idle };
         let mut h = History::with_last_scale_time(restored.map(t));

@@ -58,7 +58,13 @@ fn resolve(
         .and_then(|r| r.policies.as_ref())
         .map(|ps| {
             ps.iter()
-                .map(|p| (p.policy_type, i64::from(p.value), i64::from(p.period_seconds)))
+                .map(|p| {
+                    (
+                        p.policy_type,
+                        i64::from(p.value),
+                        i64::from(p.period_seconds),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default();

@@ -160,9 +160,15 @@ fn select_min_and_max() {
     let both = [(PolicyType::Pods, 4, 60), (PolicyType::Percent, 100, 60)];
     // current 10, rec 50: Pods 14, Percent 20; Min -> 14, Max -> 20
     let p = policy(0, 100, up(rules(None, Some(SelectPolicy::Min), &both)));
-    assert_eq!(run(&p, needs(50), 10, t(0), &History::default()).desired, 14);
+    assert_eq!(
+        run(&p, needs(50), 10, t(0), &History::default()).desired,
+        14
+    );
     let p = policy(0, 100, up(rules(None, Some(SelectPolicy::Max), &both)));
-    assert_eq!(run(&p, needs(50), 10, t(0), &History::default()).desired, 20);
+    assert_eq!(
+        run(&p, needs(50), 10, t(0), &History::default()).desired,
+        20
+    );
 
     // scale-down, window 0, current 10, rec 1: Pods 10 - 2 = 8, Percent trunc(10 * 0.5) = 5;
     // Min (smallest change) -> 8, Max (largest change) -> 5
@@ -204,7 +210,10 @@ fn scale_down_pods_per_period() {
     );
     // rec 1 at 10: 10 - 2 = 8
     let d = run(&p, needs(1), 10, t(0), &History::default());
-    assert_eq!((d.desired, d.reason, d.limited), (8, Reason::RateLimited, true));
+    assert_eq!(
+        (d.desired, d.reason, d.limited),
+        (8, Reason::RateLimited, true)
+    );
     // after 10 -> 8 at t=0, at t=30: start = 8 + 2 = 10 -> limit 8 = current
     let h = scaled(0, 10, 8);
     let d = run(&p, needs(1), 8, t(30), &h);
@@ -219,7 +228,10 @@ fn disabled_directions() {
     let p = policy(0, 100, up(off.clone()));
     // rec 20 at 5: scale-up disabled -> 5
     let d = run(&p, needs(20), 5, t(0), &History::default());
-    assert_eq!((d.desired, d.reason, d.limited), (5, Reason::ScalingDisabled, true));
+    assert_eq!(
+        (d.desired, d.reason, d.limited),
+        (5, Reason::ScalingDisabled, true)
+    );
     let p = policy(
         0,
         100,
@@ -235,7 +247,10 @@ fn disabled_directions() {
     let d = run(&p, needs(2), 10, t(0), &History::default());
     assert_eq!((d.desired, d.reason), (10, Reason::ScalingDisabled));
     // scale-up still works: 10 -> rec 12 (+20%: outside tolerance), Pods 14 / Percent 20
-    assert_eq!(run(&p, needs(12), 10, t(0), &History::default()).desired, 12);
+    assert_eq!(
+        run(&p, needs(12), 10, t(0), &History::default()).desired,
+        12
+    );
 }
 
 #[test]
@@ -326,7 +341,10 @@ fn min_and_max_win_over_rates() {
     let p = policy(10, 20, ScalingBehavior::default());
     // current 1 < min 10: rec 10 (practo clamp); rate allows max(1 + 4, 2) = 5; clamp -> 10
     let d = run(&p, needs(0), 1, t(0), &History::default());
-    assert_eq!((d.desired, d.reason, d.limited), (10, Reason::BelowMin, true));
+    assert_eq!(
+        (d.desired, d.reason, d.limited),
+        (10, Reason::BelowMin, true)
+    );
     // current 30 > max 20, backlog needing 25 (5/30 > 10%): practo clamps 25 -> 20; no
     // history -> highest 20; Percent 100 allows 0 -> 20
     let d = run(&p, needs(25), 30, t(0), &History::default());
@@ -350,7 +368,10 @@ fn max_disruption_bounds_scale_down_but_not_idle() {
     p.max_disruption = MaxDisruption::Count(2);
     // rec: no backlog, not idle -> 10 - 2 = 8; Percent 100 allows 0 -> 8
     let d = run(&p, needs(0), 10, t(0), &History::default());
-    assert_eq!((d.desired, d.reason, d.limited), (8, Reason::ScaleDownToMin, true));
+    assert_eq!(
+        (d.desired, d.reason, d.limited),
+        (8, Reason::ScaleDownToMin, true)
+    );
     // idle: massive scale-down to min 0 ignores maxDisruption
     let q = QueueSnapshot {
         idle: true,

@@ -71,7 +71,10 @@ impl FromStr for MaxDisruption {
                 && body.bytes().all(|b| b.is_ascii_digit())
                 && (body == "0" || !body.starts_with('0'));
             if !canonical {
-                return Err(invalid(s, "a percentage must be 0% to 100% without leading zeros"));
+                return Err(invalid(
+                    s,
+                    "a percentage must be 0% to 100% without leading zeros",
+                ));
             }
             return match body.parse::<u32>() {
                 Ok(p) if p <= 100 => Ok(MaxDisruption::Percent(p)),
@@ -79,7 +82,10 @@ impl FromStr for MaxDisruption {
             };
         }
         if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(invalid(s, "expected a non-negative count like \"2\" or a percentage like \"10%\""));
+            return Err(invalid(
+                s,
+                "expected a non-negative count like \"2\" or a percentage like \"10%\"",
+            ));
         }
         // A count beyond u32 means "no limit" for any real Deployment: saturate. (practo would
         // wrap it into an int32; the CRD pattern `[0-9]+` lets such strings through.)

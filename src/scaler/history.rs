@@ -145,11 +145,23 @@ mod tests {
 
         h.record(&decision(5, 5), 3, t(10));
         assert_eq!(h.last_scale_time(), Some(t(10)));
-        assert_eq!(h.scale_ups(), &[ScaleEvent { at: t(10), change: 2 }]);
+        assert_eq!(
+            h.scale_ups(),
+            &[ScaleEvent {
+                at: t(10),
+                change: 2
+            }]
+        );
 
         h.record(&decision(1, 1), 5, t(20));
         assert_eq!(h.last_scale_time(), Some(t(20)));
-        assert_eq!(h.scale_downs(), &[ScaleEvent { at: t(20), change: 4 }]);
+        assert_eq!(
+            h.scale_downs(),
+            &[ScaleEvent {
+                at: t(20),
+                change: 4
+            }]
+        );
 
         // A held scale-down: desired == current, recommendation differs.
         h.record(&decision(1, 0), 1, t(30));

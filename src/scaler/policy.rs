@@ -269,11 +269,26 @@ mod tests {
     #[test]
     fn rejects_bad_behavior() {
         let cases = [
-            (rules(Some(-1), 1, 15), "spec.behavior.scaleUp.stabilizationWindowSeconds"),
-            (rules(Some(3601), 1, 15), "spec.behavior.scaleUp.stabilizationWindowSeconds"),
-            (rules(None, 0, 15), "spec.behavior.scaleUp.policies[0].value"),
-            (rules(None, 1, 0), "spec.behavior.scaleUp.policies[0].periodSeconds"),
-            (rules(None, 1, 1801), "spec.behavior.scaleUp.policies[0].periodSeconds"),
+            (
+                rules(Some(-1), 1, 15),
+                "spec.behavior.scaleUp.stabilizationWindowSeconds",
+            ),
+            (
+                rules(Some(3601), 1, 15),
+                "spec.behavior.scaleUp.stabilizationWindowSeconds",
+            ),
+            (
+                rules(None, 0, 15),
+                "spec.behavior.scaleUp.policies[0].value",
+            ),
+            (
+                rules(None, 1, 0),
+                "spec.behavior.scaleUp.policies[0].periodSeconds",
+            ),
+            (
+                rules(None, 1, 1801),
+                "spec.behavior.scaleUp.policies[0].periodSeconds",
+            ),
         ];
         for (r, field) in cases {
             let mut s = spec();

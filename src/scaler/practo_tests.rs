@@ -102,15 +102,45 @@ fn from_zero_workers() {
     use Reason::*;
     check(vec![
         // ceil(25 / 10) = 3; clamp [0, 10] -> 3
-        row("backlog", policy(0, 10, 10), queue(25, 0), 0, (3, ScaleUpFromZero, false)),
+        row(
+            "backlog",
+            policy(0, 10, 10),
+            queue(25, 0),
+            0,
+            (3, ScaleUpFromZero, false),
+        ),
         // backlog = 0 + 3 in flight; ceil(3 / 10) = 1
-        row("in flight only", policy(0, 10, 10), queue(0, 3), 0, (1, ScaleUpFromZero, false)),
+        row(
+            "in flight only",
+            policy(0, 10, 10),
+            queue(0, 3),
+            0,
+            (1, ScaleUpFromZero, false),
+        ),
         // ceil(0 / 10) = 0; clamp [0, 10] -> 0
-        row("nothing", policy(0, 10, 10), queue(0, 0), 0, (0, NoChange, false)),
+        row(
+            "nothing",
+            policy(0, 10, 10),
+            queue(0, 0),
+            0,
+            (0, NoChange, false),
+        ),
         // ceil(0 / 10) = 0; clamp [2, 10] -> 2 (even when idle: current == 0 comes first)
-        row("min above zero", policy(2, 10, 10), idle(queue(0, 0)), 0, (2, BelowMin, true)),
+        row(
+            "min above zero",
+            policy(2, 10, 10),
+            idle(queue(0, 0)),
+            0,
+            (2, BelowMin, true),
+        ),
         // ceil(1000 / 10) = 100; clamp [0, 5] -> 5
-        row("above max", policy(0, 5, 10), queue(1000, 0), 0, (5, ScaleUpFromZero, true)),
+        row(
+            "above max",
+            policy(0, 5, 10),
+            queue(1000, 0),
+            0,
+            (5, ScaleUpFromZero, true),
+        ),
         // maxDisruption is irrelevant when scaling up: current - desired = -3 <= 0
         row(
             "zero disruption",
@@ -120,7 +150,13 @@ fn from_zero_workers() {
             (3, ScaleUpFromZero, false),
         ),
         // current < 0 is read as 0: ceil(5 / 10) = 1
-        row("negative current", policy(0, 10, 10), queue(5, 0), -4, (1, ScaleUpFromZero, false)),
+        row(
+            "negative current",
+            policy(0, 10, 10),
+            queue(5, 0),
+            -4,
+            (1, ScaleUpFromZero, false),
+        ),
     ]);
 }
 
@@ -130,23 +166,77 @@ fn backlog_and_tolerance() {
     use Reason::*;
     check(vec![
         // ceil(250 / 10) = 25; |25 - 10| / 10 = 1.5 > 0.1 -> 25
-        row("up", policy(1, 50, 10), queue(200, 50), 10, (25, ScaleUpBacklog, false)),
+        row(
+            "up",
+            policy(1, 50, 10),
+            queue(200, 50),
+            10,
+            (25, ScaleUpBacklog, false),
+        ),
         // ceil(110 / 10) = 11; |11 - 10| / 10 = 0.1 <= 0.1 -> keep 10
-        row("exactly +10%", policy(1, 50, 10), queue(110, 0), 10, (10, WithinTolerance, false)),
+        row(
+            "exactly +10%",
+            policy(1, 50, 10),
+            queue(110, 0),
+            10,
+            (10, WithinTolerance, false),
+        ),
         // ceil(111 / 10) = 12; |12 - 10| / 10 = 0.2 > 0.1 -> 12
-        row("just above +10%", policy(1, 50, 10), queue(111, 0), 10, (12, ScaleUpBacklog, false)),
+        row(
+            "just above +10%",
+            policy(1, 50, 10),
+            queue(111, 0),
+            10,
+            (12, ScaleUpBacklog, false),
+        ),
         // ceil(90 / 10) = 9; |9 - 10| / 10 = 0.1 -> keep 10
-        row("exactly -10%", policy(1, 50, 10), queue(90, 0), 10, (10, WithinTolerance, false)),
+        row(
+            "exactly -10%",
+            policy(1, 50, 10),
+            queue(90, 0),
+            10,
+            (10, WithinTolerance, false),
+        ),
         // ceil(80 / 10) = 8; 0.2 > 0.1 -> 8; 10 - 8 = 2 <= 10 (100%) -> 8
-        row("just below -10%", policy(1, 50, 10), queue(80, 0), 10, (8, ScaleDownBacklog, false)),
+        row(
+            "just below -10%",
+            policy(1, 50, 10),
+            queue(80, 0),
+            10,
+            (8, ScaleDownBacklog, false),
+        ),
         // ceil(220 / 10) = 22; |22 - 20| / 20 = 0.1 -> keep 20
-        row("exactly 10% of 20", policy(1, 50, 10), queue(220, 0), 20, (20, WithinTolerance, false)),
+        row(
+            "exactly 10% of 20",
+            policy(1, 50, 10),
+            queue(220, 0),
+            20,
+            (20, WithinTolerance, false),
+        ),
         // ceil(221 / 10) = 23; 3 / 20 = 0.15 > 0.1 -> 23
-        row("15% of 20", policy(1, 50, 10), queue(221, 0), 20, (23, ScaleUpBacklog, false)),
+        row(
+            "15% of 20",
+            policy(1, 50, 10),
+            queue(221, 0),
+            20,
+            (23, ScaleUpBacklog, false),
+        ),
         // ceil(1 / 10) = 1; |1 - 1| = 0 -> keep 1 (the backlog keeps its one worker)
-        row("one worker one msg", policy(0, 50, 10), queue(1, 0), 1, (1, WithinTolerance, false)),
+        row(
+            "one worker one msg",
+            policy(0, 50, 10),
+            queue(1, 0),
+            1,
+            (1, WithinTolerance, false),
+        ),
         // ceil(30 / 10) = 3; 7 / 10 > 0.1 -> 3; 10 - 3 = 7 <= ceil(100% * 10) = 10 -> 3
-        row("down", policy(0, 50, 10), queue(30, 0), 10, (3, ScaleDownBacklog, false)),
+        row(
+            "down",
+            policy(0, 50, 10),
+            queue(30, 0),
+            10,
+            (3, ScaleDownBacklog, false),
+        ),
         // as above, maxDisruption 2: 10 - 3 = 7 > 2 -> 10 - 2 = 8
         row(
             "down count disruption",
@@ -198,7 +288,13 @@ fn backlog_and_tolerance() {
             (18, ScaleDownBacklog, true),
         ),
         // current 8 > max 5: ceil(80 / 10) = 8, 0 change -> keep 8; clamp [1, 5] -> 5
-        row("current above max", policy(1, 5, 10), queue(80, 0), 8, (5, AboveMax, true)),
+        row(
+            "current above max",
+            policy(1, 5, 10),
+            queue(80, 0),
+            8,
+            (5, AboveMax, true),
+        ),
         // same with maxDisruption 1: 8 - 8 = 0 <= 1; clamp -> 5 (max wins over disruption)
         row(
             "above max beats disruption",
@@ -208,12 +304,30 @@ fn backlog_and_tolerance() {
             (5, AboveMax, true),
         ),
         // current 3 < min 5: ceil(30 / 10) = 3, keep 3; clamp [5, 10] -> 5
-        row("current below min", policy(5, 10, 10), queue(30, 0), 3, (5, BelowMin, true)),
+        row(
+            "current below min",
+            policy(5, 10, 10),
+            queue(30, 0),
+            3,
+            (5, BelowMin, true),
+        ),
         // ceil(1000 / 10) = 100 > 0.1 off 10; clamp [0, 20] -> 20
-        row("backlog above max", policy(0, 20, 10), queue(1000, 0), 10, (20, ScaleUpBacklog, true)),
+        row(
+            "backlog above max",
+            policy(0, 20, 10),
+            queue(1000, 0),
+            10,
+            (20, ScaleUpBacklog, true),
+        ),
         // ceil(100 / 10) = 10 = current (the backlog alone would keep 10); idle is ignored
         // while there is a backlog
-        row("idle ignored with backlog", policy(0, 20, 10), idle(queue(100, 0)), 10, (10, WithinTolerance, false)),
+        row(
+            "idle ignored with backlog",
+            policy(0, 20, 10),
+            idle(queue(100, 0)),
+            10,
+            (10, WithinTolerance, false),
+        ),
     ]);
 }
 
@@ -280,9 +394,21 @@ fn no_backlog() {
             (0, ScaleDownIdle, false),
         ),
         // idle already at min -> 2
-        row("idle at min", policy(2, 10, 10), idle(queue(0, 0)), 2, (2, NoChange, false)),
+        row(
+            "idle at min",
+            policy(2, 10, 10),
+            idle(queue(0, 0)),
+            2,
+            (2, NoChange, false),
+        ),
         // idle below min: 0 -> clamp [3, 10] -> 3
-        row("idle below min", policy(3, 10, 10), idle(queue(0, 0)), 1, (3, BelowMin, false)),
+        row(
+            "idle below min",
+            policy(3, 10, 10),
+            idle(queue(0, 0)),
+            1,
+            (3, BelowMin, false),
+        ),
         // partial: min' = 2; 30%: ceil(3) = 3; 10 - 2 = 8 > 3 -> 7
         row(
             "partial to min",
@@ -292,7 +418,13 @@ fn no_backlog() {
             (7, ScaleDownToMin, true),
         ),
         // partial with 100%: 10 - 2 = 8 <= 10 -> 2
-        row("partial unbounded", policy(2, 10, 10), queue(0, 0), 10, (2, ScaleDownToMin, false)),
+        row(
+            "partial unbounded",
+            policy(2, 10, 10),
+            queue(0, 0),
+            10,
+            (2, ScaleDownToMin, false),
+        ),
         // partial with 0%: 10 - 2 > 0 -> 10
         row(
             "partial 0%",
@@ -302,7 +434,13 @@ fn no_backlog() {
             (10, NoChange, true),
         ),
         // not idle, at min: 2 -> 2
-        row("at min", policy(2, 10, 10), queue(0, 0), 2, (2, NoChange, false)),
+        row(
+            "at min",
+            policy(2, 10, 10),
+            queue(0, 0),
+            2,
+            (2, NoChange, false),
+        ),
     ]);
 }
 
@@ -312,11 +450,29 @@ fn min_max_and_rate_floor_bounds() {
     use Reason::*;
     check(vec![
         // min >= max -> max, whatever the queue says
-        row("min equals max, empty", policy(5, 5, 10), queue(0, 0), 0, (5, MinEqualsMax, true)),
-        row("min equals max, backlog", policy(5, 5, 10), queue(1000, 0), 5, (5, MinEqualsMax, true)),
+        row(
+            "min equals max, empty",
+            policy(5, 5, 10),
+            queue(0, 0),
+            0,
+            (5, MinEqualsMax, true),
+        ),
+        row(
+            "min equals max, backlog",
+            policy(5, 5, 10),
+            queue(1000, 0),
+            5,
+            (5, MinEqualsMax, true),
+        ),
         // min > max cannot pass from_spec, but decide() must not panic: max (the idle branch
         // reaching its target is never "limited")
-        row("min above max", policy(7, 3, 10), idle(queue(0, 0)), 9, (3, MinEqualsMax, false)),
+        row(
+            "min above max",
+            policy(7, 3, 10),
+            idle(queue(0, 0)),
+            9,
+            (3, MinEqualsMax, false),
+        ),
         // practo's own test: min' = max(2, ceil(10 * 2136.6 / 60)) = ceil(356.1) = 357 >= 20
         // -> 20; the branch value ceil(1 / 2500) = 1 differs -> limited
         row(
@@ -430,7 +586,13 @@ fn huge_inputs_do_not_overflow() {
             (3, ScaleDownBacklog, false),
         ),
         // target <= 0 only by hand: read as 1 -> ceil(5 / 1) = 5
-        row("target zero", policy(0, 50, 0), queue(5, 0), 0, (5, ScaleUpFromZero, false)),
+        row(
+            "target zero",
+            policy(0, 50, 0),
+            queue(5, 0),
+            0,
+            (5, ScaleUpFromZero, false),
+        ),
     ]);
 }
 
@@ -506,7 +668,10 @@ fn delay_follows_recorded_scales_and_restarts() {
     assert_eq!(history.last_scale_time(), Some(t(0)));
     // 30 s later the backlog is 30: practo wants 3 but 0 + 60 s is not before 30 s
     let d = decide(&p, &queue(30, 0), 25, t(30), &history, &settings);
-    assert_eq!((d.desired, d.recommendation, d.reason), (25, 3, Reason::ScaleDownDelayed));
+    assert_eq!(
+        (d.desired, d.recommendation, d.reason),
+        (25, 3, Reason::ScaleDownDelayed)
+    );
     history.record(&d, 25, t(30));
     // the held decision was no scale: last scale time unchanged
     assert_eq!(history.last_scale_time(), Some(t(0)));
