@@ -45,6 +45,9 @@
 //! count never drops to zero while messages are in flight (`HoldInFlight`): scale-up
 //! stabilization or a disabled scale-up could otherwise keep a worker-less queue waiting.
 //!
+//! The delay compares against whatever last scale time the caller restores; status.LastScaleTime
+//! has one-second precision, which practo (reading it back from its status) has as well.
+//!
 //! After a restart only status.LastScaleTime is restored; stabilization windows and rate
 //! periods start empty, as with the HPA controller.
 //!

@@ -121,9 +121,17 @@ pub(crate) fn recommend(policy: &Policy, queue: &QueueSnapshot, current: i32) ->
         Branch::Idle => false,
         _ => desired != raw,
     };
-    // The value before the min/max clamp, to tell a max-bound scale-down from the others.
-    let pre_clamp = raw.max(current - disruptable);
-    let reason = reason_for(policy, branch, raw, pre_clamp, desired, current, floor, max);
+    let reason = reason_for(&Outcome {
+        min_not_below_max: policy.min >= policy.max,
+        branch,
+        raw,
+        // The value before the min/max clamp, to tell a max-bound scale-down from the others.
+        pre_clamp: raw.max(current - disruptable),
+        desired,
+        current,
+        floor,
+        max,
+    });
     Recommendation {
         // convert() returns a value within [0, max] (or max), and max came from an i32.
         desired: i32::try_from(desired).unwrap_or(i32::MAX),
@@ -135,19 +143,33 @@ pub(crate) fn recommend(policy: &Policy, queue: &QueueSnapshot, current: i32) ->
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn reason_for(
-    policy: &Policy,
+/// Everything `reason_for` looks at.
+struct Outcome {
+    /// The spec's min >= max (as opposed to the rate floor reaching max).
+    min_not_below_max: bool,
     branch: Branch,
+    /// The branch's value before convertDesiredReplicasWithRules.
     raw: i64,
     pre_clamp: i64,
     desired: i64,
     current: i64,
     floor: i64,
     max: i64,
-) -> Reason {
+}
+
+fn reason_for(o: &Outcome) -> Reason {
+    let &Outcome {
+        min_not_below_max,
+        branch,
+        raw,
+        pre_clamp,
+        desired,
+        current,
+        floor,
+        max,
+    } = o;
     if floor >= max {
-        return if policy.min >= policy.max {
+        return if min_not_below_max {
             Reason::MinEqualsMax
         } else {
             Reason::KeepRateFloor

@@ -138,6 +138,36 @@ mod tests {
     use super::*;
     use std::collections::HashSet;
 
+    /// Fails to compile when a variant is added, as a reminder to add it to `ALL` too.
+    fn position(r: Reason) -> usize {
+        match r {
+            Reason::ScaleUpFromZero => 0,
+            Reason::ScaleUpBacklog => 1,
+            Reason::ScaleDownBacklog => 2,
+            Reason::WithinTolerance => 3,
+            Reason::ScaleDownIdle => 4,
+            Reason::ScaleDownToMin => 5,
+            Reason::KeepRateFloor => 6,
+            Reason::BelowMin => 7,
+            Reason::AboveMax => 8,
+            Reason::MinEqualsMax => 9,
+            Reason::NoChange => 10,
+            Reason::ScaleDownDelayed => 11,
+            Reason::StabilizedUp => 12,
+            Reason::StabilizedDown => 13,
+            Reason::RateLimited => 14,
+            Reason::ScalingDisabled => 15,
+            Reason::HoldInFlight => 16,
+        }
+    }
+
+    #[test]
+    fn all_lists_every_variant_once() {
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(position(*r), i, "{r}");
+        }
+    }
+
     #[test]
     fn names_are_unique_camel_case_and_match_debug() {
         let mut seen = HashSet::new();
