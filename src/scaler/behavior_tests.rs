@@ -411,3 +411,22 @@ fn recorded_run_releases_after_the_window() {
     }
     assert_eq!(h.last_scale_time(), Some(t(280)));
 }
+
+#[test]
+fn each_policy_counts_its_own_period() {
+    let mixed = [(PolicyType::Pods, 4, 60), (PolicyType::Percent, 100, 15)];
+    // 5 -> 10 at t=-30. Pods/60 s sees it: start 10 - 5 = 5 -> 9. Percent/15 s does not:
+    // start 10 -> ceil(10 * 2) = 20.
+    let h = scaled(-30, 5, 10);
+    // Max -> 20
+    let p = policy(0, 100, up(rules(None, None, &mixed)));
+    let d = run(&p, needs(50), 10, t(0), &h);
+    assert_eq!((d.desired, d.reason), (20, Reason::RateLimited));
+    // Min -> 9, below current 10: taken as 10, no scale-up yet
+    let p = policy(0, 100, up(rules(None, Some(SelectPolicy::Min), &mixed)));
+    let d = run(&p, needs(50), 10, t(0), &h);
+    assert_eq!(
+        (d.desired, d.reason, d.limited),
+        (10, Reason::RateLimited, true)
+    );
+}
