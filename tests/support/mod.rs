@@ -1,0 +1,4 @@
+#![allow(dead_code)]
+//! Shared helpers for integration tests.
+
+pub mod broker_procs;
