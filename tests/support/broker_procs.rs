@@ -81,7 +81,14 @@ impl BrokerProcess {
     /// SIGKILLs the whole process group and reaps the leader.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").arg("-KILL").arg(format!("-{}", child.id())).status();
+            // The child leads its own group (process_group(0)), so its pid is the group
+            // id. Guard against ever signalling group 0/1 (ourselves or everything).
+            let pgid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
+            assert!(pgid > 1, "refusing to signal process group {pgid}");
+            // SAFETY: kill(2) takes plain integers; a negative pid names one process group.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
             let _ = child.kill();
             let _ = child.wait();
         }

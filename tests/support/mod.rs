@@ -2,3 +2,4 @@
 //! Shared helpers for integration tests.
 
 pub mod broker_procs;
+pub mod brokers_amqp;
