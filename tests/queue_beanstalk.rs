@@ -16,11 +16,18 @@ const SHARED_PORT: u16 = 11300;
 const WAIT: Duration = Duration::from_secs(30);
 
 fn uri(port: u16, tube: &str) -> BeanstalkUri {
-    BeanstalkUri { host: "127.0.0.1".into(), port, tube: tube.into() }
+    BeanstalkUri {
+        host: "127.0.0.1".into(),
+        port,
+        tube: tube.into(),
+    }
 }
 
 fn opts() -> ProviderOptions {
-    ProviderOptions { request_timeout: Duration::from_secs(3), ..ProviderOptions::default() }
+    ProviderOptions {
+        request_timeout: Duration::from_secs(3),
+        ..ProviderOptions::default()
+    }
 }
 
 /// A minimal beanstalkd client for setting up test state.
@@ -30,7 +37,13 @@ struct Client {
 
 impl Client {
     async fn connect(port: u16) -> Self {
-        Self { conn: BufReader::new(TcpStream::connect(("127.0.0.1", port)).await.expect("connect beanstalkd")) }
+        Self {
+            conn: BufReader::new(
+                TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .expect("connect beanstalkd"),
+            ),
+        }
     }
 
     async fn line(&mut self) -> String {
@@ -40,12 +53,19 @@ impl Client {
     }
 
     async fn command(&mut self, command: &str) -> String {
-        self.conn.get_mut().write_all(format!("{command}\r\n").as_bytes()).await.expect("write");
+        self.conn
+            .get_mut()
+            .write_all(format!("{command}\r\n").as_bytes())
+            .await
+            .expect("write");
         self.line().await
     }
 
     async fn put(&mut self, tube: &str, delay: u32, body: &str) {
-        assert_eq!(self.command(&format!("use {tube}")).await, format!("USING {tube}"));
+        assert_eq!(
+            self.command(&format!("use {tube}")).await,
+            format!("USING {tube}")
+        );
         let put = format!("put 100 {delay} 60 {}\r\n{body}", body.len());
         let answer = self.command(&put).await;
         assert!(answer.starts_with("INSERTED "), "put answered {answer:?}");
@@ -61,7 +81,11 @@ impl Client {
     async fn reserve_now(&mut self) -> String {
         let answer = self.command("reserve-with-timeout 0").await;
         let mut parts = answer.split(' ');
-        assert_eq!(parts.next(), Some("RESERVED"), "reserve answered {answer:?}");
+        assert_eq!(
+            parts.next(),
+            Some("RESERVED"),
+            "reserve answered {answer:?}"
+        );
         let id = parts.next().expect("job id").to_string();
         let size: usize = parts.next().expect("size").parse().expect("numeric size");
         let mut body = vec![0u8; size + 2];
@@ -83,7 +107,9 @@ async fn counts_ready_reserved_delayed_and_watchers() {
     worker.reserve_now().await;
     worker.reserve_now().await;
 
-    let mut provider = BeanstalkProvider::connect(&uri(SHARED_PORT, &tube), &opts()).await.unwrap();
+    let mut provider = BeanstalkProvider::connect(&uri(SHARED_PORT, &tube), &opts())
+        .await
+        .unwrap();
     assert_eq!(provider.kind(), ProviderKind::Beanstalkd);
     let m = provider.poll().await.unwrap();
     assert_eq!(m.visible, 3);
@@ -103,13 +129,23 @@ async fn idle_when_every_watcher_waits_for_a_job() {
     worker.watch_only(&tube).await;
     let id = worker.reserve_now().await;
 
-    let mut provider = BeanstalkProvider::connect(&uri(SHARED_PORT, &tube), &opts()).await.unwrap();
+    let mut provider = BeanstalkProvider::connect(&uri(SHARED_PORT, &tube), &opts())
+        .await
+        .unwrap();
     let busy = provider.poll().await.unwrap();
-    assert_eq!((busy.visible, busy.in_flight, busy.idle), (0, Some(1), Some(false)));
+    assert_eq!(
+        (busy.visible, busy.in_flight, busy.idle),
+        (0, Some(1), Some(false))
+    );
 
     // The worker finishes and blocks in `reserve`: the tube is idle.
     assert_eq!(worker.command(&format!("delete {id}")).await, "DELETED");
-    worker.conn.get_mut().write_all(b"reserve\r\n").await.unwrap();
+    worker
+        .conn
+        .get_mut()
+        .write_all(b"reserve\r\n")
+        .await
+        .unwrap();
     let m = eventually(WAIT, "the waiting worker to show", async || {
         let m = provider.poll().await.unwrap();
         (m.idle == Some(true)).then_some(m)
@@ -127,9 +163,14 @@ async fn idle_when_every_watcher_waits_for_a_job() {
 #[tokio::test]
 async fn missing_tube_is_not_found_until_it_exists() {
     let tube = unique("wpa-missing");
-    let mut provider = BeanstalkProvider::connect(&uri(SHARED_PORT, &tube), &opts()).await.unwrap();
+    let mut provider = BeanstalkProvider::connect(&uri(SHARED_PORT, &tube), &opts())
+        .await
+        .unwrap();
     let err = provider.poll().await.unwrap_err();
-    assert!(matches!(err, QueueError::NotFound { ref queue } if queue.contains(&tube)), "{err:?}");
+    assert!(
+        matches!(err, QueueError::NotFound { ref queue } if queue.contains(&tube)),
+        "{err:?}"
+    );
 
     // A client that keeps using the tube keeps it alive.
     let mut producer = Client::connect(SHARED_PORT).await;
@@ -140,7 +181,10 @@ async fn missing_tube_is_not_found_until_it_exists() {
 
 #[tokio::test]
 async fn invalid_tube_name_is_a_config_error() {
-    let err = BeanstalkProvider::connect(&uri(SHARED_PORT, "bad tube\r\nquit"), &opts()).await.err().unwrap();
+    let err = BeanstalkProvider::connect(&uri(SHARED_PORT, "bad tube\r\nquit"), &opts())
+        .await
+        .err()
+        .unwrap();
     assert!(matches!(err, QueueError::Config(_)), "{err:?}");
 }
 
@@ -154,7 +198,9 @@ async fn recovers_after_the_server_restarts() {
     producer.put(&tube, 0, "a").await;
     producer.put(&tube, 0, "b").await;
 
-    let mut provider = BeanstalkProvider::connect(&uri(port, &tube), &opts()).await.unwrap();
+    let mut provider = BeanstalkProvider::connect(&uri(port, &tube), &opts())
+        .await
+        .unwrap();
     assert_eq!(provider.poll().await.unwrap().visible, 2);
 
     server.kill();
@@ -175,7 +221,10 @@ async fn unreachable_server_is_unavailable() {
     let dir = tempfile::tempdir().unwrap();
     let (mut server, port) = start_beanstalkd(dir.path());
     server.kill();
-    let err = BeanstalkProvider::connect(&uri(port, "default"), &opts()).await.err().unwrap();
+    let err = BeanstalkProvider::connect(&uri(port, "default"), &opts())
+        .await
+        .err()
+        .unwrap();
     assert!(matches!(err, QueueError::Unavailable { .. }), "{err:?}");
     drop(dir);
 }
@@ -205,14 +254,23 @@ async fn fake_server(reply: Vec<u8>, close: bool) -> u16 {
 
 async fn bad_response_from(reply: &[u8], close: bool) -> String {
     let port = fake_server(reply.to_vec(), close).await;
-    let mut provider = BeanstalkProvider::connect(&uri(port, "jobs"), &opts()).await.unwrap();
+    let mut provider = BeanstalkProvider::connect(&uri(port, "jobs"), &opts())
+        .await
+        .unwrap();
     let started = Instant::now();
     match provider.poll().await {
         Err(QueueError::BadResponse { detail, .. }) => {
-            assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+            assert!(
+                started.elapsed() < Duration::from_secs(3),
+                "took {:?}",
+                started.elapsed()
+            );
             detail
         }
-        other => panic!("expected BadResponse for {:?}, got {other:?}", String::from_utf8_lossy(reply)),
+        other => panic!(
+            "expected BadResponse for {:?}, got {other:?}",
+            String::from_utf8_lossy(reply)
+        ),
     }
 }
 
@@ -253,8 +311,13 @@ async fn silent_server_times_out_as_unavailable() {
             held.push(stream);
         }
     });
-    let opts = ProviderOptions { request_timeout: Duration::from_millis(500), ..ProviderOptions::default() };
-    let mut provider = BeanstalkProvider::connect(&uri(port, "jobs"), &opts).await.unwrap();
+    let opts = ProviderOptions {
+        request_timeout: Duration::from_millis(500),
+        ..ProviderOptions::default()
+    };
+    let mut provider = BeanstalkProvider::connect(&uri(port, "jobs"), &opts)
+        .await
+        .unwrap();
     let err = provider.poll().await.unwrap_err();
     assert!(matches!(err, QueueError::Unavailable { .. }), "{err:?}");
     holder.abort();

@@ -21,11 +21,18 @@ fn endpoint(port: u16) -> String {
 }
 
 fn creds() -> Credentials {
-    Credentials { username: Some("test".into()), password: Some("test".into()), authorization: None }
+    Credentials {
+        username: Some("test".into()),
+        password: Some("test".into()),
+        authorization: None,
+    }
 }
 
 fn opts() -> ProviderOptions {
-    ProviderOptions { request_timeout: Duration::from_secs(5), ..ProviderOptions::default() }
+    ProviderOptions {
+        request_timeout: Duration::from_secs(5),
+        ..ProviderOptions::default()
+    }
 }
 
 /// The test's own SQS client, for creating queues and moving messages.
@@ -40,7 +47,12 @@ fn client(port: u16) -> Client {
 }
 
 async fn create_queue(client: &Client, name: &str) -> String {
-    let out = client.create_queue().queue_name(name).send().await.expect("create_queue");
+    let out = client
+        .create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .expect("create_queue");
     out.queue_url().expect("queue url").to_string()
 }
 
@@ -55,7 +67,14 @@ fn sqs_uri(port: u16, queue_url: &str, name: &str) -> SqsUri {
 }
 
 async fn send(client: &Client, url: &str, body: &str, delay: i32) {
-    client.send_message().queue_url(url).message_body(body).delay_seconds(delay).send().await.expect("send");
+    client
+        .send_message()
+        .queue_url(url)
+        .message_body(body)
+        .delay_seconds(delay)
+        .send()
+        .await
+        .expect("send");
 }
 
 /// Receives exactly `n` messages (hidden for 10 minutes); returns their receipt handles.
@@ -72,7 +91,11 @@ async fn receive(client: &Client, url: &str, n: usize) -> Vec<String> {
             .send()
             .await
             .expect("receive");
-        handles.extend(out.messages().iter().filter_map(|m| m.receipt_handle().map(String::from)));
+        handles.extend(
+            out.messages()
+                .iter()
+                .filter_map(|m| m.receipt_handle().map(String::from)),
+        );
     }
     handles
 }
@@ -88,7 +111,9 @@ async fn counts_visible_in_flight_and_delayed() {
     send(&sqs, &url, "later", 600).await;
     receive(&sqs, &url, 2).await;
 
-    let mut provider = SqsProvider::connect(&sqs_uri(SHARED_PORT, &url, &name), &creds(), &opts()).await.unwrap();
+    let mut provider = SqsProvider::connect(&sqs_uri(SHARED_PORT, &url, &name), &creds(), &opts())
+        .await
+        .unwrap();
     assert_eq!(provider.kind(), ProviderKind::Sqs);
     let m = provider.poll().await.unwrap();
     assert_eq!(m.visible, 3);
@@ -101,7 +126,9 @@ async fn counts_visible_in_flight_and_delayed() {
 async fn missing_queue_is_not_found() {
     let name = unique("wpa-missing");
     let url = format!("{}/{ACCOUNT}/{name}", endpoint(SHARED_PORT));
-    let mut provider = SqsProvider::connect(&sqs_uri(SHARED_PORT, &url, &name), &creds(), &opts()).await.unwrap();
+    let mut provider = SqsProvider::connect(&sqs_uri(SHARED_PORT, &url, &name), &creds(), &opts())
+        .await
+        .unwrap();
     let err = provider.poll().await.unwrap_err();
     assert_eq!(err, QueueError::NotFound { queue: url.clone() });
 
@@ -118,20 +145,30 @@ async fn drained_queue_reports_zero_backlog_and_leaves_idleness_to_the_registry(
     let name = unique("wpa-idle");
     let url = create_queue(&sqs, &name).await;
     send(&sqs, &url, "work", 0).await;
-    let mut provider = SqsProvider::connect(&sqs_uri(SHARED_PORT, &url, &name), &creds(), &opts()).await.unwrap();
+    let mut provider = SqsProvider::connect(&sqs_uri(SHARED_PORT, &url, &name), &creds(), &opts())
+        .await
+        .unwrap();
 
     let handles = receive(&sqs, &url, 1).await;
     let busy = provider.poll().await.unwrap();
     assert_eq!((busy.visible, busy.in_flight), (0, Some(1)));
 
     for handle in handles {
-        sqs.delete_message().queue_url(&url).receipt_handle(handle).send().await.unwrap();
+        sqs.delete_message()
+            .queue_url(&url)
+            .receipt_handle(handle)
+            .send()
+            .await
+            .unwrap();
     }
     // Over the idle window every poll shows nothing visible, in flight or delayed, and no
     // broker-side idle claim (CloudWatch is not queried): the registry decides.
     for _ in 0..3 {
         let m = provider.poll().await.unwrap();
-        assert_eq!((m.visible, m.in_flight, m.delayed, m.idle), (0, Some(0), Some(0), None));
+        assert_eq!(
+            (m.visible, m.in_flight, m.delayed, m.idle),
+            (0, Some(0), Some(0), None)
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
@@ -147,7 +184,9 @@ async fn long_poll_notices_a_message_sent_during_the_wait() {
         request_timeout: Duration::from_secs(5),
         ..ProviderOptions::default()
     };
-    let mut provider = SqsProvider::connect(&sqs_uri(SHARED_PORT, &url, &name), &creds(), &opts).await.unwrap();
+    let mut provider = SqsProvider::connect(&sqs_uri(SHARED_PORT, &url, &name), &creds(), &opts)
+        .await
+        .unwrap();
 
     let sender = {
         let sqs = sqs.clone();
@@ -162,8 +201,14 @@ async fn long_poll_notices_a_message_sent_during_the_wait() {
     let waited = started.elapsed();
     sender.await.unwrap();
     assert_eq!(m.visible, 1, "after {waited:?}");
-    assert!(waited >= Duration::from_millis(1500), "returned before the message was sent: {waited:?}");
-    assert!(waited < Duration::from_secs(12), "did not return when the message arrived: {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "returned before the message was sent: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(12),
+        "did not return when the message arrived: {waited:?}"
+    );
 
     // VisibilityTimeout 0: the message stays deliverable to workers.
     let m = provider.poll().await.unwrap();
@@ -175,10 +220,16 @@ async fn long_poll_is_off_by_default() {
     let sqs = client(SHARED_PORT);
     let name = unique("wpa-shortpoll");
     let url = create_queue(&sqs, &name).await;
-    let mut provider = SqsProvider::connect(&sqs_uri(SHARED_PORT, &url, &name), &creds(), &opts()).await.unwrap();
+    let mut provider = SqsProvider::connect(&sqs_uri(SHARED_PORT, &url, &name), &creds(), &opts())
+        .await
+        .unwrap();
     let started = Instant::now();
     assert_eq!(provider.poll().await.unwrap().visible, 0);
-    assert!(started.elapsed() < Duration::from_secs(3), "an empty poll waited {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "an empty poll waited {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -191,18 +242,28 @@ async fn recovers_after_the_server_restarts() {
     let url = create_queue(&sqs, &name).await;
     send(&sqs, &url, "a", 0).await;
 
-    let mut provider = SqsProvider::connect(&sqs_uri(port, &url, &name), &creds(), &opts()).await.unwrap();
+    let mut provider = SqsProvider::connect(&sqs_uri(port, &url, &name), &creds(), &opts())
+        .await
+        .unwrap();
     assert_eq!(provider.poll().await.unwrap().visible, 1);
 
     server.kill();
     let err = provider.poll().await.unwrap_err();
-    assert!(matches!(err, QueueError::Unavailable { ref queue, .. } if *queue == url), "{err:?}");
+    assert!(
+        matches!(err, QueueError::Unavailable { ref queue, .. } if *queue == url),
+        "{err:?}"
+    );
 
     server.restart();
     wait_for_port(port, WAIT).await;
     // moto keeps state in memory: recreate the queue, then the same provider recovers.
     let url2 = eventually(WAIT, "moto to accept create_queue", async || {
-        sqs.create_queue().queue_name(&name).send().await.ok().and_then(|o| o.queue_url().map(String::from))
+        sqs.create_queue()
+            .queue_name(&name)
+            .send()
+            .await
+            .ok()
+            .and_then(|o| o.queue_url().map(String::from))
     })
     .await;
     assert_eq!(url2, url);

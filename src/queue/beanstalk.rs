@@ -92,13 +92,17 @@ impl BeanstalkProvider {
             self.conn = Some(BufReader::new(stream));
         }
         // Just filled above when it was empty.
-        self.conn
-            .as_mut()
-            .ok_or_else(|| QueueError::Unavailable { queue: self.label.clone(), detail: "no connection".into() })
+        self.conn.as_mut().ok_or_else(|| QueueError::Unavailable {
+            queue: self.label.clone(),
+            detail: "no connection".into(),
+        })
     }
 
     fn unavailable(&self, detail: &str) -> QueueError {
-        QueueError::Unavailable { queue: self.label.clone(), detail: detail.to_string() }
+        QueueError::Unavailable {
+            queue: self.label.clone(),
+            detail: detail.to_string(),
+        }
     }
 
     /// One `stats-tube` exchange on the current (possibly new) connection.
@@ -111,20 +115,26 @@ impl BeanstalkProvider {
             Err(_) => Err(Failure::Io(format!("no answer within {timeout:?}"))),
         };
         match result {
-            Ok(body) => parse_stats(&body).map_err(|detail| {
-                QueueError::BadResponse { queue: self.label.clone(), detail }
+            Ok(body) => parse_stats(&body).map_err(|detail| QueueError::BadResponse {
+                queue: self.label.clone(),
+                detail,
             }),
-            Err(Failure::NotFound) => Err(QueueError::NotFound { queue: self.label.clone() }),
+            Err(Failure::NotFound) => Err(QueueError::NotFound {
+                queue: self.label.clone(),
+            }),
             Err(failure) => {
                 // The stream may hold half a frame: never reuse it.
                 self.conn = None;
                 Err(match failure {
                     Failure::Io(detail) => self.unavailable(&detail),
                     Failure::Closed => self.unavailable("connection closed by the server"),
-                    Failure::Protocol(detail) => {
-                        QueueError::BadResponse { queue: self.label.clone(), detail }
-                    }
-                    Failure::NotFound => QueueError::NotFound { queue: self.label.clone() },
+                    Failure::Protocol(detail) => QueueError::BadResponse {
+                        queue: self.label.clone(),
+                        detail,
+                    },
+                    Failure::NotFound => QueueError::NotFound {
+                        queue: self.label.clone(),
+                    },
                 })
             }
         }
@@ -148,15 +158,23 @@ impl QueueProvider for BeanstalkProvider {
             }
             other => other?,
         };
-        metrics_from_stats(&stats, self.tube == "default")
-            .map_err(|detail| QueueError::BadResponse { queue: self.label.clone(), detail })
+        metrics_from_stats(&stats, self.tube == "default").map_err(|detail| {
+            QueueError::BadResponse {
+                queue: self.label.clone(),
+                detail,
+            }
+        })
     }
 }
 
 /// Tube names: 1..=200 bytes of letters, digits and `-+/;.$_()`, not starting with `-`.
 fn validate_tube(tube: &str) -> Result<(), QueueError> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || "-+/;.$_()".contains(c);
-    if tube.is_empty() || tube.len() > MAX_TUBE || tube.starts_with('-') || !tube.chars().all(allowed) {
+    if tube.is_empty()
+        || tube.len() > MAX_TUBE
+        || tube.starts_with('-')
+        || !tube.chars().all(allowed)
+    {
         return Err(QueueError::Config(format!(
             "invalid beanstalkd tube name {tube:?}: 1-{MAX_TUBE} characters of letters, digits and -+/;.$_() not starting with '-'"
         )));
@@ -170,9 +188,16 @@ fn io_failure(e: io::Error) -> Failure {
 
 /// Sends `command` and reads one `OK <bytes>` frame (or an error line), bounded.
 async fn exchange(conn: &mut BufReader<TcpStream>, command: &str) -> Result<String, Failure> {
-    conn.get_mut().write_all(command.as_bytes()).await.map_err(io_failure)?;
+    conn.get_mut()
+        .write_all(command.as_bytes())
+        .await
+        .map_err(io_failure)?;
     let mut line = Vec::new();
-    (&mut *conn).take(MAX_LINE).read_until(b'\n', &mut line).await.map_err(io_failure)?;
+    (&mut *conn)
+        .take(MAX_LINE)
+        .read_until(b'\n', &mut line)
+        .await
+        .map_err(io_failure)?;
     if line.is_empty() {
         return Err(Failure::Closed);
     }
@@ -183,16 +208,24 @@ async fn exchange(conn: &mut BufReader<TcpStream>, command: &str) -> Result<Stri
             "truncated response line".to_string()
         }));
     };
-    let line = std::str::from_utf8(line).map_err(|_| Failure::Protocol("response line is not UTF-8".into()))?;
+    let line = std::str::from_utf8(line)
+        .map_err(|_| Failure::Protocol("response line is not UTF-8".into()))?;
     let size = match line.split_once(' ') {
         Some(("OK", size)) => size
             .parse::<usize>()
             .map_err(|_| Failure::Protocol(format!("bad body size in {:?}", shorten(line))))?,
         None if line == "NOT_FOUND" => return Err(Failure::NotFound),
-        _ => return Err(Failure::Protocol(format!("unexpected response {:?}", shorten(line)))),
+        _ => {
+            return Err(Failure::Protocol(format!(
+                "unexpected response {:?}",
+                shorten(line)
+            )));
+        }
     };
     if size > MAX_BODY {
-        return Err(Failure::Protocol(format!("body of {size} bytes exceeds the {MAX_BODY}-byte limit")));
+        return Err(Failure::Protocol(format!(
+            "body of {size} bytes exceeds the {MAX_BODY}-byte limit"
+        )));
     }
     let mut body = vec![0u8; size + 2];
     conn.read_exact(&mut body).await.map_err(|e| {
@@ -235,11 +268,18 @@ fn parse_stats(body: &str) -> Result<HashMap<String, String>, String> {
 }
 
 fn count(stats: &HashMap<String, String>, key: &str) -> Result<u64, String> {
-    let value = stats.get(key).ok_or_else(|| format!("stats-tube lacks {key}"))?;
-    value.parse().map_err(|_| format!("{key} is not a count: {:?}", shorten(value)))
+    let value = stats
+        .get(key)
+        .ok_or_else(|| format!("stats-tube lacks {key}"))?;
+    value
+        .parse()
+        .map_err(|_| format!("{key} is not a count: {:?}", shorten(value)))
 }
 
-fn metrics_from_stats(stats: &HashMap<String, String>, default_tube: bool) -> Result<QueueMetrics, String> {
+fn metrics_from_stats(
+    stats: &HashMap<String, String>,
+    default_tube: bool,
+) -> Result<QueueMetrics, String> {
     let ready = count(stats, "current-jobs-ready")?;
     let reserved = count(stats, "current-jobs-reserved")?;
     let delayed = count(stats, "current-jobs-delayed")?;
@@ -280,7 +320,10 @@ mod tests {
     fn parses_stats_tube_body() {
         let stats = parse_stats(SAMPLE).unwrap();
         let m = metrics_from_stats(&stats, false).unwrap();
-        assert_eq!((m.visible, m.in_flight, m.delayed, m.consumers), (3, Some(2), Some(1), Some(2)));
+        assert_eq!(
+            (m.visible, m.in_flight, m.delayed, m.consumers),
+            (3, Some(2), Some(1), Some(2))
+        );
         assert_eq!(m.idle, Some(false));
     }
 

@@ -35,7 +35,11 @@ use super::uri::AmqpUri;
 use super::{Credentials, ProviderKind, ProviderOptions, QueueError, QueueMetrics, QueueProvider};
 
 /// Everything but RFC 3986 unreserved characters: `/` in a vhost must become `%2F`.
-const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 /// Heartbeat so a silently dead connection is noticed by lapin too.
 const HEARTBEAT_SECONDS: u16 = 30;
 
@@ -88,26 +92,51 @@ impl RabbitmqProvider {
     /// Prepares the provider. Without a management URL it opens the AMQP connection
     /// now, so wrong credentials (`Denied`) or an unreachable broker (`Unavailable`)
     /// show up at once; with one, no request is made until the first poll.
-    pub async fn connect(uri: &AmqpUri, creds: &Credentials, opts: &ProviderOptions) -> Result<Self, QueueError> {
+    pub async fn connect(
+        uri: &AmqpUri,
+        creds: &Credentials,
+        opts: &ProviderOptions,
+    ) -> Result<Self, QueueError> {
         if uri.queue.is_empty() {
-            return Err(QueueError::Config("the AMQP queue URI names no queue".into()));
+            return Err(QueueError::Config(
+                "the AMQP queue URI names no queue".into(),
+            ));
         }
         let (username, password) = match (&creds.username, &creds.password) {
             (Some(u), p) => (u.clone(), p.clone().unwrap_or_default()),
-            (None, Some(p)) => (uri.username.clone().unwrap_or_else(|| "guest".into()), p.clone()),
+            (None, Some(p)) => (
+                uri.username.clone().unwrap_or_else(|| "guest".into()),
+                p.clone(),
+            ),
             (None, None) => (
                 uri.username.clone().unwrap_or_else(|| "guest".into()),
-                uri.password.clone().unwrap_or_else(|| if uri.username.is_some() { String::new() } else { "guest".into() }),
+                uri.password.clone().unwrap_or_else(|| {
+                    if uri.username.is_some() {
+                        String::new()
+                    } else {
+                        "guest".into()
+                    }
+                }),
             ),
         };
         let scheme = if uri.tls { "amqps" } else { "amqp" };
         let vhost_segment = utf8_percent_encode(&uri.vhost, PATH_SEGMENT).to_string();
-        let label = format!("{scheme}://{}:{}/{vhost_segment}/{}", uri.host, uri.port, uri.queue);
+        let label = format!(
+            "{scheme}://{}:{}/{vhost_segment}/{}",
+            uri.host, uri.port, uri.queue
+        );
         let timeout_ms = u64::try_from(opts.request_timeout.as_millis()).unwrap_or(u64::MAX);
         let amqp_uri = AMQPUri {
-            scheme: if uri.tls { AMQPScheme::AMQPS } else { AMQPScheme::AMQP },
+            scheme: if uri.tls {
+                AMQPScheme::AMQPS
+            } else {
+                AMQPScheme::AMQP
+            },
             authority: AMQPAuthority {
-                userinfo: AMQPUserInfo { username: username.clone(), password: password.clone() },
+                userinfo: AMQPUserInfo {
+                    username: username.clone(),
+                    password: password.clone(),
+                },
                 host: uri.host.clone(),
                 port: uri.port,
             },
@@ -130,7 +159,12 @@ impl RabbitmqProvider {
                     base.trim_end_matches('/'),
                     utf8_percent_encode(&uri.queue, PATH_SEGMENT)
                 );
-                Some(Management { http, url, username, password })
+                Some(Management {
+                    http,
+                    url,
+                    username,
+                    password,
+                })
             }
             None => None,
         };
@@ -150,7 +184,10 @@ impl RabbitmqProvider {
     }
 
     fn unavailable(&self, detail: impl Into<String>) -> QueueError {
-        QueueError::Unavailable { queue: self.label.clone(), detail: detail.into() }
+        QueueError::Unavailable {
+            queue: self.label.clone(),
+            detail: detail.into(),
+        }
     }
 
     /// Returns an open channel, re-opening the connection and/or channel as needed.
@@ -161,9 +198,14 @@ impl RabbitmqProvider {
             return Ok(channel.clone());
         }
         self.channel = None;
-        if !self.connection.as_ref().is_some_and(|c| c.status().connected()) {
+        if !self
+            .connection
+            .as_ref()
+            .is_some_and(|c| c.status().connected())
+        {
             self.connection = None;
-            let connect = Connection::connect_uri(self.amqp_uri.clone(), ConnectionProperties::default());
+            let connect =
+                Connection::connect_uri(self.amqp_uri.clone(), ConnectionProperties::default());
             let c = tokio::time::timeout(self.timeout, connect)
                 .await
                 .map_err(|_| self.unavailable("timed out opening the AMQP connection"))?
@@ -192,8 +234,12 @@ impl RabbitmqProvider {
     /// Passive declare: ready and consumer counts, without creating the queue.
     async fn declare_once(&mut self) -> Result<AmqpCounts, QueueError> {
         let channel = self.ensure_channel().await?;
-        let options = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
-        let declare = channel.queue_declare(self.queue.as_str().into(), options, FieldTable::default());
+        let options = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let declare =
+            channel.queue_declare(self.queue.as_str().into(), options, FieldTable::default());
         match tokio::time::timeout(self.timeout, declare).await {
             Ok(Ok(queue)) => Ok(AmqpCounts {
                 ready: u64::from(queue.message_count()),
@@ -233,14 +279,27 @@ impl RabbitmqProvider {
         match err.kind() {
             ErrorKind::ProtocolError(amqp) => match amqp.kind() {
                 AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND) => QueueError::NotFound { queue },
-                AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED) => {
-                    QueueError::Denied { queue, detail: amqp.get_message().to_string() }
-                }
-                _ => QueueError::BadResponse { queue, detail: amqp.to_string() },
+                AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED) => QueueError::Denied {
+                    queue,
+                    detail: amqp.get_message().to_string(),
+                },
+                _ => QueueError::BadResponse {
+                    queue,
+                    detail: amqp.to_string(),
+                },
             },
-            ErrorKind::AuthProviderError(detail) => QueueError::Denied { queue, detail: detail.clone() },
-            ErrorKind::ParsingError(e) => QueueError::BadResponse { queue, detail: e.to_string() },
-            _ => QueueError::Unavailable { queue, detail: err.to_string() },
+            ErrorKind::AuthProviderError(detail) => QueueError::Denied {
+                queue,
+                detail: detail.clone(),
+            },
+            ErrorKind::ParsingError(e) => QueueError::BadResponse {
+                queue,
+                detail: e.to_string(),
+            },
+            _ => QueueError::Unavailable {
+                queue,
+                detail: err.to_string(),
+            },
         }
     }
 
@@ -258,10 +317,18 @@ impl RabbitmqProvider {
             200 => {}
             404 => return Err(QueueError::NotFound { queue }),
             401 | 403 => {
-                return Err(QueueError::Denied { queue, detail: format!("management API answered {status}") });
+                return Err(QueueError::Denied {
+                    queue,
+                    detail: format!("management API answered {status}"),
+                });
             }
             500.. => return Err(self.unavailable(format!("management API answered {status}"))),
-            _ => return Err(QueueError::BadResponse { queue, detail: format!("management API answered {status}") }),
+            _ => {
+                return Err(QueueError::BadResponse {
+                    queue,
+                    detail: format!("management API answered {status}"),
+                });
+            }
         }
         let body = response
             .bytes()
@@ -301,8 +368,11 @@ impl QueueProvider for RabbitmqProvider {
             });
         };
         let info = self.fetch_management(mgmt).await?;
-        let sent_per_minute =
-            per_minute(info.message_stats.and_then(|s| s.publish_details).and_then(|d| d.rate));
+        let sent_per_minute = per_minute(
+            info.message_stats
+                .and_then(|s| s.publish_details)
+                .and_then(|d| d.rate),
+        );
         let (visible, in_flight, consumers) = match info.messages_ready {
             Some(ready) => (ready, info.messages_unacknowledged, info.consumers),
             None => {
@@ -336,9 +406,21 @@ mod tests {
         .unwrap();
         assert_eq!(sampled.messages_ready, Some(4));
         assert_eq!(sampled.messages_unacknowledged, Some(2));
-        assert_eq!(per_minute(sampled.message_stats.and_then(|s| s.publish_details).and_then(|d| d.rate)), Some(30));
-        let fresh: QueueInfo = serde_json::from_str(r#"{"name":"q","arguments":{},"type":"classic"}"#).unwrap();
-        assert_eq!((fresh.messages_ready, fresh.messages_unacknowledged), (None, None));
+        assert_eq!(
+            per_minute(
+                sampled
+                    .message_stats
+                    .and_then(|s| s.publish_details)
+                    .and_then(|d| d.rate)
+            ),
+            Some(30)
+        );
+        let fresh: QueueInfo =
+            serde_json::from_str(r#"{"name":"q","arguments":{},"type":"classic"}"#).unwrap();
+        assert_eq!(
+            (fresh.messages_ready, fresh.messages_unacknowledged),
+            (None, None)
+        );
         assert!(fresh.message_stats.is_none());
     }
 
@@ -355,6 +437,9 @@ mod tests {
     #[test]
     fn vhost_is_one_path_segment() {
         assert_eq!(utf8_percent_encode("/", PATH_SEGMENT).to_string(), "%2F");
-        assert_eq!(utf8_percent_encode("a b/c", PATH_SEGMENT).to_string(), "a%20b%2Fc");
+        assert_eq!(
+            utf8_percent_encode("a b/c", PATH_SEGMENT).to_string(),
+            "a%20b%2Fc"
+        );
     }
 }

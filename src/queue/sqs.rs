@@ -38,7 +38,10 @@ use super::uri::SqsUri;
 use super::{Credentials, ProviderKind, ProviderOptions, QueueError, QueueMetrics, QueueProvider};
 
 /// Error codes (AWS JSON and query protocols, moto) for a queue that does not exist.
-const NOT_FOUND_CODES: &[&str] = &["QueueDoesNotExist", "AWS.SimpleQueueService.NonExistentQueue"];
+const NOT_FOUND_CODES: &[&str] = &[
+    "QueueDoesNotExist",
+    "AWS.SimpleQueueService.NonExistentQueue",
+];
 /// Error codes meaning the credentials are missing, wrong or lack permission.
 const DENIED_CODES: &[&str] = &[
     "AccessDenied",
@@ -74,7 +77,11 @@ struct Counts {
 impl SqsProvider {
     /// Builds the SDK client. Does not contact SQS; fails only on configuration (no
     /// region anywhere).
-    pub async fn connect(uri: &SqsUri, creds: &Credentials, opts: &ProviderOptions) -> Result<Self, QueueError> {
+    pub async fn connect(
+        uri: &SqsUri,
+        creds: &Credentials,
+        opts: &ProviderOptions,
+    ) -> Result<Self, QueueError> {
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
         if let Some(region) = uri.region.clone().or_else(|| opts.aws_region.clone()) {
             loader = loader.region(Region::new(region));
@@ -102,9 +109,9 @@ impl SqsProvider {
         if let Some(endpoint) = &uri.endpoint {
             config = config.endpoint_url(endpoint);
         }
-        let long_poll = opts
-            .sqs_receive_long_poll
-            .then(|| Duration::from_secs(u64::from(opts.sqs_long_poll_seconds.min(MAX_WAIT_SECONDS))));
+        let long_poll = opts.sqs_receive_long_poll.then(|| {
+            Duration::from_secs(u64::from(opts.sqs_long_poll_seconds.min(MAX_WAIT_SECONDS)))
+        });
         Ok(Self {
             client: Client::from_conf(config.build()),
             queue_url: uri.queue_url.clone(),
@@ -133,7 +140,11 @@ impl SqsProvider {
             })?;
             value.trim().parse().map_err(|_| QueueError::BadResponse {
                 queue: self.queue_url.clone(),
-                detail: format!("{} is not a count: {:?}", name.as_str(), value.chars().take(32).collect::<String>()),
+                detail: format!(
+                    "{} is not a count: {:?}",
+                    name.as_str(),
+                    value.chars().take(32).collect::<String>()
+                ),
             })
         };
         Ok(Counts {
@@ -155,7 +166,10 @@ impl SqsProvider {
             .max_number_of_messages(1)
             .customize()
             // The call legitimately takes the whole wait.
-            .config_override(aws_sdk_sqs::config::Builder::default().timeout_config(timeouts(wait + self.request_timeout)))
+            .config_override(
+                aws_sdk_sqs::config::Builder::default()
+                    .timeout_config(timeouts(wait + self.request_timeout)),
+            )
             .send()
             .await
             .map_err(|e| map_sdk_error(&self.queue_url, e))?;
@@ -221,8 +235,12 @@ where
                 QueueError::NotFound { queue }
             } else if DENIED_CODES.contains(&code) {
                 QueueError::Denied { queue, detail }
-            } else if code == "RequestThrottled" || code == "ThrottlingException" || code.is_empty() {
-                QueueError::Unavailable { queue, detail: format!("service error {detail}") }
+            } else if code == "RequestThrottled" || code == "ThrottlingException" || code.is_empty()
+            {
+                QueueError::Unavailable {
+                    queue,
+                    detail: format!("service error {detail}"),
+                }
             } else {
                 QueueError::BadResponse { queue, detail }
             }
@@ -236,6 +254,9 @@ where
                 QueueError::Unavailable { queue, detail }
             }
         }
-        _ => QueueError::Config(format!("cannot build a request for {queue}: {}", DisplayErrorContext(&err))),
+        _ => QueueError::Config(format!(
+            "cannot build a request for {queue}: {}",
+            DisplayErrorContext(&err)
+        )),
     }
 }

@@ -22,22 +22,36 @@ pub fn free_port() -> u16 {
 }
 
 /// Calls `check` until it yields `Some`, or panics after `timeout` naming `what`.
-pub async fn eventually<T>(timeout: Duration, what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+pub async fn eventually<T>(
+    timeout: Duration,
+    what: &str,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
     let start = Instant::now();
     loop {
         if let Some(v) = check().await {
             return v;
         }
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
 /// Waits until something accepts connections on 127.0.0.1:`port`.
 pub async fn wait_for_port(port: u16, timeout: Duration) {
-    eventually(timeout, &format!("127.0.0.1:{port} to accept connections"), async || {
-        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(|_| ())
-    })
+    eventually(
+        timeout,
+        &format!("127.0.0.1:{port} to accept connections"),
+        async || {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(|_| ())
+        },
+    )
     .await;
 }
 
@@ -54,8 +68,14 @@ impl BrokerProcess {
     pub fn start(program: &str, args: &[&str], envs: &[(&str, &str)], log: &Path) -> Self {
         let mut process = Self {
             child: None,
-            command: std::iter::once(program).chain(args.iter().copied()).map(String::from).collect(),
-            envs: envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            command: std::iter::once(program)
+                .chain(args.iter().copied())
+                .map(String::from)
+                .collect(),
+            envs: envs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             log: log.to_path_buf(),
         };
         process.restart();
@@ -65,7 +85,11 @@ impl BrokerProcess {
     /// Starts the process again with the same command (after [`Self::kill`]).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "process still running");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("open log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open log");
         let child = Command::new(&self.command[0])
             .args(&self.command[1..])
             .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -133,8 +157,11 @@ pub fn start_rabbitmq(dir: &Path) -> (BrokerProcess, u16) {
     let port = free_port();
     let dist_port = free_port();
     let conf = dir.join("rabbitmq.conf");
-    std::fs::write(&conf, format!("listeners.tcp.local = 127.0.0.1:{port}\nloopback_users = none\n"))
-        .expect("write rabbitmq.conf");
+    std::fs::write(
+        &conf,
+        format!("listeners.tcp.local = 127.0.0.1:{port}\nloopback_users = none\n"),
+    )
+    .expect("write rabbitmq.conf");
     let env_file = dir.join("rabbitmq-env.conf");
     std::fs::write(&env_file, "").expect("write rabbitmq-env.conf");
     let plugins = dir.join("enabled_plugins");
@@ -153,10 +180,17 @@ pub fn start_rabbitmq(dir: &Path) -> (BrokerProcess, u16) {
         ("RABBITMQ_CONFIG_FILE", s(conf)),
         ("RABBITMQ_CONF_ENV_FILE", s(env_file)),
         ("RABBITMQ_ENABLED_PLUGINS_FILE", s(plugins)),
-        ("RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS", "-kernel inet_dist_use_interface {127,0,0,1}".to_string()),
+        (
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS",
+            "-kernel inet_dist_use_interface {127,0,0,1}".to_string(),
+        ),
     ];
     let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let process =
-        BrokerProcess::start("/usr/lib/rabbitmq/bin/rabbitmq-server", &[], &envs, &dir.join("rabbitmq.out"));
+    let process = BrokerProcess::start(
+        "/usr/lib/rabbitmq/bin/rabbitmq-server",
+        &[],
+        &envs,
+        &dir.join("rabbitmq.out"),
+    );
     (process, port)
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
+    BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
 use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
@@ -39,31 +39,47 @@ pub async fn open(port: u16, vhost: &str) -> (Connection, Channel) {
     let uri = AMQPUri {
         scheme: AMQPScheme::AMQP,
         authority: AMQPAuthority {
-            userinfo: AMQPUserInfo { username: "guest".into(), password: "guest".into() },
+            userinfo: AMQPUserInfo {
+                username: "guest".into(),
+                password: "guest".into(),
+            },
             host: "127.0.0.1".into(),
             port,
         },
         vhost: vhost.into(),
         query: AMQPQueryString::default(),
     };
-    let connection = Connection::connect_uri(uri, ConnectionProperties::default()).await.expect("AMQP connect");
+    let connection = Connection::connect_uri(uri, ConnectionProperties::default())
+        .await
+        .expect("AMQP connect");
     let channel = connection.create_channel().await.expect("AMQP channel");
     (connection, channel)
 }
 
 pub async fn declare(channel: &Channel, queue: &str, durable: bool) {
-    let options = QueueDeclareOptions { durable, ..QueueDeclareOptions::default() };
-    channel.queue_declare(queue.into(), options, FieldTable::default()).await.expect("queue.declare");
+    let options = QueueDeclareOptions {
+        durable,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(queue.into(), options, FieldTable::default())
+        .await
+        .expect("queue.declare");
 }
 
 pub async fn delete(channel: &Channel, queue: &str) {
-    let _ = channel.queue_delete(queue.into(), QueueDeleteOptions::default()).await;
+    let _ = channel
+        .queue_delete(queue.into(), QueueDeleteOptions::default())
+        .await;
 }
 
 /// Publishes `n` persistent messages to `queue` via the default exchange and waits for
 /// the broker's confirms.
 pub async fn publish(channel: &Channel, queue: &str, n: usize) {
-    channel.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm.select");
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirm.select");
     for i in 0..n {
         let confirm = channel
             .basic_publish(
@@ -87,17 +103,31 @@ pub struct HeldDeliveries {
 
 pub async fn hold_deliveries(port: u16, vhost: &str, queue: &str, prefetch: u16) -> HeldDeliveries {
     let (connection, channel) = open(port, vhost).await;
-    channel.basic_qos(prefetch, BasicQosOptions::default()).await.expect("basic.qos");
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await
+        .expect("basic.qos");
     let mut consumer = channel
-        .basic_consume(queue.into(), "wpa-test-holder".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            queue.into(),
+            "wpa-test-holder".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await
         .expect("basic.consume");
     // Take the prefetched deliveries off the wire and keep them unacknowledged.
     for _ in 0..prefetch {
         let delivery = tokio::time::timeout(Duration::from_secs(30), consumer.next()).await;
-        assert!(matches!(delivery, Ok(Some(Ok(_)))), "no delivery for the holder");
+        assert!(
+            matches!(delivery, Ok(Some(Ok(_)))),
+            "no delivery for the holder"
+        );
     }
-    HeldDeliveries { _connection: connection, _consumer: consumer }
+    HeldDeliveries {
+        _connection: connection,
+        _consumer: consumer,
+    }
 }
 
 fn segment(s: &str) -> String {
@@ -108,7 +138,11 @@ fn segment(s: &str) -> String {
 pub async fn create_vhost(vhost: &str) {
     let http = reqwest::Client::new();
     let v = segment(vhost);
-    let r = http.put(format!("{MANAGEMENT}/api/vhosts/{v}")).basic_auth("guest", Some("guest")).send().await;
+    let r = http
+        .put(format!("{MANAGEMENT}/api/vhosts/{v}"))
+        .basic_auth("guest", Some("guest"))
+        .send()
+        .await;
     assert!(r.expect("PUT vhost").status().is_success());
     let r = http
         .put(format!("{MANAGEMENT}/api/permissions/{v}/guest"))
@@ -132,7 +166,12 @@ pub fn celery_produce(queue: &str, count: usize, priority: Option<u8>, max_prior
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/celery/produce.py");
     let mut cmd = Command::new("python3");
     cmd.arg(script)
-        .args(["--broker", "amqp://guest:guest@127.0.0.1:5672//", "--queue", queue])
+        .args([
+            "--broker",
+            "amqp://guest:guest@127.0.0.1:5672//",
+            "--queue",
+            queue,
+        ])
         .args(["--count", &count.to_string()]);
     if let Some(p) = priority {
         cmd.args(["--priority", &p.to_string()]);
@@ -141,7 +180,14 @@ pub fn celery_produce(queue: &str, count: usize, priority: Option<u8>, max_prior
         cmd.args(["--max-priority", &m.to_string()]);
     }
     let out = cmd.output().expect("run produce.py");
-    assert!(out.status.success(), "produce.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "produce.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains(&format!("\"sent\": {count}")), "produce.py said {stdout}");
+    assert!(
+        stdout.contains(&format!("\"sent\": {count}")),
+        "produce.py said {stdout}"
+    );
 }
