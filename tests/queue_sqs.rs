@@ -272,3 +272,67 @@ async fn recovers_after_the_server_restarts() {
     let m = provider.poll().await.unwrap();
     assert_eq!((m.visible, m.in_flight), (2, Some(0)));
 }
+
+/// An SQS-compatible endpoint that answers every request with `status` and `body`
+/// (AWS JSON protocol error shape).
+async fn fake_sqs(status: u16, body: &'static str) -> u16 {
+    use axum::http::{HeaderValue, StatusCode, header};
+    let status = StatusCode::from_u16(status).unwrap();
+    let app = axum::Router::new().fallback(move || async move {
+        let mut response = axum::response::IntoResponse::into_response((status, body));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-amz-json-1.0"),
+        );
+        response
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    port
+}
+
+#[tokio::test]
+async fn error_answers_map_to_denied_unavailable_and_bad_response() {
+    let cases = [
+        (
+            400,
+            r#"{"__type":"com.amazon.coral.service#UnrecognizedClientException","message":"The security token included in the request is invalid."}"#,
+            "denied",
+        ),
+        (
+            403,
+            r#"{"__type":"com.amazon.coral.service#AccessDeniedException","message":"no"}"#,
+            "denied",
+        ),
+        (503, r#"{"message":"overloaded"}"#, "unavailable"),
+        (
+            400,
+            r#"{"__type":"com.amazonaws.sqs#InvalidAttributeName","message":"?"}"#,
+            "bad",
+        ),
+    ];
+    for (status, body, expected) in cases {
+        let port = fake_sqs(status, body).await;
+        let url = format!("{}/{ACCOUNT}/q", endpoint(port));
+        let secret = Credentials {
+            username: Some("AKIDWPATEST".into()),
+            password: Some("s3cr3t-never-shown".into()),
+            authorization: None,
+        };
+        let mut provider = SqsProvider::connect(&sqs_uri(port, &url, "q"), &secret, &opts())
+            .await
+            .unwrap();
+        let err = provider.poll().await.unwrap_err();
+        let ok = match expected {
+            "denied" => matches!(err, QueueError::Denied { .. }),
+            "unavailable" => matches!(err, QueueError::Unavailable { .. }),
+            _ => matches!(err, QueueError::BadResponse { .. }),
+        };
+        assert!(ok, "{status} {body} -> {err:?}");
+        // The secret access key never shows up in errors.
+        assert!(!format!("{err} {err:?}").contains("s3cr3t"), "{err:?}");
+    }
+}

@@ -109,9 +109,17 @@ impl SqsProvider {
         if let Some(endpoint) = &uri.endpoint {
             config = config.endpoint_url(endpoint);
         }
-        let long_poll = opts.sqs_receive_long_poll.then(|| {
+        // A zero-second "long" poll would only add receives.
+        let long_poll = (opts.sqs_receive_long_poll && opts.sqs_long_poll_seconds > 0).then(|| {
             Duration::from_secs(u64::from(opts.sqs_long_poll_seconds.min(MAX_WAIT_SECONDS)))
         });
+        if opts.sqs_cloudwatch {
+            tracing::warn!(
+                queue = %uri.queue_url,
+                "CloudWatch metrics are not queried by this SQS provider: sent rate and idleness \
+                 are unknown, idleness is inferred from the backlog over the idle window"
+            );
+        }
         Ok(Self {
             client: Client::from_conf(config.build()),
             queue_url: uri.queue_url.clone(),
