@@ -84,12 +84,13 @@ async fn celery_tasks_and_unacked_via_management() {
     let mut provider = RabbitmqProvider::connect(&uri, &no_creds(), &opts())
         .await
         .unwrap();
-    let m = poll_until(&mut provider, "7 ready tasks in the management API", |m| {
-        m.in_flight.is_some()
+    // Celery publishes without confirms and statistics are sampled: wait until the
+    // tasks and the publish rate show up, then require the exact count.
+    let m = poll_until(&mut provider, "7 ready tasks and a publish rate", |m| {
+        m.in_flight.is_some() && m.sent_per_minute.is_some() && m.visible >= 7
     })
     .await;
     assert_eq!((m.visible, m.in_flight, m.consumers), (7, Some(0), Some(0)));
-    assert!(m.sent_per_minute.is_some(), "publish rate missing: {m:?}");
 
     let _held = hold_deliveries(AMQP_PORT, "/", &queue, 3).await;
     let m = poll_until(&mut provider, "3 unacknowledged deliveries", |m| {
@@ -115,12 +116,16 @@ async fn celery_priority_queue_counts_exactly() {
     )
     .await
     .unwrap();
-    assert_eq!(amqp.poll().await.unwrap().visible, 6);
+    let m = poll_until(&mut amqp, "6 routed tasks", |m| m.visible >= 6).await;
+    assert_eq!(m.visible, 6);
     let uri = amqp_uri(AMQP_PORT, "/", &queue, Some(MANAGEMENT));
     let mut mgmt = RabbitmqProvider::connect(&uri, &no_creds(), &opts())
         .await
         .unwrap();
-    let m = poll_until(&mut mgmt, "sampled counters", |m| m.in_flight.is_some()).await;
+    let m = poll_until(&mut mgmt, "sampled counters", |m| {
+        m.in_flight.is_some() && m.visible >= 6
+    })
+    .await;
     assert_eq!(m.visible, 6);
 
     let (_conn, channel) = open(AMQP_PORT, "/").await;
@@ -157,8 +162,12 @@ async fn missing_queue_is_not_found_then_recovers() {
     declare(&channel, &queue, false).await;
     publish(&channel, &queue, 1).await;
     assert_eq!(amqp.poll().await.unwrap().visible, 1);
-    // Fresh queue: sampled or not yet, the ready count is right.
-    assert_eq!(mgmt.poll().await.unwrap().visible, 1);
+    // The management side recovers too (a first sample may predate the publish).
+    let m = poll_until(&mut mgmt, "the message in the management API", |m| {
+        m.visible >= 1
+    })
+    .await;
+    assert_eq!(m.visible, 1);
     delete(&channel, &queue).await;
 }
 
@@ -185,7 +194,7 @@ async fn queue_in_another_vhost() {
         .await
         .unwrap();
     let m = poll_until(&mut mgmt, "sampled counters in the vhost", |m| {
-        m.in_flight.is_some()
+        m.in_flight.is_some() && m.visible >= 3
     })
     .await;
     assert_eq!(m.visible, 3);

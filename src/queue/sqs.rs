@@ -98,7 +98,7 @@ impl SqsProvider {
         let shared = loader.load().await;
         if shared.region().is_none() {
             return Err(QueueError::Config(format!(
-                "no AWS region for {}: set it in the queue URL (?region=), the --aws-region flag or AWS_REGION",
+                "no AWS region for {}: set it in the queue URL, the controller's default region or AWS_REGION",
                 uri.queue_url
             )));
         }
