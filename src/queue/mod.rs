@@ -10,6 +10,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Serialize;
 
+pub mod beanstalk;
+pub mod rabbitmq;
+pub mod sqs;
 pub mod uri;
 
 pub use uri::{QueueUri, UriError};

@@ -1,0 +1,324 @@
+//! beanstalkd provider against a real beanstalkd (127.0.0.1:11300, see hack/services.sh),
+//! private beanstalkd processes, and hand-made misbehaving servers.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::broker_procs::{eventually, start_beanstalkd, unique, wait_for_port};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use wpa::queue::beanstalk::BeanstalkProvider;
+use wpa::queue::uri::BeanstalkUri;
+use wpa::queue::{ProviderKind, ProviderOptions, QueueError, QueueProvider};
+
+const SHARED_PORT: u16 = 11300;
+const WAIT: Duration = Duration::from_secs(30);
+
+fn uri(port: u16, tube: &str) -> BeanstalkUri {
+    BeanstalkUri {
+        host: "127.0.0.1".into(),
+        port,
+        tube: tube.into(),
+    }
+}
+
+fn opts() -> ProviderOptions {
+    ProviderOptions {
+        request_timeout: Duration::from_secs(3),
+        ..ProviderOptions::default()
+    }
+}
+
+/// A minimal beanstalkd client for setting up test state.
+struct Client {
+    conn: BufReader<TcpStream>,
+}
+
+impl Client {
+    async fn connect(port: u16) -> Self {
+        Self {
+            conn: BufReader::new(
+                TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .expect("connect beanstalkd"),
+            ),
+        }
+    }
+
+    async fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.conn.read_line(&mut line).await.expect("read line");
+        line.trim_end().to_string()
+    }
+
+    async fn command(&mut self, command: &str) -> String {
+        self.conn
+            .get_mut()
+            .write_all(format!("{command}\r\n").as_bytes())
+            .await
+            .expect("write");
+        self.line().await
+    }
+
+    async fn put(&mut self, tube: &str, delay: u32, body: &str) {
+        assert_eq!(
+            self.command(&format!("use {tube}")).await,
+            format!("USING {tube}")
+        );
+        let put = format!("put 100 {delay} 60 {}\r\n{body}", body.len());
+        let answer = self.command(&put).await;
+        assert!(answer.starts_with("INSERTED "), "put answered {answer:?}");
+    }
+
+    /// Watches only `tube`.
+    async fn watch_only(&mut self, tube: &str) {
+        assert_eq!(self.command(&format!("watch {tube}")).await, "WATCHING 2");
+        assert_eq!(self.command("ignore default").await, "WATCHING 1");
+    }
+
+    /// Reserves one ready job without waiting; returns its id.
+    async fn reserve_now(&mut self) -> String {
+        let answer = self.command("reserve-with-timeout 0").await;
+        let mut parts = answer.split(' ');
+        assert_eq!(
+            parts.next(),
+            Some("RESERVED"),
+            "reserve answered {answer:?}"
+        );
+        let id = parts.next().expect("job id").to_string();
+        let size: usize = parts.next().expect("size").parse().expect("numeric size");
+        let mut body = vec![0u8; size + 2];
+        self.conn.read_exact(&mut body).await.expect("job body");
+        id
+    }
+}
+
+#[tokio::test]
+async fn counts_ready_reserved_delayed_and_watchers() {
+    let tube = unique("wpa-counts");
+    let mut producer = Client::connect(SHARED_PORT).await;
+    for i in 0..5 {
+        producer.put(&tube, 0, &format!("job {i}")).await;
+    }
+    producer.put(&tube, 600, "later").await;
+    let mut worker = Client::connect(SHARED_PORT).await;
+    worker.watch_only(&tube).await;
+    worker.reserve_now().await;
+    worker.reserve_now().await;
+
+    let mut provider = BeanstalkProvider::connect(&uri(SHARED_PORT, &tube), &opts())
+        .await
+        .unwrap();
+    assert_eq!(provider.kind(), ProviderKind::Beanstalkd);
+    let m = provider.poll().await.unwrap();
+    assert_eq!(m.visible, 3);
+    assert_eq!(m.in_flight, Some(2));
+    assert_eq!(m.delayed, Some(1));
+    assert_eq!(m.consumers, Some(1));
+    assert_eq!(m.idle, Some(false));
+    assert_eq!(m.sent_per_minute, None);
+}
+
+#[tokio::test]
+async fn idle_when_every_watcher_waits_for_a_job() {
+    let tube = unique("wpa-idle");
+    let mut producer = Client::connect(SHARED_PORT).await;
+    producer.put(&tube, 0, "one").await;
+    let mut worker = Client::connect(SHARED_PORT).await;
+    worker.watch_only(&tube).await;
+    let id = worker.reserve_now().await;
+
+    let mut provider = BeanstalkProvider::connect(&uri(SHARED_PORT, &tube), &opts())
+        .await
+        .unwrap();
+    let busy = provider.poll().await.unwrap();
+    assert_eq!(
+        (busy.visible, busy.in_flight, busy.idle),
+        (0, Some(1), Some(false))
+    );
+
+    // The worker finishes and blocks in `reserve`: the tube is idle.
+    assert_eq!(worker.command(&format!("delete {id}")).await, "DELETED");
+    worker
+        .conn
+        .get_mut()
+        .write_all(b"reserve\r\n")
+        .await
+        .unwrap();
+    let m = eventually(WAIT, "the waiting worker to show", async || {
+        let m = provider.poll().await.unwrap();
+        (m.idle == Some(true)).then_some(m)
+    })
+    .await;
+    assert_eq!((m.visible, m.in_flight, m.consumers), (0, Some(0), Some(1)));
+
+    // A new job wakes it: no longer idle.
+    producer.put(&tube, 0, "two").await;
+    assert!(worker.line().await.starts_with("RESERVED "));
+    let m = provider.poll().await.unwrap();
+    assert_eq!((m.in_flight, m.idle), (Some(1), Some(false)));
+}
+
+#[tokio::test]
+async fn missing_tube_is_not_found_until_it_exists() {
+    let tube = unique("wpa-missing");
+    let mut provider = BeanstalkProvider::connect(&uri(SHARED_PORT, &tube), &opts())
+        .await
+        .unwrap();
+    let err = provider.poll().await.unwrap_err();
+    assert!(
+        matches!(err, QueueError::NotFound { ref queue } if queue.contains(&tube)),
+        "{err:?}"
+    );
+
+    // A client that keeps using the tube keeps it alive.
+    let mut producer = Client::connect(SHARED_PORT).await;
+    producer.put(&tube, 0, "x").await;
+    let m = provider.poll().await.unwrap();
+    assert_eq!(m.visible, 1);
+}
+
+#[tokio::test]
+async fn invalid_tube_name_is_a_config_error() {
+    let err = BeanstalkProvider::connect(&uri(SHARED_PORT, "bad tube\r\nquit"), &opts())
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, QueueError::Config(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn recovers_after_the_server_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, port) = start_beanstalkd(dir.path());
+    wait_for_port(port, WAIT).await;
+    let tube = unique("wpa-restart");
+    let mut producer = Client::connect(port).await;
+    producer.put(&tube, 0, "a").await;
+    producer.put(&tube, 0, "b").await;
+
+    let mut provider = BeanstalkProvider::connect(&uri(port, &tube), &opts())
+        .await
+        .unwrap();
+    assert_eq!(provider.poll().await.unwrap().visible, 2);
+
+    server.kill();
+    let err = provider.poll().await.unwrap_err();
+    assert!(matches!(err, QueueError::Unavailable { .. }), "{err:?}");
+
+    server.restart();
+    wait_for_port(port, WAIT).await;
+    // beanstalkd keeps jobs in memory: the restarted server starts empty.
+    let mut producer = Client::connect(port).await;
+    producer.put(&tube, 0, "c").await;
+    let m = provider.poll().await.unwrap();
+    assert_eq!((m.visible, m.in_flight), (1, Some(0)));
+}
+
+#[tokio::test]
+async fn unreachable_server_is_unavailable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, port) = start_beanstalkd(dir.path());
+    server.kill();
+    let err = BeanstalkProvider::connect(&uri(port, "default"), &opts())
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, QueueError::Unavailable { .. }), "{err:?}");
+    drop(dir);
+}
+
+/// A server that answers every command line with `reply`, then closes the connection
+/// when `close` is set.
+async fn fake_server(reply: Vec<u8>, close: bool) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let reply = reply.clone();
+            tokio::spawn(async move {
+                let mut stream = BufReader::new(stream);
+                let mut line = String::new();
+                while stream.read_line(&mut line).await.is_ok_and(|n| n > 0) {
+                    line.clear();
+                    if stream.get_mut().write_all(&reply).await.is_err() || close {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+async fn bad_response_from(reply: &[u8], close: bool) -> String {
+    let port = fake_server(reply.to_vec(), close).await;
+    let mut provider = BeanstalkProvider::connect(&uri(port, "jobs"), &opts())
+        .await
+        .unwrap();
+    let started = Instant::now();
+    match provider.poll().await {
+        Err(QueueError::BadResponse { detail, .. }) => {
+            assert!(
+                started.elapsed() < Duration::from_secs(3),
+                "took {:?}",
+                started.elapsed()
+            );
+            detail
+        }
+        other => panic!(
+            "expected BadResponse for {:?}, got {other:?}",
+            String::from_utf8_lossy(reply)
+        ),
+    }
+}
+
+#[tokio::test]
+async fn nonsense_is_a_bad_response() {
+    bad_response_from(b"HELLO THERE\r\n", false).await;
+    bad_response_from(b"OK many\r\n", false).await;
+    bad_response_from(b"OK 5\r\nabcdeXY", false).await;
+    bad_response_from(b"OK 13\r\nnot yaml at all\r\n", false).await;
+    bad_response_from(b"OK 26\r\n---\ncurrent-jobs-ready: -1\r\n", false).await;
+    bad_response_from(&[0xff, 0xfe, b'\r', b'\n'], false).await;
+}
+
+#[tokio::test]
+async fn truncated_frame_is_a_bad_response() {
+    let detail = bad_response_from(b"OK 100\r\n---\ncurrent-jobs-ready: 1\n", true).await;
+    assert!(detail.contains("truncated"), "{detail}");
+    let detail = bad_response_from(b"OK 10", true).await;
+    assert!(detail.contains("truncated"), "{detail}");
+}
+
+#[tokio::test]
+async fn oversize_frames_are_bad_responses() {
+    let detail = bad_response_from(b"OK 10000000\r\n", false).await;
+    assert!(detail.contains("limit"), "{detail}");
+    let long_line = vec![b'x'; 10_000];
+    let detail = bad_response_from(&long_line, false).await;
+    assert!(detail.contains("longer"), "{detail}");
+}
+
+#[tokio::test]
+async fn silent_server_times_out_as_unavailable() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let opts = ProviderOptions {
+        request_timeout: Duration::from_millis(500),
+        ..ProviderOptions::default()
+    };
+    let mut provider = BeanstalkProvider::connect(&uri(port, "jobs"), &opts)
+        .await
+        .unwrap();
+    let err = provider.poll().await.unwrap_err();
+    assert!(matches!(err, QueueError::Unavailable { .. }), "{err:?}");
+    holder.abort();
+}

@@ -1,0 +1,384 @@
+//! RabbitMQ provider against the shared RabbitMQ (127.0.0.1:5672, management on
+//! 127.0.0.1:15672, guest/guest; see hack/services.sh), a private RabbitMQ node for the
+//! restart test, and a fake management API for answers a real broker rarely gives.
+
+mod support;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+use support::broker_procs::{eventually, start_rabbitmq, unique, wait_for_port};
+use support::brokers_amqp::{
+    AMQP_PORT, MANAGEMENT, amqp_uri, celery_produce, create_vhost, declare, delete, delete_vhost,
+    hold_deliveries, open, publish,
+};
+use wpa::queue::rabbitmq::RabbitmqProvider;
+use wpa::queue::{
+    Credentials, ProviderKind, ProviderOptions, QueueError, QueueMetrics, QueueProvider,
+};
+
+const WAIT: Duration = Duration::from_secs(45);
+
+fn opts() -> ProviderOptions {
+    ProviderOptions {
+        request_timeout: Duration::from_secs(5),
+        ..ProviderOptions::default()
+    }
+}
+
+fn no_creds() -> Credentials {
+    Credentials::default()
+}
+
+/// Polls until `accept` holds (management statistics lag by a sample or two).
+async fn poll_until(
+    provider: &mut RabbitmqProvider,
+    what: &str,
+    accept: impl Fn(&QueueMetrics) -> bool,
+) -> QueueMetrics {
+    eventually(WAIT, what, async || {
+        let m = provider.poll().await.unwrap();
+        accept(&m).then_some(m)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn ready_and_consumers_via_amqp() {
+    let queue = unique("wpa-amqp");
+    let (_conn, channel) = open(AMQP_PORT, "/").await;
+    declare(&channel, &queue, false).await;
+    publish(&channel, &queue, 5).await;
+
+    let mut provider = RabbitmqProvider::connect(
+        &amqp_uri(AMQP_PORT, "/", &queue, None),
+        &no_creds(),
+        &opts(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(provider.kind(), ProviderKind::Rabbitmq);
+    let m = provider.poll().await.unwrap();
+    assert_eq!(m.visible, 5);
+    assert_eq!(m.consumers, Some(0));
+    // AMQP cannot see unacknowledged messages: unknown, not zero.
+    assert_eq!(
+        (m.in_flight, m.delayed, m.sent_per_minute, m.idle),
+        (None, None, None, None)
+    );
+
+    let _held = hold_deliveries(AMQP_PORT, "/", &queue, 2).await;
+    let m = provider.poll().await.unwrap();
+    assert_eq!((m.visible, m.in_flight, m.consumers), (3, None, Some(1)));
+    delete(&channel, &queue).await;
+}
+
+#[tokio::test]
+async fn celery_tasks_and_unacked_via_management() {
+    let queue = unique("wpa-celery");
+    celery_produce(&queue, 7, None, None);
+
+    let uri = amqp_uri(AMQP_PORT, "/", &queue, Some(MANAGEMENT));
+    let mut provider = RabbitmqProvider::connect(&uri, &no_creds(), &opts())
+        .await
+        .unwrap();
+    // Celery publishes without confirms and statistics are sampled: wait until the
+    // tasks and the publish rate show up, then require the exact count.
+    let m = poll_until(&mut provider, "7 ready tasks and a publish rate", |m| {
+        m.in_flight.is_some() && m.sent_per_minute.is_some() && m.visible >= 7
+    })
+    .await;
+    assert_eq!((m.visible, m.in_flight, m.consumers), (7, Some(0), Some(0)));
+
+    let _held = hold_deliveries(AMQP_PORT, "/", &queue, 3).await;
+    let m = poll_until(&mut provider, "3 unacknowledged deliveries", |m| {
+        m.in_flight == Some(3)
+    })
+    .await;
+    assert_eq!((m.visible, m.consumers), (4, Some(1)));
+
+    let (_conn, channel) = open(AMQP_PORT, "/").await;
+    delete(&channel, &queue).await;
+}
+
+#[tokio::test]
+async fn celery_priority_queue_counts_exactly() {
+    let queue = unique("wpa-celery-prio");
+    celery_produce(&queue, 4, Some(5), Some(10));
+    celery_produce(&queue, 2, Some(9), Some(10));
+
+    let mut amqp = RabbitmqProvider::connect(
+        &amqp_uri(AMQP_PORT, "/", &queue, None),
+        &no_creds(),
+        &opts(),
+    )
+    .await
+    .unwrap();
+    let m = poll_until(&mut amqp, "6 routed tasks", |m| m.visible >= 6).await;
+    assert_eq!(m.visible, 6);
+    let uri = amqp_uri(AMQP_PORT, "/", &queue, Some(MANAGEMENT));
+    let mut mgmt = RabbitmqProvider::connect(&uri, &no_creds(), &opts())
+        .await
+        .unwrap();
+    let m = poll_until(&mut mgmt, "sampled counters", |m| {
+        m.in_flight.is_some() && m.visible >= 6
+    })
+    .await;
+    assert_eq!(m.visible, 6);
+
+    let (_conn, channel) = open(AMQP_PORT, "/").await;
+    delete(&channel, &queue).await;
+}
+
+#[tokio::test]
+async fn missing_queue_is_not_found_then_recovers() {
+    let queue = unique("wpa-missing");
+    let mut amqp = RabbitmqProvider::connect(
+        &amqp_uri(AMQP_PORT, "/", &queue, None),
+        &no_creds(),
+        &opts(),
+    )
+    .await
+    .unwrap();
+    let mut mgmt = RabbitmqProvider::connect(
+        &amqp_uri(AMQP_PORT, "/", &queue, Some(MANAGEMENT)),
+        &no_creds(),
+        &opts(),
+    )
+    .await
+    .unwrap();
+    for _ in 0..2 {
+        // The 404 closes the channel; the next poll opens a new one.
+        let err = amqp.poll().await.unwrap_err();
+        let expected = format!("amqp://127.0.0.1:{AMQP_PORT}/%2F/{queue}");
+        assert_eq!(err, QueueError::NotFound { queue: expected });
+    }
+    let err = mgmt.poll().await.unwrap_err();
+    assert!(matches!(err, QueueError::NotFound { .. }), "{err:?}");
+
+    let (_conn, channel) = open(AMQP_PORT, "/").await;
+    declare(&channel, &queue, false).await;
+    publish(&channel, &queue, 1).await;
+    assert_eq!(amqp.poll().await.unwrap().visible, 1);
+    // The management side recovers too (a first sample may predate the publish).
+    let m = poll_until(&mut mgmt, "the message in the management API", |m| {
+        m.visible >= 1
+    })
+    .await;
+    assert_eq!(m.visible, 1);
+    delete(&channel, &queue).await;
+}
+
+#[tokio::test]
+async fn queue_in_another_vhost() {
+    // A slash inside the name exercises the percent-encoding of the vhost segment.
+    let vhost = unique("wpa/vhost");
+    create_vhost(&vhost).await;
+    let queue = unique("wpa-vhost-q");
+    let (_conn, channel) = open(AMQP_PORT, &vhost).await;
+    declare(&channel, &queue, false).await;
+    publish(&channel, &queue, 3).await;
+
+    let mut amqp = RabbitmqProvider::connect(
+        &amqp_uri(AMQP_PORT, &vhost, &queue, None),
+        &no_creds(),
+        &opts(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(amqp.poll().await.unwrap().visible, 3);
+    let uri = amqp_uri(AMQP_PORT, &vhost, &queue, Some(MANAGEMENT));
+    let mut mgmt = RabbitmqProvider::connect(&uri, &no_creds(), &opts())
+        .await
+        .unwrap();
+    let m = poll_until(&mut mgmt, "sampled counters in the vhost", |m| {
+        m.in_flight.is_some() && m.visible >= 3
+    })
+    .await;
+    assert_eq!(m.visible, 3);
+
+    // The same queue name in "/" does not exist.
+    let mut root = RabbitmqProvider::connect(
+        &amqp_uri(AMQP_PORT, "/", &queue, None),
+        &no_creds(),
+        &opts(),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        root.poll().await,
+        Err(QueueError::NotFound { .. })
+    ));
+    delete_vhost(&vhost).await;
+}
+
+#[tokio::test]
+async fn wrong_password_is_denied_and_secret_credentials_win() {
+    let queue = unique("wpa-auth");
+    let (_conn, channel) = open(AMQP_PORT, "/").await;
+    declare(&channel, &queue, false).await;
+
+    let mut bad = amqp_uri(AMQP_PORT, "/", &queue, None);
+    bad.password = Some("not-the-password".into());
+    let err = RabbitmqProvider::connect(&bad, &no_creds(), &opts())
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, QueueError::Denied { .. }), "{err:?}");
+    assert!(
+        !format!("{err} {err:?}").contains("not-the-password"),
+        "password leaked: {err:?}"
+    );
+
+    bad.management = Some(MANAGEMENT.into());
+    let mut mgmt = RabbitmqProvider::connect(&bad, &no_creds(), &opts())
+        .await
+        .unwrap();
+    let err = mgmt.poll().await.unwrap_err();
+    assert!(matches!(err, QueueError::Denied { .. }), "{err:?}");
+    assert!(
+        !format!("{err} {err:?}").contains("not-the-password"),
+        "password leaked: {err:?}"
+    );
+
+    // Credentials from a Secret take precedence over the URI's userinfo.
+    let secret = Credentials {
+        username: Some("guest".into()),
+        password: Some("guest".into()),
+        authorization: None,
+    };
+    let mut mgmt = RabbitmqProvider::connect(&bad, &secret, &opts())
+        .await
+        .unwrap();
+    assert!(mgmt.poll().await.is_ok());
+    bad.management = None;
+    let mut amqp = RabbitmqProvider::connect(&bad, &secret, &opts())
+        .await
+        .unwrap();
+    assert_eq!(amqp.poll().await.unwrap().visible, 0);
+    delete(&channel, &queue).await;
+}
+
+/// Serves `body` with `status` for every management request.
+async fn fake_management(status: StatusCode, body: &'static str) -> String {
+    let app = Router::new().fallback(get(move || async move { (status, body) }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn unsampled_counters_fall_back_to_amqp() {
+    let queue = unique("wpa-unsampled");
+    let (_conn, channel) = open(AMQP_PORT, "/").await;
+    declare(&channel, &queue, false).await;
+    publish(&channel, &queue, 2).await;
+
+    // What the management API answers for a queue before its first statistics sample.
+    let base = fake_management(
+        StatusCode::OK,
+        r#"{"name":"q","vhost":"/","arguments":{},"type":"classic"}"#,
+    )
+    .await;
+    let uri = amqp_uri(AMQP_PORT, "/", &queue, Some(&base));
+    let mut provider = RabbitmqProvider::connect(&uri, &no_creds(), &opts())
+        .await
+        .unwrap();
+    let m = provider.poll().await.unwrap();
+    assert_eq!(
+        (m.visible, m.in_flight, m.consumers, m.sent_per_minute),
+        (2, None, Some(0), None)
+    );
+    delete(&channel, &queue).await;
+}
+
+#[tokio::test]
+async fn odd_management_answers_are_errors_not_panics() {
+    type Expect = fn(&QueueError) -> bool;
+    let cases: [(StatusCode, &'static str, Expect); 5] = [
+        (StatusCode::OK, r#"{"messages_ready":"lots"}"#, |e| {
+            matches!(e, QueueError::BadResponse { .. })
+        }),
+        (StatusCode::OK, "<html>proxy login</html>", |e| {
+            matches!(e, QueueError::BadResponse { .. })
+        }),
+        (StatusCode::OK, r#"{"messages_ready":-3}"#, |e| {
+            matches!(e, QueueError::BadResponse { .. })
+        }),
+        (StatusCode::INTERNAL_SERVER_ERROR, "boom", |e| {
+            matches!(e, QueueError::Unavailable { .. })
+        }),
+        (StatusCode::UNAUTHORIZED, "", |e| {
+            matches!(e, QueueError::Denied { .. })
+        }),
+    ];
+    for (status, body, expected) in cases {
+        let base = fake_management(status, body).await;
+        let uri = amqp_uri(AMQP_PORT, "/", "anything", Some(&base));
+        let mut provider = RabbitmqProvider::connect(&uri, &no_creds(), &opts())
+            .await
+            .unwrap();
+        let err = provider.poll().await.unwrap_err();
+        assert!(expected(&err), "{status} {body:?} -> {err:?}");
+    }
+    // Odd but valid JSON: extra fields, rate absent.
+    let base = fake_management(
+        StatusCode::OK,
+        r#"{"messages_ready":1,"messages_unacknowledged":0,"consumers":2,"message_stats":{"publish":1},"x":[null]}"#,
+    )
+    .await;
+    let uri = amqp_uri(AMQP_PORT, "/", "anything", Some(&base));
+    let mut provider = RabbitmqProvider::connect(&uri, &no_creds(), &opts())
+        .await
+        .unwrap();
+    let m = provider.poll().await.unwrap();
+    assert_eq!(
+        (m.visible, m.in_flight, m.consumers, m.sent_per_minute),
+        (1, Some(0), Some(2), None)
+    );
+}
+
+#[tokio::test]
+async fn recovers_after_the_broker_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut node, port) = start_rabbitmq(dir.path());
+    wait_for_port(port, Duration::from_secs(90)).await;
+    let queue = unique("wpa-restart");
+    {
+        let (_conn, channel) = eventually(WAIT, "the private node to accept AMQP", async || {
+            let uri = amqp_uri(port, "/", "x", None);
+            // Opening succeeds once the node finished booting.
+            RabbitmqProvider::connect(&uri, &no_creds(), &opts())
+                .await
+                .ok()?;
+            Some(open(port, "/").await)
+        })
+        .await;
+        declare(&channel, &queue, true).await;
+        publish(&channel, &queue, 2).await;
+    }
+    let mut provider =
+        RabbitmqProvider::connect(&amqp_uri(port, "/", &queue, None), &no_creds(), &opts())
+            .await
+            .unwrap();
+    assert_eq!(provider.poll().await.unwrap().visible, 2);
+
+    node.kill();
+    let err = provider.poll().await.unwrap_err();
+    assert!(matches!(err, QueueError::Unavailable { .. }), "{err:?}");
+
+    node.restart();
+    wait_for_port(port, Duration::from_secs(90)).await;
+    // Durable queue, persistent confirmed messages: both survive; the same provider
+    // reconnects by itself.
+    let m = eventually(WAIT, "the provider to reconnect", async || {
+        provider.poll().await.ok()
+    })
+    .await;
+    assert_eq!((m.visible, m.consumers), (2, Some(0)));
+}

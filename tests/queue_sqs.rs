@@ -1,0 +1,338 @@
+//! SQS provider against moto (127.0.0.1:5001, see hack/services.sh) and private
+//! moto_server processes. Tests never reset the shared moto: they run in parallel.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::config::{BehaviorVersion, Credentials as AwsCredentials, Region};
+use support::broker_procs::{eventually, start_moto, unique, wait_for_port};
+use wpa::queue::sqs::SqsProvider;
+use wpa::queue::uri::SqsUri;
+use wpa::queue::{Credentials, ProviderKind, ProviderOptions, QueueError, QueueProvider};
+
+const SHARED_PORT: u16 = 5001;
+const ACCOUNT: &str = "123456789012";
+const WAIT: Duration = Duration::from_secs(30);
+
+fn endpoint(port: u16) -> String {
+    format!("http://127.0.0.1:{port}")
+}
+
+fn creds() -> Credentials {
+    Credentials {
+        username: Some("test".into()),
+        password: Some("test".into()),
+        authorization: None,
+    }
+}
+
+fn opts() -> ProviderOptions {
+    ProviderOptions {
+        request_timeout: Duration::from_secs(5),
+        ..ProviderOptions::default()
+    }
+}
+
+/// The test's own SQS client, for creating queues and moving messages.
+fn client(port: u16) -> Client {
+    let config = aws_sdk_sqs::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(AwsCredentials::new("test", "test", None, None, "test"))
+        .endpoint_url(endpoint(port))
+        .build();
+    Client::from_conf(config)
+}
+
+async fn create_queue(client: &Client, name: &str) -> String {
+    let out = client
+        .create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .expect("create_queue");
+    out.queue_url().expect("queue url").to_string()
+}
+
+fn sqs_uri(port: u16, queue_url: &str, name: &str) -> SqsUri {
+    SqsUri {
+        queue_url: queue_url.to_string(),
+        endpoint: Some(endpoint(port)),
+        region: Some("us-east-1".into()),
+        account: ACCOUNT.into(),
+        queue: name.into(),
+    }
+}
+
+async fn send(client: &Client, url: &str, body: &str, delay: i32) {
+    client
+        .send_message()
+        .queue_url(url)
+        .message_body(body)
+        .delay_seconds(delay)
+        .send()
+        .await
+        .expect("send");
+}
+
+/// Receives exactly `n` messages (hidden for 10 minutes); returns their receipt handles.
+async fn receive(client: &Client, url: &str, n: usize) -> Vec<String> {
+    let mut handles = Vec::new();
+    while handles.len() < n {
+        let want = i32::try_from(n - handles.len()).unwrap().min(10);
+        let out = client
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(want)
+            .visibility_timeout(600)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("receive");
+        handles.extend(
+            out.messages()
+                .iter()
+                .filter_map(|m| m.receipt_handle().map(String::from)),
+        );
+    }
+    handles
+}
+
+#[tokio::test]
+async fn counts_visible_in_flight_and_delayed() {
+    let sqs = client(SHARED_PORT);
+    let name = unique("wpa-counts");
+    let url = create_queue(&sqs, &name).await;
+    for i in 0..5 {
+        send(&sqs, &url, &format!("m{i}"), 0).await;
+    }
+    send(&sqs, &url, "later", 600).await;
+    receive(&sqs, &url, 2).await;
+
+    let mut provider = SqsProvider::connect(&sqs_uri(SHARED_PORT, &url, &name), &creds(), &opts())
+        .await
+        .unwrap();
+    assert_eq!(provider.kind(), ProviderKind::Sqs);
+    let m = provider.poll().await.unwrap();
+    assert_eq!(m.visible, 3);
+    assert_eq!(m.in_flight, Some(2));
+    assert_eq!(m.delayed, Some(1));
+    assert_eq!((m.consumers, m.sent_per_minute, m.idle), (None, None, None));
+}
+
+#[tokio::test]
+async fn missing_queue_is_not_found() {
+    let name = unique("wpa-missing");
+    let url = format!("{}/{ACCOUNT}/{name}", endpoint(SHARED_PORT));
+    let mut provider = SqsProvider::connect(&sqs_uri(SHARED_PORT, &url, &name), &creds(), &opts())
+        .await
+        .unwrap();
+    let err = provider.poll().await.unwrap_err();
+    assert_eq!(err, QueueError::NotFound { queue: url.clone() });
+
+    // Created later: the same provider sees it.
+    let sqs = client(SHARED_PORT);
+    assert_eq!(create_queue(&sqs, &name).await, url);
+    send(&sqs, &url, "x", 0).await;
+    assert_eq!(provider.poll().await.unwrap().visible, 1);
+}
+
+#[tokio::test]
+async fn drained_queue_reports_zero_backlog_and_leaves_idleness_to_the_registry() {
+    let sqs = client(SHARED_PORT);
+    let name = unique("wpa-idle");
+    let url = create_queue(&sqs, &name).await;
+    send(&sqs, &url, "work", 0).await;
+    let mut provider = SqsProvider::connect(&sqs_uri(SHARED_PORT, &url, &name), &creds(), &opts())
+        .await
+        .unwrap();
+
+    let handles = receive(&sqs, &url, 1).await;
+    let busy = provider.poll().await.unwrap();
+    assert_eq!((busy.visible, busy.in_flight), (0, Some(1)));
+
+    for handle in handles {
+        sqs.delete_message()
+            .queue_url(&url)
+            .receipt_handle(handle)
+            .send()
+            .await
+            .unwrap();
+    }
+    // Over the idle window every poll shows nothing visible, in flight or delayed, and no
+    // broker-side idle claim (CloudWatch is not queried): the registry decides.
+    for _ in 0..3 {
+        let m = provider.poll().await.unwrap();
+        assert_eq!(
+            (m.visible, m.in_flight, m.delayed, m.idle),
+            (0, Some(0), Some(0), None)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test]
+async fn long_poll_notices_a_message_sent_during_the_wait() {
+    let sqs = client(SHARED_PORT);
+    let name = unique("wpa-longpoll");
+    let url = create_queue(&sqs, &name).await;
+    let opts = ProviderOptions {
+        sqs_receive_long_poll: true,
+        sqs_long_poll_seconds: 15,
+        request_timeout: Duration::from_secs(5),
+        ..ProviderOptions::default()
+    };
+    let mut provider = SqsProvider::connect(&sqs_uri(SHARED_PORT, &url, &name), &creds(), &opts)
+        .await
+        .unwrap();
+
+    let sender = {
+        let sqs = sqs.clone();
+        let url = url.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            send(&sqs, &url, "first", 0).await;
+        })
+    };
+    let started = Instant::now();
+    let m = provider.poll().await.unwrap();
+    let waited = started.elapsed();
+    sender.await.unwrap();
+    assert_eq!(m.visible, 1, "after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "returned before the message was sent: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(12),
+        "did not return when the message arrived: {waited:?}"
+    );
+
+    // VisibilityTimeout 0: the message stays deliverable to workers.
+    let m = provider.poll().await.unwrap();
+    assert_eq!((m.visible, m.in_flight), (1, Some(0)));
+}
+
+#[tokio::test]
+async fn long_poll_is_off_by_default() {
+    let sqs = client(SHARED_PORT);
+    let name = unique("wpa-shortpoll");
+    let url = create_queue(&sqs, &name).await;
+    let mut provider = SqsProvider::connect(&sqs_uri(SHARED_PORT, &url, &name), &creds(), &opts())
+        .await
+        .unwrap();
+    let started = Instant::now();
+    assert_eq!(provider.poll().await.unwrap().visible, 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "an empty poll waited {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn recovers_after_the_server_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, port) = start_moto(dir.path());
+    wait_for_port(port, WAIT).await;
+    let sqs = client(port);
+    let name = unique("wpa-restart");
+    let url = create_queue(&sqs, &name).await;
+    send(&sqs, &url, "a", 0).await;
+
+    let mut provider = SqsProvider::connect(&sqs_uri(port, &url, &name), &creds(), &opts())
+        .await
+        .unwrap();
+    assert_eq!(provider.poll().await.unwrap().visible, 1);
+
+    server.kill();
+    let err = provider.poll().await.unwrap_err();
+    assert!(
+        matches!(err, QueueError::Unavailable { ref queue, .. } if *queue == url),
+        "{err:?}"
+    );
+
+    server.restart();
+    wait_for_port(port, WAIT).await;
+    // moto keeps state in memory: recreate the queue, then the same provider recovers.
+    let url2 = eventually(WAIT, "moto to accept create_queue", async || {
+        sqs.create_queue()
+            .queue_name(&name)
+            .send()
+            .await
+            .ok()
+            .and_then(|o| o.queue_url().map(String::from))
+    })
+    .await;
+    assert_eq!(url2, url);
+    send(&sqs, &url, "b", 0).await;
+    send(&sqs, &url, "c", 0).await;
+    let m = provider.poll().await.unwrap();
+    assert_eq!((m.visible, m.in_flight), (2, Some(0)));
+}
+
+/// An SQS-compatible endpoint that answers every request with `status` and `body`
+/// (AWS JSON protocol error shape).
+async fn fake_sqs(status: u16, body: &'static str) -> u16 {
+    use axum::http::{HeaderValue, StatusCode, header};
+    let status = StatusCode::from_u16(status).unwrap();
+    let app = axum::Router::new().fallback(move || async move {
+        let mut response = axum::response::IntoResponse::into_response((status, body));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-amz-json-1.0"),
+        );
+        response
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    port
+}
+
+#[tokio::test]
+async fn error_answers_map_to_denied_unavailable_and_bad_response() {
+    let cases = [
+        (
+            400,
+            r#"{"__type":"com.amazon.coral.service#UnrecognizedClientException","message":"The security token included in the request is invalid."}"#,
+            "denied",
+        ),
+        (
+            403,
+            r#"{"__type":"com.amazon.coral.service#AccessDeniedException","message":"no"}"#,
+            "denied",
+        ),
+        (503, r#"{"message":"overloaded"}"#, "unavailable"),
+        (
+            400,
+            r#"{"__type":"com.amazonaws.sqs#InvalidAttributeName","message":"?"}"#,
+            "bad",
+        ),
+    ];
+    for (status, body, expected) in cases {
+        let port = fake_sqs(status, body).await;
+        let url = format!("{}/{ACCOUNT}/q", endpoint(port));
+        let secret = Credentials {
+            username: Some("AKIDWPATEST".into()),
+            password: Some("s3cr3t-never-shown".into()),
+            authorization: None,
+        };
+        let mut provider = SqsProvider::connect(&sqs_uri(port, &url, "q"), &secret, &opts())
+            .await
+            .unwrap();
+        let err = provider.poll().await.unwrap_err();
+        let ok = match expected {
+            "denied" => matches!(err, QueueError::Denied { .. }),
+            "unavailable" => matches!(err, QueueError::Unavailable { .. }),
+            _ => matches!(err, QueueError::BadResponse { .. }),
+        };
+        assert!(ok, "{status} {body} -> {err:?}");
+        // The secret access key never shows up in errors.
+        assert!(!format!("{err} {err:?}").contains("s3cr3t"), "{err:?}");
+    }
+}

@@ -1,0 +1,5 @@
+#![allow(dead_code)]
+//! Shared helpers for integration tests.
+
+pub mod broker_procs;
+pub mod brokers_amqp;
