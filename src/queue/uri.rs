@@ -106,7 +106,11 @@ pub struct UriError {
 
 /// Shows whether a secret is set without showing it.
 fn redacted(secret: &Option<String>) -> &'static str {
-    if secret.is_some() { "<redacted>" } else { "<none>" }
+    if secret.is_some() {
+        "<redacted>"
+    } else {
+        "<none>"
+    }
 }
 
 impl std::fmt::Debug for AmqpUri {
@@ -145,7 +149,12 @@ impl std::fmt::Debug for HttpUri {
     // The URL may carry a token in its query or userinfo: show scheme, host and path only.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let shown = match url::Url::parse(&self.url) {
-            Ok(u) => format!("{}://{}{}", u.scheme(), u.host_str().unwrap_or(""), u.path()),
+            Ok(u) => format!(
+                "{}://{}{}",
+                u.scheme(),
+                u.host_str().unwrap_or(""),
+                u.path()
+            ),
             Err(_) => "<unparseable>".to_string(),
         };
         f.debug_struct("HttpUri").field("url", &shown).finish()
@@ -157,8 +166,7 @@ pub const DEFAULT_PRIORITY_STEPS: [u32; 4] = [0, 3, 6, 9];
 /// kombu's default priority separator for the Redis transport.
 pub const DEFAULT_SEPARATOR: &str = "\x06\x16";
 
-const SUPPORTED_SCHEMES: &str =
-    "http, https (SQS), amqp, amqps (RabbitMQ), redis, rediss (Redis/Celery), beanstalk, http+json, https+json";
+const SUPPORTED_SCHEMES: &str = "http, https (SQS), amqp, amqps (RabbitMQ), redis, rediss (Redis/Celery), beanstalk, http+json, https+json";
 /// Longer inputs are refused before parsing; no real queue URI comes close.
 const MAX_URI_LEN: usize = 4096;
 /// Error messages quote at most this much of the (redacted) input.
@@ -325,12 +333,13 @@ impl std::str::FromStr for QueueUri {
     }
 }
 
-
 fn parse_sqs(url: &url::Url) -> Result<QueueUri, String> {
     if !url.username().is_empty() || url.password().is_some() {
-        return Err("SQS URIs take no credentials; the AWS SDK reads them from the \
+        return Err(
+            "SQS URIs take no credentials; the AWS SDK reads them from the \
                     environment (IRSA, instance profile, AWS_* variables)"
-            .to_string());
+                .to_string(),
+        );
     }
     reject_fragment(url)?;
     let host = host_of(url)?;
@@ -424,17 +433,31 @@ fn check_sqs_queue_name(queue: &str) -> Result<(), String> {
 fn parse_amqp(url: &url::Url, tls: bool) -> Result<QueueUri, String> {
     reject_fragment(url)?;
     let host = host_of(url)?;
-    let port = port_of(url, if tls { DEFAULT_AMQPS_PORT } else { DEFAULT_AMQP_PORT })?;
+    let port = port_of(
+        url,
+        if tls {
+            DEFAULT_AMQPS_PORT
+        } else {
+            DEFAULT_AMQP_PORT
+        },
+    )?;
     let (username, password) = userinfo(url)?;
     let query = query_params(url, &["management"])?;
-    let [vhost, queue] = segments::<2>(url, "/<vhost>/<queue> (`%2F` or an empty segment is the default vhost `/`)")?;
+    let [vhost, queue] = segments::<2>(
+        url,
+        "/<vhost>/<queue> (`%2F` or an empty segment is the default vhost `/`)",
+    )?;
     if queue.is_empty() {
         return Err("the queue segment is empty; expected /<vhost>/<queue>".to_string());
     }
     if queue.len() > 255 {
         return Err("the queue name is longer than AMQP's 255 bytes".to_string());
     }
-    let vhost = if vhost.is_empty() { "/".to_string() } else { vhost };
+    let vhost = if vhost.is_empty() {
+        "/".to_string()
+    } else {
+        vhost
+    };
     let management = match query.get("management") {
         Some(m) => Some(parse_management(m)?),
         None => None,
@@ -452,9 +475,8 @@ fn parse_amqp(url: &url::Url, tls: bool) -> Result<QueueUri, String> {
 }
 
 fn parse_management(value: &str) -> Result<String, String> {
-    let url = url::Url::parse(value).map_err(|e| {
-        format!("`management` is not a URL ({e}); expected http[s]://host:port")
-    })?;
+    let url = url::Url::parse(value)
+        .map_err(|e| format!("`management` is not a URL ({e}); expected http[s]://host:port"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!(
             "`management` must be an http or https URL, not `{}`",
@@ -465,9 +487,11 @@ fn parse_management(value: &str) -> Result<String, String> {
         return Err("`management` has no host".to_string());
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err("`management` must not carry credentials; put them in the amqp \
+        return Err(
+            "`management` must not carry credentials; put them in the amqp \
                     userinfo or the Secret"
-            .to_string());
+                .to_string(),
+        );
     }
     if url.query().is_some() || url.fragment().is_some() {
         return Err("`management` must not have a query or fragment".to_string());
@@ -567,10 +591,14 @@ fn parse_beanstalk(url: &url::Url) -> Result<QueueUri, String> {
 }
 
 fn parse_http(input: &str, scheme: &str) -> Result<QueueUri, String> {
-    let target = if scheme == "https+json" { "https" } else { "http" };
+    let target = if scheme == "https+json" {
+        "https"
+    } else {
+        "http"
+    };
     let rest = &input[scheme.len()..];
-    let url = url::Url::parse(&format!("{target}{rest}"))
-        .map_err(|e| format!("not a valid URL: {e}"))?;
+    let url =
+        url::Url::parse(&format!("{target}{rest}")).map_err(|e| format!("not a valid URL: {e}"))?;
     if url.host_str().is_none_or(str::is_empty) {
         return Err("missing host".to_string());
     }
@@ -663,12 +691,12 @@ fn query_params(
             } else {
                 format!("accepted: {}", allowed.join(", "))
             };
-            return Err(format!("unknown query parameter `{}` ({known})", quote(&key)));
+            return Err(format!(
+                "unknown query parameter `{}` ({known})",
+                quote(&key)
+            ));
         }
-        if params
-            .insert(key.to_string(), value.into_owned())
-            .is_some()
-        {
+        if params.insert(key.to_string(), value.into_owned()).is_some() {
             return Err(format!("query parameter `{key}` is given twice"));
         }
     }
@@ -903,7 +931,10 @@ mod tests {
         assert_eq!(named.port, 5673);
         assert_eq!(named.vhost, "prod/eu");
         assert_eq!(named.queue, "my queue");
-        assert_eq!(named.management.as_deref(), Some("https://rabbit:15671/admin"));
+        assert_eq!(
+            named.management.as_deref(),
+            Some("https://rabbit:15671/admin")
+        );
     }
 
     #[test]
