@@ -67,6 +67,9 @@ pub struct RedisProvider {
     bindings: HashMap<String, (Instant, Vec<Binding>)>,
 }
 
+/// `(exchange, routing_key)` of an `unacked` entry; `None` when unreadable.
+type Route = Option<(String, String)>;
+
 #[derive(Debug, Clone, PartialEq)]
 struct Binding {
     routing_key: String,
@@ -216,7 +219,7 @@ impl RedisProvider {
     async fn read_routes(
         &mut self,
         tags: &[&Vec<u8>],
-    ) -> Result<Vec<(Vec<u8>, Option<(String, String)>)>, QueueError> {
+    ) -> Result<Vec<(Vec<u8>, Route)>, QueueError> {
         let mut pipe = ::redis::pipe();
         for chunk in tags.chunks(HMGET_CHUNK) {
             let cmd = pipe.cmd("HMGET").arg(&self.unacked_key);
@@ -248,7 +251,7 @@ impl RedisProvider {
     /// Reads the binding sets of the exchanges in `routes` not read recently.
     async fn refresh_bindings(
         &mut self,
-        routes: &[(Vec<u8>, Option<(String, String)>)],
+        routes: &[(Vec<u8>, Route)],
     ) -> Result<(), QueueError> {
         let now = Instant::now();
         let stale: Vec<String> = routes

@@ -1,0 +1,148 @@
+//! `inspect` (the function behind `workerpodautoscaler inspect`) against a real Redis.
+
+mod support;
+
+use std::time::Duration;
+
+use redis::Commands;
+use support::brokers::{celery_produce, free_port, redis_broker, redis_conn, redis_port, unique};
+use wpa::queue::inspect::inspect;
+use wpa::queue::{Credentials, ProviderOptions};
+
+/// This file's Redis database.
+const DB: u8 = 3;
+
+fn options(idle_window: Duration) -> ProviderOptions {
+    ProviderOptions {
+        request_timeout: Duration::from_secs(2),
+        idle_window,
+        ..ProviderOptions::default()
+    }
+}
+
+fn lines(out: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect()
+}
+
+#[tokio::test]
+async fn one_poll_prints_one_json_line() {
+    let queue = unique("inspect");
+    celery_produce(&redis_broker(redis_port(), DB), &queue, 4, &[]);
+    // The password in the URI must not reach the output (the test Redis has none, and
+    // Redis answers AUTH without a configured password with an error, so use a user-less
+    // URI and check the redaction separately below).
+    let uri = format!("redis://127.0.0.1:{}/{DB}/{queue}", redis_port());
+    let mut out = Vec::new();
+    inspect(
+        &uri,
+        None,
+        Credentials::default(),
+        options(Duration::from_secs(60)),
+        &mut out,
+    )
+    .await
+    .unwrap();
+    let lines = lines(&out);
+    assert_eq!(lines.len(), 1);
+    let l = &lines[0];
+    assert_eq!(l["provider"], "redis");
+    assert_eq!(l["queue"], format!("redis://127.0.0.1:{}/{DB}/{queue}", redis_port()));
+    assert_eq!(l["visible"], 4);
+    assert_eq!(l["in_flight"], 0);
+    assert!(l["delayed"].is_null() && l["sent_per_minute"].is_null() && l["consumers"].is_null());
+    // Backlog: known busy.
+    assert_eq!(l["idle"], false);
+    let sampled = l["sampled_at"].as_str().unwrap();
+    assert!(sampled.parse::<jiff::Timestamp>().is_ok(), "{sampled}");
+    let keys: Vec<&str> = l.as_object().unwrap().keys().map(String::as_str).collect();
+    for key in [
+        "provider",
+        "queue",
+        "visible",
+        "in_flight",
+        "delayed",
+        "sent_per_minute",
+        "consumers",
+        "idle",
+        "sampled_at",
+    ] {
+        assert!(keys.contains(&key), "missing {key}");
+    }
+}
+
+#[tokio::test]
+async fn watch_infers_idle_over_the_window() {
+    let queue = unique("inspect-idle");
+    let uri = format!("redis://127.0.0.1:{}/{DB}/{queue}", redis_port());
+    let mut out = Vec::new();
+    // Watching never ends by itself: stop it after a while, as Ctrl-C would.
+    let run = inspect(
+        &uri,
+        Some(Duration::from_millis(200)),
+        Credentials::default(),
+        options(Duration::from_millis(600)),
+        &mut out,
+    );
+    let stopped = tokio::time::timeout(Duration::from_millis(2500), run).await;
+    assert!(stopped.is_err(), "watch returned early: {stopped:?}");
+    let lines = lines(&out);
+    assert!(lines.len() >= 4, "{} lines", lines.len());
+    // Empty from the start: unknown until the window is covered, then idle.
+    assert!(lines[0]["idle"].is_null(), "{}", lines[0]);
+    assert_eq!(lines.last().unwrap()["idle"], true);
+    assert!(lines.iter().all(|l| l["visible"] == 0));
+}
+
+#[tokio::test]
+async fn backlog_makes_watch_busy() {
+    let queue = unique("inspect-busy");
+    let _: () = redis_conn(redis_port(), DB).rpush(&queue, "x").unwrap();
+    let uri = format!("redis://127.0.0.1:{}/{DB}/{queue}", redis_port());
+    let mut out = Vec::new();
+    let run = inspect(
+        &uri,
+        Some(Duration::from_millis(200)),
+        Credentials::default(),
+        options(Duration::ZERO),
+        &mut out,
+    );
+    let _ = tokio::time::timeout(Duration::from_millis(900), run).await;
+    let lines = lines(&out);
+    assert!(!lines.is_empty());
+    assert!(lines.iter().all(|l| l["idle"] == false && l["visible"] == 1));
+    let _: () = redis_conn(redis_port(), DB).del(&queue).unwrap();
+}
+
+#[tokio::test]
+async fn exit_codes_for_bad_uri_and_unreachable_broker() {
+    let mut out = Vec::new();
+    let err = inspect(
+        "redis://user:topsecret@127.0.0.1/notadb/q",
+        None,
+        Credentials::default(),
+        options(Duration::from_secs(60)),
+        &mut out,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.exit_code(), 1);
+    assert!(err.to_string().contains("bad db"), "{err}");
+    assert!(!err.to_string().contains("topsecret"), "{err}");
+
+    let port = free_port();
+    let err = inspect(
+        &format!("redis://user:topsecret@127.0.0.1:{port}/0/q"),
+        None,
+        Credentials::default(),
+        options(Duration::from_secs(60)),
+        &mut out,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.exit_code(), 2);
+    assert!(!err.to_string().contains("topsecret"), "{err}");
+    assert!(out.is_empty(), "nothing printed on failure");
+}
