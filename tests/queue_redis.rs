@@ -231,6 +231,17 @@ async fn authentication_errors_and_credential_precedence() {
     assert!(matches!(err, QueueError::Denied { .. }), "{err:?}");
     assert!(!err.to_string().contains("wrong-pass"), "{err}");
 
+    // No password at all: the connection opens, the first command is refused.
+    let anonymous = format!("redis://127.0.0.1:{}/0/{queue}", server.port);
+    let parsed = QueueUri::parse(&anonymous).unwrap();
+    match wpa::queue::connect(&parsed, &Credentials::default(), &options()).await {
+        Ok(mut p) => {
+            let err = p.poll().await.unwrap_err();
+            assert!(matches!(err, QueueError::Denied { .. }), "{err:?}");
+        }
+        Err(err) => assert!(matches!(err, QueueError::Denied { .. }), "{err:?}"),
+    }
+
     // The Secret's password wins over the URI's.
     let creds = Credentials {
         password: Some("right-pass".to_string()),

@@ -152,7 +152,7 @@ impl RedisProvider {
     ) -> Result<T, QueueError> {
         match pipe.query_async::<T>(&mut self.conn).await {
             Ok(v) => Ok(v),
-            Err(e) if e.code() == Some("WRONGTYPE") => Err(self.explain_wrong_type().await),
+            Err(e) if has_code(&e, &["WRONGTYPE"]) => Err(self.explain_wrong_type().await),
             Err(e) => Err(map_error(&self.label, &e)),
         }
     }
@@ -443,16 +443,27 @@ fn match_from(
     matched
 }
 
+/// Whether the server answered one of `codes`, directly or for any command of a
+/// pipeline (a pipeline error carries one server error per failed command).
+fn has_code(e: &RedisError, codes: &[&str]) -> bool {
+    if e.code().is_some_and(|c| codes.contains(&c)) {
+        return true;
+    }
+    e.clone()
+        .into_server_errors()
+        .is_some_and(|items| items.iter().any(|(_, err)| codes.contains(&err.code())))
+}
+
 /// Maps a Redis error to the provider contract's error kinds.
 fn map_error(label: &str, e: &RedisError) -> QueueError {
     let queue = label.to_string();
     let detail = e.to_string();
     if e.kind() == ErrorKind::AuthenticationFailed
-        || matches!(e.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
+        || has_code(e, &["NOAUTH", "WRONGPASS", "NOPERM"])
     {
         return QueueError::Denied { queue, detail };
     }
-    if e.code() == Some("WRONGTYPE") {
+    if has_code(e, &["WRONGTYPE"]) {
         return QueueError::BadResponse { queue, detail };
     }
     if e.kind() == ErrorKind::InvalidClientConfig {
