@@ -31,9 +31,6 @@ fn lines(out: &[u8]) -> Vec<serde_json::Value> {
 async fn one_poll_prints_one_json_line() {
     let queue = unique("inspect");
     celery_produce(&redis_broker(redis_port(), DB), &queue, 4, &[]);
-    // The password in the URI must not reach the output (the test Redis has none, and
-    // Redis answers AUTH without a configured password with an error, so use a user-less
-    // URI and check the redaction separately below).
     let uri = format!("redis://127.0.0.1:{}/{DB}/{queue}", redis_port());
     let mut out = Vec::new();
     inspect(
@@ -49,7 +46,10 @@ async fn one_poll_prints_one_json_line() {
     assert_eq!(lines.len(), 1);
     let l = &lines[0];
     assert_eq!(l["provider"], "redis");
-    assert_eq!(l["queue"], format!("redis://127.0.0.1:{}/{DB}/{queue}", redis_port()));
+    assert_eq!(
+        l["queue"],
+        format!("redis://127.0.0.1:{}/{DB}/{queue}", redis_port())
+    );
     assert_eq!(l["visible"], 4);
     assert_eq!(l["in_flight"], 0);
     assert!(l["delayed"].is_null() && l["sent_per_minute"].is_null() && l["consumers"].is_null());
@@ -112,7 +112,11 @@ async fn backlog_makes_watch_busy() {
     let _ = tokio::time::timeout(Duration::from_millis(900), run).await;
     let lines = lines(&out);
     assert!(!lines.is_empty());
-    assert!(lines.iter().all(|l| l["idle"] == false && l["visible"] == 1));
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["idle"] == false && l["visible"] == 1)
+    );
     let _: () = redis_conn(redis_port(), DB).del(&queue).unwrap();
 }
 
@@ -145,4 +149,27 @@ async fn exit_codes_for_bad_uri_and_unreachable_broker() {
     assert_eq!(err.exit_code(), 2);
     assert!(!err.to_string().contains("topsecret"), "{err}");
     assert!(out.is_empty(), "nothing printed on failure");
+}
+
+#[tokio::test]
+async fn output_never_shows_the_password() {
+    let server = support::brokers::RedisServer::start(&["--requirepass", "pw-in-uri"]);
+    let queue = unique("q");
+    let uri = format!("redis://:pw-in-uri@127.0.0.1:{}/0/{queue}", server.port);
+    let mut out = Vec::new();
+    inspect(
+        &uri,
+        None,
+        Credentials::default(),
+        options(Duration::from_secs(60)),
+        &mut out,
+    )
+    .await
+    .unwrap();
+    let lines = lines(&out);
+    assert_eq!(
+        lines[0]["queue"],
+        format!("redis://:***@127.0.0.1:{}/0/{queue}", server.port)
+    );
+    assert!(!String::from_utf8_lossy(&out).contains("pw-in-uri"));
 }

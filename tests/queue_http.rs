@@ -68,7 +68,10 @@ async fn provider(addr: SocketAddr, path: &str, creds: Credentials) -> Box<dyn Q
 }
 
 async fn poll(addr: SocketAddr, path: &str) -> Result<wpa::queue::QueueMetrics, QueueError> {
-    provider(addr, path, Credentials::default()).await.poll().await
+    provider(addr, path, Credentials::default())
+        .await
+        .poll()
+        .await
 }
 
 fn bad_response_detail(result: Result<wpa::queue::QueueMetrics, QueueError>) -> String {
@@ -98,7 +101,8 @@ async fn schema_violations_are_clear_bad_responses() {
     assert!(bad_response_detail(poll(addr, "/invalid").await).contains("not JSON"));
     assert!(bad_response_detail(poll(addr, "/negative").await).contains("`visible` is negative"));
     assert!(
-        bad_response_detail(poll(addr, "/float").await).contains("`in_flight` is not a whole number")
+        bad_response_detail(poll(addr, "/float").await)
+            .contains("`in_flight` is not a whole number")
     );
     assert!(
         bad_response_detail(poll(addr, "/missing-visible").await).contains("`visible` is missing")
@@ -149,7 +153,11 @@ async fn authorization_header_from_credentials() {
         authorization: Some("Bearer nope".to_string()),
         ..Credentials::default()
     };
-    let err = provider(addr, "/auth", wrong).await.poll().await.unwrap_err();
+    let err = provider(addr, "/auth", wrong)
+        .await
+        .poll()
+        .await
+        .unwrap_err();
     assert!(matches!(err, QueueError::Denied { .. }));
     assert!(!format!("{err} {err:?}").contains("nope"));
 }

@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use redis::Commands;
 use support::brokers::{
-    RedisServer, Reserver, celery_produce, redis_broker, redis_conn, redis_port,
-    unique,
+    RedisServer, Reserver, celery_produce, redis_broker, redis_conn, redis_port, unique,
 };
 use wpa::queue::{Credentials, ProviderOptions, QueueError, QueueProvider, QueueUri};
 
@@ -48,7 +47,9 @@ fn urlencode(s: &str) -> String {
 async fn plain_list_backlog_and_absent_list() {
     let queue = unique("plain");
     let mut con = redis_conn(redis_port(), DB);
-    let _: () = con.rpush(&queue, &["a", "b", "c", "d", "e", "f", "g"]).unwrap();
+    let _: () = con
+        .rpush(&queue, &["a", "b", "c", "d", "e", "f", "g"])
+        .unwrap();
     let mut p = provider(&uri(&queue, "")).await;
     let m = p.poll().await.unwrap();
     assert_eq!(m.visible, 7);
@@ -266,7 +267,9 @@ async fn unreachable_redis_is_unavailable() {
 async fn reconnects_after_a_redis_restart() {
     let mut server = RedisServer::start(&[]);
     let queue = unique("restart");
-    let _: () = redis_conn(server.port, 0).rpush(&queue, &["1", "2"]).unwrap();
+    let _: () = redis_conn(server.port, 0)
+        .rpush(&queue, &["1", "2"])
+        .unwrap();
     let mut p = provider(&format!("redis://127.0.0.1:{}/0/{queue}", server.port)).await;
     assert_eq!(p.poll().await.unwrap().visible, 2);
 
@@ -275,7 +278,9 @@ async fn reconnects_after_a_redis_restart() {
     assert!(matches!(err, QueueError::Unavailable { .. }), "{err:?}");
 
     server.restart();
-    let _: () = redis_conn(server.port, 0).rpush(&queue, &["3", "4", "5"]).unwrap();
+    let _: () = redis_conn(server.port, 0)
+        .rpush(&queue, &["3", "4", "5"])
+        .unwrap();
     // The same provider (no reconnect by hand) reads the restarted server.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let visible = loop {

@@ -125,7 +125,11 @@ async fn subscribers_of_one_queue_share_one_loop() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let after_stop = counter.polls(&label);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(counter.polls(&label), after_stop, "the loop stopped polling");
+    assert_eq!(
+        counter.polls(&label),
+        after_stop,
+        "the loop stopped polling"
+    );
 }
 
 #[tokio::test]
@@ -133,7 +137,8 @@ async fn backlog_on_an_empty_queue_wakes_subscribers_quickly() {
     let reg = registry(Duration::from_secs(60));
     let queue = unique("wake");
     let mut rx = reg.wakeups();
-    reg.subscribe("ns/w", sub(redis_port(), DB, &queue, 10)).unwrap();
+    reg.subscribe("ns/w", sub(redis_port(), DB, &queue, 10))
+        .unwrap();
     // The first poll result always wakes.
     wakeup_for(&mut rx, "ns/w", Duration::from_secs(10)).await;
     let state = reg.state("ns/w").unwrap();
@@ -146,7 +151,10 @@ async fn backlog_on_an_empty_queue_wakes_subscribers_quickly() {
     wakeup_for(&mut rx, "ns/w", Duration::from_secs(5)).await;
     let waited = pushed.elapsed();
     // About two poll intervals, with slack for a loaded machine.
-    assert!(waited < Duration::from_millis(1500), "woken after {waited:?}");
+    assert!(
+        waited < Duration::from_millis(1500),
+        "woken after {waited:?}"
+    );
     assert_eq!(
         reg.state("ns/w").unwrap().metrics.map(|m| m.visible),
         Some(3)
@@ -178,13 +186,16 @@ async fn resubscribing_to_another_queue_moves_the_subscriber() {
     let q2 = unique("to");
     let mut con = redis_conn(redis_port(), DB);
     let _: () = con.rpush(&q2, &["a", "b", "c", "d"]).unwrap();
-    reg.subscribe("ns/m", sub(redis_port(), DB, &q1, 1)).unwrap();
-    reg.subscribe("ns/other", sub(redis_port(), DB, &q1, 1)).unwrap();
+    reg.subscribe("ns/m", sub(redis_port(), DB, &q1, 1))
+        .unwrap();
+    reg.subscribe("ns/other", sub(redis_port(), DB, &q1, 1))
+        .unwrap();
     eventually(Duration::from_secs(10), "first poll", || async {
         reg.state("ns/m")?.metrics.map(|_| ())
     })
     .await;
-    reg.subscribe("ns/m", sub(redis_port(), DB, &q2, 1)).unwrap();
+    reg.subscribe("ns/m", sub(redis_port(), DB, &q2, 1))
+        .unwrap();
     assert_eq!(reg.active_loops(), 2);
     let visible = eventually(Duration::from_secs(10), "the new queue's state", || async {
         reg.state("ns/m")?.metrics.map(|m| m.visible)
@@ -208,7 +219,8 @@ async fn broker_outage_marks_state_stale_and_recovers_by_itself() {
         .rpush(&queue, &["1", "2", "3", "4"])
         .unwrap();
     let mut rx = reg.wakeups();
-    reg.subscribe("ns/o", sub(server.port, 0, &queue, 2)).unwrap();
+    reg.subscribe("ns/o", sub(server.port, 0, &queue, 2))
+        .unwrap();
     wakeup_for(&mut rx, "ns/o", Duration::from_secs(10)).await;
     let before = reg.state("ns/o").unwrap();
     assert_eq!(before.metrics.as_ref().map(|m| m.visible), Some(4));
@@ -219,8 +231,14 @@ async fn broker_outage_marks_state_stale_and_recovers_by_itself() {
         reg.state("ns/o").filter(|s| s.stale)
     })
     .await;
-    assert!(matches!(down.error, Some(QueueError::Unavailable { .. })), "{down:?}");
-    assert_eq!(down.metrics, before.metrics, "the last good metrics are kept");
+    assert!(
+        matches!(down.error, Some(QueueError::Unavailable { .. })),
+        "{down:?}"
+    );
+    assert_eq!(
+        down.metrics, before.metrics,
+        "the last good metrics are kept"
+    );
     assert_eq!(down.last_success, before.last_success);
     assert!(down.consecutive_failures >= 1);
     assert!(!down.idle);
@@ -259,7 +277,8 @@ async fn idle_is_inferred_over_the_window() {
     let queue = unique("idle");
     let mut rx = reg.wakeups();
     let subscribed = Instant::now();
-    reg.subscribe("ns/i", sub(redis_port(), DB, &queue, 1)).unwrap();
+    reg.subscribe("ns/i", sub(redis_port(), DB, &queue, 1))
+        .unwrap();
     wakeup_for(&mut rx, "ns/i", Duration::from_secs(10)).await;
     // An empty queue is not idle at once...
     let first = reg.state("ns/i").unwrap();

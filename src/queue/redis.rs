@@ -249,10 +249,7 @@ impl RedisProvider {
     }
 
     /// Reads the binding sets of the exchanges in `routes` not read recently.
-    async fn refresh_bindings(
-        &mut self,
-        routes: &[(Vec<u8>, Route)],
-    ) -> Result<(), QueueError> {
+    async fn refresh_bindings(&mut self, routes: &[(Vec<u8>, Route)]) -> Result<(), QueueError> {
         let now = Instant::now();
         let stale: Vec<String> = routes
             .iter()

@@ -56,7 +56,14 @@ fn script(name: &str) -> PathBuf {
 pub fn celery_produce(broker: &str, queue: &str, count: u32, extra: &[&str]) {
     let out = Command::new("python3")
         .arg(script("produce.py"))
-        .args(["--broker", broker, "--queue", queue, "--count", &count.to_string()])
+        .args([
+            "--broker",
+            broker,
+            "--queue",
+            queue,
+            "--count",
+            &count.to_string(),
+        ])
         .args(extra)
         .output()
         .expect("run produce.py");
@@ -83,7 +90,14 @@ impl Reserver {
     pub fn start(broker: &str, queue: &str, count: u32, extra: &[&str]) -> Reserver {
         let mut child = Command::new("python3")
             .arg(script("reserve.py"))
-            .args(["--broker", broker, "--queue", queue, "--count", &count.to_string()])
+            .args([
+                "--broker",
+                broker,
+                "--queue",
+                queue,
+                "--count",
+                &count.to_string(),
+            ])
             .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
