@@ -28,6 +28,9 @@
 //! trip (`HMGET` in chunks), and a binding set is re-read at most every 30 s per
 //! exchange. `HGETALL` would move every payload every second, which is what this avoids.
 //!
+//! `rediss://` verifies the server against the system's root certificates
+//! (`SSL_CERT_FILE` / `SSL_CERT_DIR` point elsewhere).
+//!
 //! Reconnection after a Redis restart is the `ConnectionManager`'s job: a failed request
 //! makes it reconnect in the background and the next poll uses the new connection.
 
@@ -87,6 +90,11 @@ impl RedisProvider {
     ) -> Result<Self, QueueError> {
         let label = QueueUri::Redis(uri.clone()).redacted();
         let addr = if uri.tls {
+            // redis-rs builds its rustls config from the process-wide crypto provider;
+            // make sure there is one (main installs the same provider at startup).
+            if rustls::crypto::CryptoProvider::get_default().is_none() {
+                let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+            }
             let host = if uri.host.contains(':') {
                 format!("[{}]", uri.host)
             } else {

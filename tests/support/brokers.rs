@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -138,15 +138,44 @@ impl Drop for Reserver {
 pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
-    extra: Vec<String>,
+    args: Vec<String>,
 }
 
 impl RedisServer {
+    /// A plain-TCP server; `extra` are more `redis-server` arguments.
     pub fn start(extra: &[&str]) -> RedisServer {
+        let port = free_port();
+        let mut args = vec!["--port".to_string(), port.to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::spawn(port, args)
+    }
+
+    /// A TLS-only server presenting `cert`/`key` (clients are not asked for certificates).
+    pub fn start_tls(cert: &Path, key: &Path, ca: &Path) -> RedisServer {
+        let port = free_port();
+        let path = |p: &Path| p.to_string_lossy().into_owned();
+        let args = vec![
+            "--port".to_string(),
+            "0".to_string(),
+            "--tls-port".to_string(),
+            port.to_string(),
+            "--tls-cert-file".to_string(),
+            path(cert),
+            "--tls-key-file".to_string(),
+            path(key),
+            "--tls-ca-cert-file".to_string(),
+            path(ca),
+            "--tls-auth-clients".to_string(),
+            "no".to_string(),
+        ];
+        Self::spawn(port, args)
+    }
+
+    fn spawn(port: u16, args: Vec<String>) -> RedisServer {
         let mut server = RedisServer {
-            port: free_port(),
+            port,
             child: None,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            args,
         };
         server.restart();
         server
@@ -156,9 +185,9 @@ impl RedisServer {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "server already running");
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .args(&self.extra)
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--daemonize", "no"])
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -203,4 +232,75 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Writes a test CA and a server certificate for `localhost`/127.0.0.1 into `dir` with
+/// the `openssl` CLI; returns (ca.crt, server.crt, server.key).
+pub fn make_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=wpa-test-ca",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .expect("write ext.cnf");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    (
+        dir.join("ca.crt"),
+        dir.join("server.crt"),
+        dir.join("server.key"),
+    )
 }
