@@ -312,3 +312,45 @@ async fn bad_configuration_fails_subscribe() {
     ));
     assert_eq!(reg.active_loops(), 0);
 }
+
+#[tokio::test]
+async fn a_shared_loop_polls_at_its_subscribers_smallest_interval() {
+    let reg = Registry::new(
+        PollSettings {
+            redis_interval: Duration::from_secs(30),
+            ..PollSettings::default()
+        },
+        ProviderOptions::default(),
+    );
+    let counter = Arc::new(Counter::default());
+    reg.set_observer(counter.clone());
+    let queue = unique("interval");
+    let slow = sub(redis_port(), DB, &queue, 1);
+    let label = slow.uri.redacted();
+    reg.subscribe("ns/slow", slow.clone()).unwrap();
+    eventually(Duration::from_secs(10), "the first poll", || async {
+        (counter.polls(&label) >= 1).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(counter.polls(&label), 1, "30 s default interval");
+
+    let fast = Subscription {
+        poll_interval: Some(Duration::from_millis(100)),
+        ..slow
+    };
+    reg.subscribe("ns/fast", fast).unwrap();
+    eventually(Duration::from_secs(10), "faster polling", || async {
+        (counter.polls(&label) >= 6).then_some(())
+    })
+    .await;
+    assert_eq!(reg.active_loops(), 1);
+
+    // The fast subscriber leaves: back to the slow interval after the current sleep.
+    reg.unsubscribe("ns/fast");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let settled = counter.polls(&label);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(counter.polls(&label), settled);
+    reg.shutdown().await;
+}

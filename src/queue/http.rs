@@ -56,20 +56,7 @@ impl HttpProvider {
         opts: &ProviderOptions,
     ) -> Result<Self, QueueError> {
         let label = QueueUri::Http(uri.clone()).redacted();
-        let url = reqwest::Url::parse(&uri.url)
-            .map_err(|e| QueueError::Config(format!("{label}: bad URL: {e}")))?;
-        let authorization = match &creds.authorization {
-            Some(value) => {
-                let mut header = HeaderValue::from_str(value).map_err(|_| {
-                    QueueError::Config(format!(
-                        "{label}: the authorization credential is not a valid HTTP header value"
-                    ))
-                })?;
-                header.set_sensitive(true);
-                Some(header)
-            }
-            None => None,
-        };
+        let (url, authorization) = checked_config(uri, creds, &label)?;
         let client = reqwest::Client::builder()
             .timeout(opts.request_timeout)
             .connect_timeout(opts.request_timeout)
@@ -156,6 +143,34 @@ impl HttpProvider {
         }
         Ok(body)
     }
+}
+
+/// Checks the URL and the `Authorization` value without building a client.
+pub fn check_config(uri: &HttpUri, creds: &Credentials) -> Result<(), QueueError> {
+    let label = QueueUri::Http(uri.clone()).redacted();
+    checked_config(uri, creds, &label).map(|_| ())
+}
+
+fn checked_config(
+    uri: &HttpUri,
+    creds: &Credentials,
+    label: &str,
+) -> Result<(reqwest::Url, Option<HeaderValue>), QueueError> {
+    let url = reqwest::Url::parse(&uri.url)
+        .map_err(|e| QueueError::Config(format!("{label}: bad URL: {e}")))?;
+    let authorization = match &creds.authorization {
+        Some(value) => {
+            let mut header = HeaderValue::from_str(value).map_err(|_| {
+                QueueError::Config(format!(
+                    "{label}: the authorization credential is not a valid HTTP header value"
+                ))
+            })?;
+            header.set_sensitive(true);
+            Some(header)
+        }
+        None => None,
+    };
+    Ok((url, authorization))
 }
 
 #[async_trait]

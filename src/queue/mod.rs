@@ -156,9 +156,7 @@ pub trait QueueProvider: Send + 'static {
 pub fn validate(uri: &QueueUri, creds: &Credentials) -> Result<(), QueueError> {
     match uri {
         QueueUri::Redis(_) => Ok(()),
-        QueueUri::Http(u) => {
-            http::HttpProvider::new(u, creds, &ProviderOptions::default()).map(|_| ())
-        }
+        QueueUri::Http(u) => http::check_config(u, creds),
         // MERGE: once sqs.rs, rabbitmq.rs and beanstalk.rs are in, replace this arm with
         //     QueueUri::Sqs(_) | QueueUri::Rabbitmq(_) | QueueUri::Beanstalk(_) => Ok(()),
         QueueUri::Sqs(_) | QueueUri::Rabbitmq(_) | QueueUri::Beanstalk(_) => Err(not_built(uri)),

@@ -236,7 +236,14 @@ impl Registry {
                 "the poll interval must be longer than zero".to_string(),
             ));
         }
-        super::validate(&spec.uri, &spec.credentials)?;
+        // Re-validating an unchanged queue on every reconcile would be wasted work.
+        let unchanged = lock(&self.inner.state)
+            .subscribers
+            .get(subscriber)
+            .is_some_and(|s| s.key.uri == spec.uri && s.key.credentials == spec.credentials);
+        if !unchanged {
+            super::validate(&spec.uri, &spec.credentials)?;
+        }
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             QueueError::Config("the queue registry needs a Tokio runtime".to_string())
         })?;
@@ -280,7 +287,12 @@ impl Registry {
         let mut wake_now = false;
         match state.loops.get_mut(&key) {
             Some(lp) => {
-                let current = effective_interval(&state.subscribers, lp, &self.inner.settings);
+                let current = effective_interval(
+                    &state.subscribers,
+                    lp,
+                    key.uri.kind(),
+                    &self.inner.settings,
+                );
                 lp.members.insert(subscriber.to_string());
                 if spec.poll_interval.is_some_and(|i| i < current) {
                     lp.reschedule.notify_one();
@@ -371,15 +383,16 @@ impl Registry {
 fn effective_interval(
     subscribers: &HashMap<String, Subscriber>,
     lp: &PollLoop,
+    kind: ProviderKind,
     settings: &PollSettings,
 ) -> Duration {
-    let default = |key: &LoopKey| settings.default_interval(key.uri.kind());
+    let default = settings.default_interval(kind);
     lp.members
         .iter()
         .filter_map(|name| subscribers.get(name))
-        .map(|sub| sub.interval.unwrap_or_else(|| default(&sub.key)))
+        .map(|sub| sub.interval.unwrap_or(default))
         .min()
-        .unwrap_or(settings.max_backoff)
+        .unwrap_or(default)
 }
 
 /// Removes `subscriber` from the loop of `key`, stopping the loop when it is left empty.
@@ -471,23 +484,18 @@ async fn run_loop(inner: Weak<Inner>, key: LoopKey, id: u64, reschedule: Arc<Not
                     }
                 }
             }
-            let mut interval: Option<Duration> = None;
+            let interval = effective_interval(subscribers, lp, kind, &settings);
             let mut wake = Vec::new();
             for name in &lp.members {
                 let Some(sub) = subscribers.get_mut(name) else {
                     continue;
                 };
-                let wanted = sub
-                    .interval
-                    .unwrap_or_else(|| settings.default_interval(kind));
-                interval = Some(interval.map_or(wanted, |i| i.min(wanted)));
                 let now = Signature::of(&lp.status, sub.target);
                 if sub.notified != Some(now) {
                     sub.notified = Some(now);
                     wake.push(name.clone());
                 }
             }
-            let interval = interval.unwrap_or_else(|| settings.default_interval(kind));
             (interval, wake, lp.status.error.is_some())
         };
         for name in wake {
