@@ -292,3 +292,38 @@ async fn reconnects_after_a_redis_restart() {
     };
     assert_eq!(visible, 3);
 }
+
+#[tokio::test]
+async fn a_real_celery_worker_with_acks_late_is_seen_in_flight() {
+    let queue = unique("worker");
+    let broker = redis_broker(redis_port(), DB);
+    celery_produce(&broker, &queue, 6, &[]);
+    let mut p = provider(&uri(&queue, "")).await;
+    let m = p.poll().await.unwrap();
+    assert_eq!((m.visible, m.in_flight), (6, Some(0)));
+
+    let _worker = support::brokers::CeleryWorker::start(&broker, &queue, 2, 1.0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut max_in_flight = 0;
+    loop {
+        let m = p.poll().await.unwrap();
+        let in_flight = m.in_flight.unwrap();
+        // Two slots, prefetch multiplier 1: never more than 2 reserved at once, and
+        // nothing is counted twice.
+        assert!(in_flight <= 2, "{m:?}");
+        assert!(m.visible + in_flight <= 6, "{m:?}");
+        max_in_flight = max_in_flight.max(in_flight);
+        if m.visible == 0 && in_flight == 0 && max_in_flight > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker did not finish: {m:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        max_in_flight, 2,
+        "running acks_late tasks count as in flight"
+    );
+}

@@ -304,3 +304,48 @@ pub fn make_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         dir.join("server.key"),
     )
 }
+
+/// A real Celery worker (tests/celery/worker_app.py: acks_late, prefetch multiplier 1)
+/// consuming `queue` with `concurrency` thread slots. Killed on drop.
+pub struct CeleryWorker {
+    child: Child,
+}
+
+impl CeleryWorker {
+    pub fn start(broker: &str, queue: &str, concurrency: u32, task_seconds: f64) -> CeleryWorker {
+        let child = Command::new("python3")
+            .args(["-m", "celery", "-A", "worker_app", "worker", "-Q", queue])
+            .args([
+                "--pool",
+                "threads",
+                "--concurrency",
+                &concurrency.to_string(),
+            ])
+            .args([
+                "--without-heartbeat",
+                "--without-gossip",
+                "--without-mingle",
+            ])
+            .args([
+                "--loglevel",
+                "WARNING",
+                "--hostname",
+                &format!("{queue}@localhost"),
+            ])
+            .current_dir(script(""))
+            .env("WPA_TEST_BROKER", broker)
+            .env("WPA_TEST_TASK_SECONDS", task_seconds.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start a celery worker");
+        CeleryWorker { child }
+    }
+}
+
+impl Drop for CeleryWorker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
