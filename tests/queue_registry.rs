@@ -354,3 +354,39 @@ async fn a_shared_loop_polls_at_its_subscribers_smallest_interval() {
     assert_eq!(counter.polls(&label), settled);
     reg.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_broker_that_never_answers_does_not_stall_the_loop() {
+    // Accepts connections and reads, but never writes a byte.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let reg = Registry::new(
+        PollSettings {
+            redis_interval: FAST,
+            max_backoff: Duration::from_millis(500),
+            ..PollSettings::default()
+        },
+        ProviderOptions {
+            request_timeout: Duration::from_millis(300),
+            ..ProviderOptions::default()
+        },
+    );
+    reg.subscribe("ns/mute", sub(port, 0, "q", 1)).unwrap();
+    let state = eventually(Duration::from_secs(10), "a timeout error", || async {
+        reg.state("ns/mute").filter(|s| s.consecutive_failures >= 2)
+    })
+    .await;
+    assert!(state.stale);
+    assert!(
+        matches!(state.error, Some(QueueError::Unavailable { .. })),
+        "{:?}",
+        state.error
+    );
+    reg.shutdown().await;
+}

@@ -419,16 +419,42 @@ impl Inner {
     }
 }
 
+/// Connects if needed and polls, bounded by [`poll_deadline`] so that a wedged client
+/// cannot stall the loop (the provider is then rebuilt).
 async fn poll_once(
     provider: &mut Option<Box<dyn QueueProvider>>,
     key: &LoopKey,
     options: &ProviderOptions,
 ) -> Result<QueueMetrics, QueueError> {
-    let p = match provider {
-        Some(p) => p,
-        None => provider.insert(super::connect(&key.uri, &key.credentials, options).await?),
+    let limit = poll_deadline(options);
+    let attempt = async {
+        let p = match provider.as_mut() {
+            Some(p) => p,
+            None => provider.insert(super::connect(&key.uri, &key.credentials, options).await?),
+        };
+        p.poll().await
     };
-    p.poll().await
+    match tokio::time::timeout(limit, attempt).await {
+        Ok(result) => result,
+        Err(_) => {
+            *provider = None;
+            Err(QueueError::Unavailable {
+                queue: key.uri.redacted(),
+                detail: format!("the poll did not finish within {limit:?}"),
+            })
+        }
+    }
+}
+
+/// Generous upper bound of one connect + poll: a few request timeouts, plus the SQS
+/// long poll when that is enabled.
+fn poll_deadline(options: &ProviderOptions) -> Duration {
+    let long_poll = if options.sqs_receive_long_poll {
+        Duration::from_secs(u64::from(options.sqs_long_poll_seconds))
+    } else {
+        Duration::ZERO
+    };
+    options.request_timeout.saturating_mul(3) + long_poll
 }
 
 async fn run_loop(inner: Weak<Inner>, key: LoopKey, id: u64, reschedule: Arc<Notify>) {
