@@ -173,3 +173,47 @@ async fn output_never_shows_the_password() {
     );
     assert!(!String::from_utf8_lossy(&out).contains("pw-in-uri"));
 }
+
+#[tokio::test]
+async fn watch_reports_failed_polls_and_goes_on() {
+    let mut server = support::brokers::RedisServer::start(&[]);
+    let queue = unique("inspect-outage");
+    let uri = format!("redis://127.0.0.1:{}/0/{queue}", server.port);
+    let mut out = Vec::new();
+    let watching = tokio::time::timeout(
+        Duration::from_secs(4),
+        inspect(
+            &uri,
+            Some(Duration::from_millis(200)),
+            Credentials::default(),
+            options(Duration::from_secs(60)),
+            &mut out,
+        ),
+    );
+    let outage = async {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        server.stop();
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        server.restart();
+    };
+    let (stopped, ()) = tokio::join!(watching, outage);
+    assert!(stopped.is_err(), "watch ended by itself: {stopped:?}");
+    let lines = lines(&out);
+    let first_error = lines
+        .iter()
+        .position(|l| l.get("error").is_some())
+        .expect("an error line while the server was down");
+    assert!(first_error > 0, "polls before the outage succeeded");
+    assert!(
+        lines[first_error]["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot reach")
+    );
+    assert!(
+        lines[first_error..]
+            .iter()
+            .any(|l| l.get("visible").is_some()),
+        "polls after the restart succeeded again"
+    );
+}

@@ -201,6 +201,13 @@ impl QueueUri {
                 trimmed.len()
             )));
         }
+        // The URL parser silently drops tabs and newlines; a URI containing them was
+        // mangled somewhere (YAML folding, a pasted secret) and must not be guessed at.
+        if trimmed.chars().any(char::is_control) {
+            return Err(fail(
+                "the URI contains control characters (tab, newline...)".to_string(),
+            ));
+        }
         let Some((scheme, _)) = trimmed.split_once("://") else {
             return Err(fail(format!(
                 "no scheme (`scheme://`); supported schemes: {SUPPORTED_SCHEMES}"
@@ -1059,6 +1066,9 @@ mod tests {
         assert!(problem("just-a-queue-name").contains("no scheme"));
         assert!(problem("").contains("empty"));
         assert!(problem("   ").contains("empty"));
+        assert!(problem("redis://h/0/q\tx").contains("control characters"));
+        assert!(problem("redis://h/0/\nq").contains("control characters"));
+        assert!(problem("redis://h/0/q\u{0}").contains("control characters"));
         let long = format!("redis://h/0/{}", "q".repeat(5000));
         assert!(problem(&long).contains("at most"));
     }
