@@ -194,13 +194,21 @@ async fn malformed_unacked_entries_are_skipped_not_fatal() {
         ("t2", "not json".to_string()),
         ("t3", format!(r#"[{{}}, "unbound-exchange", "{queue}"]"#)),
         ("t4", r#"[{}, "", "another-queue"]"#.to_string()),
+        // Bound only in kombu's permanent set (its table was swept): still ours.
+        ("t5", r#"[{}, "perm-ex", "rk1"]"#.to_string()),
     ];
+    let _: () = con
+        .sadd(
+            "_kombu.binding_permanent.perm-ex",
+            format!("rk1\x06\x16\x06\x16{queue}"),
+        )
+        .unwrap();
     for (tag, value) in &entries {
         let _: () = con.hset("unacked", tag, value).unwrap();
     }
     let mut p = provider(&format!("redis://127.0.0.1:{}/0/{queue}", server.port)).await;
     let m = p.poll().await.unwrap();
-    assert_eq!((m.visible, m.in_flight), (1, Some(1)));
+    assert_eq!((m.visible, m.in_flight), (1, Some(2)));
 }
 
 #[tokio::test]
@@ -326,4 +334,46 @@ async fn a_real_celery_worker_with_acks_late_is_seen_in_flight() {
         max_in_flight, 2,
         "running acks_late tasks count as in flight"
     );
+}
+
+#[tokio::test]
+async fn topic_exchange_deliveries_are_attributed_through_the_binding() {
+    let broker = redis_broker(redis_port(), DB);
+    let queue = unique("topic-q");
+    let other = unique("topic-other");
+    let exchange = unique("topic-ex");
+    // kombu stores the binding `task.#` with its regex; the messages' routing key
+    // `task.email.send` matches it, so they reach (and are reserved from) the queue.
+    let reserver = Reserver::start(
+        &broker,
+        &queue,
+        10,
+        &[
+            "--publish-topic",
+            "3",
+            "--exchange",
+            &exchange,
+            "--binding-key",
+            "task.#",
+            "--routing-key",
+            "task.email.send",
+        ],
+    );
+    assert_eq!(reserver.held, 3);
+    let mut con = redis_conn(redis_port(), DB);
+    let members: Vec<String> = con.smembers(format!("_kombu.binding.{exchange}")).unwrap();
+    assert_eq!(members.len(), 1, "{members:?}");
+    assert!(
+        members[0].starts_with("task.#\x06\x16^task\\."),
+        "{members:?}"
+    );
+
+    let mut p = provider(&uri(&queue, "")).await;
+    assert_eq!(p.poll().await.unwrap().in_flight, Some(3));
+    // Another queue of the same DB does not claim them.
+    let mut q = provider(&uri(&other, "")).await;
+    assert_eq!(q.poll().await.unwrap().in_flight, Some(0));
+    reserver.release();
+    let m = p.poll().await.unwrap();
+    assert_eq!((m.visible, m.in_flight), (3, Some(0)));
 }

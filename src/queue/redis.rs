@@ -12,7 +12,9 @@
 //!   routing key, any other exchange is resolved through its binding set
 //!   `<prefix>_kombu.binding.<exchange>`, whose members are
 //!   `<routing_key><sep><pattern><sep><queue>` (a non-empty pattern marks a topic binding,
-//!   matched the way kombu does: `*` one word, `#` anything). No `unacked` hash means 0.
+//!   matched the way kombu does: `*` one word, `#` anything), together with newer
+//!   kombu's `<prefix>_kombu.binding_permanent.<exchange>` (same members, for queues
+//!   without expiry). No `unacked` hash means 0.
 //!
 //! **Cannot see**: consumers (Redis does not know them), tasks a Celery worker is running
 //! with the default early ack (they left Redis when the worker took them; set
@@ -50,6 +52,7 @@ use super::{
 
 const UNACKED_KEY: &str = "unacked";
 const BINDING_KEY_PREFIX: &str = "_kombu.binding.";
+const PERMANENT_KEY_PREFIX: &str = "_kombu.binding_permanent.";
 /// Bindings change when workers declare queues, which is rare: re-read them this often.
 const BINDING_REFRESH: Duration = Duration::from_secs(30);
 /// Delivery tags per `HMGET`, to keep each reply bounded.
@@ -64,6 +67,7 @@ pub struct RedisProvider {
     list_keys: Vec<String>,
     unacked_key: String,
     binding_key_prefix: String,
+    permanent_key_prefix: String,
     /// Delivery tag -> whether the `unacked` entry belongs to this queue.
     attribution: HashMap<Vec<u8>, bool>,
     /// Exchange -> (when read, its bindings).
@@ -143,6 +147,7 @@ impl RedisProvider {
             list_keys,
             unacked_key: format!("{}{UNACKED_KEY}", uri.prefix),
             binding_key_prefix: format!("{}{BINDING_KEY_PREFIX}", uri.prefix),
+            permanent_key_prefix: format!("{}{PERMANENT_KEY_PREFIX}", uri.prefix),
             attribution: HashMap::new(),
             bindings: HashMap::new(),
             label,
@@ -277,7 +282,12 @@ impl RedisProvider {
         }
         let mut pipe = ::redis::pipe();
         for exchange in &stale {
-            pipe.smembers(format!("{}{exchange}", self.binding_key_prefix));
+            // kombu >= 5.6 also keeps `_kombu.binding_permanent.<exchange>` (bindings of
+            // queues without expiry); the union still resolves if the table was swept.
+            pipe.sunion(&[
+                format!("{}{exchange}", self.binding_key_prefix),
+                format!("{}{exchange}", self.permanent_key_prefix),
+            ]);
         }
         let sets: Vec<Vec<Vec<u8>>> = self.query(&pipe).await?;
         for (exchange, members) in stale.into_iter().zip(sets) {

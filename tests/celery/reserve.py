@@ -11,15 +11,18 @@ Usage:
   reserve.py --broker URL --queue NAME --count N
              [--priority-steps 0,3,6,9] [--sep SEP] [--prefix PREFIX]
              [--publish-default-exchange M]
+             [--publish-topic M --exchange NAME --binding-key KEY --routing-key RK]
 
 --publish-default-exchange first publishes M messages through the default exchange ""
 (routing key = queue), so that their `unacked` entries carry an empty exchange.
+--publish-topic declares a topic exchange NAME, binds the queue to it with KEY and
+publishes M messages with routing key RK (delivered to the queue only if KEY matches).
 """
 import argparse
 import json
 import sys
 
-from kombu import Connection, Producer
+from kombu import Connection, Exchange, Producer, Queue
 
 
 def main() -> int:
@@ -31,6 +34,10 @@ def main() -> int:
     parser.add_argument("--sep", default=None)
     parser.add_argument("--prefix", default=None)
     parser.add_argument("--publish-default-exchange", type=int, default=0)
+    parser.add_argument("--publish-topic", type=int, default=0)
+    parser.add_argument("--exchange", default=None)
+    parser.add_argument("--binding-key", default=None)
+    parser.add_argument("--routing-key", default=None)
     args = parser.parse_args()
 
     transport_options = {}
@@ -47,6 +54,13 @@ def main() -> int:
             producer = Producer(channel)
             for i in range(args.publish_default_exchange):
                 producer.publish({"n": i}, exchange="", routing_key=args.queue)
+        if args.publish_topic:
+            exchange = Exchange(args.exchange, type="topic")
+            queue = Queue(args.queue, exchange, routing_key=args.binding_key)
+            queue(channel).declare()
+            producer = Producer(channel, exchange=exchange)
+            for i in range(args.publish_topic):
+                producer.publish({"n": i}, routing_key=args.routing_key)
         held = 0
         for _ in range(args.count):
             if channel.basic_get(args.queue, no_ack=False) is None:
