@@ -352,6 +352,17 @@ async fn a_shared_loop_polls_at_its_subscribers_smallest_interval() {
     let settled = counter.polls(&label);
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(counter.polls(&label), settled);
+
+    // The remaining subscriber asks for a shorter interval itself: applied at once.
+    let quicker = Subscription {
+        poll_interval: Some(Duration::from_millis(100)),
+        ..sub(redis_port(), DB, &queue, 1)
+    };
+    reg.subscribe("ns/slow", quicker).unwrap();
+    eventually(Duration::from_secs(10), "the updated interval", || async {
+        (counter.polls(&label) >= settled + 5).then_some(())
+    })
+    .await;
     reg.shutdown().await;
 }
 

@@ -256,12 +256,20 @@ impl Registry {
 
         if let Some(existing) = state.subscribers.get_mut(subscriber) {
             if existing.key == key {
-                let shorter = spec.poll_interval.is_some()
-                    && (existing.interval.is_none() || spec.poll_interval < existing.interval);
+                let current = state.loops.get(&key).map(|lp| {
+                    effective_interval(&state.subscribers, lp, key.uri.kind(), &self.inner.settings)
+                });
+                let Some(existing) = state.subscribers.get_mut(subscriber) else {
+                    return Ok(());
+                };
                 existing.interval = spec.poll_interval;
                 existing.target = spec.target_messages_per_worker;
                 if let Some(lp) = state.loops.get(&key) {
-                    if shorter {
+                    if spec
+                        .poll_interval
+                        .zip(current)
+                        .is_some_and(|(wanted, current)| wanted < current)
+                    {
                         lp.reschedule.notify_one();
                     }
                     let now = Signature::of(&lp.status, existing.target);
