@@ -606,6 +606,15 @@ mod tests {
     }
 
     #[test]
+    fn registry_can_be_shared_across_tasks() {
+        fn shareable<T: Send + Sync + Clone + 'static>() {}
+        shareable::<Registry>();
+        fn send<T: Send>(_: &T) {}
+        let registry = Registry::new(PollSettings::default(), ProviderOptions::default());
+        send(&registry.shutdown());
+    }
+
+    #[test]
     fn default_intervals_follow_practo() {
         let s = PollSettings::default();
         assert_eq!(
