@@ -11,7 +11,12 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 pub mod beanstalk;
+pub mod http;
+pub mod idle;
+pub mod inspect;
 pub mod rabbitmq;
+pub mod redis;
+pub mod registry;
 pub mod sqs;
 pub mod uri;
 
@@ -61,7 +66,7 @@ pub enum QueueError {
 
 /// Credentials resolved by the controller from the Secret a WPA references (or taken from
 /// the URI's userinfo). `Debug` never prints the values.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct Credentials {
     pub username: Option<String>,
     pub password: Option<String>,
@@ -143,4 +148,36 @@ pub trait QueueProvider: Send + 'static {
     fn kind(&self) -> ProviderKind;
     /// Measure the queue now. Must not panic on any broker answer.
     async fn poll(&mut self) -> Result<QueueMetrics, QueueError>;
+}
+
+/// Checks what can be checked without contacting the broker (header values, providers
+/// built into this binary). A failure here is a configuration error: retrying cannot help.
+pub fn validate(uri: &QueueUri, creds: &Credentials) -> Result<(), QueueError> {
+    match uri {
+        QueueUri::Redis(_) => Ok(()),
+        QueueUri::Http(u) => http::check_config(u, creds),
+        QueueUri::Sqs(_) | QueueUri::Rabbitmq(_) | QueueUri::Beanstalk(_) => Ok(()),
+    }
+}
+
+/// Builds (and connects) the provider for `uri`. Called by the registry inside each poll
+/// loop, so a broker that is down is retried there rather than failing a subscription.
+pub async fn connect(
+    uri: &QueueUri,
+    creds: &Credentials,
+    opts: &ProviderOptions,
+) -> Result<Box<dyn QueueProvider>, QueueError> {
+    match uri {
+        QueueUri::Redis(u) => Ok(Box::new(
+            self::redis::RedisProvider::connect(u, creds, opts).await?,
+        )),
+        QueueUri::Http(u) => Ok(Box::new(self::http::HttpProvider::new(u, creds, opts)?)),
+        QueueUri::Sqs(u) => Ok(Box::new(sqs::SqsProvider::connect(u, creds, opts).await?)),
+        QueueUri::Rabbitmq(u) => Ok(Box::new(
+            rabbitmq::RabbitmqProvider::connect(u, creds, opts).await?,
+        )),
+        QueueUri::Beanstalk(u) => Ok(Box::new(
+            beanstalk::BeanstalkProvider::connect(u, opts).await?,
+        )),
+    }
 }

@@ -1,5 +1,6 @@
+//! Shared helpers for integration tests. Each test binary uses a subset.
 #![allow(dead_code)]
-//! Shared helpers for integration tests.
 
 pub mod broker_procs;
+pub mod brokers;
 pub mod brokers_amqp;

@@ -1,0 +1,669 @@
+//! The registry: exactly one poll loop per distinct queue, shared by its subscribers.
+//!
+//! A queue is identified by its parsed URI plus the credentials used to read it. The
+//! first subscriber (a WPA, keyed like `"namespace/name"`) starts the loop, the last one
+//! to leave stops it, and a subscriber that switches queues moves to the other loop.
+//! A loop polls at the smallest interval its subscribers ask for, keeps the latest state,
+//! and sends a subscriber's key on the wakeup channel when that state changes in a way
+//! the subscriber cares about: backlog (visible + in flight) between zero and non-zero,
+//! `ceil(backlog / target)` for its target, idleness, or staleness/error; the first poll
+//! result always wakes it.
+//!
+//! Errors are never zeros: a failed poll keeps the last good metrics, marks them stale
+//! with the error, and retries with exponential backoff and jitter (capped at
+//! `max_backoff`) until the broker answers again. The provider is built inside the loop,
+//! so a broker that is down at subscribe time is retried; only a bad configuration makes
+//! [`Registry::subscribe`] fail. While a queue is failing it is never reported idle.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use backon::BackoffBuilder;
+use tokio::sync::{Notify, broadcast};
+use tokio::task::JoinHandle;
+
+use super::idle::IdleTracker;
+use super::{
+    Credentials, ProviderKind, ProviderOptions, QueueError, QueueMetrics, QueueProvider, QueueUri,
+};
+
+/// Wakeups buffered per receiver; a receiver that falls further behind gets
+/// `RecvError::Lagged` and should then reconcile every subscriber.
+const WAKEUP_CAPACITY: usize = 1024;
+/// After this many failures in a row the provider is rebuilt from scratch, in case its
+/// client cannot recover by itself.
+const REBUILD_AFTER_FAILURES: u32 = 5;
+
+/// Poll intervals per provider kind and the retry cap.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PollSettings {
+    /// Default 20 s (practo's short-poll interval; SQS bills per request).
+    pub sqs_interval: Duration,
+    /// Default 1 s.
+    pub rabbitmq_interval: Duration,
+    /// Default 1 s.
+    pub redis_interval: Duration,
+    /// Default 20 s.
+    pub beanstalkd_interval: Duration,
+    /// Default 1 s.
+    pub http_interval: Duration,
+    /// Longest wait between retries of a failing queue. Default 30 s.
+    pub max_backoff: Duration,
+}
+
+impl Default for PollSettings {
+    fn default() -> Self {
+        Self {
+            sqs_interval: Duration::from_secs(20),
+            rabbitmq_interval: Duration::from_secs(1),
+            redis_interval: Duration::from_secs(1),
+            beanstalkd_interval: Duration::from_secs(20),
+            http_interval: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+impl PollSettings {
+    /// The interval used when a subscription does not set one.
+    pub fn default_interval(&self, kind: ProviderKind) -> Duration {
+        match kind {
+            ProviderKind::Sqs => self.sqs_interval,
+            ProviderKind::Rabbitmq => self.rabbitmq_interval,
+            ProviderKind::Redis => self.redis_interval,
+            ProviderKind::Beanstalkd => self.beanstalkd_interval,
+            ProviderKind::Http => self.http_interval,
+        }
+    }
+}
+
+/// What a subscriber wants to watch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subscription {
+    pub uri: QueueUri,
+    pub credentials: Credentials,
+    /// `None`: the provider kind's default from [`PollSettings`].
+    pub poll_interval: Option<Duration>,
+    /// Used to decide which backlog changes are worth a wakeup. Must be > 0.
+    pub target_messages_per_worker: u64,
+}
+
+/// The latest knowledge about a subscriber's queue.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct QueueState {
+    /// The last successful poll's metrics (kept while failing).
+    pub metrics: Option<QueueMetrics>,
+    /// Workers are idle (provider verdict or no backlog over the idle window). Always
+    /// false while the queue is failing.
+    pub idle: bool,
+    /// The last poll failed: `metrics` are old (or absent).
+    pub stale: bool,
+    /// Why the last poll failed.
+    pub error: Option<QueueError>,
+    pub last_success: Option<jiff::Timestamp>,
+    pub consecutive_failures: u32,
+}
+
+/// Hook for poll latency and errors (e.g. Prometheus). Called from the poll loops after
+/// every poll; keep it quick and non-blocking. `queue` is the redacted URI.
+pub trait PollObserver: Send + Sync + 'static {
+    fn observe(
+        &self,
+        kind: ProviderKind,
+        queue: &str,
+        duration: Duration,
+        result: Result<(), &QueueError>,
+    );
+}
+
+/// Shared poller of all queues. Cheap to clone.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: PollSettings,
+    options: ProviderOptions,
+    state: Mutex<State>,
+    wakeups: broadcast::Sender<String>,
+    observer: RwLock<Option<Arc<dyn PollObserver>>>,
+    next_loop_id: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    subscribers: HashMap<String, Subscriber>,
+    loops: HashMap<LoopKey, PollLoop>,
+}
+
+struct Subscriber {
+    key: LoopKey,
+    interval: Option<Duration>,
+    target: u64,
+    /// What the subscriber was last woken for.
+    notified: Option<Signature>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct LoopKey {
+    uri: QueueUri,
+    credentials: Credentials,
+}
+
+struct PollLoop {
+    /// Tells this loop's task apart from an aborted predecessor for the same key.
+    id: u64,
+    members: HashSet<String>,
+    status: QueueState,
+    /// Wakes the task early (a subscriber asked for a shorter interval).
+    reschedule: Arc<Notify>,
+    task: JoinHandle<()>,
+}
+
+/// The parts of a queue's state a subscriber is woken for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Signature {
+    polled: bool,
+    has_backlog: bool,
+    workers: u64,
+    idle: bool,
+    stale: bool,
+    failing: bool,
+}
+
+impl Signature {
+    fn of(status: &QueueState, target: u64) -> Signature {
+        let backlog = status
+            .metrics
+            .as_ref()
+            .map_or(0, |m| m.visible.saturating_add(m.in_flight.unwrap_or(0)));
+        Signature {
+            polled: status.metrics.is_some() || status.error.is_some(),
+            has_backlog: backlog > 0,
+            workers: backlog.div_ceil(target.max(1)),
+            idle: status.idle,
+            stale: status.stale,
+            failing: status.error.is_some(),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not wedge every poll loop: the state stays usable.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Registry {
+    pub fn new(settings: PollSettings, options: ProviderOptions) -> Registry {
+        let (wakeups, _) = broadcast::channel(WAKEUP_CAPACITY);
+        Registry {
+            inner: Arc::new(Inner {
+                settings,
+                options,
+                state: Mutex::new(State::default()),
+                wakeups,
+                observer: RwLock::new(None),
+                next_loop_id: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Installs the poll observer (replacing any previous one).
+    pub fn set_observer(&self, observer: Arc<dyn PollObserver>) {
+        let mut slot = self
+            .inner
+            .observer
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *slot = Some(observer);
+    }
+
+    /// Starts watching `spec` for `subscriber`, or updates its subscription (moving it
+    /// to another loop when the queue or credentials changed). Fails only on a bad
+    /// configuration; an unreachable broker is retried by the loop. Must be called from
+    /// within a Tokio runtime.
+    pub fn subscribe(&self, subscriber: &str, spec: Subscription) -> Result<(), QueueError> {
+        if spec.target_messages_per_worker == 0 {
+            return Err(QueueError::Config(
+                "targetMessagesPerWorker must be at least 1".to_string(),
+            ));
+        }
+        if spec.poll_interval.is_some_and(|i| i.is_zero()) {
+            return Err(QueueError::Config(
+                "the poll interval must be longer than zero".to_string(),
+            ));
+        }
+        // Re-validating an unchanged queue on every reconcile would be wasted work.
+        let unchanged = lock(&self.inner.state)
+            .subscribers
+            .get(subscriber)
+            .is_some_and(|s| s.key.uri == spec.uri && s.key.credentials == spec.credentials);
+        if !unchanged {
+            super::validate(&spec.uri, &spec.credentials)?;
+        }
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            QueueError::Config("the queue registry needs a Tokio runtime".to_string())
+        })?;
+        let key = LoopKey {
+            uri: spec.uri,
+            credentials: spec.credentials,
+        };
+        let mut guard = lock(&self.inner.state);
+        let state = &mut *guard;
+
+        if let Some(existing) = state.subscribers.get_mut(subscriber) {
+            if existing.key == key {
+                let current = state.loops.get(&key).map(|lp| {
+                    effective_interval(&state.subscribers, lp, key.uri.kind(), &self.inner.settings)
+                });
+                let Some(existing) = state.subscribers.get_mut(subscriber) else {
+                    return Ok(());
+                };
+                existing.interval = spec.poll_interval;
+                existing.target = spec.target_messages_per_worker;
+                if let Some(lp) = state.loops.get(&key) {
+                    if spec
+                        .poll_interval
+                        .zip(current)
+                        .is_some_and(|(wanted, current)| wanted < current)
+                    {
+                        lp.reschedule.notify_one();
+                    }
+                    let now = Signature::of(&lp.status, existing.target);
+                    if now.polled && existing.notified != Some(now) {
+                        existing.notified = Some(now);
+                        drop(guard);
+                        let _ = self.inner.wakeups.send(subscriber.to_string());
+                    }
+                }
+                return Ok(());
+            }
+            let old = existing.key.clone();
+            state.subscribers.remove(subscriber);
+            detach(state, subscriber, &old);
+        }
+
+        let mut subscriber_entry = Subscriber {
+            key: key.clone(),
+            interval: spec.poll_interval,
+            target: spec.target_messages_per_worker,
+            notified: None,
+        };
+        let mut wake_now = false;
+        match state.loops.get_mut(&key) {
+            Some(lp) => {
+                let current = effective_interval(
+                    &state.subscribers,
+                    lp,
+                    key.uri.kind(),
+                    &self.inner.settings,
+                );
+                lp.members.insert(subscriber.to_string());
+                if spec.poll_interval.is_some_and(|i| i < current) {
+                    lp.reschedule.notify_one();
+                }
+                let now = Signature::of(&lp.status, subscriber_entry.target);
+                if now.polled {
+                    subscriber_entry.notified = Some(now);
+                    wake_now = true;
+                }
+            }
+            None => {
+                let id = self.inner.next_loop_id.fetch_add(1, Ordering::Relaxed);
+                let reschedule = Arc::new(Notify::new());
+                let task = runtime.spawn(run_loop(
+                    Arc::downgrade(&self.inner),
+                    key.clone(),
+                    id,
+                    reschedule.clone(),
+                ));
+                tracing::debug!(queue = %key.uri, "poll loop started");
+                state.loops.insert(
+                    key.clone(),
+                    PollLoop {
+                        id,
+                        members: HashSet::from([subscriber.to_string()]),
+                        status: QueueState::default(),
+                        reschedule,
+                        task,
+                    },
+                );
+            }
+        }
+        state
+            .subscribers
+            .insert(subscriber.to_string(), subscriber_entry);
+        drop(guard);
+        if wake_now {
+            let _ = self.inner.wakeups.send(subscriber.to_string());
+        }
+        Ok(())
+    }
+
+    /// Stops watching for `subscriber`; the queue's loop stops if nobody else watches it.
+    pub fn unsubscribe(&self, subscriber: &str) {
+        let mut guard = lock(&self.inner.state);
+        let state = &mut *guard;
+        if let Some(entry) = state.subscribers.remove(subscriber) {
+            detach(state, subscriber, &entry.key);
+        }
+    }
+
+    /// The latest state of `subscriber`'s queue; `None` if it is not subscribed. Before
+    /// the first poll completes the state has no metrics, no error and is not stale.
+    pub fn state(&self, subscriber: &str) -> Option<QueueState> {
+        let state = lock(&self.inner.state);
+        let key = &state.subscribers.get(subscriber)?.key;
+        state.loops.get(key).map(|lp| lp.status.clone())
+    }
+
+    /// Subscriber keys to reconcile now. On `Lagged`, reconcile everything.
+    pub fn wakeups(&self) -> broadcast::Receiver<String> {
+        self.inner.wakeups.subscribe()
+    }
+
+    /// Number of running poll loops (distinct queues).
+    pub fn active_loops(&self) -> usize {
+        lock(&self.inner.state).loops.len()
+    }
+
+    /// Stops every loop and forgets every subscriber.
+    pub async fn shutdown(&self) {
+        let tasks: Vec<JoinHandle<()>> = {
+            let mut state = lock(&self.inner.state);
+            state.subscribers.clear();
+            state.loops.drain().map(|(_, lp)| lp.task).collect()
+        };
+        for task in &tasks {
+            task.abort();
+        }
+        for task in tasks {
+            // Cancellation is the expected outcome; a panic was already reported by Tokio.
+            let _ = task.await;
+        }
+    }
+}
+
+/// The interval a loop currently polls at: the smallest its members ask for.
+fn effective_interval(
+    subscribers: &HashMap<String, Subscriber>,
+    lp: &PollLoop,
+    kind: ProviderKind,
+    settings: &PollSettings,
+) -> Duration {
+    let default = settings.default_interval(kind);
+    lp.members
+        .iter()
+        .filter_map(|name| subscribers.get(name))
+        .map(|sub| sub.interval.unwrap_or(default))
+        .min()
+        .unwrap_or(default)
+}
+
+/// Removes `subscriber` from the loop of `key`, stopping the loop when it is left empty.
+fn detach(state: &mut State, subscriber: &str, key: &LoopKey) {
+    let empty = match state.loops.get_mut(key) {
+        Some(lp) => {
+            lp.members.remove(subscriber);
+            lp.members.is_empty()
+        }
+        None => false,
+    };
+    if empty && let Some(lp) = state.loops.remove(key) {
+        lp.task.abort();
+        tracing::debug!(queue = %key.uri, "poll loop stopped");
+    }
+}
+
+impl Inner {
+    fn observer(&self) -> Option<Arc<dyn PollObserver>> {
+        self.observer
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
+/// Connects if needed and polls, bounded by [`poll_deadline`] so that a wedged client
+/// cannot stall the loop (the provider is then rebuilt).
+async fn poll_once(
+    provider: &mut Option<Box<dyn QueueProvider>>,
+    key: &LoopKey,
+    options: &ProviderOptions,
+) -> Result<QueueMetrics, QueueError> {
+    let limit = poll_deadline(options);
+    let attempt = async {
+        let p = match provider.as_mut() {
+            Some(p) => p,
+            None => provider.insert(super::connect(&key.uri, &key.credentials, options).await?),
+        };
+        p.poll().await
+    };
+    match tokio::time::timeout(limit, attempt).await {
+        Ok(result) => result,
+        Err(_) => {
+            *provider = None;
+            Err(QueueError::Unavailable {
+                queue: key.uri.redacted(),
+                detail: format!("the poll did not finish within {limit:?}"),
+            })
+        }
+    }
+}
+
+/// Generous upper bound of one connect + poll: a few request timeouts, plus the SQS
+/// long poll when that is enabled.
+fn poll_deadline(options: &ProviderOptions) -> Duration {
+    let long_poll = if options.sqs_receive_long_poll {
+        Duration::from_secs(u64::from(options.sqs_long_poll_seconds))
+    } else {
+        Duration::ZERO
+    };
+    options.request_timeout.saturating_mul(3) + long_poll
+}
+
+async fn run_loop(inner: Weak<Inner>, key: LoopKey, id: u64, reschedule: Arc<Notify>) {
+    let Some((settings, options)) = inner
+        .upgrade()
+        .map(|i| (i.settings.clone(), i.options.clone()))
+    else {
+        return;
+    };
+    let label = key.uri.redacted();
+    let kind = key.uri.kind();
+    let mut provider: Option<Box<dyn QueueProvider>> = None;
+    let mut idle = IdleTracker::new(options.idle_window);
+    let mut backoff: Option<backon::ExponentialBackoff> = None;
+    loop {
+        let started = Instant::now();
+        let result = poll_once(&mut provider, &key, &options).await;
+        let elapsed = started.elapsed();
+        let Some(registry) = inner.upgrade() else {
+            return;
+        };
+        if let Some(observer) = registry.observer() {
+            observer.observe(kind, &label, elapsed, result.as_ref().map(|_| ()));
+        }
+        let (interval, wake, failing) = {
+            let mut guard = lock(&registry.state);
+            let State { subscribers, loops } = &mut *guard;
+            let Some(lp) = loops.get_mut(&key).filter(|lp| lp.id == id) else {
+                return;
+            };
+            let status = &mut lp.status;
+            match result {
+                Ok(metrics) => {
+                    if status.stale {
+                        tracing::info!(queue = %label, "queue readable again");
+                    }
+                    status.idle = idle.observe(&metrics, Instant::now()).is_idle();
+                    status.last_success = Some(metrics.sampled_at);
+                    status.metrics = Some(metrics);
+                    status.stale = false;
+                    status.error = None;
+                    status.consecutive_failures = 0;
+                }
+                Err(error) => {
+                    tracing::warn!(queue = %label, %error, "poll failed; keeping the last metrics");
+                    idle.reset();
+                    status.idle = false;
+                    status.stale = true;
+                    status.error = Some(error);
+                    status.consecutive_failures = status.consecutive_failures.saturating_add(1);
+                    if status.consecutive_failures % REBUILD_AFTER_FAILURES == 0 {
+                        provider = None;
+                    }
+                }
+            }
+            let interval = effective_interval(subscribers, lp, kind, &settings);
+            let mut wake = Vec::new();
+            for name in &lp.members {
+                let Some(sub) = subscribers.get_mut(name) else {
+                    continue;
+                };
+                let now = Signature::of(&lp.status, sub.target);
+                if sub.notified != Some(now) {
+                    sub.notified = Some(now);
+                    wake.push(name.clone());
+                }
+            }
+            (interval, wake, lp.status.error.is_some())
+        };
+        for name in wake {
+            // No receiver yet is fine: the state is still there to read.
+            let _ = registry.wakeups.send(name);
+        }
+        drop(registry);
+        let delay = if failing {
+            let cap = settings.max_backoff;
+            let next = backoff
+                .get_or_insert_with(|| {
+                    backon::ExponentialBuilder::default()
+                        .with_min_delay(interval.min(cap))
+                        .with_max_delay(cap)
+                        .with_factor(2.0)
+                        .with_jitter()
+                        .without_max_times()
+                        .build()
+                })
+                .next();
+            next.unwrap_or(cap).min(cap)
+        } else {
+            backoff = None;
+            interval
+        };
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = reschedule.notified() => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics(visible: u64, in_flight: Option<u64>) -> QueueMetrics {
+        QueueMetrics {
+            visible,
+            in_flight,
+            delayed: None,
+            sent_per_minute: None,
+            consumers: None,
+            idle: None,
+            sampled_at: jiff::Timestamp::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn signature_tracks_what_subscribers_care_about() {
+        let empty = QueueState::default();
+        let s0 = Signature::of(&empty, 10);
+        assert!(!s0.polled);
+        let mut st = QueueState {
+            metrics: Some(metrics(0, Some(0))),
+            ..QueueState::default()
+        };
+        let zero = Signature::of(&st, 10);
+        assert!(zero.polled && !zero.has_backlog && zero.workers == 0);
+        st.metrics = Some(metrics(5, Some(4)));
+        let nine = Signature::of(&st, 10);
+        assert_eq!((nine.has_backlog, nine.workers), (true, 1));
+        st.metrics = Some(metrics(10, None));
+        // Same worker count: no change worth a wakeup.
+        assert_eq!(Signature::of(&st, 10), nine);
+        st.metrics = Some(metrics(11, None));
+        assert_eq!(Signature::of(&st, 10).workers, 2);
+        // A target of 0 is treated as 1 rather than dividing by zero.
+        assert_eq!(Signature::of(&st, 0).workers, 11);
+        st.stale = true;
+        st.error = Some(QueueError::NotFound { queue: "q".into() });
+        let failing = Signature::of(&st, 10);
+        assert!(failing.stale && failing.failing);
+    }
+
+    #[test]
+    fn registry_can_be_shared_across_tasks() {
+        fn shareable<T: Send + Sync + Clone + 'static>() {}
+        shareable::<Registry>();
+        fn send<T: Send>(_: &T) {}
+        let registry = Registry::new(PollSettings::default(), ProviderOptions::default());
+        send(&registry.shutdown());
+    }
+
+    #[test]
+    fn default_intervals_follow_practo() {
+        let s = PollSettings::default();
+        assert_eq!(
+            s.default_interval(ProviderKind::Sqs),
+            Duration::from_secs(20)
+        );
+        assert_eq!(
+            s.default_interval(ProviderKind::Beanstalkd),
+            Duration::from_secs(20)
+        );
+        assert_eq!(
+            s.default_interval(ProviderKind::Redis),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            s.default_interval(ProviderKind::Rabbitmq),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            s.default_interval(ProviderKind::Http),
+            Duration::from_secs(1)
+        );
+        assert_eq!(s.max_backoff, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn subscribe_rejects_bad_configuration_without_a_runtime_panic() {
+        let registry = Registry::new(PollSettings::default(), ProviderOptions::default());
+        let uri = QueueUri::parse("redis://127.0.0.1/1/q").unwrap();
+        let spec = |target, interval| Subscription {
+            uri: uri.clone(),
+            credentials: Credentials::default(),
+            poll_interval: interval,
+            target_messages_per_worker: target,
+        };
+        assert!(matches!(
+            registry.subscribe("a/b", spec(0, None)),
+            Err(QueueError::Config(_))
+        ));
+        assert!(matches!(
+            registry.subscribe("a/b", spec(1, Some(Duration::ZERO))),
+            Err(QueueError::Config(_))
+        ));
+        // Outside a runtime: an error, not a panic.
+        assert!(matches!(
+            registry.subscribe("a/b", spec(1, None)),
+            Err(QueueError::Config(_))
+        ));
+        assert_eq!(registry.active_loops(), 0);
+        assert_eq!(registry.state("a/b"), None);
+    }
+}
