@@ -16,6 +16,8 @@ pub const PAUSED_ANNOTATION: &str = "k8s.practo.dev/paused";
 
 /// Scale a worker Deployment (or ReplicaSet, or any resource with a /scale subresource) on the
 /// backlog of its message queue.
+// kube-derive repeats `type_` across printcolumn attributes, which clippy flags.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "k8s.practo.dev",
@@ -84,7 +86,7 @@ pub struct WorkerPodAutoScalerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("string(self).matches('^([0-9]+|([0-9]|[1-9][0-9]|100)%)$')").message("maxDisruption must be a non-negative count or a percentage from 0% to 100%"))]
     pub max_disruption: Option<IntOrString>,
-    /// The queue to watch: SQS URL, amqp[s]://, redis[s]://, beanstalk:// or http[s]+json://.
+    /// The queue to watch: SQS URL, `amqp[s]://`, `redis[s]://`, `beanstalk://` or `http[s]+json://`.
     #[serde(rename = "queueURI")]
     #[schemars(length(min = 1))]
     #[x_kube(validation = Rule::new("self.matches('^(https?|amqps?|rediss?|beanstalk|https?\\\\+json)://')").message("queueURI must start with https://, http://, amqp://, amqps://, redis://, rediss://, beanstalk://, http+json:// or https+json://"))]

@@ -3,6 +3,9 @@
 //! Data flows one way: `queue` (providers, registry) -> `scaler` (pure decision) ->
 //! `controller` (Kubernetes I/O). `crd` holds the WorkerPodAutoScaler types shared by all.
 
+pub mod admin;
+pub mod controller;
 pub mod crd;
 pub mod queue;
 pub mod scaler;
+pub mod simulate;

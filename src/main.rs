@@ -1,3 +1,240 @@
-fn main() {
-    println!("workerpodautoscaler {}", env!("CARGO_PKG_VERSION"));
+//! `workerpodautoscaler`: the command line.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+use wpa::controller::{self, RunArgs, config::LogFormat};
+use wpa::queue::{Credentials, ProviderOptions, inspect};
+use wpa::scaler::MaxDisruption;
+use wpa::simulate::{self, SimulateOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "workerpodautoscaler",
+    version,
+    about = "Scales worker Deployments on the backlog of their message queues"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controller.
+    Run(Box<RunArgs>),
+    /// Poll a queue with the controller's own provider code and print what it sees as JSON.
+    Inspect(InspectArgs),
+    /// Print the WorkerPodAutoScaler CustomResourceDefinition as YAML.
+    Crd,
+    /// Replay a queue trace through the scaling engine and print every decision.
+    Simulate(SimulateArgs),
+    /// Print the version.
+    Version,
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    /// The queueURI, as in a WPA spec.
+    #[arg(value_name = "QUEUE_URI")]
+    queue_uri: String,
+    /// Keep polling every SECONDS until interrupted (idle detection works over its window).
+    #[arg(long, value_name = "SECONDS")]
+    watch: Option<u64>,
+    /// Seconds the backlog must stay empty before workers count as idle.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    idle_window: u64,
+    /// Default AWS region for SQS-compatible endpoints whose URI names none.
+    #[arg(long, env = "AWS_REGION")]
+    aws_region: Option<String>,
+    /// Username for the broker (instead of URI userinfo), from the environment only.
+    #[arg(long = "username-env", hide = true, env = "WPA_QUEUE_USERNAME")]
+    username: Option<String>,
+    /// Password for the broker, from the environment only (never a command-line argument).
+    #[arg(long = "password-env", hide = true, env = "WPA_QUEUE_PASSWORD")]
+    password: Option<String>,
+    /// Authorization header for the HTTP provider, from the environment only.
+    #[arg(
+        long = "authorization-env",
+        hide = true,
+        env = "WPA_QUEUE_AUTHORIZATION"
+    )]
+    authorization: Option<String>,
+}
+
+#[derive(Args)]
+struct SimulateArgs {
+    /// The WorkerPodAutoScaler manifest (the file you would `kubectl create`).
+    #[arg(long, value_name = "WPA.yaml")]
+    wpa: PathBuf,
+    /// CSV trace: t,messages[,in_flight][,sent_per_minute][,idle].
+    #[arg(long, value_name = "TRACE.csv")]
+    trace: PathBuf,
+    /// Replicas before the first step (default: minReplicas).
+    #[arg(long, value_name = "N")]
+    initial_replicas: Option<i32>,
+    /// Seconds a scale-down waits after the last scale activity (the controller flag).
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    scale_down_delay: u64,
+    /// Default maxDisruption for WPAs that do not set one (the controller flag).
+    #[arg(long, value_name = "N|P%", default_value = "100%")]
+    wpa_default_max_disruption: String,
+    /// Write the decisions CSV here instead of stdout.
+    #[arg(long, value_name = "OUT.csv")]
+    output: Option<PathBuf>,
+    /// Also draw backlog and replicas over time as an SVG.
+    #[arg(long, value_name = "OUT.svg")]
+    plot: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    // Two TLS stacks are linked (kube and the AWS SDK); pick one process-wide provider.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => return run_controller(*args),
+        Command::Inspect(args) => return run_inspect(args),
+        Command::Crd => print_crd(),
+        Command::Simulate(args) => run_simulate(args),
+        Command::Version => {
+            println!("workerpodautoscaler {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+fn run_controller(args: RunArgs) -> ExitCode {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&args.log_level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match args.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+    let outcome = runtime().and_then(|rt| {
+        rt.block_on(controller::run(args))
+            .map_err(|e| e.to_string())
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            tracing::error!("{message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_inspect(args: InspectArgs) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+        )
+        .with_writer(io::stderr)
+        .init();
+    let options = ProviderOptions {
+        aws_region: args.aws_region.clone(),
+        idle_window: Duration::from_secs(args.idle_window),
+        ..ProviderOptions::default()
+    };
+    let credentials = Credentials {
+        username: args.username.clone(),
+        password: args.password.clone(),
+        authorization: args.authorization.clone(),
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let watch = args.watch.map(|s| Duration::from_secs(s.max(1)));
+    let outcome = rt.block_on(async {
+        let mut stdout = io::stdout();
+        tokio::select! {
+            result = inspect::inspect(&args.queue_uri, watch, credentials, options, &mut stdout) => result.map_err(Some),
+            _ = tokio::signal::ctrl_c() => Err(None),
+        }
+    });
+    match outcome {
+        Ok(()) | Err(None) => ExitCode::SUCCESS,
+        Err(Some(error)) => {
+            eprintln!("error: {error}");
+            ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(1))
+        }
+    }
+}
+
+fn print_crd() -> Result<(), String> {
+    let yaml = wpa::crd::crd_yaml().map_err(|e| format!("cannot render the CRD: {e}"))?;
+    io::stdout()
+        .write_all(yaml.as_bytes())
+        .map_err(|e| e.to_string())
+}
+
+fn run_simulate(args: SimulateArgs) -> Result<(), String> {
+    let manifest = fs::read_to_string(&args.wpa)
+        .map_err(|e| format!("cannot read {}: {e}", args.wpa.display()))?;
+    let wpa = simulate::load_wpa(&manifest).map_err(|e| format!("{}: {e}", args.wpa.display()))?;
+    let trace_file = fs::File::open(&args.trace)
+        .map_err(|e| format!("cannot read {}: {e}", args.trace.display()))?;
+    let rows = simulate::trace::read_trace(io::BufReader::new(trace_file))
+        .map_err(|e| format!("{}: {e}", args.trace.display()))?;
+    let default_max_disruption: MaxDisruption = args
+        .wpa_default_max_disruption
+        .parse()
+        .map_err(|e| format!("--wpa-default-max-disruption: {e}"))?;
+    let options = SimulateOptions {
+        initial_replicas: args.initial_replicas,
+        scale_down_delay: Duration::from_secs(args.scale_down_delay),
+        default_max_disruption,
+    };
+    let steps = simulate::simulate(&wpa, &rows, &options).map_err(|e| e.to_string())?;
+
+    // Render everything in memory first so an error leaves no partial output behind.
+    let mut csv = Vec::new();
+    simulate::write_csv(&steps, &mut csv).map_err(|e| e.to_string())?;
+    if let Some(plot) = &args.plot {
+        let title = format!(
+            "{} ({}..{} replicas, {} msgs/worker)",
+            wpa.metadata.name.as_deref().unwrap_or("wpa"),
+            wpa.spec.min_replicas,
+            wpa.spec.max_replicas,
+            wpa.spec.target_messages_per_worker
+        );
+        simulate::plot::write_svg(
+            plot,
+            &title,
+            &simulate::plot_points(&steps),
+            wpa.spec.min_replicas,
+            wpa.spec.max_replicas,
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    match &args.output {
+        Some(path) => {
+            fs::write(path, &csv).map_err(|e| format!("cannot write {}: {e}", path.display()))
+        }
+        None => io::stdout().write_all(&csv).map_err(|e| e.to_string()),
+    }
 }

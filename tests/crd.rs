@@ -67,7 +67,10 @@ fn artifacts_crd_yaml_is_the_generated_crd() {
 #[test]
 fn crd_names_match_practo() {
     let crd = WorkerPodAutoScaler::crd();
-    assert_eq!(crd.metadata.name.as_deref(), Some("workerpodautoscalers.k8s.practo.dev"));
+    assert_eq!(
+        crd.metadata.name.as_deref(),
+        Some("workerpodautoscalers.k8s.practo.dev")
+    );
     assert_eq!(crd.spec.group, "k8s.practo.dev");
     assert_eq!(crd.spec.scope, "Namespaced");
     assert_eq!(crd.spec.names.kind, "WorkerPodAutoScaler");
@@ -88,8 +91,13 @@ fn crd_names_match_practo() {
         .iter()
         .map(|c| c.name.as_str())
         .collect();
-    for wanted in ["Min", "Max", "Messages", "Current", "Desired", "Decision", "Age"] {
-        assert!(columns.contains(&wanted), "missing printer column {wanted}: {columns:?}");
+    for wanted in [
+        "Min", "Max", "Messages", "Current", "Desired", "Decision", "Age",
+    ] {
+        assert!(
+            columns.contains(&wanted),
+            "missing printer column {wanted}: {columns:?}"
+        );
     }
 }
 
@@ -111,7 +119,10 @@ spec:
     assert_eq!(parsed.spec.min_replicas, 0);
     assert_eq!(parsed.spec.max_replicas, 30);
     assert_eq!(parsed.spec.target_messages_per_worker, 150);
-    assert_eq!(parsed.spec.deployment_name.as_deref(), Some("example-deployment"));
+    assert_eq!(
+        parsed.spec.deployment_name.as_deref(),
+        Some("example-deployment")
+    );
     let value = serde_json::to_value(&parsed).expect("serializes");
     assert_eq!(cel_errors(value["spec"].clone()), Vec::<String>::new());
 }
@@ -186,7 +197,10 @@ fn practo_status_field_names_are_kept() {
 fn min_greater_than_max_is_refused() {
     let errors = cel_errors(with(base_spec(), "minReplicas", json!(31)));
     assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(errors[0].contains("minReplicas must not exceed maxReplicas"), "{errors:?}");
+    assert!(
+        errors[0].contains("minReplicas must not exceed maxReplicas"),
+        "{errors:?}"
+    );
     assert!(cel_errors(with(base_spec(), "minReplicas", json!(30))).is_empty());
 }
 
@@ -205,19 +219,37 @@ fn exactly_one_scale_target_is_required() {
     let ref_and_name = with(target_ref, "deploymentName", json!("d"));
     assert!(cel_errors(ref_and_name)[0].contains("exactly one of"));
     // An empty name does not count as a target (Go's zero value in practo's types).
-    let empty_plus_rs = with(with(none, "deploymentName", json!("")), "replicaSetName", json!("rs"));
+    let empty_plus_rs = with(
+        with(none, "deploymentName", json!("")),
+        "replicaSetName",
+        json!("rs"),
+    );
     assert!(cel_errors(empty_plus_rs).is_empty());
 }
 
 #[test]
 fn max_disruption_format_is_checked() {
-    for good in [json!("10%"), json!("0%"), json!("100%"), json!("2"), json!(2), json!(0)] {
+    for good in [
+        json!("10%"),
+        json!("0%"),
+        json!("100%"),
+        json!("2"),
+        json!(2),
+        json!(0),
+    ] {
         assert!(
             cel_errors(with(base_spec(), "maxDisruption", good.clone())).is_empty(),
             "{good} should be accepted"
         );
     }
-    for bad in [json!("101%"), json!("-1"), json!(-1), json!("ten"), json!("10 %"), json!("%")] {
+    for bad in [
+        json!("101%"),
+        json!("-1"),
+        json!(-1),
+        json!("ten"),
+        json!("10 %"),
+        json!("%"),
+    ] {
         let errors = cel_errors(with(base_spec(), "maxDisruption", bad.clone()));
         assert!(
             errors.iter().any(|e| e.contains("maxDisruption")),
@@ -239,11 +271,17 @@ fn queue_uri_scheme_is_checked() {
         "https+json://metrics.example/queue",
         "http+json://127.0.0.1:8080/q",
     ] {
-        assert!(cel_errors(with(base_spec(), "queueURI", json!(good))).is_empty(), "{good}");
+        assert!(
+            cel_errors(with(base_spec(), "queueURI", json!(good))).is_empty(),
+            "{good}"
+        );
     }
     for bad in ["sqs-queue", "ftp://x/y", "kafka://broker/topic", ""] {
         let errors = cel_errors(with(base_spec(), "queueURI", json!(bad)));
-        assert!(errors.iter().any(|e| e.contains("queueURI")), "{bad}: {errors:?}");
+        assert!(
+            errors.iter().any(|e| e.contains("queueURI")),
+            "{bad}: {errors:?}"
+        );
     }
 }
 
@@ -257,7 +295,12 @@ fn openapi_constraints_cover_the_numeric_bounds() {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    for field in ["minReplicas", "maxReplicas", "queueURI", "targetMessagesPerWorker"] {
+    for field in [
+        "minReplicas",
+        "maxReplicas",
+        "queueURI",
+        "targetMessagesPerWorker",
+    ] {
         assert!(required.contains(&field), "{field} must be required");
     }
     let props = &spec["properties"];
@@ -268,8 +311,14 @@ fn openapi_constraints_cover_the_numeric_bounds() {
     assert_eq!(props["pollIntervalSeconds"]["minimum"], json!(1.0));
     let policy = &props["behavior"]["properties"]["scaleUp"]["properties"]["policies"]["items"];
     assert_eq!(policy["properties"]["value"]["minimum"], json!(1.0));
-    assert_eq!(policy["properties"]["periodSeconds"]["maximum"], json!(1800.0));
-    assert_eq!(policy["properties"]["type"]["enum"], json!(["Pods", "Percent"]));
+    assert_eq!(
+        policy["properties"]["periodSeconds"]["maximum"],
+        json!(1800.0)
+    );
+    assert_eq!(
+        policy["properties"]["type"]["enum"],
+        json!(["Pods", "Percent"])
+    );
 }
 
 #[test]

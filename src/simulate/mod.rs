@@ -1,0 +1,175 @@
+//! `workerpodautoscaler simulate`: replay a queue trace through the real scaling engine.
+//!
+//! The tuning tool: take the WPA manifest one would `kubectl create`, a CSV trace of queue
+//! state, and see every decision the controller would make, as CSV and optionally as an SVG
+//! plot. Replicas follow each decision instantly (no pod start-up time is modelled).
+
+pub mod plot;
+pub mod trace;
+
+use std::io::Write;
+use std::time::Duration;
+
+use crate::crd::WorkerPodAutoScaler;
+use crate::scaler::{self, History, MaxDisruption, Policy, QueueSnapshot, ScalerSettings};
+use trace::TraceRow;
+
+/// What the simulation needs besides the trace.
+#[derive(Debug, Clone)]
+pub struct SimulateOptions {
+    /// Replicas before the first step; default the WPA's minReplicas.
+    pub initial_replicas: Option<i32>,
+    /// practo's `--scale-down-delay-after-last-scale-activity`.
+    pub scale_down_delay: Duration,
+    /// practo's `--wpa-default-max-disruption`.
+    pub default_max_disruption: MaxDisruption,
+}
+
+impl Default for SimulateOptions {
+    fn default() -> Self {
+        let settings = ScalerSettings::default();
+        Self {
+            initial_replicas: None,
+            scale_down_delay: settings.scale_down_delay,
+            default_max_disruption: settings.default_max_disruption,
+        }
+    }
+}
+
+/// One output row: the state before the step and what the engine decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub t: f64,
+    pub messages: u64,
+    pub in_flight: u64,
+    pub current: i32,
+    pub desired: i32,
+    pub reason: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimulateError {
+    #[error("WPA manifest: {0}")]
+    Manifest(String),
+    #[error("WPA manifest: invalid spec: {0}")]
+    Spec(#[from] scaler::SpecError),
+    #[error(transparent)]
+    Trace(#[from] trace::TraceError),
+    #[error("--initial-replicas must be >= 0, got {0}")]
+    InitialReplicas(i32),
+    #[error("cannot write the output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// Finds the WorkerPodAutoScaler in a manifest file (which may hold several documents, e.g.
+/// the worker Deployment too).
+pub fn load_wpa(yaml: &str) -> Result<WorkerPodAutoScaler, SimulateError> {
+    let documents: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(yaml).map_err(|e| SimulateError::Manifest(e.to_string()))?;
+    let mut found = documents
+        .into_iter()
+        .filter(|doc| doc.get("kind").and_then(|k| k.as_str()) == Some("WorkerPodAutoScaler"));
+    let document = found.next().ok_or_else(|| {
+        SimulateError::Manifest("no document of kind WorkerPodAutoScaler".to_string())
+    })?;
+    if found.next().is_some() {
+        return Err(SimulateError::Manifest(
+            "more than one WorkerPodAutoScaler; put the one to simulate in its own file"
+                .to_string(),
+        ));
+    }
+    serde_json::from_value(document).map_err(|e| SimulateError::Manifest(e.to_string()))
+}
+
+/// Runs the trace through the engine, one decision per row.
+pub fn simulate(
+    wpa: &WorkerPodAutoScaler,
+    rows: &[TraceRow],
+    options: &SimulateOptions,
+) -> Result<Vec<Step>, SimulateError> {
+    let settings = ScalerSettings {
+        default_max_disruption: options.default_max_disruption,
+        scale_down_delay: options.scale_down_delay,
+    };
+    let policy = Policy::from_spec(&wpa.spec, &settings)?;
+    let mut current = match options.initial_replicas {
+        Some(n) if n < 0 => return Err(SimulateError::InitialReplicas(n)),
+        Some(n) => n,
+        None => policy.min,
+    };
+    let mut history = History::default();
+    let mut steps = Vec::with_capacity(rows.len());
+    for row in rows {
+        let now = trace_time(row.t);
+        let queue = QueueSnapshot {
+            visible: row.messages,
+            in_flight: row.in_flight,
+            sent_per_minute: row.sent_per_minute,
+            idle: row.idle,
+        };
+        let decision = scaler::decide(&policy, &queue, current, now, &history, &settings);
+        steps.push(Step {
+            t: row.t,
+            messages: row.messages,
+            in_flight: row.in_flight,
+            current,
+            desired: decision.desired,
+            reason: decision.reason.to_string(),
+        });
+        history.record(&decision, current, now);
+        current = decision.desired;
+    }
+    Ok(steps)
+}
+
+/// Trace time as an absolute instant: the Unix epoch plus `t` (whole milliseconds).
+fn trace_time(t: f64) -> jiff::Timestamp {
+    // t is finite and >= 0 (checked by the trace reader); saturate absurdly large values.
+    let millis = (t * 1000.0).round().min(1e15) as i64;
+    jiff::Timestamp::from_millisecond(millis).unwrap_or(jiff::Timestamp::MAX)
+}
+
+/// Writes the output CSV: `t,messages,in_flight,current,desired,reason`.
+pub fn write_csv(steps: &[Step], out: impl Write) -> Result<(), SimulateError> {
+    let mut writer = csv::Writer::from_writer(out);
+    let to_io = |e: csv::Error| std::io::Error::other(e.to_string());
+    writer
+        .write_record(["t", "messages", "in_flight", "current", "desired", "reason"])
+        .map_err(to_io)?;
+    for step in steps {
+        writer
+            .write_record([
+                format_seconds(step.t),
+                step.messages.to_string(),
+                step.in_flight.to_string(),
+                step.current.to_string(),
+                step.desired.to_string(),
+                step.reason.clone(),
+            ])
+            .map_err(to_io)?;
+    }
+    writer.flush()?;
+    Ok(())
+}
+
+/// `15` rather than `15.0` for whole seconds, so output diffs cleanly against the input.
+fn format_seconds(t: f64) -> String {
+    if t.fract() == 0.0 && t.abs() < 1e15 {
+        format!("{}", t as i64)
+    } else {
+        t.to_string()
+    }
+}
+
+/// The plot's points for a finished simulation.
+pub fn plot_points(steps: &[Step]) -> Vec<plot::PlotPoint> {
+    steps
+        .iter()
+        .map(|s| plot::PlotPoint {
+            t: s.t,
+            messages: s.messages,
+            in_flight: s.in_flight,
+            desired: s.desired,
+        })
+        .collect()
+}
