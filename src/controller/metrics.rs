@@ -30,6 +30,7 @@ pub struct Metrics {
     pub reconcile_duration: HistogramVec,
     pub poll_errors: CounterVec,
     pub poll_duration: HistogramVec,
+    pub poll_loops: prometheus::IntGauge,
 }
 
 /// The label values of one WPA.
@@ -134,6 +135,14 @@ impl Metrics {
                 "Queue poll latency",
                 &["provider"],
             )?,
+            poll_loops: {
+                let g = prometheus::IntGauge::new(
+                    "wpa_queue_poll_loops",
+                    "Distinct queues being polled (one loop each, shared by the WPAs on it)",
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
             registry,
         })
     }

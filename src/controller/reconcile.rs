@@ -409,6 +409,7 @@ async fn prepare(
             .subscribe(key, subscription)
             .map_err(|e| Problem::new("InvalidQueueConfig", e.to_string()))?;
         ctx.mark_subscribed(key, generation, &queue_redacted);
+        ctx.metrics.poll_loops.set(i64::try_from(ctx.registry.active_loops()).unwrap_or(i64::MAX));
         debug!(queue = %queue_redacted, "subscribed");
     }
     Ok(Prepared {

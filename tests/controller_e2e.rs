@@ -1,0 +1,358 @@
+//! End to end: the real `workerpodautoscaler run` binary, the in-memory Kubernetes API server
+//! double, and real brokers (Redis, RabbitMQ). Assertions are on what the controller wrote to
+//! the API (scale PATCHes, status, events) and on its /metrics.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::apiserver::{ApiServerDouble, Fault, Gvr, objects};
+use support::brokers::{redis_conn, redis_port, unique};
+use support::brokers_amqp;
+use support::controller::{
+    ControllerProcess, condition, event_reasons, metric_value, wpa, wpa_status,
+};
+
+const NS: &str = "workers";
+const DB: u8 = 5;
+/// Generous: the machine is shared and slow; fast paths finish long before.
+const WAIT: Duration = Duration::from_secs(40);
+
+fn redis_uri(queue: &str) -> String {
+    format!("redis://127.0.0.1:{}/{DB}/{queue}", redis_port())
+}
+
+fn push(queue: &str, n: usize) {
+    let mut conn = redis_conn(redis_port(), DB);
+    let items: Vec<String> = (0..n).map(|i| format!("job-{i}")).collect();
+    redis::cmd("LPUSH")
+        .arg(queue)
+        .arg(&items)
+        .query::<()>(&mut conn)
+        .expect("LPUSH");
+}
+
+fn drain(queue: &str) {
+    let mut conn = redis_conn(redis_port(), DB);
+    redis::cmd("DEL")
+        .arg(queue)
+        .query::<()>(&mut conn)
+        .expect("DEL");
+}
+
+fn spec(queue_uri: &str, deployment: &str, min: i32, max: i32, target: i32) -> Value {
+    json!({
+        "minReplicas": min,
+        "maxReplicas": max,
+        "targetMessagesPerWorker": target,
+        "deploymentName": deployment,
+        "queueURI": queue_uri,
+    })
+}
+
+async fn start_server() -> ApiServerDouble {
+    let server = ApiServerDouble::start().await.expect("API double starts");
+    // Deployments report their replicas as available as soon as they are scaled.
+    server.simulate_workloads(Some(Duration::ZERO));
+    server
+}
+
+fn deployment_replicas(server: &ApiServerDouble, name: &str) -> Option<i64> {
+    server
+        .get(&Gvr::DEPLOYMENTS, Some(NS), name)
+        .and_then(|d| d["spec"]["replicas"].as_i64())
+}
+
+async fn wait_replicas(server: &ApiServerDouble, name: &str, want: i64, what: &str, controller: &ControllerProcess) {
+    let reached = server
+        .wait_for(WAIT, |s| {
+            (s.get(&Gvr::DEPLOYMENTS, Some(NS), name)?["spec"]["replicas"].as_i64() == Some(want)).then_some(())
+        })
+        .await;
+    assert!(
+        reached.is_some(),
+        "{what}: {name} never reached {want} replicas (now {:?}, patches {:?}, status {})\ncontroller log:\n{}",
+        deployment_replicas(server, name),
+        server.scale_patches(NS, name),
+        wpa_status(server, NS, name),
+        controller.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_list_scales_from_zero_up_and_back_to_zero() {
+    let server = start_server().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = unique("e2e-redis");
+    server.insert(objects::deployment(NS, "worker", 0)).expect("deployment");
+    server
+        .insert(wpa(NS, "worker", spec(&redis_uri(&queue), "worker", 0, 5, 10)))
+        .expect("wpa");
+    let controller = ControllerProcess::start(&server, dir.path(), "redis", &[]);
+
+    // Ready once the empty queue has been polled: no scaling at zero backlog.
+    let ready = server
+        .wait_for(WAIT, |s| {
+            let status = s.get(&Gvr::WORKER_POD_AUTOSCALERS, Some(NS), "worker")?["status"].clone();
+            (condition(&status, "MetricsAvailable")?["status"] == "True").then_some(status)
+        })
+        .await;
+    assert!(ready.is_some(), "never polled; log:\n{}", controller.log_text());
+    assert!(server.scale_patches(NS, "worker").is_empty(), "no scaling on an empty queue");
+
+    // The first message scales from zero, well before the 30 s resync.
+    let pushed = Instant::now();
+    push(&queue, 1);
+    wait_replicas(&server, "worker", 1, "first message", &controller).await;
+    assert!(pushed.elapsed() < Duration::from_secs(15), "took {:?}, not a wakeup", pushed.elapsed());
+
+    // Backlog 35 at 10 per worker: 4 workers.
+    push(&queue, 34);
+    wait_replicas(&server, "worker", 4, "backlog", &controller).await;
+    let status = wpa_status(&server, NS, "worker");
+    assert_eq!(status["CurrentMessages"], 35, "{status}");
+    assert_eq!(status["DesiredReplicas"], 4, "{status}");
+
+    // Queue drained: back to zero only once the workers count as idle.
+    drain(&queue);
+    wait_replicas(&server, "worker", 0, "idle", &controller).await;
+    let status = wpa_status(&server, NS, "worker");
+    assert_eq!(status["lastDecisionReason"], "ScaleDownIdle", "{status}");
+    assert!(status["lastScaleDownTime"].is_string() && status["LastScaleTime"].is_string(), "{status}");
+    assert_eq!(server.scale_patches(NS, "worker"), vec![1, 4, 0]);
+    let reasons = event_reasons(&server, NS, "worker");
+    assert!(reasons.iter().any(|r| r == "ScaledUp") && reasons.iter().any(|r| r == "ScaledDown"), "{reasons:?}");
+
+    let metrics = controller.metrics().await;
+    assert_eq!(metric_value(&metrics, "wpa_worker_desired{"), Some(0.0), "{metrics}");
+    assert_eq!(metric_value(&metrics, "wpa_queue_poll_loops"), Some(1.0), "{metrics}");
+    drain(&queue);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rabbitmq_queue_scales_from_and_to_zero_and_holds_while_in_flight() {
+    let server = start_server().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = unique("e2e-rabbit");
+    let (_connection, channel) = brokers_amqp::open(5672, "/").await;
+    brokers_amqp::declare(&channel, &queue, false).await;
+    let uri = format!("amqp://guest:guest@127.0.0.1:5672/%2F/{queue}?management=http://127.0.0.1:15672");
+    server.insert(objects::deployment(NS, "consumer", 0)).expect("deployment");
+    server
+        .insert(wpa(NS, "consumer", spec(&uri, "consumer", 0, 4, 2)))
+        .expect("wpa");
+    let controller = ControllerProcess::start(&server, dir.path(), "rabbit", &[]);
+
+    brokers_amqp::publish(&channel, &queue, 3).await;
+    wait_replicas(&server, "consumer", 2, "3 messages at 2 per worker", &controller).await;
+
+    // A consumer takes both... all three messages and does not ack: nothing is ready, but the
+    // work is in flight, so the workers stay.
+    let held = brokers_amqp::hold_deliveries(5672, "/", &queue, 3).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(deployment_replicas(&server, "consumer"), Some(2), "held while in flight: {}", wpa_status(&server, NS, "consumer"));
+    let status = wpa_status(&server, NS, "consumer");
+    assert_eq!(status["inFlightMessages"], 3, "{status}");
+
+    // Acked (connection closed with manual ack: messages return; purge them): idle -> zero.
+    drop(held);
+    let _ = channel
+        .queue_purge(queue.as_str().into(), lapin::options::QueuePurgeOptions::default())
+        .await;
+    wait_replicas(&server, "consumer", 0, "queue empty and idle", &controller).await;
+    brokers_amqp::delete(&channel, &queue).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bounds_disruption_and_dry_run() {
+    let server = start_server().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let capped = unique("e2e-cap");
+    let dry = unique("e2e-dry");
+    server.insert(objects::deployment(NS, "capped", 0)).expect("deployment");
+    server.insert(objects::deployment(NS, "dry", 0)).expect("deployment");
+    let mut capped_spec = spec(&redis_uri(&capped), "capped", 0, 3, 10);
+    capped_spec["maxDisruption"] = json!("1");
+    server.insert(wpa(NS, "capped", capped_spec)).expect("wpa");
+    let mut dry_spec = spec(&redis_uri(&dry), "dry", 0, 10, 10);
+    dry_spec["dryRun"] = json!(true);
+    server.insert(wpa(NS, "dry", dry_spec)).expect("wpa");
+    let controller = ControllerProcess::start(&server, dir.path(), "bounds", &[]);
+
+    // 100 messages want 10 workers; max is 3.
+    push(&capped, 100);
+    push(&dry, 100);
+    wait_replicas(&server, "capped", 3, "capped at max", &controller).await;
+    let status = wpa_status(&server, NS, "capped");
+    assert_eq!(condition(&status, "ScalingLimited").map(|c| c["status"].clone()), Some(json!("True")), "{status}");
+
+    // Not idle, no backlog: step down by at most maxDisruption (1) per decision.
+    drain(&capped);
+    wait_replicas(&server, "capped", 2, "one step down", &controller).await;
+    wait_replicas(&server, "capped", 0, "down to zero", &controller).await;
+    let patches = server.scale_patches(NS, "capped");
+    assert_eq!(patches[0], 3, "{patches:?}");
+    for pair in patches.windows(2).filter(|p| p[1] < p[0]) {
+        // Only the idle (massive) scale-down may remove more than one worker at once.
+        assert!(pair[0] - pair[1] <= 1 || pair[1] == 0, "{patches:?}");
+    }
+
+    // The dry-run WPA decided but never scaled.
+    let status = server
+        .wait_for(WAIT, |s| {
+            let status = s.get(&Gvr::WORKER_POD_AUTOSCALERS, Some(NS), "dry")?["status"].clone();
+            (status["DesiredReplicas"] == 10).then_some(status)
+        })
+        .await
+        .expect("dry run decides");
+    assert_eq!(condition(&status, "AbleToScale").map(|c| c["reason"].clone()), Some(json!("DryRun")), "{status}");
+    assert!(server.scale_patches(NS, "dry").is_empty(), "dry run must never PATCH /scale");
+    assert_eq!(deployment_replicas(&server, "dry"), Some(0));
+    assert!(event_reasons(&server, NS, "dry").iter().any(|r| r == "DryRun"));
+    drain(&dry);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_wpas_are_reported_while_valid_ones_keep_scaling() {
+    let server = start_server().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = unique("e2e-valid");
+    server.insert(objects::deployment(NS, "good", 0)).expect("deployment");
+    // The API double does not run the CRD's CEL rules; the controller must cope on its own.
+    server.insert(wpa(NS, "bad-uri", spec("kafka://broker/topic", "good", 0, 3, 10))).expect("wpa");
+    server.insert(wpa(NS, "no-target", spec(&redis_uri(&queue), "missing", 0, 3, 10))).expect("wpa");
+    server.insert(wpa(NS, "min-above-max", spec(&redis_uri(&queue), "good", 5, 3, 10))).expect("wpa");
+    let mut secret_spec = spec(&redis_uri(&queue), "good", 0, 3, 10);
+    secret_spec["credentialsSecretRef"] = json!({"name": "absent"});
+    server.insert(wpa(NS, "no-secret", secret_spec)).expect("wpa");
+    server.insert(wpa(NS, "good", spec(&redis_uri(&queue), "good", 0, 3, 10))).expect("wpa");
+    let controller = ControllerProcess::start(&server, dir.path(), "invalid", &[]);
+
+    push(&queue, 15);
+    wait_replicas(&server, "good", 2, "the valid WPA", &controller).await;
+    for (name, reason) in [
+        ("bad-uri", "InvalidQueueURI"),
+        ("no-target", "TargetNotFound"),
+        ("min-above-max", "InvalidSpec"),
+        ("no-secret", "SecretNotFound"),
+    ] {
+        let status = server
+            .wait_for(WAIT, |s| {
+                let status = s.get(&Gvr::WORKER_POD_AUTOSCALERS, Some(NS), name)?["status"].clone();
+                (condition(&status, "Ready")?["reason"] == reason).then_some(status)
+            })
+            .await;
+        assert!(status.is_some(), "{name}: expected Ready=False/{reason}, got {}", wpa_status(&server, NS, name));
+        assert!(event_reasons(&server, NS, name).iter().any(|r| r == reason), "{name}: no {reason} event");
+    }
+    drain(&queue);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_wpas_on_one_queue_share_one_poller() {
+    let server = start_server().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = unique("e2e-shared");
+    server.insert(objects::deployment(NS, "a", 0)).expect("deployment");
+    server.insert(objects::deployment(NS, "b", 0)).expect("deployment");
+    server.insert(wpa(NS, "a", spec(&redis_uri(&queue), "a", 0, 5, 10))).expect("wpa");
+    server.insert(wpa(NS, "b", spec(&redis_uri(&queue), "b", 0, 5, 5))).expect("wpa");
+    let controller = ControllerProcess::start(&server, dir.path(), "shared", &[]);
+
+    push(&queue, 20);
+    wait_replicas(&server, "a", 2, "a", &controller).await;
+    wait_replicas(&server, "b", 4, "b", &controller).await;
+    let metrics = controller.metrics().await;
+    assert_eq!(metric_value(&metrics, "wpa_queue_poll_loops"), Some(1.0), "{metrics}");
+
+    // Deleting both WPAs stops the loop and leaves the targets as they are.
+    server.delete(&Gvr::WORKER_POD_AUTOSCALERS, Some(NS), "a").expect("delete a");
+    server.delete(&Gvr::WORKER_POD_AUTOSCALERS, Some(NS), "b").expect("delete b");
+    let mut loops = None;
+    for _ in 0..100 {
+        loops = metric_value(&controller.metrics().await, "wpa_queue_poll_loops");
+        if loops == Some(0.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(loops, Some(0.0), "the poll loop must stop");
+    assert_eq!(deployment_replicas(&server, "a"), Some(2));
+    assert_eq!(deployment_replicas(&server, "b"), Some(4));
+    drain(&queue);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_faults_are_survived_without_duplicate_scaling() {
+    let server = start_server().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = unique("e2e-faults");
+    server.insert(objects::deployment(NS, "worker", 0)).expect("deployment");
+    server.insert(wpa(NS, "worker", spec(&redis_uri(&queue), "worker", 0, 5, 10))).expect("wpa");
+    // The first two scale PATCHes fail with 500, the first status write with 409.
+    server.inject(Fault::status(500).method("PATCH").path_contains("/scale").times(2));
+    server.inject(Fault::status(409).method("PATCH").path_contains("/status").times(1));
+    let controller = ControllerProcess::start(&server, dir.path(), "faults", &[]);
+
+    push(&queue, 25);
+    wait_replicas(&server, "worker", 3, "after injected 500s", &controller).await;
+
+    // Watches dropped and history compacted: the controller relists and keeps working.
+    server.compact_history();
+    server.drop_watches();
+    push(&queue, 10);
+    wait_replicas(&server, "worker", 4, "after dropped watches and 410", &controller).await;
+    let patches = server.scale_patches(NS, "worker");
+    assert_eq!(patches, vec![3, 4], "one successful PATCH per change, no duplicates");
+    assert!(!controller.log_text().contains("panicked"));
+    drain(&queue);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn leader_failover_hands_scaling_to_the_standby() {
+    let server = start_server().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = unique("e2e-leader");
+    server.insert(objects::deployment(NS, "worker", 0)).expect("deployment");
+    server.insert(wpa(NS, "worker", spec(&redis_uri(&queue), "worker", 0, 10, 10))).expect("wpa");
+    let flags = ["--leader-elect", "--leader-election-namespace=kube-system", "--leader-election-lease-duration=3"];
+    let mut first = ControllerProcess::start(&server, dir.path(), "first", &flags);
+    let holder = server
+        .wait_for(WAIT, |s| {
+            s.get(&Gvr::LEASES, Some("kube-system"), "workerpodautoscaler")?["spec"]["holderIdentity"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .await
+        .expect("a leader is elected");
+    assert_eq!(holder, "first");
+    let second = ControllerProcess::start(&server, dir.path(), "second", &flags);
+
+    push(&queue, 10);
+    wait_replicas(&server, "worker", 1, "scaled by the leader", &first).await;
+    // The standby is ready (it knows it waits) but never writes.
+    let mut ready = 0;
+    for _ in 0..50 {
+        ready = second.readyz().await;
+        if ready == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(ready, 200, "standby readiness");
+    assert!(!second.log_text().contains("scaled"), "the standby must not scale");
+
+    first.kill();
+    let taken = server
+        .wait_for(WAIT, |s| {
+            let lease = s.get(&Gvr::LEASES, Some("kube-system"), "workerpodautoscaler")?;
+            (lease["spec"]["holderIdentity"] == "second").then_some(())
+        })
+        .await;
+    assert!(taken.is_some(), "the standby takes the lease; log:\n{}", second.log_text());
+    push(&queue, 20);
+    wait_replicas(&server, "worker", 3, "scaled by the new leader", &second).await;
+    assert_eq!(server.scale_patches(NS, "worker"), vec![1, 3]);
+    drain(&queue);
+}
