@@ -77,6 +77,7 @@ pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Option<
             "namespaced": def.namespaced,
             "kind": def.kind,
             "verbs": verbs,
+            "shortNames": def.short_names,
         }));
         if def.status_subresource {
             resources.push(json!({

@@ -62,6 +62,19 @@ pub fn apply_patch(kind: &PatchKind, current: &Value, patch: &Value) -> Result<V
     Ok(document)
 }
 
+/// Fails for body encodings the double does not speak (protobuf, CBOR), as kubectl sends
+/// protobuf for typed creates.
+pub fn check_body_encoding(content_type: Option<&str>) -> Result<(), ApiError> {
+    match content_type {
+        Some(ct) if ct.contains("protobuf") || ct.contains("cbor") => Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!("the API server double only accepts JSON bodies, not {ct}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Parses a request body: JSON, or YAML for server-side apply bodies written by hand
 /// (kube-rs sends apply bodies as JSON, which is also valid YAML).
 pub fn parse_body(bytes: &[u8], kind: Option<&PatchKind>) -> Result<Value, ApiError> {

@@ -94,6 +94,8 @@ pub struct ResourceDef {
     /// writes to `/status` change only `.status` (as the real API server does).
     pub status_subresource: bool,
     pub scale: Option<ScalePaths>,
+    /// Short names advertised in discovery (`deploy`), for kubectl.
+    pub short_names: Vec<String>,
 }
 
 impl ResourceDef {
@@ -105,6 +107,7 @@ impl ResourceDef {
             namespaced: true,
             status_subresource: false,
             scale: None,
+            short_names: Vec::new(),
         }
     }
 
@@ -126,6 +129,11 @@ impl ResourceDef {
         self
     }
 
+    pub fn with_short_names(mut self, names: &[&str]) -> Self {
+        self.short_names = names.iter().map(|n| n.to_string()).collect();
+        self
+    }
+
     /// The key objects of this resource are stored under; the version is not part of it
     /// because the double serves one version per resource.
     pub(crate) fn store_id(&self) -> String {
@@ -143,24 +151,37 @@ impl Registry {
     /// The resources every double serves from the start.
     pub fn preregistered() -> Self {
         let mut registry = Registry::default();
-        let workload = |gvr: Gvr, kind: &str| {
+        let workload = |gvr: Gvr, kind: &str, short: &str| {
             ResourceDef::namespaced(gvr, kind)
                 .with_status()
                 .with_scale(ScalePaths::workload())
+                .with_short_names(&[short])
         };
-        registry.register(workload(Gvr::DEPLOYMENTS, "Deployment"));
-        registry.register(workload(Gvr::REPLICASETS, "ReplicaSet"));
-        registry.register(workload(Gvr::STATEFULSETS, "StatefulSet"));
-        registry.register(ResourceDef::namespaced(Gvr::PODS, "Pod").with_status());
-        registry.register(ResourceDef::cluster(Gvr::NAMESPACES, "Namespace").with_status());
+        registry.register(workload(Gvr::DEPLOYMENTS, "Deployment", "deploy"));
+        registry.register(workload(Gvr::REPLICASETS, "ReplicaSet", "rs"));
+        registry.register(workload(Gvr::STATEFULSETS, "StatefulSet", "sts"));
+        registry.register(
+            ResourceDef::namespaced(Gvr::PODS, "Pod")
+                .with_status()
+                .with_short_names(&["po"]),
+        );
+        registry.register(
+            ResourceDef::cluster(Gvr::NAMESPACES, "Namespace")
+                .with_status()
+                .with_short_names(&["ns"]),
+        );
         registry.register(ResourceDef::namespaced(Gvr::SECRETS, "Secret"));
-        registry.register(ResourceDef::namespaced(Gvr::CONFIGMAPS, "ConfigMap"));
-        registry.register(ResourceDef::namespaced(Gvr::CORE_EVENTS, "Event"));
-        registry.register(ResourceDef::namespaced(Gvr::EVENTS, "Event"));
+        registry.register(
+            ResourceDef::namespaced(Gvr::CONFIGMAPS, "ConfigMap").with_short_names(&["cm"]),
+        );
+        registry
+            .register(ResourceDef::namespaced(Gvr::CORE_EVENTS, "Event").with_short_names(&["ev"]));
+        registry.register(ResourceDef::namespaced(Gvr::EVENTS, "Event").with_short_names(&["ev"]));
         registry.register(ResourceDef::namespaced(Gvr::LEASES, "Lease"));
         registry.register(
             ResourceDef::namespaced(Gvr::WORKER_POD_AUTOSCALERS, "WorkerPodAutoScaler")
-                .with_status(),
+                .with_status()
+                .with_short_names(&["wpa", "wpas"]),
         );
         registry
     }

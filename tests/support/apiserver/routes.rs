@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::discovery;
 use super::ops::{ListQuery, Target};
-use super::patch::{PatchKind, parse_body};
+use super::patch::{PatchKind, check_body_encoding, parse_body};
 use super::recording::RecordedRequest;
 use super::resources::{Gvr, ResourceDef};
 use super::selectors::{FieldSelector, LabelSelector};
@@ -193,6 +193,7 @@ fn dispatch(
     fault: &mut Option<String>,
 ) -> Result<Response, ApiError> {
     let route = parse_path(&request.path).ok_or_else(ApiError::unknown_resource)?;
+    check_body_encoding(request.content_type.as_deref())?;
     let read_only = |value: Value| -> Result<Response, ApiError> {
         if request.method != Method::GET {
             return Err(ApiError::method_not_allowed());
