@@ -857,8 +857,8 @@ async fn lease_manager_holds_the_lease_exclusively() {
         kube_lease_manager::LeaseManagerBuilder::new(client.clone(), "wpa-leader")
             .with_namespace("ns")
             .with_identity(identity)
-            .with_duration(4)
-            .with_grace(1)
+            .with_duration(10)
+            .with_grace(4)
             .build()
     };
     let first = within("build first", manager("first"))
@@ -887,6 +887,7 @@ async fn lease_manager_holds_the_lease_exclusively() {
         let result = first.changed().await;
         (first, result)
     });
+    // The first renews 4 s before its 10 s lease ends: slack for a slow machine.
     let attempt = tokio::time::timeout(Duration::from_secs(6), second.changed()).await;
     assert!(
         attempt.is_err(),
@@ -983,4 +984,90 @@ async fn kubeconfig_file_points_at_the_server() {
     let client = Client::try_from(config).expect("client");
     let api: Api<Deployment> = Api::default_namespaced(client);
     assert_eq!(replicas(&api.get("w").await.expect("get")), Some(1));
+}
+
+#[tokio::test]
+async fn streaming_list_watcher_gets_initial_events() {
+    let (server, client) = start().await;
+    server
+        .insert(objects::deployment("ns", "existing", 1))
+        .expect("insert");
+    let api: Api<Deployment> = Api::namespaced(client, "ns");
+    let config = watcher::Config::default().streaming_lists();
+    let mut events = watcher(api, config).default_backoff().boxed();
+    let mut initial = Vec::new();
+    within("initial events end", async {
+        loop {
+            match events.try_next().await.expect("watch").expect("open") {
+                watcher::Event::InitApply(d) => initial.extend(d.metadata.name),
+                watcher::Event::InitDone => break,
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert_eq!(initial, ["existing"]);
+    let watch = &server.recorded()[0];
+    assert_eq!(watch.query_param("sendInitialEvents"), Some("true"));
+
+    server
+        .insert(objects::deployment("ns", "later", 1))
+        .expect("insert");
+    let next = within("live event", events.try_next())
+        .await
+        .expect("watch");
+    match next {
+        Some(watcher::Event::Apply(d)) => assert_eq!(d.metadata.name.as_deref(), Some("later")),
+        other => panic!("expected Apply, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn kube_controller_reconciles_against_the_double() {
+    use kube::runtime::controller::{Action, Controller};
+    use std::sync::Arc;
+
+    #[derive(Debug)]
+    struct Never;
+    impl std::fmt::Display for Never {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("never")
+        }
+    }
+    impl std::error::Error for Never {}
+
+    let (server, client) = start().await;
+    let api: Api<Deployment> = Api::namespaced(client, "ns");
+    // Reconcile: scale every Deployment to 3 replicas through the scale subresource.
+    let reconcile = |deployment: Arc<Deployment>, api: Arc<Api<Deployment>>| async move {
+        if replicas(&deployment) != Some(3) {
+            let name = deployment.metadata.name.clone().unwrap_or_default();
+            let patch = Patch::Merge(json!({"spec": {"replicas": 3}}));
+            api.patch_scale(&name, &PatchParams::default(), &patch)
+                .await
+                .map_err(|_| Never)?;
+        }
+        Ok::<_, Never>(Action::await_change())
+    };
+    let controller = Controller::new(api.clone(), watcher::Config::default())
+        .run(
+            reconcile,
+            |_, _, _| Action::requeue(Duration::from_secs(1)),
+            Arc::new(api),
+        )
+        .for_each(|_| async {});
+    let task = tokio::spawn(controller);
+
+    server
+        .insert(objects::deployment("ns", "worker", 1))
+        .expect("insert");
+    let scaled = server
+        .wait_for(WAIT, |s| {
+            s.get(&Gvr::DEPLOYMENTS, Some("ns"), "worker")
+                .filter(|d| d["spec"]["replicas"] == 3)
+        })
+        .await;
+    assert!(scaled.is_some(), "the controller scaled the Deployment");
+    assert_eq!(server.scale_patches("ns", "worker"), vec![3]);
+    task.abort();
 }

@@ -306,6 +306,27 @@ impl ApiServerDouble {
         history
     }
 
+    /// Polls `check` against the server state every 20 ms until it returns `Some`, or gives
+    /// `None` after `timeout`. For asserting on what a controller eventually writes:
+    /// `server.wait_for(secs(30), |s| s.get(&Gvr::DEPLOYMENTS, Some("ns"), "w")
+    ///     .filter(|d| d["spec"]["replicas"] == 5)).await`.
+    pub async fn wait_for<T>(
+        &self,
+        timeout: Duration,
+        mut check: impl FnMut(&Self) -> Option<T>,
+    ) -> Option<T> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(value) = check(self) {
+                return Some(value);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     // ----- watch behaviour -------------------------------------------------------------
 
     /// How many events are kept for watch resumes (default 10 000). Older resumes get 410.
@@ -370,6 +391,11 @@ impl ApiServerDouble {
 
     pub fn clear_recorded(&self) {
         self.shared.recorder.clear();
+    }
+
+    /// Turns request recording on (the default) or off, e.g. for long benchmark runs.
+    pub fn set_recording(&self, enabled: bool) {
+        self.shared.recorder.set_enabled(enabled);
     }
 
     // ----- faults ------------------------------------------------------------------------

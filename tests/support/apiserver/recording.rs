@@ -2,6 +2,7 @@
 //! assert on what a client actually sent (e.g. which scale patches a controller made).
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::Value;
 
@@ -47,14 +48,31 @@ impl RecordedRequest {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Recorder {
     requests: Mutex<Vec<RecordedRequest>>,
+    enabled: AtomicBool,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Recorder {
+            requests: Mutex::new(Vec::new()),
+            enabled: AtomicBool::new(true),
+        }
+    }
 }
 
 impl Recorder {
     pub fn push(&self, request: RecordedRequest) {
-        self.lock().push(request);
+        if self.enabled.load(Ordering::Relaxed) {
+            self.lock().push(request);
+        }
+    }
+
+    /// Recording is on by default; long benchmark runs may turn it off to bound memory.
+    pub fn set_enabled(&self, enabled: bool) {
+        self.enabled.store(enabled, Ordering::Relaxed);
     }
 
     pub fn all(&self) -> Vec<RecordedRequest> {
