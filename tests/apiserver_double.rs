@@ -1071,3 +1071,50 @@ async fn kube_controller_reconciles_against_the_double() {
     assert_eq!(server.scale_patches("ns", "worker"), vec![3]);
     task.abort();
 }
+
+#[tokio::test]
+async fn kube_finalizer_helper_adds_and_removes_its_finalizer() {
+    use kube::runtime::controller::Action;
+    use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+    use std::sync::Arc;
+
+    let (server, client) = start().await;
+    server
+        .insert(objects::deployment("ns", "w", 1))
+        .expect("insert");
+    let api: Api<Deployment> = Api::namespaced(client, "ns");
+    let run = |object: Deployment| {
+        let api = api.clone();
+        async move {
+            finalizer(
+                &api,
+                "example.com/cleanup",
+                Arc::new(object),
+                |event| async move {
+                    Ok::<_, std::convert::Infallible>(match event {
+                        Finalizer::Apply(_) => Action::await_change(),
+                        Finalizer::Cleanup(_) => Action::await_change(),
+                    })
+                },
+            )
+            .await
+        }
+    };
+
+    run(api.get("w").await.expect("get"))
+        .await
+        .expect("adds finalizer");
+    let with_finalizer = api.get("w").await.expect("get");
+    assert_eq!(
+        with_finalizer.metadata.finalizers,
+        Some(vec!["example.com/cleanup".to_string()])
+    );
+
+    api.delete("w", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let deleting = api.get("w").await.expect("still present while finalizing");
+    assert!(deleting.metadata.deletion_timestamp.is_some());
+    run(deleting).await.expect("cleanup removes finalizer");
+    assert!(api.get_opt("w").await.expect("get_opt").is_none());
+}

@@ -49,8 +49,14 @@ pub fn apply_patch(kind: &PatchKind, current: &Value, patch: &Value) -> Result<V
         PatchKind::Json => {
             let operations: json_patch::Patch = serde_json::from_value(patch.clone())
                 .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
-            json_patch::patch(&mut document, &operations.0)
-                .map_err(|e| ApiError::invalid(format!("JSON patch failed: {e}")))?;
+            // Operation by operation, on a copy: a failure discards the whole patch.
+            for operation in &operations.0 {
+                if tests_absent_as_null(&document, operation) {
+                    continue;
+                }
+                json_patch::patch(&mut document, std::slice::from_ref(operation))
+                    .map_err(|e| ApiError::invalid(format!("JSON patch failed: {e}")))?;
+            }
         }
         PatchKind::Merge | PatchKind::Strategic | PatchKind::Apply { .. } => {
             if !patch.is_object() {
@@ -60,6 +66,17 @@ pub fn apply_patch(kind: &PatchKind, current: &Value, patch: &Value) -> Result<V
         }
     }
     Ok(document)
+}
+
+/// The API server's JSON patch library lets `test` with value `null` pass for a missing
+/// path (kube's finalizer helper relies on that); the json-patch crate does not.
+fn tests_absent_as_null(document: &Value, operation: &json_patch::PatchOperation) -> bool {
+    match operation {
+        json_patch::PatchOperation::Test(test) => {
+            test.value.is_null() && document.pointer(test.path.as_str()).is_none()
+        }
+        _ => false,
+    }
 }
 
 /// Fails for body encodings the double does not speak (protobuf, CBOR), as kubectl sends
@@ -111,6 +128,15 @@ mod tests {
                          {"op": "replace", "path": "/spec/replicas", "value": 2}]);
         let patched = apply_patch(&PatchKind::Json, &doc, &ops);
         assert_eq!(patched.map(|d| d["spec"]["replicas"].clone()), Ok(json!(2)));
+
+        let absent = json!([{"op": "test", "path": "/metadata/finalizers", "value": null},
+                            {"op": "add", "path": "/metadata/finalizers", "value": ["f"]}]);
+        let with_meta = json!({"metadata": {"name": "x"}});
+        let added = apply_patch(&PatchKind::Json, &with_meta, &absent);
+        assert_eq!(
+            added.map(|d| d["metadata"]["finalizers"].clone()),
+            Ok(json!(["f"]))
+        );
 
         let failing = json!([{"op": "test", "path": "/spec/replicas", "value": 5}]);
         let err = apply_patch(&PatchKind::Json, &doc, &failing).expect_err("test op fails");
