@@ -76,7 +76,7 @@ pub use resources::{Gvr, ResourceDef, ScalePaths};
 #[allow(unused_imports)]
 pub use status::ApiError;
 
-use ops::Target;
+use ops::{ObjectRef, Target};
 use shared::Shared;
 
 /// The field manager recorded for writes made through the handle's direct store access.
@@ -204,7 +204,9 @@ impl ApiServerDouble {
 
     pub fn get(&self, gvr: &Gvr, namespace: Option<&str>, name: &str) -> Option<Value> {
         let def = self.def(gvr).ok()?;
-        self.shared.get_object(&def, namespace, name).ok()
+        self.shared
+            .get_object(ObjectRef::new(&def, namespace, name))
+            .ok()
     }
 
     /// All objects of a resource, in one namespace or (with `None`) all.
@@ -227,9 +229,7 @@ impl ApiServerDouble {
         let name = objects::name_of(&object).to_string();
         let namespace = objects::namespace_of(&object).map(str::to_string);
         self.shared.modify_object(
-            &def,
-            namespace.as_deref(),
-            &name,
+            ObjectRef::new(&def, namespace.as_deref(), &name),
             Target::Whole,
             TEST_MANAGER,
             None,
@@ -248,9 +248,7 @@ impl ApiServerDouble {
     ) -> Result<Value, ApiError> {
         let def = self.def(gvr)?;
         self.shared.modify_object(
-            &def,
-            namespace,
-            name,
+            ObjectRef::new(&def, namespace, name),
             Target::Whole,
             TEST_MANAGER,
             None,
@@ -272,7 +270,7 @@ impl ApiServerDouble {
     ) -> Result<Value, ApiError> {
         let def = self.def(gvr)?;
         self.shared
-            .delete_object(&def, namespace, name, &Value::Null)
+            .delete_object(ObjectRef::new(&def, namespace, name), &Value::Null)
     }
 
     /// The current global resourceVersion.

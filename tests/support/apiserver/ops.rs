@@ -41,13 +41,31 @@ impl ListQuery {
     }
 }
 
+/// One object of one resource: what the single-object operations act on.
+#[derive(Debug, Clone, Copy)]
+pub struct ObjectRef<'a> {
+    pub def: &'a ResourceDef,
+    pub namespace: Option<&'a str>,
+    pub name: &'a str,
+}
+
+impl<'a> ObjectRef<'a> {
+    pub fn new(def: &'a ResourceDef, namespace: Option<&'a str>, name: &'a str) -> Self {
+        ObjectRef {
+            def,
+            namespace,
+            name,
+        }
+    }
+}
+
 impl Shared {
-    pub fn get_object(
-        &self,
-        def: &ResourceDef,
-        namespace: Option<&str>,
-        name: &str,
-    ) -> Result<Value, ApiError> {
+    pub fn get_object(&self, obj: ObjectRef<'_>) -> Result<Value, ApiError> {
+        let ObjectRef {
+            def,
+            namespace,
+            name,
+        } = obj;
         self.store()
             .get(&ObjectKey::new(def, namespace, name))
             .cloned()
@@ -180,17 +198,19 @@ impl Shared {
     /// Read-modify-write of one object under the store lock. `change` computes the candidate
     /// from the current object; a `metadata.resourceVersion` left in the candidate must match
     /// the current one (optimistic concurrency, 409 Conflict otherwise).
-    #[allow(clippy::too_many_arguments)]
     pub fn modify_object(
         self: &Arc<Self>,
-        def: &ResourceDef,
-        namespace: Option<&str>,
-        name: &str,
+        obj: ObjectRef<'_>,
         target: Target,
         manager: &str,
         applied: Option<&Value>,
         change: impl FnOnce(&Value, &Owners) -> Result<Value, ApiError>,
     ) -> Result<Value, ApiError> {
+        let ObjectRef {
+            def,
+            namespace,
+            name,
+        } = obj;
         let key = ObjectKey::new(def, namespace, name);
         let (old, new) = {
             let mut store = self.store();
@@ -235,29 +255,29 @@ impl Shared {
     /// PUT of the main resource or `/status`.
     pub fn replace_object(
         self: &Arc<Self>,
-        def: &ResourceDef,
-        namespace: Option<&str>,
-        name: &str,
+        obj: ObjectRef<'_>,
         body: Value,
         target: Target,
         manager: &str,
     ) -> Result<Value, ApiError> {
-        self.modify_object(def, namespace, name, target, manager, None, |_, _| Ok(body))
+        self.modify_object(obj, target, manager, None, |_, _| Ok(body))
     }
 
     /// PATCH of the main resource or `/status`. Server-side apply creates a missing object
     /// and fails with 409 when, without `force`, it would change fields another manager owns.
-    #[allow(clippy::too_many_arguments)]
     pub fn patch_object(
         self: &Arc<Self>,
-        def: &ResourceDef,
-        namespace: Option<&str>,
-        name: &str,
+        obj: ObjectRef<'_>,
         kind: &PatchKind,
         body: &Value,
         target: Target,
         manager: &str,
     ) -> Result<Value, ApiError> {
+        let ObjectRef {
+            def,
+            namespace,
+            name,
+        } = obj;
         let applied = matches!(kind, PatchKind::Apply { .. }).then_some(body);
         if applied.is_some() && target == Target::Main {
             let exists = self
@@ -276,31 +296,26 @@ impl Shared {
                 }
             }
         }
-        self.modify_object(
-            def,
-            namespace,
-            name,
-            target,
-            manager,
-            applied,
-            |old, owners| {
-                if let PatchKind::Apply { force: false } = kind {
-                    managed::check_apply(owners, old, body, manager)?;
-                }
-                apply_patch(kind, old, body)
-            },
-        )
+        self.modify_object(obj, target, manager, applied, |old, owners| {
+            if let PatchKind::Apply { force: false } = kind {
+                managed::check_apply(owners, old, body, manager)?;
+            }
+            apply_patch(kind, old, body)
+        })
     }
 
     /// DELETE of one object, honouring `preconditions` in the DeleteOptions body. With
     /// finalizers the object only gets a deletionTimestamp.
     pub fn delete_object(
         self: &Arc<Self>,
-        def: &ResourceDef,
-        namespace: Option<&str>,
-        name: &str,
+        obj: ObjectRef<'_>,
         options: &Value,
     ) -> Result<Value, ApiError> {
+        let ObjectRef {
+            def,
+            namespace,
+            name,
+        } = obj;
         let key = ObjectKey::new(def, namespace, name);
         let (old, deleted) = {
             let mut store = self.store();
@@ -343,7 +358,7 @@ impl Shared {
         let mut deleted = Vec::new();
         for key in targets {
             let ns = def.namespaced.then_some(key.namespace.as_str());
-            match self.delete_object(def, ns, &key.name, &Value::Null) {
+            match self.delete_object(ObjectRef::new(def, ns, &key.name), &Value::Null) {
                 Ok(object) => deleted.push(object),
                 Err(e) if e.code == 404 => {} // deleted concurrently
                 Err(e) => return Err(e),
@@ -358,68 +373,50 @@ impl Shared {
     }
 
     /// GET `/scale`: an autoscaling/v1 Scale view of the object.
-    pub fn get_scale(
-        &self,
-        def: &ResourceDef,
-        namespace: Option<&str>,
-        name: &str,
-    ) -> Result<Value, ApiError> {
-        let paths = scale_paths(def)?;
-        let object = self.get_object(def, namespace, name)?;
+    pub fn get_scale(&self, obj: ObjectRef<'_>) -> Result<Value, ApiError> {
+        let paths = scale_paths(obj.def)?;
+        let object = self.get_object(obj)?;
         Ok(scale_view(paths, &object))
     }
 
     /// PUT or PATCH of `/scale`: writes the replica count into the object's spec (which bumps
     /// its generation) and returns the new Scale view.
-    #[allow(clippy::too_many_arguments)]
     pub fn write_scale(
         self: &Arc<Self>,
-        def: &ResourceDef,
-        namespace: Option<&str>,
-        name: &str,
+        obj: ObjectRef<'_>,
         patch: Option<&PatchKind>,
         body: &Value,
         manager: &str,
     ) -> Result<Value, ApiError> {
-        let paths = scale_paths(def)?.clone();
-        let updated = self.modify_object(
-            def,
-            namespace,
-            name,
-            Target::Whole,
-            manager,
-            None,
-            |old, _| {
-                let scale = match patch {
-                    // Apply on /scale is treated as a merge of the Scale object.
-                    Some(PatchKind::Apply { .. }) => {
-                        apply_patch(&PatchKind::Merge, &scale_view(&paths, old), body)?
-                    }
-                    Some(kind) => apply_patch(kind, &scale_view(&paths, old), body)?,
-                    None => body.clone(),
-                };
-                let replicas = scale
-                    .pointer("/spec/replicas")
-                    .and_then(Value::as_i64)
-                    .filter(|r| (0..=i64::from(i32::MAX)).contains(r))
-                    .ok_or_else(|| {
-                        ApiError::invalid(
-                            "spec.replicas: Invalid value: must be a non-negative integer",
-                        )
-                    })?;
-                let mut next = old.clone();
-                set_pointer(&mut next, &paths.spec_replicas, Value::from(replicas));
-                match resource_version_of(&scale) {
-                    Some(rv) => {
-                        set_pointer(&mut next, "/metadata/resourceVersion", Value::from(rv))
-                    }
-                    None => {
-                        remove_pointer(&mut next, "/metadata/resourceVersion");
-                    }
+        let paths = scale_paths(obj.def)?.clone();
+        let updated = self.modify_object(obj, Target::Whole, manager, None, |old, _| {
+            let scale = match patch {
+                // Apply on /scale is treated as a merge of the Scale object.
+                Some(PatchKind::Apply { .. }) => {
+                    apply_patch(&PatchKind::Merge, &scale_view(&paths, old), body)?
                 }
-                Ok(next)
-            },
-        )?;
+                Some(kind) => apply_patch(kind, &scale_view(&paths, old), body)?,
+                None => body.clone(),
+            };
+            let replicas = scale
+                .pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .filter(|r| (0..=i64::from(i32::MAX)).contains(r))
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "spec.replicas: Invalid value: must be a non-negative integer",
+                    )
+                })?;
+            let mut next = old.clone();
+            set_pointer(&mut next, &paths.spec_replicas, Value::from(replicas));
+            match resource_version_of(&scale) {
+                Some(rv) => set_pointer(&mut next, "/metadata/resourceVersion", Value::from(rv)),
+                None => {
+                    remove_pointer(&mut next, "/metadata/resourceVersion");
+                }
+            }
+            Ok(next)
+        })?;
         Ok(scale_view(&paths, &updated))
     }
 }

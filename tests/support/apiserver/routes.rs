@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use super::discovery;
-use super::ops::{ListQuery, Target};
+use super::ops::{ListQuery, ObjectRef, Target};
 use super::patch::{PatchKind, check_body_encoding, parse_body};
 use super::recording::RecordedRequest;
 use super::resources::{Gvr, ResourceDef};
@@ -194,6 +194,12 @@ fn dispatch(
 ) -> Result<Response, ApiError> {
     let route = parse_path(&request.path).ok_or_else(ApiError::unknown_resource)?;
     check_body_encoding(request.content_type.as_deref())?;
+    if request.param("dryRun").is_some() && request.method != Method::GET {
+        // Better an explicit error than a dry run that silently writes.
+        return Err(ApiError::bad_request(
+            "dryRun is not supported by the API server double",
+        ));
+    }
     let read_only = |value: Value| -> Result<Response, ApiError> {
         if request.method != Method::GET {
             return Err(ApiError::method_not_allowed());
@@ -220,12 +226,20 @@ fn dispatch(
     let namespace = target.namespace.as_deref();
     match (&target.name, target.subresource.as_deref()) {
         (None, _) => collection(shared, request, &def, namespace, fault),
-        (Some(name), None) => object(shared, request, &def, namespace, name, Target::Main),
-        (Some(name), Some("status")) if def.status_subresource => {
-            object(shared, request, &def, namespace, name, Target::Status)
-        }
+        (Some(name), None) => object(
+            shared,
+            request,
+            ObjectRef::new(&def, namespace, name),
+            Target::Main,
+        ),
+        (Some(name), Some("status")) if def.status_subresource => object(
+            shared,
+            request,
+            ObjectRef::new(&def, namespace, name),
+            Target::Status,
+        ),
         (Some(name), Some("scale")) if def.scale.is_some() => {
-            scale(shared, request, &def, namespace, name)
+            scale(shared, request, ObjectRef::new(&def, namespace, name))
         }
         _ => Err(ApiError::unknown_resource()),
     }
@@ -276,17 +290,15 @@ fn collection(
 fn object(
     shared: &Arc<Shared>,
     request: &Request,
-    def: &ResourceDef,
-    namespace: Option<&str>,
-    name: &str,
+    obj: ObjectRef<'_>,
     target: Target,
 ) -> Result<Response, ApiError> {
     let manager = request.manager();
     let value = match request.method {
-        Method::GET => shared.get_object(def, namespace, name)?,
+        Method::GET => shared.get_object(obj)?,
         Method::PUT => {
             let body = parse_body(&request.body, None)?;
-            shared.replace_object(def, namespace, name, body, target, &manager)?
+            shared.replace_object(obj, body, target, &manager)?
         }
         Method::PATCH => {
             let kind = request.patch_kind()?;
@@ -297,11 +309,11 @@ fn object(
                 ));
             }
             let body = parse_body(&request.body, Some(&kind))?;
-            shared.patch_object(def, namespace, name, &kind, &body, target, &manager)?
+            shared.patch_object(obj, &kind, &body, target, &manager)?
         }
         Method::DELETE if target == Target::Main => {
             let options = parse_body(&request.body, None)?;
-            shared.delete_object(def, namespace, name, &options)?
+            shared.delete_object(obj, &options)?
         }
         _ => return Err(ApiError::method_not_allowed()),
     };
@@ -311,21 +323,19 @@ fn object(
 fn scale(
     shared: &Arc<Shared>,
     request: &Request,
-    def: &ResourceDef,
-    namespace: Option<&str>,
-    name: &str,
+    obj: ObjectRef<'_>,
 ) -> Result<Response, ApiError> {
     let manager = request.manager();
     let value = match request.method {
-        Method::GET => shared.get_scale(def, namespace, name)?,
+        Method::GET => shared.get_scale(obj)?,
         Method::PUT => {
             let body = parse_body(&request.body, None)?;
-            shared.write_scale(def, namespace, name, None, &body, &manager)?
+            shared.write_scale(obj, None, &body, &manager)?
         }
         Method::PATCH => {
             let kind = request.patch_kind()?;
             let body = parse_body(&request.body, Some(&kind))?;
-            shared.write_scale(def, namespace, name, Some(&kind), &body, &manager)?
+            shared.write_scale(obj, Some(&kind), &body, &manager)?
         }
         _ => return Err(ApiError::method_not_allowed()),
     };

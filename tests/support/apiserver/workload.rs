@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::objects::{name_of, namespace_of, set_pointer};
-use super::ops::Target;
+use super::ops::{ObjectRef, Target};
 use super::resources::ResourceDef;
 use super::shared::Shared;
 
@@ -62,9 +62,7 @@ impl Shared {
         };
         // The object may have been deleted meanwhile; then there is nothing to do.
         let _ = self.modify_object(
-            def,
-            namespace,
-            name,
+            ObjectRef::new(def, namespace, name),
             Target::Status,
             MANAGER,
             None,
