@@ -1118,3 +1118,55 @@ async fn kube_finalizer_helper_adds_and_removes_its_finalizer() {
     run(deleting).await.expect("cleanup removes finalizer");
     assert!(api.get_opt("w").await.expect("get_opt").is_none());
 }
+
+#[tokio::test]
+async fn metadata_calls_and_metadata_watcher() {
+    use kube::core::PartialObjectMeta;
+
+    let (server, client) = start().await;
+    server
+        .insert(objects::deployment("ns", "w", 1))
+        .expect("insert");
+    let api: Api<Deployment> = Api::namespaced(client.clone(), "ns");
+    let meta = api.get_metadata("w").await.expect("get_metadata");
+    assert_eq!(meta.metadata.name.as_deref(), Some("w"));
+    assert_eq!(
+        meta.types.map(|t| t.kind),
+        Some("PartialObjectMetadata".to_string())
+    );
+    let list = api
+        .list_metadata(&ListParams::default())
+        .await
+        .expect("list_metadata");
+    assert_eq!(list.items.len(), 1);
+
+    // An Api over PartialObjectMeta makes the watcher send metadata-only requests.
+    let metadata_api: Api<PartialObjectMeta<Deployment>> = Api::namespaced(client, "ns");
+    let mut events = watcher(metadata_api, watcher::Config::default())
+        .default_backoff()
+        .applied_objects()
+        .boxed();
+    let first = within("initial object", events.try_next())
+        .await
+        .expect("watch");
+    assert_eq!(first.and_then(|m| m.metadata.name).as_deref(), Some("w"));
+    server
+        .insert(objects::deployment("ns", "later", 1))
+        .expect("insert");
+    let next = within("live object", events.try_next())
+        .await
+        .expect("watch");
+    assert_eq!(next.and_then(|m| m.metadata.name).as_deref(), Some("later"));
+    let watch = server
+        .recorded()
+        .into_iter()
+        .find(|r| r.is_watch())
+        .expect("a watch request");
+    assert_eq!(watch.status, 200);
+    assert!(
+        watch
+            .accept
+            .is_some_and(|a| a.contains("as=PartialObjectMetadata")),
+        "the watcher asked for metadata only"
+    );
+}

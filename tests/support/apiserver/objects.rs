@@ -55,6 +55,24 @@ fn child_mut<'a>(object: &'a mut Value, key: &str) -> &'a mut Value {
     &mut object[key]
 }
 
+/// The meta.k8s.io/v1 `PartialObjectMetadata` form of an object, or the
+/// `PartialObjectMetadataList` form of a list (a value with `items`).
+pub fn partial_metadata(value: &Value) -> Value {
+    match value.get("items").and_then(Value::as_array) {
+        Some(items) => json!({
+            "apiVersion": "meta.k8s.io/v1",
+            "kind": "PartialObjectMetadataList",
+            "metadata": value.get("metadata").cloned().unwrap_or(json!({})),
+            "items": items.iter().map(partial_metadata).collect::<Vec<_>>(),
+        }),
+        None => json!({
+            "apiVersion": "meta.k8s.io/v1",
+            "kind": "PartialObjectMetadata",
+            "metadata": value.get("metadata").cloned().unwrap_or(json!({})),
+        }),
+    }
+}
+
 /// A JSON timestamp with second precision, as in `creationTimestamp`.
 pub fn now_timestamp() -> String {
     let now = jiff::Timestamp::now();

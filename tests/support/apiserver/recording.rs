@@ -16,6 +16,8 @@ pub struct RecordedRequest {
     /// Decoded query parameters, in request order.
     pub query: Vec<(String, String)>,
     pub content_type: Option<String>,
+    /// The Accept header (kube asks for `...;as=PartialObjectMetadata...` on metadata calls).
+    pub accept: Option<String>,
     /// The body parsed as JSON (or YAML for apply); `Null` when empty, a string when
     /// unparseable.
     pub body: Value,

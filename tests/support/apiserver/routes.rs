@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use super::discovery;
+use super::objects::partial_metadata;
 use super::ops::{ListQuery, ObjectRef, Target};
 use super::patch::{PatchKind, check_body_encoding, parse_body};
 use super::recording::RecordedRequest;
@@ -33,6 +34,10 @@ struct Request {
     query: Vec<(String, String)>,
     content_type: Option<String>,
     user_agent: Option<String>,
+    accept: Option<String>,
+    /// The client asked for `PartialObjectMetadata` (kube's `*_metadata` calls and
+    /// `metadata_watcher`).
+    metadata_only: bool,
     body: Bytes,
 }
 
@@ -98,6 +103,9 @@ async fn handle(
             .collect(),
         content_type: header_text(header::CONTENT_TYPE),
         user_agent: header_text(header::USER_AGENT),
+        metadata_only: header_text(header::ACCEPT)
+            .is_some_and(|accept| accept.contains("as=PartialObjectMetadata")),
+        accept: header_text(header::ACCEPT),
         body,
     };
 
@@ -127,6 +135,7 @@ async fn handle(
         path: request.path,
         query: request.query,
         content_type: request.content_type,
+        accept: request.accept,
         body: recorded_body,
         status: response.status().as_u16(),
         fault,
@@ -265,24 +274,23 @@ fn collection(
                     .param("timeoutSeconds")
                     .and_then(|t| t.parse().ok())
                     .map(Duration::from_secs),
+                metadata_only: request.metadata_only,
             };
             watch::start(shared, watch, fault)
         }
-        Method::GET => Ok(ok(shared.list_objects(
-            def,
-            namespace,
-            &request.list_query()?,
-        )?)),
+        Method::GET => {
+            let list = shared.list_objects(def, namespace, &request.list_query()?)?;
+            Ok(reply(request, StatusCode::OK, list))
+        }
         Method::POST => {
             let body = parse_body(&request.body, None)?;
             let created = shared.create_object(def, namespace, body, &request.manager())?;
-            Ok((StatusCode::CREATED, axum::Json(created)).into_response())
+            Ok(reply(request, StatusCode::CREATED, created))
         }
-        Method::DELETE => Ok(ok(shared.delete_collection(
-            def,
-            namespace,
-            &request.list_query()?,
-        )?)),
+        Method::DELETE => {
+            let deleted = shared.delete_collection(def, namespace, &request.list_query()?)?;
+            Ok(reply(request, StatusCode::OK, deleted))
+        }
         _ => Err(ApiError::method_not_allowed()),
     }
 }
@@ -317,7 +325,7 @@ fn object(
         }
         _ => return Err(ApiError::method_not_allowed()),
     };
-    Ok(ok(value))
+    Ok(reply(request, StatusCode::OK, value))
 }
 
 fn scale(
@@ -340,6 +348,16 @@ fn scale(
         _ => return Err(ApiError::method_not_allowed()),
     };
     Ok(ok(value))
+}
+
+/// A JSON response; as `PartialObjectMetadata` when the client asked for it.
+fn reply(request: &Request, status: StatusCode, value: Value) -> Response {
+    let value = if request.metadata_only {
+        partial_metadata(&value)
+    } else {
+        value
+    };
+    (status, axum::Json(value)).into_response()
 }
 
 fn ok(value: Value) -> Response {

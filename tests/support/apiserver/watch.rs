@@ -24,6 +24,7 @@ use axum::response::Response;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
+use super::objects::partial_metadata;
 use super::ops::ListQuery;
 use super::resources::ResourceDef;
 use super::shared::Shared;
@@ -40,6 +41,8 @@ pub struct WatchRequest {
     pub bookmarks: bool,
     pub send_initial_events: bool,
     pub timeout: Option<Duration>,
+    /// Send objects as `PartialObjectMetadata` (kube's `metadata_watcher`).
+    pub metadata_only: bool,
 }
 
 impl WatchRequest {
@@ -66,7 +69,15 @@ impl WatchRequest {
             (EventType::Deleted, b, n) if b || n => "DELETED",
             _ => return None,
         };
-        Some(event_line(event_type, &event.object))
+        Some(self.object_line(event_type, &event.object))
+    }
+
+    fn object_line(&self, event_type: &str, object: &Value) -> String {
+        if self.metadata_only {
+            event_line(event_type, &partial_metadata(object))
+        } else {
+            event_line(event_type, object)
+        }
     }
 
     fn bookmark(&self, resource_version: u64, initial_events_end: bool) -> String {
@@ -124,7 +135,7 @@ pub fn start(
                 let store_id = request.def.store_id();
                 for (_, object) in store.list(&store_id, request.namespace.as_deref()) {
                     if request.query.matches(object) {
-                        initial.push(event_line("ADDED", object));
+                        initial.push(request.object_line("ADDED", object));
                     }
                 }
                 if request.send_initial_events && request.bookmarks {
