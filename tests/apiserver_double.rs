@@ -1170,3 +1170,20 @@ async fn metadata_calls_and_metadata_watcher() {
         "the watcher asked for metadata only"
     );
 }
+
+#[tokio::test]
+async fn dropping_the_server_stops_it() {
+    let (server, client) = start().await;
+    server
+        .insert(objects::deployment("ns", "w", 1))
+        .expect("insert");
+    let api: Api<Deployment> = Api::namespaced(client, "ns");
+    api.get("w").await.expect("served while running");
+    drop(server);
+    // Kube's client may retry; either way, the answer must be an error soon.
+    let after = within("request after drop fails", api.get("w")).await;
+    assert!(
+        after.is_err(),
+        "a dropped server must not answer: {after:?}"
+    );
+}

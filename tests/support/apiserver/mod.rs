@@ -86,7 +86,9 @@ const TEST_MANAGER: &str = "apiserver-double-test";
 pub struct ApiServerDouble {
     shared: Arc<Shared>,
     addr: SocketAddr,
-    server: tokio::task::JoinHandle<()>,
+    /// Dropping (or sending on) this stops the server: it accepts no new connections and
+    /// closes idle keep-alive ones, so clients see a server that is gone.
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl ApiServerDouble {
@@ -101,15 +103,20 @@ impl ApiServerDouble {
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new());
         let app = routes::router(Arc::clone(&shared));
-        let server = tokio::spawn(async move {
-            if let Err(error) = axum::serve(listener, app).await {
+        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                // Either a send or the sender being dropped means stop.
+                let _ = stopped.await;
+            });
+            if let Err(error) = serve.await {
                 tracing::error!(%error, "API server double stopped");
             }
         });
         Ok(ApiServerDouble {
             shared,
             addr,
-            server,
+            shutdown: Some(shutdown),
         })
     }
 
@@ -426,7 +433,10 @@ impl ApiServerDouble {
 
 impl Drop for ApiServerDouble {
     fn drop(&mut self) {
+        // Watch streams would keep their connections open through a graceful shutdown.
         self.drop_watches();
-        self.server.abort();
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
     }
 }
