@@ -30,7 +30,12 @@
 //! No authentication, admission, validation against schemas or defaulting; one version per
 //! resource; strategic merge patch merges like a JSON merge patch (lists are replaced);
 //! continued lists are not snapshots (see `ops::Shared::list_objects`); `managedFields` are
-//! tracked internally but not written into objects.
+//! tracked internally but not written into objects; no `dryRun` (rejected with 400), no
+//! protobuf/CBOR bodies (415; kubectl's typed `create` needs `create -f`), no garbage
+//! collection of owned objects, no namespace lifecycle. A watch that falls more than 4096
+//! events behind is ended with a 410 ERROR event.
+//!
+//! # Usage
 //!
 //! ```ignore
 //! let server = ApiServerDouble::start().await?;
@@ -40,6 +45,19 @@
 //! deployments.patch_scale("worker", &PatchParams::default(),
 //!     &Patch::Merge(json!({"spec": {"replicas": 3}}))).await?;
 //! assert_eq!(server.scale_patches("ns", "worker"), vec![3]);
+//!
+//! // Faults: the next two scale patches fail with 500; all lease calls are slow.
+//! server.inject(Fault::status(500).method("PATCH").path_contains("/scale").times(2));
+//! server.inject(Fault::latency(Duration::from_millis(300)).path_contains("/leases/"));
+//! // Watches: end them all now; the next resume gets 410 so watchers relist.
+//! server.fail_next_watch_resumes(1);
+//! server.drop_watches();
+//! // Workloads report their desired replicas as available after 500 ms.
+//! server.simulate_workloads(Some(Duration::from_millis(500)));
+//! // Wait for what a controller eventually writes.
+//! server.wait_for(Duration::from_secs(30), |s| {
+//!     s.get(&Gvr::DEPLOYMENTS, Some("ns"), "worker").filter(|d| d["spec"]["replicas"] == 5)
+//! }).await;
 //! ```
 #![allow(dead_code)]
 
