@@ -1,6 +1,8 @@
 //! Shared helpers for integration tests. Each test binary uses a subset.
 #![allow(dead_code)]
 
+pub mod apiserver;
 pub mod broker_procs;
 pub mod brokers;
 pub mod brokers_amqp;
+pub mod controller;
