@@ -155,7 +155,9 @@ impl Context {
     /// Stops polling for a WPA that is gone and drops its metrics; its target is left as is.
     fn forget(&self, key: &str) {
         self.registry.unsubscribe(key);
-        self.metrics.poll_loops.set(i64::try_from(self.registry.active_loops()).unwrap_or(i64::MAX));
+        self.metrics
+            .poll_loops
+            .set(i64::try_from(self.registry.active_loops()).unwrap_or(i64::MAX));
         let removed = self.memory.lock().ok().and_then(|mut m| m.remove(key));
         if let Some(memory) = removed {
             let (namespace, name) = key.split_once('/').unwrap_or(("", key));

@@ -25,7 +25,7 @@ use super::{Context, Error, WpaMemory};
 use crate::crd::{PAUSED_ANNOTATION, WorkerPodAutoScaler, WorkerPodAutoScalerStatus};
 use crate::queue::registry::Subscription;
 use crate::queue::{Credentials, QueueUri};
-use crate::scaler::{self, Decision, History, Policy, QueueSnapshot};
+use crate::scaler::{self, Decision, History, Policy, QueueSnapshot, Reason, ScalerSettings};
 
 /// How soon to look again at a WPA whose first metrics have not arrived (the registry also
 /// wakes it when they do).
@@ -283,6 +283,9 @@ async fn reconcile_wpa(
                 ));
             }
             conditions.push(limited_condition(decision));
+            if decision.reason == Reason::ScaleDownDelayed {
+                requeue = requeue.min(delay_remaining(&history, &ctx.settings, now));
+            }
             status.desired_replicas = decision.desired;
             status.last_decision_reason = Some(decision.reason.to_string());
         }
@@ -409,7 +412,9 @@ async fn prepare(
             .subscribe(key, subscription)
             .map_err(|e| Problem::new("InvalidQueueConfig", e.to_string()))?;
         ctx.mark_subscribed(key, generation, &queue_redacted);
-        ctx.metrics.poll_loops.set(i64::try_from(ctx.registry.active_loops()).unwrap_or(i64::MAX));
+        ctx.metrics
+            .poll_loops
+            .set(i64::try_from(ctx.registry.active_loops()).unwrap_or(i64::MAX));
         debug!(queue = %queue_redacted, "subscribed");
     }
     Ok(Prepared {
@@ -487,6 +492,22 @@ fn short_kube_error(error: &kube::Error) -> String {
         kube::Error::Api(status) => format!("{} ({})", status.reason, status.code),
         _ => "request failed".to_string(),
     }
+}
+
+/// Time until a delayed scale-down may happen, so the WPA is looked at again right then
+/// instead of at the next resync.
+fn delay_remaining(history: &History, settings: &ScalerSettings, now: Timestamp) -> Duration {
+    let Some(last) = history.last_scale_time() else {
+        return Duration::ZERO;
+    };
+    let elapsed = now.duration_since(last);
+    let delay = jiff::SignedDuration::try_from(settings.scale_down_delay)
+        .unwrap_or(jiff::SignedDuration::MAX);
+    let remaining = delay
+        .checked_sub(elapsed)
+        .unwrap_or(jiff::SignedDuration::ZERO);
+    // practo allows the scale-down only strictly after the delay: look just past it.
+    Duration::try_from(remaining).unwrap_or(Duration::ZERO) + Duration::from_millis(200)
 }
 
 fn limited_condition(decision: &Decision) -> ConditionState {

@@ -23,7 +23,9 @@ impl ControllerProcess {
     /// flags come last and override them.
     pub fn start(server: &ApiServerDouble, dir: &Path, name: &str, extra: &[&str]) -> Self {
         let kubeconfig = dir.join(format!("{name}.kubeconfig"));
-        server.write_kubeconfig(&kubeconfig).expect("kubeconfig written");
+        server
+            .write_kubeconfig(&kubeconfig)
+            .expect("kubeconfig written");
         let port = super::broker_procs::free_port();
         let metrics_addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
         let log = dir.join(format!("{name}.log"));
@@ -37,6 +39,10 @@ impl ControllerProcess {
             "--scale-down-delay-after-last-scale-activity=2".into(),
             "--log-level=info,wpa=debug".into(),
         ];
+        // A flag given in `extra` replaces the default above (clap refuses repeats).
+        let flag_name = |arg: &str| arg.split('=').next().unwrap_or(arg).to_string();
+        let overridden: Vec<String> = extra.iter().map(|a| flag_name(a)).collect();
+        args.retain(|a| !overridden.contains(&flag_name(a)));
         args.extend(extra.iter().map(|s| s.to_string()));
         let child = Command::new(BIN)
             .args(&args)
