@@ -51,6 +51,21 @@ fn spec(queue_uri: &str, deployment: &str, min: i32, max: i32, target: i32) -> V
     })
 }
 
+/// A fresh API double, a temp dir for logs and kubeconfig, and a unique queue name.
+async fn setup(prefix: &str) -> (ApiServerDouble, tempfile::TempDir, String) {
+    let server = start_server().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    (server, dir, unique(prefix))
+}
+
+/// A worker Deployment at zero replicas and the WPA that scales it, both named `name`.
+fn add_worker(server: &ApiServerDouble, name: &str, spec: Value) {
+    server
+        .insert(objects::deployment(NS, name, 0))
+        .expect("deployment");
+    server.insert(wpa(NS, name, spec)).expect("wpa");
+}
+
 async fn start_server() -> ApiServerDouble {
     let server = ApiServerDouble::start().await.expect("API double starts");
     // Deployments report their replicas as available as soon as they are scaled.
@@ -111,33 +126,19 @@ async fn wait_status(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_list_scales_from_zero_up_and_back_to_zero() {
-    let server = start_server().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let queue = unique("e2e-redis");
-    server
-        .insert(objects::deployment(NS, "worker", 0))
-        .expect("deployment");
-    server
-        .insert(wpa(
-            NS,
-            "worker",
-            spec(&redis_uri(&queue), "worker", 0, 5, 10),
-        ))
-        .expect("wpa");
+    let (server, dir, queue) = setup("e2e-redis").await;
+    add_worker(
+        &server,
+        "worker",
+        spec(&redis_uri(&queue), "worker", 0, 5, 10),
+    );
     let controller = ControllerProcess::start(&server, dir.path(), "redis", &[]);
 
     // Ready once the empty queue has been polled: no scaling at zero backlog.
-    let ready = server
-        .wait_for(WAIT, |s| {
-            let status = s.get(&Gvr::WORKER_POD_AUTOSCALERS, Some(NS), "worker")?["status"].clone();
-            (condition(&status, "MetricsAvailable")?["status"] == "True").then_some(status)
-        })
-        .await;
-    assert!(
-        ready.is_some(),
-        "never polled; log:\n{}",
-        controller.log_text()
-    );
+    wait_status(&server, "worker", "first poll", |s| {
+        condition(s, "MetricsAvailable").is_some_and(|c| c["status"] == "True")
+    })
+    .await;
     assert!(
         server.scale_patches(NS, "worker").is_empty(),
         "no scaling on an empty queue"
@@ -202,9 +203,7 @@ async fn redis_list_scales_from_zero_up_and_back_to_zero() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rabbitmq_queue_scales_from_and_to_zero_and_holds_while_in_flight() {
-    let server = start_server().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let queue = unique("e2e-rabbit");
+    let (server, dir, queue) = setup("e2e-rabbit").await;
     let (_connection, channel) = brokers_amqp::open(5672, "/").await;
     brokers_amqp::declare(&channel, &queue, false).await;
     let uri =
@@ -276,9 +275,7 @@ async fn rabbitmq_queue_scales_from_and_to_zero_and_holds_while_in_flight() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bounds_disruption_and_dry_run() {
-    let server = start_server().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let capped = unique("e2e-cap");
+    let (server, dir, capped) = setup("e2e-cap").await;
     let dry = unique("e2e-dry");
     server
         .insert(objects::deployment(NS, "capped", 0))
@@ -316,13 +313,10 @@ async fn bounds_disruption_and_dry_run() {
     );
 
     // The dry-run WPA decided but never scaled.
-    let status = server
-        .wait_for(WAIT, |s| {
-            let status = s.get(&Gvr::WORKER_POD_AUTOSCALERS, Some(NS), "dry")?["status"].clone();
-            (status["DesiredReplicas"] == 10).then_some(status)
-        })
-        .await
-        .expect("dry run decides");
+    let status = wait_status(&server, "dry", "dry run decides", |s| {
+        s["DesiredReplicas"] == 10
+    })
+    .await;
     assert_eq!(
         condition(&status, "AbleToScale").map(|c| c["reason"].clone()),
         Some(json!("DryRun")),
@@ -343,9 +337,7 @@ async fn bounds_disruption_and_dry_run() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_wpas_are_reported_while_valid_ones_keep_scaling() {
-    let server = start_server().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let queue = unique("e2e-valid");
+    let (server, dir, queue) = setup("e2e-valid").await;
     server
         .insert(objects::deployment(NS, "good", 0))
         .expect("deployment");
@@ -389,17 +381,10 @@ async fn invalid_wpas_are_reported_while_valid_ones_keep_scaling() {
         ("min-above-max", "InvalidSpec"),
         ("no-secret", "SecretNotFound"),
     ] {
-        let status = server
-            .wait_for(WAIT, |s| {
-                let status = s.get(&Gvr::WORKER_POD_AUTOSCALERS, Some(NS), name)?["status"].clone();
-                (condition(&status, "Ready")?["reason"] == reason).then_some(status)
-            })
-            .await;
-        assert!(
-            status.is_some(),
-            "{name}: expected Ready=False/{reason}, got {}",
-            wpa_status(&server, NS, name)
-        );
+        wait_status(&server, name, reason, |s| {
+            condition(s, "Ready").is_some_and(|c| c["reason"] == reason)
+        })
+        .await;
         assert!(
             event_reasons(&server, NS, name).iter().any(|r| r == reason),
             "{name}: no {reason} event"
@@ -410,9 +395,7 @@ async fn invalid_wpas_are_reported_while_valid_ones_keep_scaling() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_wpas_on_one_queue_share_one_poller() {
-    let server = start_server().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let queue = unique("e2e-shared");
+    let (server, dir, queue) = setup("e2e-shared").await;
     server
         .insert(objects::deployment(NS, "a", 0))
         .expect("deployment");
@@ -460,19 +443,12 @@ async fn two_wpas_on_one_queue_share_one_poller() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn api_faults_are_survived_without_duplicate_scaling() {
-    let server = start_server().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let queue = unique("e2e-faults");
-    server
-        .insert(objects::deployment(NS, "worker", 0))
-        .expect("deployment");
-    server
-        .insert(wpa(
-            NS,
-            "worker",
-            spec(&redis_uri(&queue), "worker", 0, 5, 10),
-        ))
-        .expect("wpa");
+    let (server, dir, queue) = setup("e2e-faults").await;
+    add_worker(
+        &server,
+        "worker",
+        spec(&redis_uri(&queue), "worker", 0, 5, 10),
+    );
     // The first two scale PATCHes fail with 500, the first status write with 409.
     server.inject(
         Fault::status(500)
@@ -515,19 +491,12 @@ async fn api_faults_are_survived_without_duplicate_scaling() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn leader_failover_hands_scaling_to_the_standby() {
-    let server = start_server().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let queue = unique("e2e-leader");
-    server
-        .insert(objects::deployment(NS, "worker", 0))
-        .expect("deployment");
-    server
-        .insert(wpa(
-            NS,
-            "worker",
-            spec(&redis_uri(&queue), "worker", 0, 10, 10),
-        ))
-        .expect("wpa");
+    let (server, dir, queue) = setup("e2e-leader").await;
+    add_worker(
+        &server,
+        "worker",
+        spec(&redis_uri(&queue), "worker", 0, 10, 10),
+    );
     let flags = [
         "--leader-elect",
         "--leader-election-namespace=kube-system",

@@ -84,9 +84,6 @@ pub struct RunArgs {
     /// (raises receive counts, which matters with redrive policies).
     #[arg(long, env = "WPA_SQS_RECEIVE_LONG_POLL", default_value_t = false)]
     pub sqs_receive_long_poll: bool,
-    /// Use CloudWatch NumberOfMessagesReceived/Sent for SQS idle detection and send rate.
-    #[arg(long, env = "WPA_SQS_CLOUDWATCH", default_value_t = false)]
-    pub sqs_cloudwatch: bool,
     /// Compute and report decisions for every WPA without scaling anything.
     #[arg(long, env = "WPA_DRY_RUN", default_value_t = false)]
     pub dry_run: bool,
@@ -206,7 +203,6 @@ impl RunArgs {
                 .map(str::to_string),
             sqs_receive_long_poll: self.sqs_receive_long_poll,
             sqs_long_poll_seconds: self.sqs_long_poll_interval,
-            sqs_cloudwatch: self.sqs_cloudwatch,
             idle_window: Duration::from_secs(self.idle_window),
             ..ProviderOptions::default()
         }
