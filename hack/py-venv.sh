@@ -1,0 +1,26 @@
+# shellcheck shell=bash
+# Sourced by the hack/ scripts: ensure_py_venv DIR REQUIREMENT... creates a
+# Python virtualenv in DIR (once) and installs the pinned requirements into it
+# when `pip` does not already report them satisfied.
+ensure_py_venv() {
+	local venv="$1"
+	shift
+	if [[ ! -x "${venv}/bin/python" ]]; then
+		command -v python3 >/dev/null 2>&1 || {
+			echo "python3 is required" >&2
+			return 1
+		}
+		mkdir -p "$(dirname "${venv}")"
+		python3 -m venv "${venv}"
+	fi
+	local req missing=()
+	for req in "$@"; do
+		"${venv}/bin/python" -m pip show -q "${req%%==*}" >/dev/null 2>&1 &&
+			[[ "$("${venv}/bin/python" -m pip show "${req%%==*}" 2>/dev/null | sed -n 's/^Version: //p')" == "${req##*==}" ]] ||
+			missing+=("${req}")
+	done
+	if [[ ${#missing[@]} -gt 0 ]]; then
+		echo "installing ${missing[*]} into ${venv}" >&2
+		"${venv}/bin/python" -m pip install --quiet --disable-pip-version-check "${missing[@]}" >&2
+	fi
+}
