@@ -115,6 +115,7 @@ fn expected_args(values: &Value) -> Vec<String> {
             args.push(format!("--leader-election-namespace={}", s("leaderElectionNamespace")));
         }
         args.push(format!("--leader-election-lease-name={}", s("leaderElectionLeaseName")));
+        args.push(format!("--leader-election-lease-duration={}", s("leaderElectionLeaseDuration")));
     }
     args.push(format!("--log-format={}", s("logFormat")));
     args.push(format!("--log-level={}", s("logLevel")));
