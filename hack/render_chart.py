@@ -8,7 +8,8 @@ For every value set in <chart>/ci/<scenario>-values.yaml it:
   - renders the templates and writes <out>/<scenario>/manifests.yaml (all
     documents, in a stable order) and <out>/<scenario>/values.json (the merged
     values the templates saw).
-It also writes <out>/crds.yaml with the chart's crds/ files.
+It also writes <out>/crds.yaml with the chart's crds/ files, and checks that
+values.schema.json rejects a few invalid value sets (INVALID below).
 
 Exit status: 0 when every scenario linted and rendered, 1 otherwise.
 """
@@ -26,6 +27,18 @@ import yaml
 RELEASE = "wpa"
 NAMESPACE = "kube-system"
 ERROR = 3  # helm lint severity
+
+# Value sets the schema must refuse, with what is wrong in each.
+INVALID = {
+    "log format outside text/json": {"controller": {"logFormat": "xml"}},
+    "SQS long poll above 20 s": {"controller": {"sqsLongPollInterval": 21}},
+    "namespace that is not a DNS label": {"controller": {"namespace": "Team_A"}},
+    "negative replica count": {"replicaCount": -1},
+    "unknown provider": {"controller": {"queueServices": "sqs,kafka"}},
+    "misspelt controller value": {"controller": {"resyncPeriods": 5}},
+    "max disruption that is not a count or percentage": {"controller": {"wpaDefaultMaxDisruption": "half"}},
+    "max disruption above 100%": {"controller": {"wpaDefaultMaxDisruption": "150%"}},
+}
 
 
 def render_scenario(chart_dir: pathlib.Path, values_file: pathlib.Path, out: pathlib.Path) -> list[str]:
@@ -81,6 +94,16 @@ def main() -> int:
     (args.out / "crds.yaml").write_text("---\n".join(c.get("data", "") for c in crds))
 
     failed = 0
+    chart = helm.Chart.load(args.chart)
+    for what, values in INVALID.items():
+        try:
+            chart.validate_schema(values)
+        except helm.HelmError:
+            print(f"ok   schema rejects {what}", file=sys.stderr)
+            continue
+        failed += 1
+        print(f"FAIL schema accepts {what}: {values}", file=sys.stderr)
+
     for values_file in scenarios:
         name = values_file.name.removesuffix("-values.yaml")
         out = args.out / name

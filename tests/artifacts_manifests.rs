@@ -48,7 +48,10 @@ fn install_manifests_are_typed_hardened_and_consistent() {
     assert_eq!(deps.len(), 1);
     let deployment = deps[0];
     assert_hardened_controller(deployment, "deployment-template.yaml");
-    assert_eq!(deployment.metadata.namespace.as_deref(), Some("kube-system"));
+    assert_eq!(
+        deployment.metadata.namespace.as_deref(),
+        Some("kube-system")
+    );
     let spec = deployment.spec.as_ref().expect("spec");
     assert_eq!(spec.replicas, Some(1));
     assert_eq!(
@@ -59,14 +62,34 @@ fn install_manifests_are_typed_hardened_and_consistent() {
     let container = only_container(deployment);
     assert_eq!(
         container.image.as_deref(),
-        Some(format!("ghcr.io/worker-pod-autoscaler/workerpodautoscaler:{}", env!("CARGO_PKG_VERSION")).as_str()),
+        Some(
+            format!(
+                "ghcr.io/worker-pod-autoscaler/workerpodautoscaler:{}",
+                env!("CARGO_PKG_VERSION")
+            )
+            .as_str()
+        ),
         "image tag follows the crate version"
     );
-    assert_eq!(container.args.as_deref().and_then(|a| a.first()).map(String::as_str), Some("run"));
+    assert_eq!(
+        container
+            .args
+            .as_deref()
+            .and_then(|a| a.first())
+            .map(String::as_str),
+        Some("run")
+    );
     assert!(
-        container.env.iter().flatten().any(|e| e.name == "POD_NAMESPACE"
-            && e.value_from.as_ref().and_then(|v| v.field_ref.as_ref()).map(|f| f.field_path.as_str())
-                == Some("metadata.namespace")),
+        container
+            .env
+            .iter()
+            .flatten()
+            .any(|e| e.name == "POD_NAMESPACE"
+                && e.value_from
+                    .as_ref()
+                    .and_then(|v| v.field_ref.as_ref())
+                    .map(|f| f.field_path.as_str())
+                    == Some("metadata.namespace")),
         "POD_NAMESPACE from the downward API (leader election namespace)"
     );
     let env_from: Vec<_> = container.env_from.iter().flatten().collect();
@@ -75,14 +98,23 @@ fn install_manifests_are_typed_hardened_and_consistent() {
         .find_map(|e| e.secret_ref.as_ref())
         .expect("AWS settings from a Secret");
     assert_eq!(secret.name, "workerpodautoscaler-aws");
-    assert_eq!(secret.optional, Some(true), "the AWS Secret is optional (IRSA, non-SQS installs)");
+    assert_eq!(
+        secret.optional,
+        Some(true),
+        "the AWS Secret is optional (IRSA, non-SQS installs)"
+    );
     let config = env_from
         .iter()
         .find_map(|e| e.config_map_ref.as_ref())
         .expect("settings ConfigMap");
     assert_eq!(config.optional, Some(true));
     let pod = spec.template.spec.as_ref().expect("pod spec");
-    let pod_labels = spec.template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
+    let pod_labels = spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
 
     // Service account and bindings name the same account.
     let sa_objects = artifact("serviceaccount.yaml");
@@ -97,20 +129,28 @@ fn install_manifests_are_typed_hardened_and_consistent() {
     let mut saw_main = false;
     let mut saw_secret_reader = false;
     for object in &cluster_roles {
-        let Object::ClusterRole(role) = object else { panic!("clusterrole.yaml: only ClusterRoles") };
+        let Object::ClusterRole(role) = object else {
+            panic!("clusterrole.yaml: only ClusterRoles")
+        };
         let rules = role.rules.clone().unwrap_or_default();
         match role.metadata.name.as_deref() {
             Some("workerpodautoscaler") => {
                 saw_main = true;
                 assert_controller_rules(&rules, "clusterrole.yaml");
                 assert_least_privilege(&rules, "clusterrole.yaml");
-                assert!(!allows(&rules, "", "secrets", "get"), "no cluster-wide Secret access");
+                assert!(
+                    !allows(&rules, "", "secrets", "get"),
+                    "no cluster-wide Secret access"
+                );
             }
             Some("workerpodautoscaler-secret-reader") => {
                 saw_secret_reader = true;
                 assert_eq!(rules.len(), 1);
                 assert_eq!(rules[0].verbs, vec!["get".to_owned()]);
-                assert_eq!(rules[0].resources.as_deref(), Some(&["secrets".to_owned()][..]));
+                assert_eq!(
+                    rules[0].resources.as_deref(),
+                    Some(&["secrets".to_owned()][..])
+                );
             }
             other => panic!("unexpected ClusterRole {other:?}"),
         }
@@ -127,32 +167,67 @@ fn install_manifests_are_typed_hardened_and_consistent() {
             let subjects = subjects.unwrap_or_default();
             assert_eq!(subjects.len(), 1, "{file}: one subject");
             assert_eq!(subjects[0].kind, "ServiceAccount");
-            assert_eq!(Some(&subjects[0].name), sa.metadata.name.as_ref(), "{file}: subject");
-            assert_eq!(subjects[0].namespace.as_deref(), Some("kube-system"), "{file}: subject namespace");
-            assert!(role_ref.name.starts_with("workerpodautoscaler"), "{file}: roleRef");
+            assert_eq!(
+                Some(&subjects[0].name),
+                sa.metadata.name.as_ref(),
+                "{file}: subject"
+            );
+            assert_eq!(
+                subjects[0].namespace.as_deref(),
+                Some("kube-system"),
+                "{file}: subject namespace"
+            );
+            assert!(
+                role_ref.name.starts_with("workerpodautoscaler"),
+                "{file}: roleRef"
+            );
         }
     };
-    check_subject(&artifact("clusterrolebinding.yaml"), "clusterrolebinding.yaml");
-    check_subject(&artifact("rolebinding-namespaced.yaml"), "rolebinding-namespaced.yaml");
-    check_subject(&artifact("role-leader-election.yaml"), "role-leader-election.yaml");
+    check_subject(
+        &artifact("clusterrolebinding.yaml"),
+        "clusterrolebinding.yaml",
+    );
+    check_subject(
+        &artifact("rolebinding-namespaced.yaml"),
+        "rolebinding-namespaced.yaml",
+    );
+    check_subject(
+        &artifact("role-leader-election.yaml"),
+        "role-leader-election.yaml",
+    );
 
     // Namespaced RBAC: same rules as the ClusterRole, in the watched namespace.
     let namespaced = artifact("role-namespaced.yaml");
-    let Some(Object::Role(role)) = namespaced.first() else { panic!("role-namespaced.yaml holds a Role") };
+    let Some(Object::Role(role)) = namespaced.first() else {
+        panic!("role-namespaced.yaml holds a Role")
+    };
     assert_eq!(role.metadata.namespace.as_deref(), Some("workers"));
     let rules = role.rules.clone().unwrap_or_default();
     assert_controller_rules(&rules, "role-namespaced.yaml");
     assert_least_privilege(&rules, "role-namespaced.yaml");
-    let Some(Object::RoleBinding(binding)) = artifact("rolebinding-namespaced.yaml").first().cloned() else {
+    let Some(Object::RoleBinding(binding)) =
+        artifact("rolebinding-namespaced.yaml").first().cloned()
+    else {
         panic!("rolebinding-namespaced.yaml holds a RoleBinding")
     };
     assert_eq!(binding.metadata.namespace.as_deref(), Some("workers"));
-    assert_eq!((binding.role_ref.kind.as_str(), binding.role_ref.name.as_str()), ("Role", "workerpodautoscaler"));
+    assert_eq!(
+        (
+            binding.role_ref.kind.as_str(),
+            binding.role_ref.name.as_str()
+        ),
+        ("Role", "workerpodautoscaler")
+    );
 
     // Leader election: Lease access in the controller's namespace only.
     let leader = artifact("role-leader-election.yaml");
-    let Some(Object::Role(lease_role)) = leader.first() else { panic!("leader election Role") };
-    assert_eq!(lease_role.metadata.namespace.as_deref(), Some("kube-system"));
+    let Some(Object::Role(lease_role)) = leader.first() else {
+        panic!("leader election Role")
+    };
+    assert_eq!(
+        lease_role.metadata.namespace.as_deref(),
+        Some("kube-system")
+    );
     let lease_rules = lease_role.rules.clone().unwrap_or_default();
     for verb in ["get", "create", "update", "patch"] {
         assert!(allows(&lease_rules, "coordination.k8s.io", "leases", verb));
@@ -161,20 +236,37 @@ fn install_manifests_are_typed_hardened_and_consistent() {
 
     // Service and ServiceMonitor reach the metrics port of these pods.
     let services = artifact("service.yaml");
-    let Some(Object::Service(service)) = services.first() else { panic!("service.yaml holds a Service") };
+    let Some(Object::Service(service)) = services.first() else {
+        panic!("service.yaml holds a Service")
+    };
     let service_spec = service.spec.as_ref().expect("service spec");
-    assert!(labels_match(service_spec.selector.as_ref().expect("selector"), &pod_labels));
+    assert!(labels_match(
+        service_spec.selector.as_ref().expect("selector"),
+        &pod_labels
+    ));
     let port = &service_spec.ports.as_ref().expect("ports")[0];
     assert_eq!((port.name.as_deref(), port.port), (Some("metrics"), 8787));
     assert_eq!(
-        container.ports.iter().flatten().map(|p| (p.name.clone(), p.container_port)).collect::<Vec<_>>(),
+        container
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| (p.name.clone(), p.container_port))
+            .collect::<Vec<_>>(),
         vec![(Some("metrics".to_owned()), 8787)]
     );
     let monitors = artifact("servicemonitor.yaml");
     let monitor = customs(&monitors, "ServiceMonitor")[0];
     let service_labels = service.metadata.labels.clone().unwrap_or_default();
-    for (k, v) in monitor["spec"]["selector"]["matchLabels"].as_object().expect("matchLabels") {
-        assert_eq!(service_labels.get(k).map(String::as_str), v.as_str(), "ServiceMonitor selects the Service");
+    for (k, v) in monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .expect("matchLabels")
+    {
+        assert_eq!(
+            service_labels.get(k).map(String::as_str),
+            v.as_str(),
+            "ServiceMonitor selects the Service"
+        );
     }
     assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
     assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
@@ -182,8 +274,10 @@ fn install_manifests_are_typed_hardened_and_consistent() {
 
 #[test]
 fn chart_app_version_follows_the_crate() {
-    let chart: Value = serde_saphyr::from_str(&read(&repo().join("charts/worker-pod-autoscaler/Chart.yaml")))
-        .expect("Chart.yaml");
+    let chart: Value = serde_saphyr::from_str(&read(
+        &repo().join("charts/worker-pod-autoscaler/Chart.yaml"),
+    ))
+    .expect("Chart.yaml");
     assert_eq!(chart["appVersion"], env!("CARGO_PKG_VERSION"));
 }
 
@@ -242,16 +336,20 @@ fn check_schema(value: &Value, schema: &JSONSchemaProps, path: &str, errors: &mu
                 }
             }
         }
-        Some("integer") if !(value.is_i64() || value.is_u64()) => errors.push(format!("{path}: expected an integer")),
+        Some("integer") if !(value.is_i64() || value.is_u64()) => {
+            errors.push(format!("{path}: expected an integer"))
+        }
         Some("number") if !value.is_number() => errors.push(format!("{path}: expected a number")),
         Some("string") if !value.is_string() => errors.push(format!("{path}: expected a string")),
-        Some("boolean") if !value.is_boolean() => errors.push(format!("{path}: expected a boolean")),
+        Some("boolean") if !value.is_boolean() => {
+            errors.push(format!("{path}: expected a boolean"))
+        }
         _ => {}
     }
-    if let Some(n) = value.as_f64() {
-        if schema.minimum.is_some_and(|m| n < m) || schema.maximum.is_some_and(|m| n > m) {
-            errors.push(format!("{path}: {n} is out of bounds"));
-        }
+    if let Some(n) = value.as_f64()
+        && (schema.minimum.is_some_and(|m| n < m) || schema.maximum.is_some_and(|m| n > m))
+    {
+        errors.push(format!("{path}: {n} is out of bounds"));
     }
 }
 
@@ -262,7 +360,10 @@ fn generated_crd() -> CustomResourceDefinition {
         "artifacts/crd.yaml is missing: generate it with `workerpodautoscaler crd > artifacts/crd.yaml` \
          (hack/sync-crd.sh also copies it into the chart)"
     );
-    match parse_documents(&read(&path), "artifacts/crd.yaml").unwrap_or_else(|e| panic!("{e}")).as_slice() {
+    match parse_documents(&read(&path), "artifacts/crd.yaml")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .as_slice()
+    {
         [Object::Crd(crd)] => (**crd).clone(),
         _ => panic!("artifacts/crd.yaml must hold exactly one CustomResourceDefinition"),
     }
@@ -290,11 +391,16 @@ fn examples_are_typed_and_self_consistent() {
         files.sort();
         let mut objects = Vec::new();
         for file in &files {
-            let origin = format!("{folder}/{}", file.file_name().unwrap_or_default().to_string_lossy());
+            let origin = format!(
+                "{folder}/{}",
+                file.file_name().unwrap_or_default().to_string_lossy()
+            );
             objects.extend(parse_documents(&read(file), &origin).unwrap_or_else(|e| panic!("{e}")));
         }
-        let workers: BTreeSet<String> =
-            deployments(&objects).iter().filter_map(|d| d.metadata.name.clone()).collect();
+        let workers: BTreeSet<String> = deployments(&objects)
+            .iter()
+            .filter_map(|d| d.metadata.name.clone())
+            .collect();
         for deployment in deployments(&objects) {
             assert_eq!(
                 deployment.spec.as_ref().and_then(|s| s.replicas),
@@ -307,7 +413,11 @@ fn examples_are_typed_and_self_consistent() {
             .filter_map(|o| match o {
                 Object::Secret(s) => Some((
                     s.metadata.name.clone().unwrap_or_default(),
-                    s.string_data.clone().unwrap_or_default().into_keys().collect(),
+                    s.string_data
+                        .clone()
+                        .unwrap_or_default()
+                        .into_keys()
+                        .collect(),
                 )),
                 _ => None,
             })
@@ -316,7 +426,10 @@ fn examples_are_typed_and_self_consistent() {
             if let Object::Secret(s) = object {
                 for value in s.string_data.clone().unwrap_or_default().values() {
                     if value != "wpa-monitor" {
-                        assert!(value.contains("REPLACE-ME"), "{folder}: Secrets hold placeholders only");
+                        assert!(
+                            value.contains("REPLACE-ME"),
+                            "{folder}: Secrets hold placeholders only"
+                        );
                     }
                 }
             }
@@ -328,32 +441,56 @@ fn examples_are_typed_and_self_consistent() {
             assert_eq!(wpa["apiVersion"], "k8s.practo.dev/v1", "{folder}/{name}");
             let spec = &wpa["spec"];
             let uri = spec["queueURI"].as_str().unwrap_or_default();
-            assert!(uri.starts_with(scheme), "{folder}/{name}: queueURI {uri} should start with {scheme}");
+            assert!(
+                uri.starts_with(scheme),
+                "{folder}/{name}: queueURI {uri} should start with {scheme}"
+            );
             let (min, max) = (spec["minReplicas"].as_i64(), spec["maxReplicas"].as_i64());
-            assert!(matches!((min, max), (Some(a), Some(b)) if a <= b && b > 0), "{folder}/{name}: min <= max");
-            assert!(spec["targetMessagesPerWorker"].as_i64().is_some_and(|t| t > 0));
+            assert!(
+                matches!((min, max), (Some(a), Some(b)) if a <= b && b > 0),
+                "{folder}/{name}: min <= max"
+            );
+            assert!(
+                spec["targetMessagesPerWorker"]
+                    .as_i64()
+                    .is_some_and(|t| t > 0)
+            );
             let target = spec["deploymentName"].as_str().unwrap_or_default();
             // Tutor creates lms-worker and cms-worker itself.
             let tutor = *folder == "openedx" && (target == "lms-worker" || target == "cms-worker");
-            assert!(workers.contains(target) || tutor, "{folder}/{name}: Deployment {target} is in the example");
+            assert!(
+                workers.contains(target) || tutor,
+                "{folder}/{name}: Deployment {target} is in the example"
+            );
             if let Some(secret) = spec["credentialsSecretRef"]["name"].as_str() {
-                let keys = secrets.get(secret).unwrap_or_else(|| panic!("{folder}/{name}: Secret {secret}"));
+                let keys = secrets
+                    .get(secret)
+                    .unwrap_or_else(|| panic!("{folder}/{name}: Secret {secret}"));
                 assert!(
-                    keys.iter().any(|k| ["username", "password", "authorization"].contains(&k.as_str())),
+                    keys.iter()
+                        .any(|k| ["username", "password", "authorization"].contains(&k.as_str())),
                     "{folder}/{name}: the Secret has the default keys"
                 );
             }
             if uri.contains("svc") {
-                assert!(uri.contains(".svc.cluster.local"), "{folder}/{name}: fully qualified service name");
+                assert!(
+                    uri.contains(".svc.cluster.local"),
+                    "{folder}/{name}: fully qualified service name"
+                );
             }
         }
         if *folder == "openedx" {
             let vpas = customs(&objects, "VerticalPodAutoscaler");
-            let targets: BTreeSet<&str> =
-                vpas.iter().filter_map(|v| v["spec"]["targetRef"]["name"].as_str()).collect();
+            let targets: BTreeSet<&str> = vpas
+                .iter()
+                .filter_map(|v| v["spec"]["targetRef"]["name"].as_str())
+                .collect();
             assert_eq!(targets, BTreeSet::from(["lms-worker", "cms-worker"]));
             for vpa in vpas {
-                assert_eq!(vpa["spec"]["updatePolicy"]["updateMode"], "Off", "VPA only recommends");
+                assert_eq!(
+                    vpa["spec"]["updatePolicy"]["updateMode"], "Off",
+                    "VPA only recommends"
+                );
             }
             let queues: BTreeSet<&str> = customs(&objects, "WorkerPodAutoScaler")
                 .iter()
@@ -381,22 +518,42 @@ fn examples_are_typed_and_self_consistent() {
 #[test]
 fn example_wpas_match_the_crd_schema() {
     let crd = generated_crd();
-    let version = crd.spec.versions.iter().find(|v| v.name == "v1").expect("v1");
+    let version = crd
+        .spec
+        .versions
+        .iter()
+        .find(|v| v.name == "v1")
+        .expect("v1");
     let schema = version
         .schema
         .as_ref()
         .and_then(|s| s.open_api_v3_schema.as_ref())
         .expect("openAPIV3Schema");
-    let spec_schema = schema.properties.as_ref().and_then(|p| p.get("spec")).expect("spec schema");
+    let spec_schema = schema
+        .properties
+        .as_ref()
+        .and_then(|p| p.get("spec"))
+        .expect("spec schema");
     let mut checked = 0;
-    for folder in ["sqs", "rabbitmq", "redis-celery", "beanstalkd", "http", "openedx"] {
+    for folder in [
+        "sqs",
+        "rabbitmq",
+        "redis-celery",
+        "beanstalkd",
+        "http",
+        "openedx",
+    ] {
         let dir = repo().join("artifacts/examples").join(folder);
-        for entry in fs::read_dir(&dir).expect("examples folder").filter_map(|e| e.ok()) {
+        for entry in fs::read_dir(&dir)
+            .expect("examples folder")
+            .filter_map(|e| e.ok())
+        {
             let path = entry.path();
             if path.extension().is_none_or(|x| x != "yaml") {
                 continue;
             }
-            let objects = parse_documents(&read(&path), &path.display().to_string()).unwrap_or_else(|e| panic!("{e}"));
+            let objects = parse_documents(&read(&path), &path.display().to_string())
+                .unwrap_or_else(|e| panic!("{e}"));
             for wpa in customs(&objects, "WorkerPodAutoScaler") {
                 let mut errors = Vec::new();
                 check_schema(&wpa["spec"], spec_schema, "spec", &mut errors);
@@ -412,14 +569,25 @@ fn example_wpas_match_the_crd_schema() {
     let bad = serde_json::json!({"minReplicas": "one", "maxReplicas": 3, "queueURI": "redis://r/0/q",
         "targetMessagesPerWorker": 1, "deploymentName": "w", "maxReplica": 4});
     check_schema(&bad, spec_schema, "spec", &mut errors);
-    assert!(errors.iter().any(|e| e.contains("spec.minReplicas")), "{errors:?}");
-    assert!(errors.iter().any(|e| e.contains("spec.maxReplica: unknown field")), "{errors:?}");
+    assert!(
+        errors.iter().any(|e| e.contains("spec.minReplicas")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("spec.maxReplica: unknown field")),
+        "{errors:?}"
+    );
 }
 
 #[test]
 fn chart_crd_equals_generated_crd() {
     let crd = generated_crd();
-    assert_eq!(crd.metadata.name.as_deref(), Some("workerpodautoscalers.k8s.practo.dev"));
+    assert_eq!(
+        crd.metadata.name.as_deref(),
+        Some("workerpodautoscalers.k8s.practo.dev")
+    );
     let chart_copy = repo().join("charts/worker-pod-autoscaler/crds/crd.yaml");
     assert!(
         chart_copy.exists(),
@@ -433,7 +601,8 @@ fn chart_crd_equals_generated_crd() {
 
 #[test]
 fn iam_policy_grants_exactly_the_documented_actions() {
-    let policy: Value = serde_json::from_str(&read(&repo().join("artifacts/iam-policy.json"))).expect("JSON");
+    let policy: Value =
+        serde_json::from_str(&read(&repo().join("artifacts/iam-policy.json"))).expect("JSON");
     assert_eq!(policy["Version"], "2012-10-17");
     let mut actions = BTreeSet::new();
     for statement in policy["Statement"].as_array().expect("statements") {
@@ -444,50 +613,95 @@ fn iam_policy_grants_exactly_the_documented_actions() {
             actions.insert(action.to_owned());
         }
         let resource = statement["Resource"].as_str().expect("resource");
-        if statement["Action"][0].as_str().is_some_and(|a| a.starts_with("sqs:")) {
-            assert!(resource.starts_with("arn:aws:sqs:"), "SQS actions are limited to SQS queues");
+        if statement["Action"][0]
+            .as_str()
+            .is_some_and(|a| a.starts_with("sqs:"))
+        {
+            assert!(
+                resource.starts_with("arn:aws:sqs:"),
+                "SQS actions are limited to SQS queues"
+            );
         }
     }
     assert_eq!(
         actions,
         BTreeSet::from(
-            ["sqs:GetQueueAttributes", "sqs:ReceiveMessage", "cloudwatch:GetMetricData"].map(str::to_owned)
+            [
+                "sqs:GetQueueAttributes",
+                "sqs:ReceiveMessage",
+                "cloudwatch:GetMetricData"
+            ]
+            .map(str::to_owned)
         )
     );
     // docs/install.md explains each action.
     let docs = read(&repo().join("docs/install.md"));
     for action in &actions {
-        assert!(docs.contains(action.as_str()), "docs/install.md explains {action}");
+        assert!(
+            docs.contains(action.as_str()),
+            "docs/install.md explains {action}"
+        );
     }
 }
 
 #[test]
 fn grafana_dashboard_is_well_formed() {
     let dashboard: Value =
-        serde_json::from_str(&read(&repo().join("artifacts/grafana-dashboard.json"))).expect("valid JSON");
-    assert!(dashboard["uid"].as_str().is_some_and(|u| !u.is_empty() && u.len() <= 40));
-    let variables = dashboard["templating"]["list"].as_array().expect("templating");
+        serde_json::from_str(&read(&repo().join("artifacts/grafana-dashboard.json")))
+            .expect("valid JSON");
     assert!(
-        variables.iter().any(|v| v["type"] == "datasource" && v["query"] == "prometheus" && v["name"] == "datasource"),
+        dashboard["uid"]
+            .as_str()
+            .is_some_and(|u| !u.is_empty() && u.len() <= 40)
+    );
+    let variables = dashboard["templating"]["list"]
+        .as_array()
+        .expect("templating");
+    assert!(
+        variables.iter().any(|v| v["type"] == "datasource"
+            && v["query"] == "prometheus"
+            && v["name"] == "datasource"),
         "a Prometheus data source variable"
     );
     let panels = dashboard["panels"].as_array().expect("panels");
     let mut ids = BTreeSet::new();
     let mut exprs = String::new();
     for panel in panels {
-        assert!(ids.insert(panel["id"].as_i64().expect("panel id")), "panel ids are unique");
+        assert!(
+            ids.insert(panel["id"].as_i64().expect("panel id")),
+            "panel ids are unique"
+        );
         let grid = &panel["gridPos"];
-        let (x, w) = (grid["x"].as_i64().unwrap_or(-1), grid["w"].as_i64().unwrap_or(0));
-        assert!(x >= 0 && w > 0 && x + w <= 24, "panel {} fits the 24-column grid", panel["title"]);
+        let (x, w) = (
+            grid["x"].as_i64().unwrap_or(-1),
+            grid["w"].as_i64().unwrap_or(0),
+        );
+        assert!(
+            x >= 0 && w > 0 && x + w <= 24,
+            "panel {} fits the 24-column grid",
+            panel["title"]
+        );
         if panel["type"] == "row" {
             continue;
         }
-        assert_eq!(panel["datasource"]["uid"], "${datasource}", "panel {} uses the variable", panel["title"]);
+        assert_eq!(
+            panel["datasource"]["uid"], "${datasource}",
+            "panel {} uses the variable",
+            panel["title"]
+        );
         for target in panel["targets"].as_array().expect("targets") {
             assert_eq!(target["datasource"]["uid"], "${datasource}");
             let expr = target["expr"].as_str().expect("expr");
-            assert_eq!(expr.matches('(').count(), expr.matches(')').count(), "balanced: {expr}");
-            assert_eq!(expr.matches('{').count(), expr.matches('}').count(), "balanced: {expr}");
+            assert_eq!(
+                expr.matches('(').count(),
+                expr.matches(')').count(),
+                "balanced: {expr}"
+            );
+            assert_eq!(
+                expr.matches('{').count(),
+                expr.matches('}').count(),
+                "balanced: {expr}"
+            );
             exprs.push_str(expr);
             exprs.push('\n');
         }

@@ -76,11 +76,17 @@ fn expected_args(values: &Value) -> Vec<String> {
         ("resync-period", "resyncPeriod"),
         ("wpa-threads", "wpaThreads"),
         ("wpa-default-max-disruption", "wpaDefaultMaxDisruption"),
-        ("scale-down-delay-after-last-scale-activity", "scaleDownDelayAfterLastScaleActivity"),
+        (
+            "scale-down-delay-after-last-scale-activity",
+            "scaleDownDelayAfterLastScaleActivity",
+        ),
         ("aws-regions", "awsRegions"),
         ("sqs-short-poll-interval", "sqsShortPollInterval"),
         ("sqs-long-poll-interval", "sqsLongPollInterval"),
-        ("beanstalk-short-poll-interval", "beanstalkShortPollInterval"),
+        (
+            "beanstalk-short-poll-interval",
+            "beanstalkShortPollInterval",
+        ),
         ("beanstalk-long-poll-interval", "beanstalkLongPollInterval"),
         ("queue-services", "queueServices"),
     ] {
@@ -112,10 +118,19 @@ fn expected_args(values: &Value) -> Vec<String> {
     if leader {
         args.push("--leader-elect".to_owned());
         if !s("leaderElectionNamespace").is_empty() {
-            args.push(format!("--leader-election-namespace={}", s("leaderElectionNamespace")));
+            args.push(format!(
+                "--leader-election-namespace={}",
+                s("leaderElectionNamespace")
+            ));
         }
-        args.push(format!("--leader-election-lease-name={}", s("leaderElectionLeaseName")));
-        args.push(format!("--leader-election-lease-duration={}", s("leaderElectionLeaseDuration")));
+        args.push(format!(
+            "--leader-election-lease-name={}",
+            s("leaderElectionLeaseName")
+        ));
+        args.push(format!(
+            "--leader-election-lease-duration={}",
+            s("leaderElectionLeaseDuration")
+        ));
     }
     args.push(format!("--log-format={}", s("logFormat")));
     args.push(format!("--log-level={}", s("logLevel")));
@@ -135,19 +150,35 @@ fn check_scenario(name: &str, objects: &[Object], values: &Value) {
     let pod = spec.template.spec.as_ref().expect("pod spec");
 
     // Flags follow the values exactly.
-    assert_eq!(container.args.clone().unwrap_or_default(), expected_args(values), "{name}: args");
+    assert_eq!(
+        container.args.clone().unwrap_or_default(),
+        expected_args(values),
+        "{name}: args"
+    );
 
     // Image defaults to the appVersion.
-    let tag = values["image"]["tag"].as_str().filter(|t| !t.is_empty()).unwrap_or("0.1.0");
+    let tag = values["image"]["tag"]
+        .as_str()
+        .filter(|t| !t.is_empty())
+        .unwrap_or("0.1.0");
     assert_eq!(
         container.image.as_deref(),
-        Some(format!("{}:{tag}", values["image"]["repository"].as_str().unwrap_or_default()).as_str()),
+        Some(
+            format!(
+                "{}:{tag}",
+                values["image"]["repository"].as_str().unwrap_or_default()
+            )
+            .as_str()
+        ),
         "{name}: image"
     );
 
     // Several replicas: leader election on, rolling updates, a Lease Role.
     let replicas = values["replicaCount"].as_i64().unwrap_or(1);
-    let leader = values["controller"]["leaderElect"].as_bool().unwrap_or(false) || replicas > 1;
+    let leader = values["controller"]["leaderElect"]
+        .as_bool()
+        .unwrap_or(false)
+        || replicas > 1;
     assert_eq!(spec.replicas, Some(replicas as i32), "{name}: replicas");
     let strategy = spec.strategy.as_ref().and_then(|s| s.type_.as_deref());
     let lease_namespace = values["controller"]["leaderElectionNamespace"]
@@ -155,27 +186,61 @@ fn check_scenario(name: &str, objects: &[Object], values: &Value) {
         .filter(|n| !n.is_empty())
         .unwrap_or(RELEASE_NAMESPACE);
     let lease_role = objects.iter().find_map(|o| match o {
-        Object::Role(r) if r.metadata.name.as_deref() == Some(&format!("{FULLNAME}-leader-election")) => Some(r),
+        Object::Role(r)
+            if r.metadata.name.as_deref() == Some(&format!("{FULLNAME}-leader-election")) =>
+        {
+            Some(r)
+        }
         _ => None,
     });
     if leader {
-        assert!(container.args.iter().flatten().any(|a| a == "--leader-elect"), "{name}: --leader-elect");
+        assert!(
+            container
+                .args
+                .iter()
+                .flatten()
+                .any(|a| a == "--leader-elect"),
+            "{name}: --leader-elect"
+        );
         assert_eq!(strategy, Some("RollingUpdate"), "{name}: strategy");
         let role = lease_role.unwrap_or_else(|| panic!("{name}: leader election Role"));
-        assert_eq!(role.metadata.namespace.as_deref(), Some(lease_namespace), "{name}: lease Role namespace");
+        assert_eq!(
+            role.metadata.namespace.as_deref(),
+            Some(lease_namespace),
+            "{name}: lease Role namespace"
+        );
         let rules = role.rules.clone().unwrap_or_default();
         for verb in ["get", "create", "update", "patch"] {
-            assert!(allows(&rules, "coordination.k8s.io", "leases", verb), "{name}: leases {verb}");
+            assert!(
+                allows(&rules, "coordination.k8s.io", "leases", verb),
+                "{name}: leases {verb}"
+            );
         }
         assert_least_privilege(&rules, name);
     } else {
-        assert!(!container.args.iter().flatten().any(|a| a == "--leader-elect"), "{name}: no --leader-elect");
-        assert_eq!(strategy, Some("Recreate"), "{name}: one controller at a time");
-        assert!(lease_role.is_none(), "{name}: no lease Role without leader election");
+        assert!(
+            !container
+                .args
+                .iter()
+                .flatten()
+                .any(|a| a == "--leader-elect"),
+            "{name}: no --leader-elect"
+        );
+        assert_eq!(
+            strategy,
+            Some("Recreate"),
+            "{name}: one controller at a time"
+        );
+        assert!(
+            lease_role.is_none(),
+            "{name}: no lease Role without leader election"
+        );
     }
 
     // RBAC scope: one namespace (Role) or the cluster (ClusterRole).
-    let watch_namespace = values["controller"]["namespace"].as_str().unwrap_or_default();
+    let watch_namespace = values["controller"]["namespace"]
+        .as_str()
+        .unwrap_or_default();
     if watch_namespace.is_empty() {
         let role = objects
             .iter()
@@ -188,13 +253,27 @@ fn check_scenario(name: &str, objects: &[Object], values: &Value) {
         assert_controller_rules(&rules, name);
         assert_least_privilege(&rules, name);
         assert!(
-            !rules.iter().any(|r| r.resources.iter().flatten().any(|x| x == "secrets")),
+            !rules
+                .iter()
+                .any(|r| r.resources.iter().flatten().any(|x| x == "secrets")),
             "{name}: no cluster-wide Secret access"
         );
-        assert_eq!(count_kind(objects, "ClusterRoleBinding"), 1, "{name}: ClusterRoleBinding");
+        assert_eq!(
+            count_kind(objects, "ClusterRoleBinding"),
+            1,
+            "{name}: ClusterRoleBinding"
+        );
     } else {
-        assert_eq!(count_kind(objects, "ClusterRole"), 0, "{name}: no ClusterRole");
-        assert_eq!(count_kind(objects, "ClusterRoleBinding"), 0, "{name}: no ClusterRoleBinding");
+        assert_eq!(
+            count_kind(objects, "ClusterRole"),
+            0,
+            "{name}: no ClusterRole"
+        );
+        assert_eq!(
+            count_kind(objects, "ClusterRoleBinding"),
+            0,
+            "{name}: no ClusterRoleBinding"
+        );
         let role = objects
             .iter()
             .find_map(|o| match o {
@@ -202,7 +281,11 @@ fn check_scenario(name: &str, objects: &[Object], values: &Value) {
                 _ => None,
             })
             .unwrap_or_else(|| panic!("{name}: namespaced Role"));
-        assert_eq!(role.metadata.namespace.as_deref(), Some(watch_namespace), "{name}: Role namespace");
+        assert_eq!(
+            role.metadata.namespace.as_deref(),
+            Some(watch_namespace),
+            "{name}: Role namespace"
+        );
         let rules = role.rules.clone().unwrap_or_default();
         assert_controller_rules(&rules, name);
         assert_least_privilege(&rules, name);
@@ -219,7 +302,11 @@ fn check_scenario(name: &str, objects: &[Object], values: &Value) {
         for subject in subjects.unwrap_or_default() {
             assert_eq!(subject.kind, "ServiceAccount", "{name}: subject kind");
             assert_eq!(subject.name, sa_name, "{name}: subject name");
-            assert_eq!(subject.namespace.as_deref(), Some(RELEASE_NAMESPACE), "{name}: subject namespace");
+            assert_eq!(
+                subject.namespace.as_deref(),
+                Some(RELEASE_NAMESPACE),
+                "{name}: subject namespace"
+            );
         }
     }
 
@@ -234,7 +321,9 @@ fn check_scenario(name: &str, objects: &[Object], values: &Value) {
         let mut bound: Vec<&str> = objects
             .iter()
             .filter_map(|o| match o {
-                Object::RoleBinding(b) if b.role_ref.name == format!("{FULLNAME}-secret-reader") => {
+                Object::RoleBinding(b)
+                    if b.role_ref.name == format!("{FULLNAME}-secret-reader") =>
+                {
                     b.metadata.namespace.as_deref()
                 }
                 _ => None,
@@ -254,11 +343,22 @@ fn check_scenario(name: &str, objects: &[Object], values: &Value) {
             _ => None,
         })
         .unwrap_or_else(|| panic!("{name}: ServiceAccount"));
-    assert_eq!(sa.metadata.name.as_deref(), Some(sa_name.as_str()), "{name}: ServiceAccount name");
-    let want_annotations = values["serviceAccount"]["annotations"].as_object().cloned().unwrap_or_default();
+    assert_eq!(
+        sa.metadata.name.as_deref(),
+        Some(sa_name.as_str()),
+        "{name}: ServiceAccount name"
+    );
+    let want_annotations = values["serviceAccount"]["annotations"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
     for (k, v) in &want_annotations {
         assert_eq!(
-            sa.metadata.annotations.as_ref().and_then(|a| a.get(k)).map(String::as_str),
+            sa.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(k))
+                .map(String::as_str),
             v.as_str(),
             "{name}: ServiceAccount annotation {k}"
         );
@@ -281,18 +381,38 @@ fn check_scenario(name: &str, objects: &[Object], values: &Value) {
         })
         .collect();
     if !existing.is_empty() {
-        assert_eq!(secret_from, vec![existing.to_owned()], "{name}: envFrom existing Secret");
-        assert!(secrets.is_empty(), "{name}: no chart Secret with existingSecret");
+        assert_eq!(
+            secret_from,
+            vec![existing.to_owned()],
+            "{name}: envFrom existing Secret"
+        );
+        assert!(
+            secrets.is_empty(),
+            "{name}: no chart Secret with existingSecret"
+        );
     } else if !key_id.is_empty() {
         assert_eq!(secrets.len(), 1, "{name}: one AWS Secret");
         let secret = secrets[0];
-        assert_eq!(secret_from, vec![secret.metadata.name.clone().unwrap_or_default()], "{name}: envFrom");
+        assert_eq!(
+            secret_from,
+            vec![secret.metadata.name.clone().unwrap_or_default()],
+            "{name}: envFrom"
+        );
         let data = secret.data.clone().unwrap_or_default();
-        assert_eq!(data.get("AWS_ACCESS_KEY_ID").map(|b| b.0.as_slice()), Some(key_id.as_bytes()));
-        assert!(data.contains_key("AWS_SECRET_ACCESS_KEY"), "{name}: secret key");
+        assert_eq!(
+            data.get("AWS_ACCESS_KEY_ID").map(|b| b.0.as_slice()),
+            Some(key_id.as_bytes())
+        );
+        assert!(
+            data.contains_key("AWS_SECRET_ACCESS_KEY"),
+            "{name}: secret key"
+        );
         // The keys never show up in the pod spec itself.
         let pod_json = serde_json::to_string(pod).expect("pod json");
-        assert!(!pod_json.contains(key_id), "{name}: key id leaked into the pod spec");
+        assert!(
+            !pod_json.contains(key_id),
+            "{name}: key id leaked into the pod spec"
+        );
     } else {
         assert!(secret_from.is_empty(), "{name}: no envFrom Secret");
         assert!(secrets.is_empty(), "{name}: no Secret");
@@ -308,37 +428,70 @@ fn check_scenario(name: &str, objects: &[Object], values: &Value) {
         })
         .unwrap_or_else(|| panic!("{name}: Service"));
     let service_spec = service.spec.as_ref().expect("service spec");
-    let pod_labels = spec.template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
+    let pod_labels = spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
     for (k, v) in service_spec.selector.iter().flatten() {
         assert_eq!(pod_labels.get(k), Some(v), "{name}: Service selector {k}");
     }
     assert_eq!(
-        service_spec.ports.iter().flatten().map(|p| p.port).collect::<Vec<_>>(),
+        service_spec
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| p.port)
+            .collect::<Vec<_>>(),
         vec![metrics_port],
         "{name}: Service port"
     );
     assert_eq!(
-        container.ports.iter().flatten().map(|p| p.container_port).collect::<Vec<_>>(),
+        container
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| p.container_port)
+            .collect::<Vec<_>>(),
         vec![metrics_port],
         "{name}: container port"
     );
 
     // ServiceMonitor only when enabled; it scrapes /metrics on the named port.
     let monitors = customs(objects, "ServiceMonitor");
-    if values["serviceMonitor"]["enabled"].as_bool().unwrap_or(false) {
+    if values["serviceMonitor"]["enabled"]
+        .as_bool()
+        .unwrap_or(false)
+    {
         assert_eq!(monitors.len(), 1, "{name}: ServiceMonitor");
         let m = monitors[0];
         assert_eq!(m["apiVersion"], "monitoring.coreos.com/v1");
         assert_eq!(m["spec"]["endpoints"][0]["port"], "metrics");
         assert_eq!(m["spec"]["endpoints"][0]["path"], "/metrics");
-        for (k, v) in m["spec"]["selector"]["matchLabels"].as_object().into_iter().flatten() {
-            assert_eq!(pod_labels.get(k).map(String::as_str), v.as_str(), "{name}: monitor selector {k}");
+        for (k, v) in m["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .into_iter()
+            .flatten()
+        {
+            assert_eq!(
+                pod_labels.get(k).map(String::as_str),
+                v.as_str(),
+                "{name}: monitor selector {k}"
+            );
         }
-        for (k, v) in values["serviceMonitor"]["labels"].as_object().into_iter().flatten() {
+        for (k, v) in values["serviceMonitor"]["labels"]
+            .as_object()
+            .into_iter()
+            .flatten()
+        {
             assert_eq!(&m["metadata"]["labels"][k], v, "{name}: monitor label {k}");
         }
     } else {
-        assert!(monitors.is_empty(), "{name}: no ServiceMonitor unless enabled");
+        assert!(
+            monitors.is_empty(),
+            "{name}: no ServiceMonitor unless enabled"
+        );
     }
 }
 
@@ -346,18 +499,34 @@ fn check_scenario(name: &str, objects: &[Object], values: &Value) {
 fn chart_renders_typed_hardened_objects_for_every_value_set() {
     let out = render_chart();
     let names = scenarios(out.path());
-    for required in ["default", "namespaced", "replicas3", "servicemonitor", "irsa", "aws-keys", "all-flags"] {
-        assert!(names.iter().any(|n| n == required), "value set {required} was not rendered: {names:?}");
+    for required in [
+        "default",
+        "namespaced",
+        "replicas3",
+        "servicemonitor",
+        "irsa",
+        "aws-keys",
+        "all-flags",
+    ] {
+        assert!(
+            names.iter().any(|n| n == required),
+            "value set {required} was not rendered: {names:?}"
+        );
     }
     for name in &names {
         let dir = out.path().join(name);
         let text = fs::read_to_string(dir.join("manifests.yaml")).expect("manifests.yaml");
-        let values: Value =
-            serde_json::from_str(&fs::read_to_string(dir.join("values.json")).expect("values.json")).expect("values");
+        let values: Value = serde_json::from_str(
+            &fs::read_to_string(dir.join("values.json")).expect("values.json"),
+        )
+        .expect("values");
         let objects = parse_documents(&text, name).unwrap_or_else(|e| panic!("{e}"));
         check_scenario(name, &objects, &values);
         let notes = fs::read_to_string(dir.join("NOTES.txt")).expect("NOTES.txt");
-        assert!(notes.contains("kubectl get wpa"), "{name}: NOTES.txt tells how to check");
+        assert!(
+            notes.contains("kubectl get wpa"),
+            "{name}: NOTES.txt tells how to check"
+        );
     }
 }
 
@@ -366,13 +535,17 @@ fn chart_value_sets_cover_every_flag_with_a_non_default() {
     // all-flags-values.yaml must change every controller flag, so that a
     // template that ignores a value cannot pass the args comparison above.
     let chart = repo().join("charts/worker-pod-autoscaler");
-    let defaults: Value = serde_saphyr::from_str(&fs::read_to_string(chart.join("values.yaml")).expect("values.yaml"))
-        .expect("values.yaml parses");
+    let defaults: Value = serde_saphyr::from_str(
+        &fs::read_to_string(chart.join("values.yaml")).expect("values.yaml"),
+    )
+    .expect("values.yaml parses");
     let all: Value = serde_saphyr::from_str(
         &fs::read_to_string(chart.join("ci/all-flags-values.yaml")).expect("all-flags-values.yaml"),
     )
     .expect("all-flags parses");
-    let defaults = defaults["controller"].as_object().expect("controller defaults");
+    let defaults = defaults["controller"]
+        .as_object()
+        .expect("controller defaults");
     // Watching one namespace changes RBAC: covered by namespaced-values.yaml.
     let covered_elsewhere = ["namespace", "extraArgs"];
     for (key, default) in defaults {
@@ -380,7 +553,13 @@ fn chart_value_sets_cover_every_flag_with_a_non_default() {
             continue;
         }
         let set = &all["controller"][key];
-        assert!(!set.is_null(), "all-flags-values.yaml does not set controller.{key}");
-        assert_ne!(set, default, "all-flags-values.yaml keeps the default of controller.{key}");
+        assert!(
+            !set.is_null(),
+            "all-flags-values.yaml does not set controller.{key}"
+        );
+        assert_ne!(
+            set, default,
+            "all-flags-values.yaml keeps the default of controller.{key}"
+        );
     }
 }

@@ -9,7 +9,9 @@
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, Namespace, Secret, Service, ServiceAccount,
+};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde::Serialize;
@@ -56,8 +58,8 @@ impl Object {
 /// Splits YAML text into documents and parses each one into its typed object.
 /// `origin` names the source in error messages.
 pub fn parse_documents(text: &str, origin: &str) -> Result<Vec<Object>, String> {
-    let values: Vec<Value> = serde_saphyr::from_multiple(text)
-        .map_err(|e| format!("{origin}: not valid YAML: {e}"))?;
+    let values: Vec<Value> =
+        serde_saphyr::from_multiple(text).map_err(|e| format!("{origin}: not valid YAML: {e}"))?;
     let mut objects = Vec::new();
     for (i, value) in values.into_iter().enumerate() {
         if value.is_null() {
@@ -91,12 +93,14 @@ pub fn parse_documents(text: &str, origin: &str) -> Result<Vec<Object>, String> 
 /// Deserializes into `T` and serializes back: the result must equal the input,
 /// otherwise a field was unknown to the Kubernetes type (a typo, wrong nesting).
 fn typed<T: DeserializeOwned + Serialize>(value: &Value, at: &str) -> Result<Box<T>, String> {
-    let object: T =
-        serde_json::from_value(value.clone()).map_err(|e| format!("{at}: not a valid object: {e}"))?;
+    let object: T = serde_json::from_value(value.clone())
+        .map_err(|e| format!("{at}: not a valid object: {e}"))?;
     let back = serde_json::to_value(&object).map_err(|e| format!("{at}: {e}"))?;
     let lost = lost_paths(value, &back, String::new());
     if !lost.is_empty() {
-        return Err(format!("{at}: fields unknown to the Kubernetes type: {lost:?}"));
+        return Err(format!(
+            "{at}: fields unknown to the Kubernetes type: {lost:?}"
+        ));
     }
     Ok(Box::new(object))
 }
@@ -152,7 +156,11 @@ pub fn count_kind(objects: &[Object], kind: &str) -> usize {
 /// The only container of a single-container Deployment.
 pub fn only_container(deployment: &Deployment) -> &Container {
     let spec = deployment.spec.as_ref().expect("Deployment has a spec");
-    let pod = spec.template.spec.as_ref().expect("pod template has a spec");
+    let pod = spec
+        .template
+        .spec
+        .as_ref()
+        .expect("pod template has a spec");
     assert_eq!(pod.containers.len(), 1, "one container expected");
     &pod.containers[0]
 }
@@ -165,14 +173,29 @@ pub fn assert_hardened_controller(deployment: &Deployment, origin: &str) {
         .and_then(|s| s.template.spec.as_ref())
         .expect("pod spec");
     let pod_sc = pod.security_context.as_ref().expect("pod securityContext");
-    assert_eq!(pod_sc.run_as_non_root, Some(true), "{origin}: pod runAsNonRoot");
+    assert_eq!(
+        pod_sc.run_as_non_root,
+        Some(true),
+        "{origin}: pod runAsNonRoot"
+    );
     assert_eq!(pod_sc.run_as_user, Some(65532), "{origin}: pod runAsUser");
     let c = only_container(deployment);
-    let sc = c.security_context.as_ref().expect("container securityContext");
+    let sc = c
+        .security_context
+        .as_ref()
+        .expect("container securityContext");
     assert_eq!(sc.run_as_non_root, Some(true), "{origin}: runAsNonRoot");
     assert_eq!(sc.run_as_user, Some(65532), "{origin}: runAsUser");
-    assert_eq!(sc.read_only_root_filesystem, Some(true), "{origin}: readOnlyRootFilesystem");
-    assert_eq!(sc.allow_privilege_escalation, Some(false), "{origin}: allowPrivilegeEscalation");
+    assert_eq!(
+        sc.read_only_root_filesystem,
+        Some(true),
+        "{origin}: readOnlyRootFilesystem"
+    );
+    assert_eq!(
+        sc.allow_privilege_escalation,
+        Some(false),
+        "{origin}: allowPrivilegeEscalation"
+    );
     assert_eq!(
         sc.capabilities.as_ref().and_then(|c| c.drop.clone()),
         Some(vec!["ALL".to_owned()]),
@@ -187,12 +210,28 @@ pub fn assert_hardened_controller(deployment: &Deployment, origin: &str) {
         p.and_then(|p| p.http_get.as_ref())
             .and_then(|h| h.path.clone())
     };
-    assert_eq!(probe_path(c.liveness_probe.as_ref()).as_deref(), Some("/healthz"), "{origin}: liveness");
-    assert_eq!(probe_path(c.readiness_probe.as_ref()).as_deref(), Some("/readyz"), "{origin}: readiness");
+    assert_eq!(
+        probe_path(c.liveness_probe.as_ref()).as_deref(),
+        Some("/healthz"),
+        "{origin}: liveness"
+    );
+    assert_eq!(
+        probe_path(c.readiness_probe.as_ref()).as_deref(),
+        Some("/readyz"),
+        "{origin}: readiness"
+    );
     let resources = c.resources.as_ref().expect("resources");
-    for (what, list) in [("requests", &resources.requests), ("limits", &resources.limits)] {
-        let list = list.as_ref().unwrap_or_else(|| panic!("{origin}: resources.{what} missing"));
-        assert!(list.contains_key("cpu") && list.contains_key("memory"), "{origin}: resources.{what} needs cpu and memory");
+    for (what, list) in [
+        ("requests", &resources.requests),
+        ("limits", &resources.limits),
+    ] {
+        let list = list
+            .as_ref()
+            .unwrap_or_else(|| panic!("{origin}: resources.{what} missing"));
+        assert!(
+            list.contains_key("cpu") && list.contains_key("memory"),
+            "{origin}: resources.{what} needs cpu and memory"
+        );
     }
     let port_names: BTreeSet<_> = c
         .ports
@@ -200,19 +239,30 @@ pub fn assert_hardened_controller(deployment: &Deployment, origin: &str) {
         .flatten()
         .filter_map(|p| p.name.as_deref())
         .collect();
-    assert!(port_names.contains("metrics"), "{origin}: a port named metrics");
+    assert!(
+        port_names.contains("metrics"),
+        "{origin}: a port named metrics"
+    );
 }
 
 /// Asserts no wildcard and no write access beyond what the controller needs.
 pub fn assert_least_privilege(rules: &[PolicyRule], origin: &str) {
     for rule in rules {
         let resources = rule.resources.clone().unwrap_or_default();
-        assert!(!rule.verbs.iter().any(|v| v == "*"), "{origin}: wildcard verb in {rule:?}");
-        assert!(!resources.iter().any(|r| r == "*"), "{origin}: wildcard resource in {rule:?}");
-        let writes = rule
-            .verbs
-            .iter()
-            .any(|v| matches!(v.as_str(), "update" | "patch" | "create" | "delete" | "deletecollection"));
+        assert!(
+            !rule.verbs.iter().any(|v| v == "*"),
+            "{origin}: wildcard verb in {rule:?}"
+        );
+        assert!(
+            !resources.iter().any(|r| r == "*"),
+            "{origin}: wildcard resource in {rule:?}"
+        );
+        let writes = rule.verbs.iter().any(|v| {
+            matches!(
+                v.as_str(),
+                "update" | "patch" | "create" | "delete" | "deletecollection"
+            )
+        });
         if writes {
             for r in &resources {
                 assert!(
@@ -225,7 +275,10 @@ pub fn assert_least_privilege(rules: &[PolicyRule], origin: &str) {
             }
         }
         assert!(
-            !rule.verbs.iter().any(|v| v == "delete" || v == "deletecollection"),
+            !rule
+                .verbs
+                .iter()
+                .any(|v| v == "delete" || v == "deletecollection"),
             "{origin}: the controller never deletes: {rule:?}"
         );
     }
@@ -243,21 +296,43 @@ pub fn allows(rules: &[PolicyRule], group: &str, resource: &str, verb: &str) -> 
 /// Asserts the rules the controller needs on WPAs, workloads and events.
 pub fn assert_controller_rules(rules: &[PolicyRule], origin: &str) {
     for verb in ["get", "list", "watch"] {
-        assert!(allows(rules, "k8s.practo.dev", "workerpodautoscalers", verb), "{origin}: wpa {verb}");
-        assert!(allows(rules, "apps", "deployments", verb), "{origin}: deployments {verb}");
-        assert!(allows(rules, "apps", "replicasets", verb), "{origin}: replicasets {verb}");
+        assert!(
+            allows(rules, "k8s.practo.dev", "workerpodautoscalers", verb),
+            "{origin}: wpa {verb}"
+        );
+        assert!(
+            allows(rules, "apps", "deployments", verb),
+            "{origin}: deployments {verb}"
+        );
+        assert!(
+            allows(rules, "apps", "replicasets", verb),
+            "{origin}: replicasets {verb}"
+        );
     }
     for verb in ["update", "patch"] {
-        assert!(allows(rules, "k8s.practo.dev", "workerpodautoscalers/status", verb), "{origin}: status {verb}");
+        assert!(
+            allows(rules, "k8s.practo.dev", "workerpodautoscalers/status", verb),
+            "{origin}: status {verb}"
+        );
     }
-    for resource in ["deployments/scale", "replicasets/scale", "statefulsets/scale"] {
+    for resource in [
+        "deployments/scale",
+        "replicasets/scale",
+        "statefulsets/scale",
+    ] {
         for verb in ["get", "patch", "update"] {
-            assert!(allows(rules, "apps", resource, verb), "{origin}: {resource} {verb}");
+            assert!(
+                allows(rules, "apps", resource, verb),
+                "{origin}: {resource} {verb}"
+            );
         }
     }
     for group in ["", "events.k8s.io"] {
         for verb in ["create", "patch"] {
-            assert!(allows(rules, group, "events", verb), "{origin}: events ({group}) {verb}");
+            assert!(
+                allows(rules, group, "events", verb),
+                "{origin}: events ({group}) {verb}"
+            );
         }
     }
 }
