@@ -13,11 +13,10 @@ ensure_py_venv() {
 		mkdir -p "$(dirname "${venv}")"
 		python3 -m venv "${venv}"
 	fi
-	local req missing=()
+	local req frozen missing=()
+	frozen="$("${venv}/bin/python" -m pip freeze --disable-pip-version-check 2>/dev/null)"
 	for req in "$@"; do
-		"${venv}/bin/python" -m pip show -q "${req%%==*}" >/dev/null 2>&1 &&
-			[[ "$("${venv}/bin/python" -m pip show "${req%%==*}" 2>/dev/null | sed -n 's/^Version: //p')" == "${req##*==}" ]] ||
-			missing+=("${req}")
+		grep -qixF -- "${req}" <<<"${frozen}" || missing+=("${req}")
 	done
 	if [[ ${#missing[@]} -gt 0 ]]; then
 		echo "installing ${missing[*]} into ${venv}" >&2
