@@ -720,3 +720,148 @@ fn grafana_dashboard_is_well_formed() {
         assert!(exprs.contains(metric), "the dashboard shows {metric}");
     }
 }
+
+/// Runs `hack/install.sh --dry-run` with `vars` against a copy of artifacts/
+/// (with a stand-in CRD when the generated one is not there) and parses what
+/// it would apply.
+fn install_dry_run(vars: &[(&str, &str)]) -> Vec<Object> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let artifacts = dir.path().join("artifacts");
+    fs::create_dir(&artifacts).expect("mkdir");
+    for entry in fs::read_dir(repo().join("artifacts"))
+        .expect("artifacts")
+        .filter_map(|e| e.ok())
+    {
+        if entry.path().is_file() {
+            fs::copy(entry.path(), artifacts.join(entry.file_name())).expect("copy");
+        }
+    }
+    if !artifacts.join("crd.yaml").exists() {
+        let stand_in = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n\
+            metadata:\n  name: workerpodautoscalers.k8s.practo.dev\nspec:\n  group: k8s.practo.dev\n  \
+            names:\n    kind: WorkerPodAutoScaler\n    plural: workerpodautoscalers\n  scope: Namespaced\n  \
+            versions:\n    - name: v1\n      served: true\n      storage: true\n";
+        fs::write(artifacts.join("crd.yaml"), stand_in).expect("write stand-in CRD");
+    }
+    let output = std::process::Command::new("bash")
+        .arg(repo().join("hack/install.sh"))
+        .arg("--dry-run")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("ARTIFACTS_DIR", &artifacts)
+        .envs(vars.iter().copied())
+        .output()
+        .expect("run hack/install.sh");
+    assert!(
+        output.status.success(),
+        "install.sh --dry-run failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).expect("UTF-8 output");
+    parse_documents(&text, "install.sh --dry-run").unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn install_script_renders_typed_objects() {
+    // Defaults: cluster-wide RBAC, empty settings ConfigMap, kube-system.
+    let objects = install_dry_run(&[]);
+    let kinds: Vec<&str> = objects.iter().map(Object::kind).collect();
+    for kind in [
+        "CustomResourceDefinition",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "ConfigMap",
+        "Deployment",
+        "Service",
+    ] {
+        assert!(
+            kinds.contains(&kind),
+            "default install applies a {kind}: {kinds:?}"
+        );
+    }
+    assert!(!kinds.contains(&"Namespace"), "kube-system is not created");
+    for object in &objects {
+        if let Object::ConfigMap(cm) = object {
+            assert_eq!(
+                cm.data.clone().unwrap_or_default().len(),
+                0,
+                "no settings by default"
+            );
+        }
+    }
+
+    // Everything set: own namespace, one watched namespace, IRSA, regions, image.
+    let objects = install_dry_run(&[
+        ("NAMESPACE", "wpa-system"),
+        ("WPA_NAMESPACE", "workers"),
+        ("AWS_REGIONS", "us-east-1,eu-west-1"),
+        ("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/wpa"),
+        (
+            "IMAGE",
+            "registry.example.com/wpa@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ),
+    ]);
+    assert_eq!(
+        objects
+            .iter()
+            .filter(|o| matches!(o, Object::ClusterRole(_) | Object::ClusterRoleBinding(_)))
+            .count(),
+        0,
+        "namespaced mode grants nothing cluster-wide"
+    );
+    let mut saw = BTreeSet::new();
+    for object in &objects {
+        match object {
+            Object::Namespace(ns) => {
+                assert_eq!(ns.metadata.name.as_deref(), Some("wpa-system"));
+                saw.insert("Namespace");
+            }
+            Object::ServiceAccount(sa) => {
+                assert_eq!(sa.metadata.namespace.as_deref(), Some("wpa-system"));
+                assert_eq!(
+                    sa.metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get("eks.amazonaws.com/role-arn"))
+                        .map(String::as_str),
+                    Some("arn:aws:iam::123456789012:role/wpa")
+                );
+                saw.insert("ServiceAccount");
+            }
+            Object::Role(role) if role.metadata.name.as_deref() == Some("workerpodautoscaler") => {
+                assert_eq!(role.metadata.namespace.as_deref(), Some("workers"));
+                assert_controller_rules(&role.rules.clone().unwrap_or_default(), "namespaced Role");
+                saw.insert("Role");
+            }
+            Object::ConfigMap(cm) => {
+                let data = cm.data.clone().unwrap_or_default();
+                assert_eq!(
+                    data.get("WPA_NAMESPACE").map(String::as_str),
+                    Some("workers")
+                );
+                assert_eq!(
+                    data.get("AWS_REGIONS").map(String::as_str),
+                    Some("us-east-1,eu-west-1")
+                );
+                saw.insert("ConfigMap");
+            }
+            Object::Deployment(d) => {
+                assert_eq!(d.metadata.namespace.as_deref(), Some("wpa-system"));
+                assert_hardened_controller(d, "install.sh Deployment");
+                assert_eq!(
+                    only_container(d).image.as_deref(),
+                    Some(
+                        "registry.example.com/wpa@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+                    )
+                );
+                saw.insert("Deployment");
+            }
+            Object::Secret(_) => panic!("IRSA installs store no AWS keys"),
+            _ => {}
+        }
+    }
+    assert_eq!(saw.len(), 5, "saw {saw:?}");
+}
