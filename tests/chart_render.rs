@@ -563,3 +563,81 @@ fn chart_value_sets_cover_every_flag_with_a_non_default() {
         );
     }
 }
+
+/// Starts the real binary with the args the chart renders (kubeconfig pointing
+/// nowhere, admin server on an ephemeral loopback port) and checks the command
+/// line is accepted: a usage error exits with 2 and names the argument, while
+/// accepted args get as far as loading the kube config.
+#[test]
+fn rendered_args_are_accepted_by_the_binary() {
+    let out = render_chart();
+    for name in scenarios(out.path()) {
+        let dir = out.path().join(&name);
+        let objects = parse_documents(
+            &fs::read_to_string(dir.join("manifests.yaml")).expect("manifests.yaml"),
+            &name,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let deployment = deployments(&objects)[0];
+        let args: Vec<String> = only_container(deployment)
+            .args
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|a| {
+                if a.starts_with("--kube-config=") {
+                    "--kube-config=/nonexistent/wpa-test-kubeconfig".to_owned()
+                } else if a.starts_with("--metrics-port=") {
+                    "--metrics-port=127.0.0.1:0".to_owned()
+                } else {
+                    a
+                }
+            })
+            .collect();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_workerpodautoscaler"))
+            .args(&args)
+            .env_clear()
+            .env("KUBECONFIG", "/nonexistent/wpa-test-kubeconfig")
+            .env("POD_NAMESPACE", RELEASE_NAMESPACE)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start workerpodautoscaler");
+        // Accepted args lead to a kube config error quickly; still running
+        // after the deadline also means the command line was accepted.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let mut stderr = String::new();
+        if let Some(mut pipe) = child.stderr.take() {
+            use std::io::Read;
+            let _ = pipe.read_to_string(&mut stderr);
+        }
+        if let Some(status) = status {
+            assert_ne!(
+                status.code(),
+                Some(2),
+                "{name}: usage error for {args:?}:\n{stderr}"
+            );
+        }
+        for bad in [
+            "unexpected argument",
+            "invalid value",
+            "error: a value is required",
+        ] {
+            assert!(
+                !stderr.contains(bad),
+                "{name}: {bad} for {args:?}:\n{stderr}"
+            );
+        }
+    }
+}
