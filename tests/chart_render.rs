@@ -604,7 +604,7 @@ fn rendered_args_are_accepted_by_the_binary() {
             .expect("start workerpodautoscaler");
         // Accepted args lead to a kube config error quickly; still running
         // after the deadline also means the command line was accepted.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
         let status = loop {
             if let Some(status) = child.try_wait().expect("wait") {
                 break Some(status);
