@@ -34,6 +34,18 @@ fi
 log "brokers and tools for the tests"
 bash hack/services.sh
 
+log "shellcheck"
+bash hack/lint-shell.sh
+
+log "install.sh against a stub kubectl"
+bash tests/install/test_install.sh
+
+log "Helm chart: lint and render offline"
+bash hack/check-chart.sh
+
+log "Dockerfile"
+bash hack/check-dockerfile.sh
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -132,7 +132,7 @@ async fn redis_list_scales_from_zero_up_and_back_to_zero() {
         "worker",
         spec(&redis_uri(&queue), "worker", 0, 5, 10),
     );
-    let controller = ControllerProcess::start(&server, dir.path(), "redis", &[]);
+    let mut controller = ControllerProcess::start(&server, dir.path(), "redis", &[]);
 
     // Ready once the empty queue has been polled: no scaling at zero backlog.
     wait_status(&server, "worker", "first poll", |s| {
@@ -199,6 +199,13 @@ async fn redis_list_scales_from_zero_up_and_back_to_zero() {
         "{metrics}"
     );
     drain(&queue);
+    // SIGTERM: a clean, prompt exit.
+    assert_eq!(
+        controller.terminate(),
+        Some(0),
+        "log:\n{}",
+        controller.log_text()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
