@@ -3,22 +3,13 @@
 //! restart, and Celery/kombu scripts that write exactly what Celery writes.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-/// A name no other test (or test process) uses.
-pub fn unique(prefix: &str) -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "{prefix}-{}-{}-{:08x}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed),
-        rand::random::<u32>()
-    )
-}
+// One implementation of these for every test helper module.
+#[allow(unused_imports)]
+pub use super::broker_procs::{eventually, free_port, unique};
 
 pub fn redis_port() -> u16 {
     std::env::var("WPA_TEST_REDIS_PORT")
@@ -36,14 +27,6 @@ pub fn redis_broker(port: u16, db: u8) -> String {
 pub fn redis_conn(port: u16, db: u8) -> redis::Connection {
     let client = redis::Client::open(redis_broker(port, db)).expect("redis client");
     client.get_connection().expect("connect to test redis")
-}
-
-/// A port nothing listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 fn script(name: &str) -> PathBuf {
@@ -215,22 +198,6 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-/// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.
-pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
