@@ -219,6 +219,23 @@ fn simulate_errors_name_line_and_column_and_write_nothing() {
     }
 }
 
+/// Runs `simulate` on a manifest and a trace, expecting exit code 1 and `expected` on stderr.
+fn assert_simulate_fails(wpa: &Path, trace: &Path, expected: &str) {
+    let output = run(&[
+        "simulate",
+        "--wpa",
+        wpa.to_str().unwrap(),
+        "--trace",
+        trace.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(expected),
+        "want {expected:?}, got {}",
+        stderr(&output)
+    );
+}
+
 #[test]
 fn simulate_rejects_bad_manifests_clearly() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -228,48 +245,18 @@ fn simulate_rejects_bad_manifests_clearly() {
         "deploy.yaml",
         "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: x\n",
     );
-    let output = run(&[
-        "simulate",
-        "--wpa",
-        no_wpa.to_str().unwrap(),
-        "--trace",
-        trace.to_str().unwrap(),
-    ]);
-    assert_eq!(output.status.code(), Some(1));
-    assert!(
-        stderr(&output).contains("no document of kind WorkerPodAutoScaler"),
-        "{}",
-        stderr(&output)
-    );
-
+    assert_simulate_fails(&no_wpa, &trace, "no document of kind WorkerPodAutoScaler");
     let min_above_max = write(
         dir.path(),
         "bad.yaml",
         &WPA.replace("minReplicas: 0", "minReplicas: 11"),
     );
-    let output = run(&[
-        "simulate",
-        "--wpa",
-        min_above_max.to_str().unwrap(),
-        "--trace",
-        trace.to_str().unwrap(),
-    ]);
-    assert_eq!(output.status.code(), Some(1));
-    assert!(
-        stderr(&output).contains("invalid spec"),
-        "{}",
-        stderr(&output)
+    assert_simulate_fails(&min_above_max, &trace, "invalid spec");
+    assert_simulate_fails(
+        Path::new("/nonexistent/wpa.yaml"),
+        &trace,
+        "cannot read /nonexistent/wpa.yaml",
     );
-
-    let output = run(&[
-        "simulate",
-        "--wpa",
-        "/nonexistent/wpa.yaml",
-        "--trace",
-        trace.to_str().unwrap(),
-    ]);
-    assert_eq!(output.status.code(), Some(1));
-    assert!(stderr(&output).contains("cannot read /nonexistent/wpa.yaml"));
 }
 
 #[test]
