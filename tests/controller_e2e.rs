@@ -555,3 +555,25 @@ async fn leader_failover_hands_scaling_to_the_standby() {
     assert_eq!(server.scale_patches(NS, "worker"), vec![1, 3]);
     drain(&queue);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn behavior_rate_limits_scale_up() {
+    let (server, dir, queue) = setup("e2e-behavior").await;
+    let mut limited = spec(&redis_uri(&queue), "worker", 0, 10, 10);
+    // At most one more pod per 2 s, whatever the backlog wants.
+    limited["behavior"] = json!({
+        "scaleUp": {"policies": [{"type": "Pods", "value": 1, "periodSeconds": 2}]}
+    });
+    add_worker(&server, "worker", limited);
+    let controller = ControllerProcess::start(&server, dir.path(), "behavior", &[]);
+
+    push(&queue, 40);
+    wait_replicas(&server, "worker", 4, "rate-limited scale-up", &controller).await;
+    assert_eq!(
+        server.scale_patches(NS, "worker"),
+        vec![1, 2, 3, 4],
+        "one pod per step"
+    );
+    wait_status(&server, "worker", "reported", |s| s["DesiredReplicas"] == 4).await;
+    drain(&queue);
+}

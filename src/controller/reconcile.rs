@@ -32,6 +32,8 @@ use crate::scaler::{self, Decision, History, Policy, QueueSnapshot, Reason, Scal
 const FIRST_POLL_RECHECK: Duration = Duration::from_secs(2);
 /// After our own scale PATCH, trust it over a watch cache that has not caught up yet.
 const OWN_WRITE_TRUST: Duration = Duration::from_secs(10);
+/// How soon to look again at a WPA whose change a `behavior` rule is holding back.
+const BEHAVIOR_RECHECK: Duration = Duration::from_secs(1);
 /// Re-read a referenced Secret this often even when the WPA does not change (rotation).
 const SECRET_REFRESH: Duration = Duration::from_secs(300);
 
@@ -283,8 +285,16 @@ async fn reconcile_wpa(
                 ));
             }
             conditions.push(limited_condition(decision));
-            if decision.reason == Reason::ScaleDownDelayed {
-                requeue = requeue.min(delay_remaining(&history, &ctx.settings, now));
+            match decision.reason {
+                Reason::ScaleDownDelayed => {
+                    requeue = requeue.min(delay_remaining(&history, &ctx.settings, now));
+                }
+                // `behavior` windows and rate policies release the held change as time passes:
+                // look again soon rather than at the resync.
+                Reason::RateLimited | Reason::StabilizedUp | Reason::StabilizedDown => {
+                    requeue = requeue.min(BEHAVIOR_RECHECK);
+                }
+                _ => {}
             }
             status.desired_replicas = decision.desired;
             status.last_decision_reason = Some(decision.reason.to_string());
