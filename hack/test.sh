@@ -54,3 +54,8 @@ cargo clippy --all-targets --locked -- -D warnings
 
 log "cargo nextest"
 cargo nextest run --locked --no-fail-fast "$@"
+
+log "fuzz the input parsers (${FUZZ_SECONDS:-20}s per target; FUZZ_SECONDS=0 skips)"
+if [ "${FUZZ_SECONDS:-20}" != 0 ]; then
+    bash hack/fuzz.sh "${FUZZ_SECONDS:-20}"
+fi

@@ -316,7 +316,21 @@ impl QueueUri {
                 encode(&u.tube)
             ),
             QueueUri::Http(u) => {
-                let redacted = redact_input(&u.url);
+                // The stored URL is normalized by the URL parser, so redact its parts rather
+                // than the text (a path may hold `@`, `?` or `#`).
+                let redacted = match url::Url::parse(&u.url) {
+                    Ok(mut url) => {
+                        if url.password().is_some() {
+                            // Cannot fail: the URL has a host (checked when parsed).
+                            let _ = url.set_password(Some("***"));
+                        }
+                        if let Some(query) = url.query().map(redact_query) {
+                            url.set_query(Some(&query));
+                        }
+                        url.to_string()
+                    }
+                    Err(_) => redact_input(&u.url),
+                };
                 match redacted.split_once("://") {
                     Some((scheme, rest)) => format!("{scheme}+json://{rest}"),
                     None => redacted,
@@ -609,6 +623,8 @@ fn parse_http(input: &str, scheme: &str) -> Result<QueueUri, String> {
     if url.host_str().is_none_or(str::is_empty) {
         return Err("missing host".to_string());
     }
+    // Never sent to the server; refusing it keeps a pasted `#token=...` out of printouts.
+    reject_fragment(&url)?;
     Ok(QueueUri::Http(HttpUri {
         url: url.to_string(),
     }))
@@ -624,7 +640,22 @@ fn reject_fragment(url: &url::Url) -> Result<(), String> {
 /// The host without IPv6 brackets (the form connectors take).
 fn host_of(url: &url::Url) -> Result<String, String> {
     match url.host() {
-        Some(url::Host::Domain(d)) if !d.is_empty() => Ok(decode(d, "host")?),
+        Some(url::Host::Domain(d)) if !d.is_empty() => {
+            // Non-special schemes (redis, amqp, beanstalk) keep the host opaque and
+            // percent-encoded; what it decodes to must still be a host name.
+            let host = decode(d, "host")?;
+            if host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+            {
+                Ok(host)
+            } else {
+                Err(format!(
+                    "host `{}` is not a host name (letters, digits, `-`, `.`, `_`)",
+                    quote(&host.escape_default().to_string())
+                ))
+            }
+        }
         Some(url::Host::Ipv4(ip)) => Ok(ip.to_string()),
         Some(url::Host::Ipv6(ip)) => Ok(ip.to_string()),
         _ => Err("missing host".to_string()),
@@ -787,32 +818,42 @@ pub fn redact_input(input: &str) -> String {
         None => out.push_str(head),
     }
     if let Some(query) = query {
-        let (query, fragment) = match query.split_once('#') {
-            Some((q, f)) => (q, Some(f)),
-            None => (query, None),
-        };
         out.push('?');
-        let pairs: Vec<String> = query
-            .split('&')
-            .map(|pair| match pair.split_once('=') {
-                Some((k, _)) if is_secret_key(&decode(k, "key").unwrap_or_default()) => {
-                    format!("{k}=***")
-                }
-                // A nested URL (RabbitMQ `management`) may carry its own userinfo.
-                Some((k, v)) if v.contains("%40") || v.contains('@') => {
-                    let nested = decode(v, "value").unwrap_or_default();
-                    format!("{k}={}", encode(&redact_input(&nested)))
-                }
-                _ => pair.to_string(),
-            })
-            .collect();
-        out.push_str(&pairs.join("&"));
-        if let Some(fragment) = fragment {
-            out.push('#');
-            out.push_str(fragment);
-        }
+        out.push_str(&redact_query(query));
     }
     out
+}
+
+/// A query string with the values of secret keys replaced by `***`.
+fn redact_query(query: &str) -> String {
+    // `;`, `#` and a stray `?` split pairs too (a fragment is redacted like the query):
+    // over-redacting is harmless, while `a=b?password=x` or `#?password=x` must not show `x`.
+    let separators = ['&', ';', '?', '#'];
+    query
+        .split_inclusive(separators)
+        .map(|piece| {
+            let (pair, separator) = match piece.char_indices().last() {
+                Some((i, c)) if separators.contains(&c) => piece.split_at(i),
+                _ => (piece, ""),
+            };
+            format!("{}{separator}", redact_pair(pair))
+        })
+        .collect()
+}
+
+/// One `key=value` of a query with a secret value replaced by `***`.
+fn redact_pair(pair: &str) -> String {
+    match pair.split_once('=') {
+        Some((k, _)) if is_secret_key(&decode(k, "key").unwrap_or_default()) => {
+            format!("{k}=***")
+        }
+        // A nested URL (RabbitMQ `management`) may carry its own userinfo.
+        Some((k, v)) if v.contains("%40") || v.contains('@') => {
+            let nested = decode(v, "value").unwrap_or_default();
+            format!("{k}={}", encode(&redact_input(&nested)))
+        }
+        _ => pair.to_string(),
+    }
 }
 
 /// Bounds quoted user input in messages (char-boundary safe).
@@ -1136,6 +1177,39 @@ mod tests {
             assert!(!shown.contains("topsecret"), "{shown}");
             assert!(!shown.contains("secret@"), "{shown}");
         }
+    }
+
+    // Found by the fuzz targets in fuzz/ (see fuzz/README.md).
+    #[test]
+    fn fuzz_findings_stay_fixed() {
+        // A percent-encoded control character in an opaque host decoded to a host that
+        // printed unencoded and could not be parsed back.
+        let err = QueueUri::parse("redis://tsep=%06ubes:6379/0/celery").unwrap_err();
+        assert!(err.to_string().contains("is not a host name"), "{err}");
+        // Secrets behind a stray `?` or in a fragment were quoted in errors.
+        for bad in [
+            "https:////pa?sword=*?password=vvtvvvia&",
+            "amqp://&?#vdv/?password=vvtvvvia&",
+        ] {
+            let shown = QueueUri::parse(bad).unwrap_err().to_string();
+            assert!(!shown.contains("vvtvvvia"), "{shown}");
+        }
+        // `@` in an HTTP path was taken for userinfo when redacting, and the redacted form
+        // no longer parsed.
+        let uri = ok("https+json://user@r:6358/ret@%ed=4:?s79:6379/0/eu?token=abc");
+        let shown = uri.redacted();
+        assert_eq!(ok(&shown).kind(), ProviderKind::Http, "{shown}");
+        assert!(!shown.contains("abc"), "{shown}");
+        let uri = ok("https+json://u:hunter22@h/p@x?q=1");
+        assert_eq!(uri.redacted(), "https+json://u:***@h/p@x?q=1");
+        // HTTP fragments are never sent; a pasted `#password=...` is refused, not printed.
+        let shown = QueueUri::parse("http+json://s/#?password=nxvnsvvm&/ww")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            shown.contains("fragment") && !shown.contains("nxvnsvvm"),
+            "{shown}"
+        );
     }
 
     proptest::proptest! {
