@@ -577,3 +577,46 @@ async fn behavior_rate_limits_scale_up() {
     wait_status(&server, "worker", "reported", |s| s["DesiredReplicas"] == 4).await;
     drain(&queue);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_requests_are_paced_by_qps_and_burst() {
+    let (server, dir, queue) = setup("e2e-qps").await;
+    let names: Vec<String> = (0..5).map(|i| format!("paced-{i}")).collect();
+    for name in &names {
+        let list = format!("{queue}-{name}");
+        push(&list, 3);
+        add_worker(&server, name, spec(&redis_uri(&list), name, 0, 5, 1));
+    }
+    let (qps, burst) = (4.0, 2.0);
+    let controller = ControllerProcess::start(
+        &server,
+        dir.path(),
+        "paced",
+        &["--k8s-api-qps=4", "--k8s-api-burst=2"],
+    );
+    // Every WPA still gets its scale-up (5 scale PATCHes, 5 status writes, events): requests
+    // wait for a token, none is dropped.
+    for name in &names {
+        wait_replicas(&server, name, 3, "paced scale-up", &controller).await;
+    }
+    // No window of the recorded requests holds more than the bucket allows: `burst` at once,
+    // then `qps` per second. One request of slack for the double's timestamping.
+    let times: Vec<jiff::Timestamp> = server.recorded().iter().map(|r| r.at).collect();
+    assert!(times.len() > 10, "{} requests", times.len());
+    for i in 0..times.len() {
+        for j in i..times.len() {
+            let seconds = (times[j] - times[i])
+                .total(jiff::Unit::Second)
+                .expect("span");
+            let allowed = burst + qps * seconds + 1.0;
+            assert!(
+                (j - i + 1) as f64 <= allowed,
+                "{} requests within {seconds:.3}s (allowed {allowed:.1})",
+                j - i + 1
+            );
+        }
+    }
+    for name in &names {
+        drain(&format!("{queue}-{name}"));
+    }
+}

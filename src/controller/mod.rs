@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod metrics;
+mod ratelimit;
 mod reconcile;
 mod status;
 mod target;
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::Api;
+use kube::client::ClientBuilder;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
@@ -33,6 +35,7 @@ use crate::queue::registry::{PollSettings, Registry};
 use crate::scaler::{Decision, History, ScalerSettings};
 pub use config::RunArgs;
 use metrics::{Metrics, WpaLabels};
+use ratelimit::ApiRateLimitLayer;
 use target::Targets;
 
 /// Reconcile failures that are retried with backoff.
@@ -223,7 +226,13 @@ async fn client_for(args: &RunArgs) -> Result<Client, RunError> {
             .await
             .map_err(|e| RunError::KubeConfig(format!("{}: {e}", args.kube_config)))?
     };
-    Client::try_from(config).map_err(RunError::Client)
+    let builder = ClientBuilder::try_from(config).map_err(RunError::Client)?;
+    Ok(
+        match ApiRateLimitLayer::new(args.k8s_api_qps, args.k8s_api_burst) {
+            Some(pacing) => builder.with_layer(&pacing).build(),
+            None => builder.build(),
+        },
+    )
 }
 
 /// Runs the controller until SIGTERM/SIGINT (or, with leader election, until the lease is
