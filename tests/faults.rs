@@ -13,15 +13,14 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use support::apiserver::{ApiServerDouble, Fault, Gvr};
 use support::broker_procs::{eventually, start_moto, start_rabbitmq, unique, wait_for_port};
 use support::brokers::RedisServer;
 use support::brokers_amqp;
-use support::controller::{ControllerProcess, condition, wpa_status};
+use support::controller::{ControllerProcess, wpa_status};
 use support::e2e::{
-    WAIT, add_worker, assert_alive, condition_message, has_condition, never_decreases,
-    redis_push, replicas, spec, start_server, wait_replicas, wait_status,
+    WAIT, add_worker, assert_alive, condition_message, has_condition, never_decreases, redis_push,
+    replicas, spec, start_server, wait_replicas, wait_status,
 };
 use support::garbage::{Behaviour, GarbageServer, bad_json_server};
 use wpa::queue::{Credentials, ProviderOptions, QueueError, QueueMetrics, QueueUri};
@@ -136,7 +135,15 @@ async fn redis_killed_and_restarted_under_the_controller() {
     redis.restart();
     wait_metrics_fresh(&server, "worker", &controller).await;
     redis_push(redis.port, 0, &queue, 20);
-    wait_replicas(&server, NS, "worker", 5, "new backlog after restart", &controller).await;
+    wait_replicas(
+        &server,
+        NS,
+        "worker",
+        5,
+        "new backlog after restart",
+        &controller,
+    )
+    .await;
     assert_eq!(server.scale_patches(NS, "worker"), vec![3, 5]);
     let status = wait_status(&server, NS, "worker", "recovered", &controller, |s| {
         s["CurrentMessages"] == 50 && has_condition(s, "Ready", "True", "Reconciled")
@@ -154,10 +161,12 @@ async fn rabbitmq_killed_and_restarted_under_the_controller() {
     let (mut node, port) = start_rabbitmq(dir.path());
     wait_for_port(port, Duration::from_secs(120)).await;
     let queue = unique("faults-rabbit");
-    // Durable queue, persistent confirmed messages: the backlog survives the kill.
-    let setup = async |n: usize| {
-        let (connection, channel) =
-            eventually(Duration::from_secs(120), "the node to accept AMQP", async || {
+    // Fills the durable queue up to `total` persistent messages (a kill may lose some).
+    let fill_to = async |total: u32| {
+        let (connection, channel) = eventually(
+            Duration::from_secs(120),
+            "the node to accept AMQP",
+            async || {
                 let uri = lapin::uri::AMQPUri {
                     authority: lapin::uri::AMQPAuthority {
                         port,
@@ -172,17 +181,35 @@ async fn rabbitmq_killed_and_restarted_under_the_controller() {
                         .ok()?;
                 let channel = connection.create_channel().await.ok()?;
                 Some((connection, channel))
-            })
-            .await;
-        brokers_amqp::declare(&channel, &queue, true).await;
-        brokers_amqp::publish(&channel, &queue, n).await;
+            },
+        )
+        .await;
+        let declared = channel
+            .queue_declare(
+                queue.as_str().into(),
+                lapin::options::QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .expect("queue.declare");
+        let missing = total.saturating_sub(declared.message_count());
+        brokers_amqp::publish(&channel, &queue, missing as usize).await;
         let _ = connection.close(200, "done".into()).await;
     };
-    setup(30).await;
+    fill_to(30).await;
 
     let server = start_server().await;
     let uri = format!("amqp://guest:guest@127.0.0.1:{port}/%2F/{queue}");
-    add_worker(&server, NS, "consumer", 0, spec(&uri, "consumer", 0, 10, 10));
+    add_worker(
+        &server,
+        NS,
+        "consumer",
+        0,
+        spec(&uri, "consumer", 0, 10, 10),
+    );
     let mut controller = ControllerProcess::start(&server, dir.path(), "rabbit-restart", &[]);
     wait_replicas(&server, NS, "consumer", 3, "30 messages", &controller).await;
     wait_metrics_fresh(&server, "consumer", &controller).await;
@@ -199,10 +226,29 @@ async fn rabbitmq_killed_and_restarted_under_the_controller() {
 
     node.restart();
     wait_for_port(port, Duration::from_secs(120)).await;
-    setup(20).await;
-    wait_replicas(&server, NS, "consumer", 5, "new backlog after restart", &controller).await;
-    wait_metrics_fresh(&server, "consumer", &controller).await;
-    assert_eq!(server.scale_patches(NS, "consumer"), vec![3, 5]);
+    assert_eq!(
+        server.scale_patches(NS, "consumer"),
+        vec![3],
+        "nothing while the node was down"
+    );
+    // Whatever the kill left of the backlog, 50 messages now. (Before they are in, the
+    // controller may see a smaller backlog; scaling on it is then right, since it is fresh.)
+    fill_to(50).await;
+    wait_replicas(
+        &server,
+        NS,
+        "consumer",
+        5,
+        "new backlog after restart",
+        &controller,
+    )
+    .await;
+    wait_status(&server, NS, "consumer", "recovered", &controller, |s| {
+        s["CurrentMessages"] == 50 && has_condition(s, "Ready", "True", "Reconciled")
+    })
+    .await;
+    let patches = server.scale_patches(NS, "consumer");
+    assert_eq!(patches.last(), Some(&5), "{patches:?}");
     assert_alive(&mut controller);
 }
 
@@ -254,7 +300,13 @@ async fn sqs_killed_and_restarted_under_the_controller() {
     assert!(url.ends_with(&format!("/123456789012/{queue}")), "{url}");
 
     let server = start_server().await;
-    add_worker(&server, NS, "sqs-worker", 0, spec(&uri, "sqs-worker", 0, 10, 5));
+    add_worker(
+        &server,
+        NS,
+        "sqs-worker",
+        0,
+        spec(&uri, "sqs-worker", 0, 10, 5),
+    );
     // The AWS SDK's default chain: static keys from the environment, no instance metadata.
     let mut controller = ControllerProcess::start_with_env(
         &server,
@@ -284,17 +336,33 @@ async fn sqs_killed_and_restarted_under_the_controller() {
     // which must not read as an empty queue either.
     moto.restart();
     wait_for_port(port, WAIT).await;
-    let status = wait_status(&server, NS, "sqs-worker", "queue missing", &controller, |s| {
-        condition_message(s, "MetricsAvailable").contains("does not exist")
-    })
+    let status = wait_status(
+        &server,
+        NS,
+        "sqs-worker",
+        "queue missing",
+        &controller,
+        |s| condition_message(s, "MetricsAvailable").contains("does not exist"),
+    )
     .await;
     assert!(
         has_condition(&status, "MetricsAvailable", "False", "PollFailed"),
         "{status}"
     );
-    assert_eq!(replicas(&server, &Gvr::DEPLOYMENTS, NS, "sqs-worker"), Some(3));
+    assert_eq!(
+        replicas(&server, &Gvr::DEPLOYMENTS, NS, "sqs-worker"),
+        Some(3)
+    );
     sqs_fill(&client, &queue, 25).await;
-    wait_replicas(&server, NS, "sqs-worker", 5, "new backlog after restart", &controller).await;
+    wait_replicas(
+        &server,
+        NS,
+        "sqs-worker",
+        5,
+        "new backlog after restart",
+        &controller,
+    )
+    .await;
     wait_metrics_fresh(&server, "sqs-worker", &controller).await;
     assert_eq!(server.scale_patches(NS, "sqs-worker"), vec![3, 5]);
     let history = server.replica_history(&Gvr::DEPLOYMENTS, Some(NS), "sqs-worker");
@@ -329,9 +397,14 @@ async fn slow_scale_and_status_writes_give_exactly_one_patch_per_change() {
     // More backlog while the status write of the first scale is still in flight.
     redis_push(redis.port, 0, &queue, 20);
     wait_replicas(&server, NS, "worker", 5, "45 messages", &controller).await;
-    wait_status(&server, NS, "worker", "status caught up", &controller, |s| {
-        s["CurrentReplicas"] == 5 && s["CurrentMessages"] == 45
-    })
+    wait_status(
+        &server,
+        NS,
+        "worker",
+        "status caught up",
+        &controller,
+        |s| s["CurrentReplicas"] == 5 && s["CurrentMessages"] == 45,
+    )
     .await;
     // Drained: down to zero once idle (2 s window, 2 s delay), still slowly.
     let mut conn = support::brokers::redis_conn(redis.port, 0);
@@ -418,9 +491,14 @@ async fn watches_dropped_again_and_again_converge_without_duplicate_or_lost_patc
         })
         .await;
     assert!(settled.is_some(), "the stalled watch never came back");
-    wait_status(&server, NS, "worker", "status caught up", &controller, |s| {
-        s["CurrentReplicas"] == 9 && s["CurrentMessages"] == 85
-    })
+    wait_status(
+        &server,
+        NS,
+        "worker",
+        "status caught up",
+        &controller,
+        |s| s["CurrentReplicas"] == 9 && s["CurrentMessages"] == 85,
+    )
     .await;
     // A few resyncs with the fresh cache.
     let resyncs_from = Instant::now();
@@ -501,41 +579,64 @@ async fn garbage_errors(uri: &str, port: u16) -> Vec<String> {
 
 const HTTP_NONSENSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello\r\n";
 
+/// One broker protocol as the garbage servers see it.
+struct Protocol {
+    scheme: &'static str,
+    uri: fn(u16) -> String,
+    /// The start of a valid-looking answer, then the connection ends.
+    truncated: &'static [u8],
+    /// A frame header announcing an enormous length.
+    giant: &'static [u8],
+    /// Words of the error for another protocol's bytes.
+    nonsense_words: &'static str,
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn garbage_tcp_servers_are_clear_errors_for_redis_amqp_and_beanstalk() {
-    // (scheme, URI for a port, a truncated frame, a frame announcing a giant length,
-    // words of the error for another protocol's bytes)
-    let protocols: [(&str, fn(u16) -> String, &[u8], &[u8], &str); 3] = [
-        (
-            "redis",
-            |p| format!("redis://127.0.0.1:{p}/0/jobs"),
+    let protocols = [
+        Protocol {
+            scheme: "redis",
+            uri: |p| format!("redis://127.0.0.1:{p}/0/jobs"),
             // An array announcing two replies, then the connection ends.
-            b"*2\r\n:1\r\n",
-            // Announces a 2^31-element array, and then a 2 GiB string.
-            b"*2147483647\r\n$2147483647\r\n",
-            "Parse error",
-        ),
-        (
-            "amqp",
-            |p| format!("amqp://guest:guest@127.0.0.1:{p}/%2F/jobs"),
-            // A method frame header promising 0x100 bytes, then the connection ends.
-            b"\x01\x00\x00\x00\x00\x01\x00\x00\x0a",
+            truncated: b"*2\r\n:1\r\n",
+            // A 2^31-element array, and then a 2 GiB string.
+            giant: b"*2147483647\r\n$2147483647\r\n",
+            nonsense_words: "Parse error",
+        },
+        Protocol {
+            scheme: "amqp",
+            uri: |p| format!("amqp://guest:guest@127.0.0.1:{p}/%2F/jobs"),
+            // A method frame header promising 256 bytes, then the connection ends.
+            truncated: b"\x01\x00\x00\x00\x00\x01\x00\x00\x0a",
             // A frame of 4 GiB.
-            b"\x01\x00\x00\xff\xff\xff\xff\x00\x0a",
-            "not an AMQP 0-9-1 answer",
-        ),
-        (
-            "beanstalk",
-            |p| format!("beanstalk://127.0.0.1:{p}/jobs"),
-            b"OK 120\r\n---\ncurrent-jobs-ready: 1",
-            b"OK 18446744073709551615\r\n",
-            "unexpected response \"HTTP/1.1 200 OK\"",
-        ),
+            giant: b"\x01\x00\x00\xff\xff\xff\xff\x00\x0a",
+            nonsense_words: "not an AMQP 0-9-1 answer",
+        },
+        Protocol {
+            scheme: "beanstalk",
+            uri: |p| format!("beanstalk://127.0.0.1:{p}/jobs"),
+            truncated: b"OK 120\r\n---\ncurrent-jobs-ready: 1",
+            giant: b"OK 18446744073709551615\r\n",
+            nonsense_words: "unexpected response \"HTTP/1.1 200 OK\"",
+        },
     ];
-    for (scheme, uri_for, truncated, giant, nonsense_words) in protocols {
+    for Protocol {
+        scheme,
+        uri: uri_for,
+        truncated,
+        giant,
+        nonsense_words,
+    } in protocols
+    {
         let behaviours = [
-            ("nonsense, close", Behaviour::ReplyAndClose(HTTP_NONSENSE.to_vec())),
-            ("nonsense, keep", Behaviour::ReplyAndKeep(HTTP_NONSENSE.to_vec())),
+            (
+                "nonsense, close",
+                Behaviour::ReplyAndClose(HTTP_NONSENSE.to_vec()),
+            ),
+            (
+                "nonsense, keep",
+                Behaviour::ReplyAndKeep(HTTP_NONSENSE.to_vec()),
+            ),
             ("truncated", Behaviour::ReplyAndClose(truncated.to_vec())),
             (
                 "flood",
@@ -595,11 +696,20 @@ async fn http_endpoint_with_schema_breaking_json_is_a_clear_bad_response() {
         ("/too-large", "`visible` is too large"),
         ("/exponent", "`visible` is too large"),
         ("/fraction", "`visible` is not a whole number (2.5)"),
-        ("/string", "`visible` must be a non-negative integer or null, not a string"),
-        ("/bool", "`visible` must be a non-negative integer or null, not a boolean"),
+        (
+            "/string",
+            "`visible` must be a non-negative integer or null, not a string",
+        ),
+        (
+            "/bool",
+            "`visible` must be a non-negative integer or null, not a boolean",
+        ),
         ("/array", "the body is not a JSON object"),
         ("/null", "the body is not a JSON object"),
-        ("/idle-string", "`idle` must be a boolean or null, not a string"),
+        (
+            "/idle-string",
+            "`idle` must be a boolean or null, not a string",
+        ),
     ];
     for (path, expected) in cases {
         let uri = format!("http+json://{addr}{path}");
@@ -711,7 +821,10 @@ async fn garbage_brokers_under_the_controller_hold_replicas_while_others_scale()
         );
         assert!(server.scale_patches(NS, name).is_empty(), "{name}");
         let status = wpa_status(&server, NS, name);
-        assert_eq!(status["lastDecisionReason"], "HoldNoMetrics", "{name}: {status}");
+        assert_eq!(
+            status["lastDecisionReason"], "HoldNoMetrics",
+            "{name}: {status}"
+        );
     }
     assert!(garbage_redis.accepted() > 0 && garbage_amqp.accepted() > 0);
     assert!(garbage_beanstalk.accepted() > 1, "beanstalk retried");

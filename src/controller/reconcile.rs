@@ -480,6 +480,23 @@ async fn resolve_credentials(
             }),
         }
     };
+    // A key the WPA names explicitly must exist: silently connecting without it would
+    // only surface later as a confusing authentication failure.
+    let named = [
+        &reference.username_key,
+        &reference.password_key,
+        &reference.authorization_key,
+    ];
+    if let Some(key) = named
+        .into_iter()
+        .flatten()
+        .find(|key| secret.data.as_ref().is_none_or(|d| !d.contains_key(*key)))
+    {
+        return Err(Problem::new(
+            "SecretKeyMissing",
+            format!("Secret {} has no key {key}", reference.name),
+        ));
+    }
     let credentials = Credentials {
         username: read(reference.username_key())?,
         password: read(reference.password_key())?,
@@ -687,7 +704,11 @@ mod tests {
             at: Instant::now() - Duration::from_secs(60),
         };
         let m = memory(Some(write));
-        assert_eq!(m.trusted_state(state(6, Some(5))).replicas, 9, "cache behind");
+        assert_eq!(
+            m.trusted_state(state(6, Some(5))).replicas,
+            9,
+            "cache behind"
+        );
         assert_eq!(
             m.trusted_state(state(8, Some(7))).replicas,
             9,
@@ -710,14 +731,19 @@ mod tests {
             at: Instant::now(),
         };
         assert_eq!(
-            memory(Some(fresh.clone())).trusted_state(state(1, Some(1))).replicas,
+            memory(Some(fresh.clone()))
+                .trusted_state(state(1, Some(1)))
+                .replicas,
             3
         );
         let old = OwnWrite {
             at: Instant::now() - OWN_WRITE_TRUST - Duration::from_secs(1),
             ..fresh
         };
-        assert_eq!(memory(Some(old)).trusted_state(state(1, Some(1))).replicas, 1);
+        assert_eq!(
+            memory(Some(old)).trusted_state(state(1, Some(1))).replicas,
+            1
+        );
         assert_eq!(memory(None).trusted_state(state(1, Some(2))).replicas, 1);
     }
 }

@@ -200,10 +200,9 @@ pub fn parse_metrics(body: &[u8], sampled_at: jiff::Timestamp) -> Result<QueueMe
                 (Some(v), _) => Ok(Some(v)),
                 (None, Some(f)) if f < 0.0 => Err(format!("`{name}` is negative ({n})")),
                 // Beyond u64 serde_json only keeps a float: say "too large", not "not whole".
-                (None, Some(f)) if f.is_finite() && f.fract() == 0.0 => Err(format!(
-                    "`{name}` is too large ({n}; at most {})",
-                    u64::MAX
-                )),
+                (None, Some(f)) if f.is_finite() && f.fract() == 0.0 => {
+                    Err(format!("`{name}` is too large ({n}; at most {})", u64::MAX))
+                }
                 (None, _) => Err(format!("`{name}` is not a whole number ({n})")),
             },
             Some(other) => Err(format!(

@@ -109,9 +109,7 @@ async fn serve(mut stream: TcpStream, behaviour: Behaviour) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
-        Behaviour::Silent => {
-            while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
-        }
+        Behaviour::Silent => while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {},
     }
 }
 
@@ -123,7 +121,10 @@ pub async fn bad_json_server() -> SocketAddr {
         .route("/not-json", body("<html>It works!</html>"))
         .route("/truncated-json", body(r#"{"visible": 12, "in_fl"#))
         .route("/negative", body(r#"{"visible": -7}"#))
-        .route("/negative-in-flight", body(r#"{"visible": 1, "in_flight": -1}"#))
+        .route(
+            "/negative-in-flight",
+            body(r#"{"visible": 1, "in_flight": -1}"#),
+        )
         .route("/too-large", body(r#"{"visible": 100000000000000000000}"#))
         .route("/exponent", body(r#"{"visible": 1e300}"#))
         .route("/fraction", body(r#"{"visible": 2.5}"#))
@@ -135,9 +136,11 @@ pub async fn bad_json_server() -> SocketAddr {
         .route("/max", body(r#"{"visible": 18446744073709551615}"#))
         .route(
             "/good/{n}",
-            get(|axum::extract::Path(n): axum::extract::Path<u64>| async move {
-                format!(r#"{{"visible": {n}}}"#)
-            }),
+            get(
+                |axum::extract::Path(n): axum::extract::Path<u64>| async move {
+                    format!(r#"{{"visible": {n}}}"#)
+                },
+            ),
         );
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
