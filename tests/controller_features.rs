@@ -11,8 +11,9 @@ use support::apiserver::{ApiServerDouble, Gvr, objects};
 use support::brokers::{RedisServer, redis_conn};
 use support::controller::{ControllerProcess, wpa, wpa_status};
 use support::e2e::{
-    add_worker, all_events, assert_alive, condition_message, events_with_reason, has_condition,
-    redis_push, replicas, spec, start_server, wait_replicas, wait_replicas_of, wait_status,
+    add_worker, all_events, assert_alive, assert_patches, condition_message, events_with_reason,
+    has_condition, redis_push, replicas, spec, start_server, wait_replicas, wait_replicas_of,
+    wait_status,
 };
 
 const NS: &str = "features";
@@ -86,7 +87,7 @@ async fn pause_annotation_freezes_scaling_and_removing_it_resumes() {
         !has_condition(&status, "AbleToScale", "False", "Paused"),
         "{status}"
     );
-    assert_eq!(server.scale_patches(NS, "worker"), vec![5]);
+    assert_patches(&server, NS, "worker", &[5]).await;
 
     // Paused again with workers running: backlog gone, still no scale-down.
     server
@@ -111,7 +112,7 @@ async fn pause_annotation_freezes_scaling_and_removing_it_resumes() {
         },
     )
     .await;
-    assert_eq!(server.scale_patches(NS, "worker"), vec![5]);
+    assert_patches(&server, NS, "worker", &[5]).await;
     assert_eq!(replicas(&server, &Gvr::DEPLOYMENTS, NS, "worker"), Some(5));
     assert_alive(&mut controller);
 }
@@ -341,7 +342,7 @@ async fn statefulset_scale_target_scales_through_its_scale_subresource() {
         condition_message(&status, "Ready").contains("StatefulSet sts-workers"),
         "{status}"
     );
-    assert_eq!(server.scale_patches(NS, "sts-workers"), vec![3, 6]);
+    assert_patches(&server, NS, "sts-workers", &[3, 6]).await;
     let paths: Vec<String> = server
         .requests("PATCH", "/scale")
         .iter()

@@ -19,8 +19,8 @@ use support::brokers::RedisServer;
 use support::brokers_amqp;
 use support::controller::{ControllerProcess, wpa_status};
 use support::e2e::{
-    WAIT, add_worker, assert_alive, condition_message, has_condition, never_decreases, redis_push,
-    replicas, spec, start_server, wait_replicas, wait_status,
+    WAIT, add_worker, assert_alive, assert_patches, condition_message, has_condition,
+    never_decreases, redis_push, replicas, spec, start_server, wait_replicas, wait_status,
 };
 use support::garbage::{Behaviour, GarbageServer, bad_json_server};
 use wpa::queue::{Credentials, ProviderOptions, QueueError, QueueMetrics, QueueUri};
@@ -144,7 +144,7 @@ async fn redis_killed_and_restarted_under_the_controller() {
         &controller,
     )
     .await;
-    assert_eq!(server.scale_patches(NS, "worker"), vec![3, 5]);
+    assert_patches(&server, NS, "worker", &[3, 5]).await;
     let status = wait_status(&server, NS, "worker", "recovered", &controller, |s| {
         s["CurrentMessages"] == 50 && has_condition(s, "Ready", "True", "Reconciled")
     })
@@ -247,8 +247,16 @@ async fn rabbitmq_killed_and_restarted_under_the_controller() {
         s["CurrentMessages"] == 50 && has_condition(s, "Ready", "True", "Reconciled")
     })
     .await;
-    let patches = server.scale_patches(NS, "consumer");
-    assert_eq!(patches.last(), Some(&5), "{patches:?}");
+    let last = server
+        .wait_for(Duration::from_secs(5), |s| {
+            (s.scale_patches(NS, "consumer").last() == Some(&5)).then_some(())
+        })
+        .await;
+    assert!(
+        last.is_some(),
+        "last PATCH to 5: {:?}",
+        server.scale_patches(NS, "consumer")
+    );
     assert_alive(&mut controller);
 }
 
@@ -364,7 +372,7 @@ async fn sqs_killed_and_restarted_under_the_controller() {
     )
     .await;
     wait_metrics_fresh(&server, "sqs-worker", &controller).await;
-    assert_eq!(server.scale_patches(NS, "sqs-worker"), vec![3, 5]);
+    assert_patches(&server, NS, "sqs-worker", &[3, 5]).await;
     let history = server.replica_history(&Gvr::DEPLOYMENTS, Some(NS), "sqs-worker");
     assert!(never_decreases(&history), "{history:?}");
     assert_alive(&mut controller);
@@ -417,7 +425,7 @@ async fn slow_scale_and_status_writes_give_exactly_one_patch_per_change() {
         s["CurrentReplicas"] == 0 && s["DesiredReplicas"] == 0
     })
     .await;
-    assert_eq!(server.scale_patches(NS, "worker"), vec![3, 5, 0]);
+    assert_patches(&server, NS, "worker", &[3, 5, 0]).await;
     let slow_writes = server
         .requests("PATCH", "/scale")
         .iter()
@@ -828,7 +836,7 @@ async fn garbage_brokers_under_the_controller_hold_replicas_while_others_scale()
     }
     assert!(garbage_redis.accepted() > 0 && garbage_amqp.accepted() > 0);
     assert!(garbage_beanstalk.accepted() > 1, "beanstalk retried");
-    assert_eq!(server.scale_patches(NS, "good"), vec![3]);
-    assert_eq!(server.scale_patches(NS, "huge"), vec![4]);
+    assert_patches(&server, NS, "good", &[3]).await;
+    assert_patches(&server, NS, "huge", &[4]).await;
     assert_alive(&mut controller);
 }

@@ -173,3 +173,19 @@ pub fn redis_push(port: u16, db: u8, key: &str, n: usize) {
         .query::<()>(&mut conn)
         .expect("LPUSH");
 }
+
+/// Asserts the successful scale PATCHes of `ns/name` are exactly `want`. The double records
+/// a request just after applying it, so a test that saw the replicas change may look a
+/// moment before the PATCH is listed: allow a few seconds for that.
+pub async fn assert_patches(server: &ApiServerDouble, ns: &str, name: &str, want: &[i32]) {
+    let matched = server
+        .wait_for(Duration::from_secs(5), |s| {
+            (s.scale_patches(ns, name) == want).then_some(())
+        })
+        .await;
+    assert!(
+        matched.is_some(),
+        "scale PATCHes of {name}: {:?}, expected {want:?}",
+        server.scale_patches(ns, name)
+    );
+}
