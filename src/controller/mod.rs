@@ -75,10 +75,28 @@ pub(crate) struct WpaMemory {
     history: History,
     /// (generation, when) of the last successful queue subscription.
     subscribed: Option<(i64, Instant)>,
-    /// Our last scale PATCH, trusted over a lagging watch cache for a few seconds.
-    own_write: Option<(i32, Instant)>,
+    /// Our last scale PATCH, trusted over a watch cache that has not caught up with it.
+    own_write: Option<OwnWrite>,
     /// The queue, redacted, for metric labels.
     queue_label: String,
+}
+
+/// Versions of a target remembered per own write; more writes than this while the cache
+/// stays behind only shorten the trust (the cache is then believed a little early).
+const OWN_WRITE_VERSIONS: usize = 16;
+
+/// A scale PATCH this controller made, with what is needed to tell whether a cached read
+/// of the target already includes it.
+#[derive(Debug, Clone)]
+pub(crate) struct OwnWrite {
+    replicas: i32,
+    /// The version the write produced (the PATCH response's resourceVersion).
+    produced: Option<u64>,
+    /// Versions that are this write's past: the versions our reads were based on and the
+    /// versions our earlier writes produced while the cache was behind. A cached read at
+    /// one of these has not seen this write yet.
+    superseded: Vec<u64>,
+    at: Instant,
 }
 
 /// Shared by every reconcile.
@@ -117,8 +135,36 @@ impl Context {
         self.with_memory(key, |m| m.history.record(decision, current, now));
     }
 
-    fn remember_own_write(&self, key: &str, replicas: i32) {
-        self.with_memory(key, |m| m.own_write = Some((replicas, Instant::now())));
+    fn remember_own_write(
+        &self,
+        key: &str,
+        replicas: i32,
+        read_version: Option<u64>,
+        produced: Option<u64>,
+    ) {
+        self.with_memory(key, |m| {
+            // A read that was still behind an earlier write of ours: that write's past and
+            // the version it produced are this write's past too.
+            let mut superseded = match m.own_write.take() {
+                Some(previous)
+                    if read_version.is_some_and(|v| previous.superseded.contains(&v)) =>
+                {
+                    let mut past = previous.superseded;
+                    past.extend(previous.produced);
+                    past
+                }
+                _ => Vec::new(),
+            };
+            superseded.extend(read_version);
+            let excess = superseded.len().saturating_sub(OWN_WRITE_VERSIONS);
+            superseded.drain(..excess);
+            m.own_write = Some(OwnWrite {
+                replicas,
+                produced,
+                superseded,
+                at: Instant::now(),
+            });
+        });
     }
 
     fn with_own_write(&self, key: &str, state: target::TargetState) -> target::TargetState {

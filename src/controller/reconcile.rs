@@ -30,7 +30,9 @@ use crate::scaler::{self, Decision, History, Policy, QueueSnapshot, Reason, Scal
 /// How soon to look again at a WPA whose first metrics have not arrived (the registry also
 /// wakes it when they do).
 const FIRST_POLL_RECHECK: Duration = Duration::from_secs(2);
-/// After our own scale PATCH, trust it over a watch cache that has not caught up yet.
+/// After our own scale PATCH, trust it over a watch cache that has not caught up yet, for
+/// this long when the target carries no resourceVersion to tell (otherwise until the cache
+/// shows any newer version of the target).
 const OWN_WRITE_TRUST: Duration = Duration::from_secs(10);
 /// How soon to look again at a WPA whose change a `behavior` rule is holding back.
 const BEHAVIOR_RECHECK: Duration = Duration::from_secs(1);
@@ -225,10 +227,15 @@ async fn reconcile_wpa(
                     .scale(&namespace, &prepared.target, decision.desired)
                     .await
                 {
-                    Ok(()) => {
+                    Ok(produced) => {
                         let up = decision.desired > current;
                         info!(from = current, to = decision.desired, reason = %decision.reason, "scaled");
-                        ctx.remember_own_write(key, decision.desired);
+                        ctx.remember_own_write(
+                            key,
+                            decision.desired,
+                            target_state.version,
+                            produced,
+                        );
                         ctx.record_decision(key, decision, current, now);
                         ctx.metrics.count_scale(&ctx.labels(key).as_labels(), up);
                         let time = Some(Time(now));
@@ -473,6 +480,23 @@ async fn resolve_credentials(
             }),
         }
     };
+    // A key the WPA names explicitly must exist: silently connecting without it would
+    // only surface later as a confusing authentication failure.
+    let named = [
+        &reference.username_key,
+        &reference.password_key,
+        &reference.authorization_key,
+    ];
+    if let Some(key) = named
+        .into_iter()
+        .flatten()
+        .find(|key| secret.data.as_ref().is_none_or(|d| !d.contains_key(*key)))
+    {
+        return Err(Problem::new(
+            "SecretKeyMissing",
+            format!("Secret {} has no key {key}", reference.name),
+        ));
+    }
     let credentials = Credentials {
         username: read(reference.username_key())?,
         password: read(reference.password_key())?,
@@ -631,11 +655,95 @@ impl WpaMemory {
     }
 
     pub(super) fn trusted_state(&self, mut state: TargetState) -> TargetState {
-        if let Some((replicas, at)) = self.own_write
-            && at.elapsed() < OWN_WRITE_TRUST
-        {
-            state.replicas = replicas;
+        let Some(write) = &self.own_write else {
+            return state;
+        };
+        let cache_behind = match (write.produced, state.version) {
+            // A version from before our write: the watch has not delivered the write yet
+            // (e.g. it is reconnecting), however long that takes. Our write's version or
+            // any other (a later change by someone else) means the cache knows best.
+            (Some(_), Some(now)) => write.superseded.contains(&now),
+            _ => write.at.elapsed() < OWN_WRITE_TRUST,
+        };
+        if cache_behind {
+            state.replicas = write.replicas;
         }
         state
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::OwnWrite;
+    use super::*;
+
+    fn memory(own_write: Option<OwnWrite>) -> WpaMemory {
+        WpaMemory {
+            history: History::default(),
+            subscribed: None,
+            own_write,
+            queue_label: String::new(),
+        }
+    }
+
+    fn state(replicas: i32, version: Option<u64>) -> TargetState {
+        TargetState {
+            replicas,
+            available: replicas,
+            version,
+        }
+    }
+
+    #[test]
+    fn own_write_is_trusted_until_the_cache_shows_a_newer_version() {
+        let write = OwnWrite {
+            replicas: 9,
+            produced: Some(8),
+            superseded: vec![5, 7],
+            // Long past the time-based trust: the versions decide, not the clock.
+            at: Instant::now() - Duration::from_secs(60),
+        };
+        let m = memory(Some(write));
+        assert_eq!(
+            m.trusted_state(state(6, Some(5))).replicas,
+            9,
+            "cache behind"
+        );
+        assert_eq!(
+            m.trusted_state(state(8, Some(7))).replicas,
+            9,
+            "cache at our previous write"
+        );
+        assert_eq!(m.trusted_state(state(9, Some(8))).replicas, 9, "caught up");
+        assert_eq!(
+            m.trusted_state(state(4, Some(10))).replicas,
+            4,
+            "a later change by someone else wins"
+        );
+    }
+
+    #[test]
+    fn without_versions_the_own_write_is_trusted_briefly() {
+        let fresh = OwnWrite {
+            replicas: 3,
+            produced: None,
+            superseded: vec![1],
+            at: Instant::now(),
+        };
+        assert_eq!(
+            memory(Some(fresh.clone()))
+                .trusted_state(state(1, Some(1)))
+                .replicas,
+            3
+        );
+        let old = OwnWrite {
+            at: Instant::now() - OWN_WRITE_TRUST - Duration::from_secs(1),
+            ..fresh
+        };
+        assert_eq!(
+            memory(Some(old)).trusted_state(state(1, Some(1))).replicas,
+            1
+        );
+        assert_eq!(memory(None).trusted_state(state(1, Some(2))).replicas, 1);
     }
 }

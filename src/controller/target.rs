@@ -79,6 +79,18 @@ pub struct TargetState {
     pub replicas: i32,
     /// Replicas available to do work (equal to the status replicas for generic targets).
     pub available: i32,
+    /// Fingerprint of the resourceVersion this was read at. resourceVersions are opaque:
+    /// only "same version or not" is meaningful, which is all a fingerprint has to tell.
+    pub version: Option<u64>,
+}
+
+/// A fingerprint of an object's resourceVersion (see [`TargetState::version`]).
+fn version_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let version = meta.resource_version.as_ref()?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    version.hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +158,7 @@ impl Targets {
                         .as_ref()
                         .and_then(|s| s.available_replicas)
                         .unwrap_or(0),
+                    version: version_of(&deployment.metadata),
                 })
             }
             TargetRef::ReplicaSet(name) => {
@@ -160,6 +173,7 @@ impl Targets {
                         .as_ref()
                         .and_then(|s| s.available_replicas)
                         .unwrap_or(0),
+                    version: version_of(&rs.metadata),
                 })
             }
             TargetRef::Generic { .. } => {
@@ -174,38 +188,38 @@ impl Targets {
         }
     }
 
-    /// PATCHes `/scale` to `replicas`.
+    /// PATCHes `/scale` to `replicas`; returns the fingerprint of the version the write
+    /// produced (see [`TargetState::version`]).
     pub async fn scale(
         &self,
         namespace: &str,
         target: &TargetRef,
         replicas: i32,
-    ) -> Result<(), TargetError> {
+    ) -> Result<Option<u64>, TargetError> {
         let patch = Patch::Merge(json!({ "spec": { "replicas": replicas } }));
         let params = PatchParams::default();
         let api_error = |source: kube::Error| map_api_error(target, source);
-        match target {
+        let scale = match target {
             TargetRef::Deployment(name) => {
                 Api::<Deployment>::namespaced(self.client.clone(), namespace)
                     .patch_scale(name, &params, &patch)
                     .await
-                    .map_err(api_error)?;
+                    .map_err(api_error)?
             }
             TargetRef::ReplicaSet(name) => {
                 Api::<ReplicaSet>::namespaced(self.client.clone(), namespace)
                     .patch_scale(name, &params, &patch)
                     .await
-                    .map_err(api_error)?;
+                    .map_err(api_error)?
             }
-            TargetRef::Generic { .. } => {
-                self.generic_api(namespace, target)
-                    .await?
-                    .patch_scale(target_name(target), &params, &patch)
-                    .await
-                    .map_err(api_error)?;
-            }
-        }
-        Ok(())
+            TargetRef::Generic { .. } => self
+                .generic_api(namespace, target)
+                .await?
+                .patch_scale(target_name(target), &params, &patch)
+                .await
+                .map_err(api_error)?,
+        };
+        Ok(version_of(&scale.metadata))
     }
 
     async fn generic_api(
@@ -278,6 +292,7 @@ fn scale_state(scale: &Scale) -> TargetState {
     TargetState {
         replicas: scale.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0),
         available: scale.status.as_ref().map_or(0, |s| s.replicas),
+        version: version_of(&scale.metadata),
     }
 }
 

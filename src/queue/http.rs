@@ -196,10 +196,14 @@ pub fn parse_metrics(body: &[u8], sampled_at: jiff::Timestamp) -> Result<QueueMe
     let count = |name: &str| -> Result<Option<u64>, String> {
         match fields.get(name) {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(n)) => match n.as_u64() {
-                Some(v) => Ok(Some(v)),
-                None if n.as_i64().is_some() => Err(format!("`{name}` is negative ({n})")),
-                None => Err(format!("`{name}` is not a whole number ({n})")),
+            Some(Value::Number(n)) => match (n.as_u64(), n.as_f64()) {
+                (Some(v), _) => Ok(Some(v)),
+                (None, Some(f)) if f < 0.0 => Err(format!("`{name}` is negative ({n})")),
+                // Beyond u64 serde_json only keeps a float: say "too large", not "not whole".
+                (None, Some(f)) if f.is_finite() && f.fract() == 0.0 => {
+                    Err(format!("`{name}` is too large ({n}; at most {})", u64::MAX))
+                }
+                (None, _) => Err(format!("`{name}` is not a whole number ({n})")),
             },
             Some(other) => Err(format!(
                 "`{name}` must be a non-negative integer or null, not {}",
@@ -274,7 +278,8 @@ mod tests {
             (r#"{"visible": null}"#, "`visible` is missing"),
             (r#"{"visible": -1}"#, "`visible` is negative"),
             (r#"{"visible": 1.5}"#, "`visible` is not a whole number"),
-            (r#"{"visible": 1e30}"#, "`visible` is not a whole number"),
+            (r#"{"visible": 1e30}"#, "`visible` is too large"),
+            (r#"{"visible": -1e30}"#, "`visible` is negative"),
             (
                 r#"{"visible": "3"}"#,
                 "`visible` must be a non-negative integer",
@@ -293,7 +298,7 @@ mod tests {
             ),
             (
                 r#"{"visible": 18446744073709551616}"#,
-                "`visible` is not a whole number",
+                "`visible` is too large",
             ),
         ];
         for (body, expected) in cases {

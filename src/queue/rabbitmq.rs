@@ -292,9 +292,10 @@ impl RabbitmqProvider {
                 queue,
                 detail: detail.clone(),
             },
+            // lapin's parser errors are opaque ("ParserErrors { .. }"): say what they mean.
             ErrorKind::ParsingError(e) => QueueError::BadResponse {
                 queue,
-                detail: e.to_string(),
+                detail: format!("not an AMQP 0-9-1 answer ({e})"),
             },
             _ => QueueError::Unavailable {
                 queue,

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -22,6 +22,18 @@ impl ControllerProcess {
     /// Starts the controller with a kubeconfig for `server` and fast test settings; `extra`
     /// flags come last and override them.
     pub fn start(server: &ApiServerDouble, dir: &Path, name: &str, extra: &[&str]) -> Self {
+        Self::start_with_env(server, dir, name, extra, &[])
+    }
+
+    /// As [`Self::start`], with extra environment variables for the process (e.g. AWS
+    /// credentials for the SDK's default chain).
+    pub fn start_with_env(
+        server: &ApiServerDouble,
+        dir: &Path,
+        name: &str,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Self {
         let kubeconfig = dir.join(format!("{name}.kubeconfig"));
         server
             .write_kubeconfig(&kubeconfig)
@@ -49,7 +61,9 @@ impl ControllerProcess {
             .env_remove("RUST_LOG")
             .env_remove("KUBECONFIG")
             .env("POD_NAME", name)
-            .stdout(Stdio::null())
+            .envs(envs.iter().copied())
+            // The controller logs to stdout (tracing's default); panics go to stderr.
+            .stdout(log_file.try_clone().expect("clone log file"))
             .stderr(log_file)
             .spawn()
             .expect("controller starts");
@@ -77,8 +91,11 @@ impl ControllerProcess {
         }
     }
 
+    /// The log so far; lossy, so that one stray byte does not hide the whole log.
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        std::fs::read(&self.log)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default()
     }
 
     /// SIGKILL: the process gets no chance to release anything.

@@ -6,3 +6,5 @@ pub mod broker_procs;
 pub mod brokers;
 pub mod brokers_amqp;
 pub mod controller;
+pub mod e2e;
+pub mod garbage;
