@@ -625,7 +625,14 @@ fn iam_policy_grants_exactly_the_documented_actions() {
     }
     assert_eq!(
         actions,
-        BTreeSet::from(["sqs:GetQueueAttributes", "sqs:ReceiveMessage"].map(str::to_owned))
+        BTreeSet::from(
+            [
+                "cloudwatch:GetMetricData",
+                "sqs:GetQueueAttributes",
+                "sqs:ReceiveMessage"
+            ]
+            .map(str::to_owned)
+        )
     );
     // docs/install.md explains each action.
     let docs = read(&repo().join("docs/install.md"));

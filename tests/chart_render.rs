@@ -108,6 +108,7 @@ fn expected_args(values: &Value) -> Vec<String> {
     }
     for (flag, key) in [
         ("sqs-receive-long-poll", "sqsReceiveLongPoll"),
+        ("sqs-cloudwatch", "sqsCloudwatch"),
         ("dry-run", "dryRun"),
     ] {
         if b(key) {

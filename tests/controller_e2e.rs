@@ -13,11 +13,10 @@ use support::brokers_amqp;
 use support::controller::{
     ControllerProcess, condition, event_reasons, metric_value, wpa, wpa_status,
 };
+use support::e2e::{self, WAIT, spec, start_server};
 
 const NS: &str = "workers";
 const DB: u8 = 5;
-/// Generous: the machine is shared and slow; fast paths finish long before.
-const WAIT: Duration = Duration::from_secs(40);
 
 fn redis_uri(queue: &str) -> String {
     format!("redis://127.0.0.1:{}/{DB}/{queue}", redis_port())
@@ -41,16 +40,6 @@ fn drain(queue: &str) {
         .expect("DEL");
 }
 
-fn spec(queue_uri: &str, deployment: &str, min: i32, max: i32, target: i32) -> Value {
-    json!({
-        "minReplicas": min,
-        "maxReplicas": max,
-        "targetMessagesPerWorker": target,
-        "deploymentName": deployment,
-        "queueURI": queue_uri,
-    })
-}
-
 /// A fresh API double, a temp dir for logs and kubeconfig, and a unique queue name.
 async fn setup(prefix: &str) -> (ApiServerDouble, tempfile::TempDir, String) {
     let server = start_server().await;
@@ -60,23 +49,11 @@ async fn setup(prefix: &str) -> (ApiServerDouble, tempfile::TempDir, String) {
 
 /// A worker Deployment at zero replicas and the WPA that scales it, both named `name`.
 fn add_worker(server: &ApiServerDouble, name: &str, spec: Value) {
-    server
-        .insert(objects::deployment(NS, name, 0))
-        .expect("deployment");
-    server.insert(wpa(NS, name, spec)).expect("wpa");
-}
-
-async fn start_server() -> ApiServerDouble {
-    let server = ApiServerDouble::start().await.expect("API double starts");
-    // Deployments report their replicas as available as soon as they are scaled.
-    server.simulate_workloads(Some(Duration::ZERO));
-    server
+    e2e::add_worker(server, NS, name, 0, spec);
 }
 
 fn deployment_replicas(server: &ApiServerDouble, name: &str) -> Option<i64> {
-    server
-        .get(&Gvr::DEPLOYMENTS, Some(NS), name)
-        .and_then(|d| d["spec"]["replicas"].as_i64())
+    e2e::replicas(server, &Gvr::DEPLOYMENTS, NS, name)
 }
 
 async fn wait_replicas(
@@ -86,42 +63,7 @@ async fn wait_replicas(
     what: &str,
     controller: &ControllerProcess,
 ) {
-    let reached = server
-        .wait_for(WAIT, |s| {
-            (s.get(&Gvr::DEPLOYMENTS, Some(NS), name)?["spec"]["replicas"].as_i64() == Some(want))
-                .then_some(())
-        })
-        .await;
-    assert!(
-        reached.is_some(),
-        "{what}: {name} never reached {want} replicas (now {:?}, patches {:?}, status {})\ncontroller log:\n{}",
-        deployment_replicas(server, name),
-        server.scale_patches(NS, name),
-        wpa_status(server, NS, name),
-        controller.log_text()
-    );
-}
-
-/// Waits until the WPA's status satisfies `check`; returns that status.
-async fn wait_status(
-    server: &ApiServerDouble,
-    name: &str,
-    what: &str,
-    check: impl Fn(&Value) -> bool,
-) -> Value {
-    let found = server
-        .wait_for(WAIT, |s| {
-            let status = s.get(&Gvr::WORKER_POD_AUTOSCALERS, Some(NS), name)?["status"].clone();
-            check(&status).then_some(status)
-        })
-        .await;
-    match found {
-        Some(status) => status,
-        None => panic!(
-            "{what}: status of {name} never matched: {}",
-            wpa_status(server, NS, name)
-        ),
-    }
+    e2e::wait_replicas(server, NS, name, want, what, controller).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -135,7 +77,7 @@ async fn redis_list_scales_from_zero_up_and_back_to_zero() {
     let mut controller = ControllerProcess::start(&server, dir.path(), "redis", &[]);
 
     // Ready once the empty queue has been polled: no scaling at zero backlog.
-    wait_status(&server, "worker", "first poll", |s| {
+    e2e::wait_status(&server, NS, "worker", "first poll", &controller, |s| {
         condition(s, "MetricsAvailable").is_some_and(|c| c["status"] == "True")
     })
     .await;
@@ -157,15 +99,20 @@ async fn redis_list_scales_from_zero_up_and_back_to_zero() {
     // Backlog 35 at 10 per worker: 4 workers.
     push(&queue, 34);
     wait_replicas(&server, "worker", 4, "backlog", &controller).await;
-    wait_status(&server, "worker", "backlog reported", |s| {
-        s["CurrentMessages"] == 35 && s["DesiredReplicas"] == 4 && s["CurrentReplicas"] == 4
-    })
+    e2e::wait_status(
+        &server,
+        NS,
+        "worker",
+        "backlog reported",
+        &controller,
+        |s| s["CurrentMessages"] == 35 && s["DesiredReplicas"] == 4 && s["CurrentReplicas"] == 4,
+    )
     .await;
 
     // Queue drained: back to zero only once the workers count as idle.
     drain(&queue);
     wait_replicas(&server, "worker", 0, "idle", &controller).await;
-    let status = wait_status(&server, "worker", "scaled to zero", |s| {
+    let status = e2e::wait_status(&server, NS, "worker", "scaled to zero", &controller, |s| {
         s["CurrentReplicas"] == 0
     })
     .await;
@@ -304,7 +251,7 @@ async fn bounds_disruption_and_dry_run() {
     push(&capped, 100);
     push(&dry, 100);
     wait_replicas(&server, "capped", 3, "capped at max", &controller).await;
-    wait_status(&server, "capped", "limited by max", |s| {
+    e2e::wait_status(&server, NS, "capped", "limited by max", &controller, |s| {
         condition(s, "ScalingLimited").is_some_and(|c| c["status"] == "True")
     })
     .await;
@@ -320,7 +267,7 @@ async fn bounds_disruption_and_dry_run() {
     );
 
     // The dry-run WPA decided but never scaled.
-    let status = wait_status(&server, "dry", "dry run decides", |s| {
+    let status = e2e::wait_status(&server, NS, "dry", "dry run decides", &controller, |s| {
         s["DesiredReplicas"] == 10
     })
     .await;
@@ -388,7 +335,7 @@ async fn invalid_wpas_are_reported_while_valid_ones_keep_scaling() {
         ("min-above-max", "InvalidSpec"),
         ("no-secret", "SecretNotFound"),
     ] {
-        wait_status(&server, name, reason, |s| {
+        e2e::wait_status(&server, NS, name, reason, &controller, |s| {
             condition(s, "Ready").is_some_and(|c| c["reason"] == reason)
         })
         .await;
@@ -486,12 +433,9 @@ async fn api_faults_are_survived_without_duplicate_scaling() {
         &controller,
     )
     .await;
-    let patches = server.scale_patches(NS, "worker");
-    assert_eq!(
-        patches,
-        vec![3, 4],
-        "one successful PATCH per change, no duplicates"
-    );
+    // One successful PATCH per change, no duplicates (the double applies a PATCH before it
+    // records it, so wait for the record).
+    e2e::assert_patches(&server, NS, "worker", &[3, 4]).await;
     assert!(!controller.log_text().contains("panicked"));
     drain(&queue);
 }
@@ -569,12 +513,12 @@ async fn behavior_rate_limits_scale_up() {
 
     push(&queue, 40);
     wait_replicas(&server, "worker", 4, "rate-limited scale-up", &controller).await;
-    assert_eq!(
-        server.scale_patches(NS, "worker"),
-        vec![1, 2, 3, 4],
-        "one pod per step"
-    );
-    wait_status(&server, "worker", "reported", |s| s["DesiredReplicas"] == 4).await;
+    // One pod per step.
+    e2e::assert_patches(&server, NS, "worker", &[1, 2, 3, 4]).await;
+    e2e::wait_status(&server, NS, "worker", "reported", &controller, |s| {
+        s["DesiredReplicas"] == 4
+    })
+    .await;
     drain(&queue);
 }
 

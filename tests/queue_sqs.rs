@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::config::{BehaviorVersion, Credentials as AwsCredentials, Region};
 use support::broker_procs::{eventually, start_moto, unique, wait_for_port};
+use support::cloudwatch::CloudWatchDouble;
 use wpa::queue::sqs::SqsProvider;
 use wpa::queue::uri::SqsUri;
 use wpa::queue::{Credentials, ProviderKind, ProviderOptions, QueueError, QueueProvider};
@@ -335,4 +336,97 @@ async fn error_answers_map_to_denied_unavailable_and_bad_response() {
         // The secret access key never shows up in errors.
         assert!(!format!("{err} {err:?}").contains("s3cr3t"), "{err:?}");
     }
+}
+
+fn cloudwatch_opts(endpoint: &str) -> ProviderOptions {
+    ProviderOptions {
+        sqs_cloudwatch: true,
+        sqs_cloudwatch_endpoint: Some(endpoint.to_string()),
+        ..opts()
+    }
+}
+
+#[tokio::test]
+async fn cloudwatch_gives_the_sent_rate_and_receives_veto_idleness() {
+    let cloudwatch = CloudWatchDouble::start().await;
+    let sqs = client(SHARED_PORT);
+    let name = unique("wpa-cw");
+    let url = create_queue(&sqs, &name).await;
+    let uri = sqs_uri(SHARED_PORT, &url, &name);
+
+    // Receives in the lookback: the workers are busy although the queue looks empty.
+    cloudwatch.set_values("NumberOfMessagesReceived", &[0.0, 4.0, 1.0]);
+    cloudwatch.set_values("NumberOfMessagesSent", &[20.0, 25.0, 15.0]);
+    let mut provider = SqsProvider::connect(&uri, &creds(), &cloudwatch_opts(&cloudwatch.url()))
+        .await
+        .unwrap();
+    let m = provider.poll().await.unwrap();
+    assert_eq!((m.visible, m.in_flight), (0, Some(0)));
+    assert_eq!(m.idle, Some(false), "receives veto idleness");
+    // 60 messages sent over the 10-minute lookback.
+    assert_eq!(m.sent_per_minute, Some(6));
+
+    // Both metrics of this queue were asked for, in one request, as per-minute sums.
+    let asked = cloudwatch.asked();
+    assert_eq!(asked.len(), 1);
+    let mut names: Vec<&str> = asked[0]
+        .metrics
+        .iter()
+        .map(|m| m.metric_name.as_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["NumberOfMessagesReceived", "NumberOfMessagesSent"]);
+    for metric in &asked[0].metrics {
+        assert_eq!(
+            (
+                metric.namespace.as_str(),
+                metric.queue_name.as_str(),
+                metric.stat.as_str()
+            ),
+            ("AWS/SQS", name.as_str(), "Sum")
+        );
+    }
+    assert!(
+        asked[0].path.ends_with("/operation/GetMetricData"),
+        "{}",
+        asked[0].path
+    );
+
+    // Polls within the refresh interval reuse the answer: CloudWatch bills per metric.
+    provider.poll().await.unwrap();
+    assert_eq!(cloudwatch.asked().len(), 1);
+
+    // No receives: CloudWatch does not declare idleness (it lags); the idle window does.
+    cloudwatch.set_values("NumberOfMessagesReceived", &[0.0, 0.0]);
+    cloudwatch.set_values("NumberOfMessagesSent", &[]);
+    let mut quiet = SqsProvider::connect(&uri, &creds(), &cloudwatch_opts(&cloudwatch.url()))
+        .await
+        .unwrap();
+    let m = quiet.poll().await.unwrap();
+    assert_eq!((m.idle, m.sent_per_minute), (None, Some(0)));
+}
+
+#[tokio::test]
+async fn cloudwatch_failures_leave_the_signals_unknown_and_the_backlog_reported() {
+    let cloudwatch = CloudWatchDouble::start().await;
+    cloudwatch.set_failing(true);
+    let sqs = client(SHARED_PORT);
+    let name = unique("wpa-cw-down");
+    let url = create_queue(&sqs, &name).await;
+    send(&sqs, &url, "work", 0).await;
+    let mut provider = SqsProvider::connect(
+        &sqs_uri(SHARED_PORT, &url, &name),
+        &creds(),
+        &cloudwatch_opts(&cloudwatch.url()),
+    )
+    .await
+    .unwrap();
+    let m = provider.poll().await.unwrap();
+    assert_eq!(m.visible, 1, "the queue's own counters still count");
+    assert_eq!(
+        (m.idle, m.sent_per_minute),
+        (None, None),
+        "unknown, never zero"
+    );
+    assert!(!cloudwatch.asked().is_empty(), "CloudWatch was asked");
 }

@@ -84,6 +84,14 @@ pub struct RunArgs {
     /// (raises receive counts, which matters with redrive policies).
     #[arg(long, env = "WPA_SQS_RECEIVE_LONG_POLL", default_value_t = false)]
     pub sqs_receive_long_poll: bool,
+    /// Read SQS receive and send activity from CloudWatch (practo's source): receives over
+    /// the last 10 minutes keep workers from counting as idle, sends give the rate
+    /// secondsToProcessOneJob needs. Needs cloudwatch:GetMetricData.
+    #[arg(long, env = "WPA_SQS_CLOUDWATCH", default_value_t = false)]
+    pub sqs_cloudwatch: bool,
+    /// CloudWatch endpoint URL for --sqs-cloudwatch (VPC endpoint, LocalStack).
+    #[arg(long, env = "WPA_SQS_CLOUDWATCH_ENDPOINT")]
+    pub sqs_cloudwatch_endpoint: Option<String>,
     /// Compute and report decisions for every WPA without scaling anything.
     #[arg(long, env = "WPA_DRY_RUN", default_value_t = false)]
     pub dry_run: bool,
@@ -203,6 +211,8 @@ impl RunArgs {
                 .map(str::to_string),
             sqs_receive_long_poll: self.sqs_receive_long_poll,
             sqs_long_poll_seconds: self.sqs_long_poll_interval,
+            sqs_cloudwatch: self.sqs_cloudwatch,
+            sqs_cloudwatch_endpoint: self.sqs_cloudwatch_endpoint.clone(),
             idle_window: Duration::from_secs(self.idle_window),
             ..ProviderOptions::default()
         }

@@ -91,11 +91,11 @@ const OWN_WRITE_VERSIONS: usize = 16;
 pub(crate) struct OwnWrite {
     replicas: i32,
     /// The version the write produced (the PATCH response's resourceVersion).
-    produced: Option<u64>,
+    produced: Option<target::ResourceVersion>,
     /// Versions that are this write's past: the versions our reads were based on and the
     /// versions our earlier writes produced while the cache was behind. A cached read at
     /// one of these has not seen this write yet.
-    superseded: Vec<u64>,
+    superseded: Vec<target::ResourceVersion>,
     at: Instant,
 }
 
@@ -139,8 +139,8 @@ impl Context {
         &self,
         key: &str,
         replicas: i32,
-        read_version: Option<u64>,
-        produced: Option<u64>,
+        read_version: Option<target::ResourceVersion>,
+        produced: Option<target::ResourceVersion>,
     ) {
         self.with_memory(key, |m| {
             // A read that was still behind an earlier write of ours: that write's past and

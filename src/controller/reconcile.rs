@@ -662,7 +662,12 @@ impl WpaMemory {
             // A version from before our write: the watch has not delivered the write yet
             // (e.g. it is reconnecting), however long that takes. Our write's version or
             // any other (a later change by someone else) means the cache knows best.
-            (Some(_), Some(now)) => write.superseded.contains(&now),
+            // Numbered versions order reads: anything before our write is behind it (e.g. a
+            // status update that landed between our read and our PATCH). Opaque ones only
+            // tell "one of the versions our write replaced".
+            (Some(produced), Some(now)) => now
+                .is_older_than(produced)
+                .unwrap_or_else(|| write.superseded.contains(&now)),
             _ => write.at.elapsed() < OWN_WRITE_TRUST,
         };
         if cache_behind {
@@ -675,6 +680,7 @@ impl WpaMemory {
 #[cfg(test)]
 mod tests {
     use super::super::OwnWrite;
+    use super::super::target::ResourceVersion;
     use super::*;
 
     fn memory(own_write: Option<OwnWrite>) -> WpaMemory {
@@ -690,7 +696,15 @@ mod tests {
         TargetState {
             replicas,
             available: replicas,
-            version,
+            version: version.map(ResourceVersion::Opaque),
+        }
+    }
+
+    fn at_revision(replicas: i32, revision: u64) -> TargetState {
+        TargetState {
+            replicas,
+            available: replicas,
+            version: Some(ResourceVersion::Revision(revision)),
         }
     }
 
@@ -698,8 +712,8 @@ mod tests {
     fn own_write_is_trusted_until_the_cache_shows_a_newer_version() {
         let write = OwnWrite {
             replicas: 9,
-            produced: Some(8),
-            superseded: vec![5, 7],
+            produced: Some(ResourceVersion::Opaque(8)),
+            superseded: vec![ResourceVersion::Opaque(5), ResourceVersion::Opaque(7)],
             // Long past the time-based trust: the versions decide, not the clock.
             at: Instant::now() - Duration::from_secs(60),
         };
@@ -723,11 +737,40 @@ mod tests {
     }
 
     #[test]
+    fn numbered_versions_before_our_write_are_behind_it() {
+        // Read at 5, PATCHed (producing 8); meanwhile something else wrote 6 (e.g. the
+        // Deployment's status). A cache at 6 has not seen our write even though we never
+        // read 6: only 8 or later has.
+        let write = OwnWrite {
+            replicas: 9,
+            produced: Some(ResourceVersion::Revision(8)),
+            superseded: vec![ResourceVersion::Revision(5)],
+            at: Instant::now() - Duration::from_secs(60),
+        };
+        let m = memory(Some(write));
+        assert_eq!(m.trusted_state(at_revision(4, 6)).replicas, 9, "behind");
+        assert_eq!(m.trusted_state(at_revision(9, 8)).replicas, 9, "caught up");
+        assert_eq!(
+            m.trusted_state(at_revision(3, 11)).replicas,
+            3,
+            "a later change by someone else wins"
+        );
+        assert_eq!(
+            ResourceVersion::parse("123"),
+            ResourceVersion::Revision(123)
+        );
+        assert!(matches!(
+            ResourceVersion::parse("a1b2"),
+            ResourceVersion::Opaque(_)
+        ));
+    }
+
+    #[test]
     fn without_versions_the_own_write_is_trusted_briefly() {
         let fresh = OwnWrite {
             replicas: 3,
             produced: None,
-            superseded: vec![1],
+            superseded: vec![ResourceVersion::Opaque(1)],
             at: Instant::now(),
         };
         assert_eq!(

@@ -79,18 +79,47 @@ pub struct TargetState {
     pub replicas: i32,
     /// Replicas available to do work (equal to the status replicas for generic targets).
     pub available: i32,
-    /// Fingerprint of the resourceVersion this was read at. resourceVersions are opaque:
-    /// only "same version or not" is meaningful, which is all a fingerprint has to tell.
-    pub version: Option<u64>,
+    /// The resourceVersion this was read at.
+    pub version: Option<ResourceVersion>,
 }
 
-/// A fingerprint of an object's resourceVersion (see [`TargetState::version`]).
-fn version_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
-    let version = meta.resource_version.as_ref()?;
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    version.hash(&mut hasher);
-    Some(hasher.finish())
+/// A resourceVersion, as far as it can be compared. The API conventions call it opaque, but
+/// every etcd-backed apiserver (and the test double) hands out etcd revisions: numbers that
+/// grow with every write. Those tell an older cached read from a newer one; anything else is
+/// kept as a fingerprint that only tells "same version or not".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResourceVersion {
+    Revision(u64),
+    Opaque(u64),
+}
+
+impl ResourceVersion {
+    pub fn parse(version: &str) -> Self {
+        match version.parse() {
+            Ok(revision) => ResourceVersion::Revision(revision),
+            Err(_) => {
+                use std::hash::{Hash, Hasher};
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                version.hash(&mut hasher);
+                ResourceVersion::Opaque(hasher.finish())
+            }
+        }
+    }
+
+    /// `Some(true)` when `self` is known to come before `other`; `None` when the two cannot
+    /// be ordered.
+    pub fn is_older_than(self, other: ResourceVersion) -> Option<bool> {
+        match (self, other) {
+            (ResourceVersion::Revision(a), ResourceVersion::Revision(b)) => Some(a < b),
+            _ => None,
+        }
+    }
+}
+
+fn version_of(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Option<ResourceVersion> {
+    meta.resource_version.as_deref().map(ResourceVersion::parse)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -195,7 +224,7 @@ impl Targets {
         namespace: &str,
         target: &TargetRef,
         replicas: i32,
-    ) -> Result<Option<u64>, TargetError> {
+    ) -> Result<Option<ResourceVersion>, TargetError> {
         let patch = Patch::Merge(json!({ "spec": { "replicas": replicas } }));
         let params = PatchParams::default();
         let api_error = |source: kube::Error| map_api_error(target, source);

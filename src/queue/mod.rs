@@ -18,6 +18,7 @@ pub mod rabbitmq;
 pub mod redis;
 pub mod registry;
 pub mod sqs;
+pub mod sqs_cloudwatch;
 pub mod uri;
 
 pub use uri::{QueueUri, UriError};
@@ -95,9 +96,12 @@ pub struct ProviderOptions {
     pub sqs_receive_long_poll: bool,
     /// WaitTimeSeconds for that long poll (practo's `--sqs-long-poll-interval`, 0..=20).
     pub sqs_long_poll_seconds: u32,
-    /// Ask CloudWatch for NumberOfMessagesReceived/Sent (practo behaviour). Off where no
+    /// Ask CloudWatch for NumberOfMessagesReceived/Sent (practo's signals). Off where no
     /// CloudWatch exists (moto, ElasticMQ).
     pub sqs_cloudwatch: bool,
+    /// CloudWatch endpoint override (a VPC endpoint, LocalStack); `None`: the AWS default
+    /// (which also honours `AWS_ENDPOINT_URL_CLOUDWATCH`).
+    pub sqs_cloudwatch_endpoint: Option<String>,
     /// Timeout of one broker request.
     pub request_timeout: Duration,
     /// How long the backlog must stay at zero (and no receives seen) before workers count
@@ -112,6 +116,7 @@ impl Default for ProviderOptions {
             sqs_receive_long_poll: false,
             sqs_long_poll_seconds: 20,
             sqs_cloudwatch: false,
+            sqs_cloudwatch_endpoint: None,
             request_timeout: Duration::from_secs(5),
             idle_window: Duration::from_secs(60),
         }

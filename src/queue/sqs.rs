@@ -6,11 +6,12 @@
 //! (delayed). These are SQS's own approximations: they can lag by seconds.
 //!
 //! Cannot see: consumers (SQS has no such notion), a publish rate and receive activity.
-//! Those live in CloudWatch (`NumberOfMessagesSent` / `NumberOfMessagesReceived`), which
-//! this provider does not query: `sent_per_minute` and `idle` are `None`, and the
-//! registry infers idleness from visible and in-flight staying at zero for the idle
-//! window. Without CloudWatch, a worker that received a message and deleted it between
-//! two polls is invisible; the idle window is what keeps that from scaling to zero.
+//! Those live in CloudWatch; with `--sqs-cloudwatch` they are read from there (see
+//! [`super::sqs_cloudwatch`]): receives over the last ten minutes veto idleness and
+//! `NumberOfMessagesSent` gives `sent_per_minute`. Without it `sent_per_minute` and `idle`
+//! are `None` and the registry infers idleness from visible and in-flight staying at zero
+//! for the idle window; a worker that received a message and deleted it between two polls
+//! is then invisible, and the idle window is what keeps that from scaling to zero.
 //!
 //! Opt-in long polling (`sqs_receive_long_poll`): when a poll finds nothing visible and
 //! nothing in flight, the provider waits in `ReceiveMessage` (WaitTimeSeconds =
@@ -24,7 +25,7 @@
 //! profile, container and instance metadata).
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
@@ -34,6 +35,7 @@ use aws_sdk_sqs::config::{BehaviorVersion, Region};
 use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::QueueAttributeName;
 
+use super::sqs_cloudwatch::{self, CloudWatchActivity};
 use super::uri::SqsUri;
 use super::{Credentials, ProviderKind, ProviderOptions, QueueError, QueueMetrics, QueueProvider};
 
@@ -64,6 +66,7 @@ pub struct SqsProvider {
     queue_url: String,
     long_poll: Option<Duration>,
     request_timeout: Duration,
+    cloudwatch: Option<CloudWatchActivity>,
 }
 
 /// The three counters of one `GetQueueAttributes` answer.
@@ -113,18 +116,27 @@ impl SqsProvider {
         let long_poll = (opts.sqs_receive_long_poll && opts.sqs_long_poll_seconds > 0).then(|| {
             Duration::from_secs(u64::from(opts.sqs_long_poll_seconds.min(MAX_WAIT_SECONDS)))
         });
-        if opts.sqs_cloudwatch {
-            tracing::warn!(
-                queue = %uri.queue_url,
-                "CloudWatch metrics are not queried by this SQS provider: sent rate and idleness \
-                 are unknown, idleness is inferred from the backlog over the idle window"
-            );
-        }
+        let cloudwatch = opts.sqs_cloudwatch.then(|| {
+            let mut config = aws_sdk_cloudwatch::config::Builder::from(&shared)
+                .timeout_config(cloudwatch_timeouts(opts.request_timeout))
+                .retry_config(
+                    aws_sdk_cloudwatch::config::retry::RetryConfig::standard().with_max_attempts(2),
+                );
+            if let Some(endpoint) = &opts.sqs_cloudwatch_endpoint {
+                config = config.endpoint_url(endpoint);
+            }
+            CloudWatchActivity::new(
+                aws_sdk_cloudwatch::Client::from_conf(config.build()),
+                sqs_cloudwatch::queue_name(&uri.queue_url).to_string(),
+                opts.idle_window,
+            )
+        });
         Ok(Self {
             client: Client::from_conf(config.build()),
             queue_url: uri.queue_url.clone(),
             long_poll,
             request_timeout: opts.request_timeout,
+            cloudwatch,
         })
     }
 
@@ -185,6 +197,13 @@ impl SqsProvider {
     }
 }
 
+fn cloudwatch_timeouts(operation: Duration) -> aws_sdk_cloudwatch::config::timeout::TimeoutConfig {
+    aws_sdk_cloudwatch::config::timeout::TimeoutConfig::builder()
+        .operation_timeout(operation)
+        .operation_attempt_timeout(operation)
+        .build()
+}
+
 fn timeouts(operation: Duration) -> TimeoutConfig {
     TimeoutConfig::builder()
         .operation_timeout(operation)
@@ -212,13 +231,19 @@ impl QueueProvider for SqsProvider {
                 counts.visible = counts.visible.max(received);
             }
         }
+        let activity = match &mut self.cloudwatch {
+            Some(cloudwatch) => cloudwatch.activity(Instant::now()).await,
+            None => None,
+        };
         Ok(QueueMetrics {
             visible: counts.visible,
             in_flight: Some(counts.not_visible),
             delayed: Some(counts.delayed),
-            sent_per_minute: None,
+            // Whole messages per minute; the rate is a float average over the lookback.
+            sent_per_minute: activity.map(|a| a.sent_per_minute.round() as u64),
             consumers: None,
-            idle: None,
+            // Receives veto idleness; their absence leaves it to the idle window.
+            idle: activity.and_then(|a| (a.received > 0.0).then_some(false)),
             sampled_at: jiff::Timestamp::now(),
         })
     }

@@ -5,6 +5,7 @@ pub mod apiserver;
 pub mod broker_procs;
 pub mod brokers;
 pub mod brokers_amqp;
+pub mod cloudwatch;
 pub mod controller;
 pub mod e2e;
 pub mod garbage;
