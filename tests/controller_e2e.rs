@@ -23,13 +23,7 @@ fn redis_uri(queue: &str) -> String {
 }
 
 fn push(queue: &str, n: usize) {
-    let mut conn = redis_conn(redis_port(), DB);
-    let items: Vec<String> = (0..n).map(|i| format!("job-{i}")).collect();
-    redis::cmd("LPUSH")
-        .arg(queue)
-        .arg(&items)
-        .query::<()>(&mut conn)
-        .expect("LPUSH");
+    e2e::redis_push(redis_port(), DB, queue, n);
 }
 
 fn drain(queue: &str) {

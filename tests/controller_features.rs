@@ -266,12 +266,7 @@ fn redis_push_auth(port: u16, password: &str, key: &str, n: usize) {
     let client = redis::Client::open(format!("redis://:{password}@127.0.0.1:{port}/0"))
         .expect("redis client");
     let mut conn = client.get_connection().expect("connect with the password");
-    let items: Vec<String> = (0..n).map(|i| format!("job-{i}")).collect();
-    redis::cmd("LPUSH")
-        .arg(key)
-        .arg(&items)
-        .query::<()>(&mut conn)
-        .expect("LPUSH");
+    support::e2e::lpush_jobs(&mut conn, key, n);
 }
 
 fn statefulset(name: &str, replicas: i32) -> Value {

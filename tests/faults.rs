@@ -378,14 +378,24 @@ async fn sqs_killed_and_restarted_under_the_controller() {
     assert_alive(&mut controller);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn slow_scale_and_status_writes_give_exactly_one_patch_per_change() {
+/// A private Redis and an API double holding Deployment `worker` at 0 replicas with its WPA
+/// (min 0, `max`, 10 messages per worker) on a fresh list of that Redis.
+async fn redis_worker(
+    prefix: &str,
+    max: i32,
+) -> (tempfile::TempDir, RedisServer, ApiServerDouble, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let redis = RedisServer::start(&[]);
     let server = start_server().await;
-    let queue = unique("faults-slow");
+    let queue = unique(prefix);
     let uri = format!("redis://127.0.0.1:{}/0/{queue}", redis.port);
-    add_worker(&server, NS, "worker", 0, spec(&uri, "worker", 0, 10, 10));
+    add_worker(&server, NS, "worker", 0, spec(&uri, "worker", 0, max, 10));
+    (dir, redis, server, queue)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_scale_and_status_writes_give_exactly_one_patch_per_change() {
+    let (dir, redis, server, queue) = redis_worker("faults-slow", 10).await;
     // Every scale write takes 1.5 s, every status write 1 s: reconciles overlap with new
     // queue wakeups and with the watch events of their own writes.
     server.inject(
@@ -437,12 +447,7 @@ async fn slow_scale_and_status_writes_give_exactly_one_patch_per_change() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn watches_dropped_again_and_again_converge_without_duplicate_or_lost_patches() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let redis = RedisServer::start(&[]);
-    let server = start_server().await;
-    let queue = unique("faults-watch");
-    let uri = format!("redis://127.0.0.1:{}/0/{queue}", redis.port);
-    add_worker(&server, NS, "worker", 0, spec(&uri, "worker", 0, 20, 10));
+    let (dir, redis, server, queue) = redis_worker("faults-watch", 20).await;
     // A short resync: reconciles keep coming while the watches are broken.
     let mut controller =
         ControllerProcess::start(&server, dir.path(), "watches", &["--resync-period=2"]);

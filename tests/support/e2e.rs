@@ -165,12 +165,16 @@ pub fn assert_alive(controller: &mut ControllerProcess) {
 
 /// `LPUSH key` `n` jobs on a Redis server.
 pub fn redis_push(port: u16, db: u8, key: &str, n: usize) {
-    let mut conn = super::brokers::redis_conn(port, db);
+    lpush_jobs(&mut super::brokers::redis_conn(port, db), key, n);
+}
+
+/// `LPUSH key` `n` jobs on an open connection.
+pub fn lpush_jobs(conn: &mut redis::Connection, key: &str, n: usize) {
     let items: Vec<String> = (0..n).map(|i| format!("job-{i}")).collect();
     redis::cmd("LPUSH")
         .arg(key)
         .arg(&items)
-        .query::<()>(&mut conn)
+        .query::<()>(conn)
         .expect("LPUSH");
 }
 
