@@ -277,7 +277,7 @@ impl QueueUri {
                 );
                 if let Some(m) = &u.management {
                     s.push_str("?management=");
-                    s.push_str(&encode(&redact_input(m)));
+                    s.push_str(&encode(&redact_url(m)));
                 }
                 s
             }
@@ -316,21 +316,7 @@ impl QueueUri {
                 encode(&u.tube)
             ),
             QueueUri::Http(u) => {
-                // The stored URL is normalized by the URL parser, so redact its parts rather
-                // than the text (a path may hold `@`, `?` or `#`).
-                let redacted = match url::Url::parse(&u.url) {
-                    Ok(mut url) => {
-                        if url.password().is_some() {
-                            // Cannot fail: the URL has a host (checked when parsed).
-                            let _ = url.set_password(Some("***"));
-                        }
-                        if let Some(query) = url.query().map(redact_query) {
-                            url.set_query(Some(&query));
-                        }
-                        url.to_string()
-                    }
-                    Err(_) => redact_input(&u.url),
-                };
+                let redacted = redact_url(&u.url);
                 match redacted.split_once("://") {
                     Some((scheme, rest)) => format!("{scheme}+json://{rest}"),
                     None => redacted,
@@ -856,6 +842,30 @@ fn redact_pair(pair: &str) -> String {
     }
 }
 
+/// A URL that parsed, redacted part by part rather than as text (its path may hold `@`, `?`
+/// or `#`, which text-level redaction must treat as possible userinfo or query).
+fn redact_url(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(mut url) => {
+            let query = url.query().map(|q| (q.to_string(), redact_query(q)));
+            let secret_query = query.as_ref().is_some_and(|(q, redacted)| q != redacted);
+            if url.password().is_none() && !secret_query {
+                // Nothing to hide: keep the text as written.
+                return text.to_string();
+            }
+            if url.password().is_some() {
+                // Fails only for URLs without a host, which have no password either.
+                let _ = url.set_password(Some("***"));
+            }
+            if let Some((_, redacted)) = query {
+                url.set_query(Some(&redacted));
+            }
+            url.to_string()
+        }
+        Err(_) => redact_input(text),
+    }
+}
+
 /// Bounds quoted user input in messages (char-boundary safe).
 fn quote(s: &str) -> String {
     if s.len() <= MAX_QUOTED_LEN {
@@ -1202,6 +1212,14 @@ mod tests {
         assert!(!shown.contains("abc"), "{shown}");
         let uri = ok("https+json://u:hunter22@h/p@x?q=1");
         assert_eq!(uri.redacted(), "https+json://u:***@h/p@x?q=1");
+        // Same for a RabbitMQ management URL with `@` in its path: it has no credentials
+        // and must not look as if it had once redacted.
+        let uri = ok("amqp://u:pw@rabbit:567/%2F/celery?management=http:/t:5672/%/rabbit:w@672");
+        let (QueueUri::Rabbitmq(before), QueueUri::Rabbitmq(after)) = (&uri, &ok(&uri.redacted()))
+        else {
+            panic!("not RabbitMQ: {uri:?}");
+        };
+        assert_eq!(after.management, before.management);
         // HTTP fragments are never sent; a pasted `#password=...` is refused, not printed.
         let shown = QueueUri::parse("http+json://s/#?password=nxvnsvvm&/ww")
             .unwrap_err()
