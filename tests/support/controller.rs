@@ -49,7 +49,8 @@ impl ControllerProcess {
             .env_remove("RUST_LOG")
             .env_remove("KUBECONFIG")
             .env("POD_NAME", name)
-            .stdout(Stdio::null())
+            // The controller logs to stdout (as in a cluster); keep both streams.
+            .stdout(log_file.try_clone().expect("log file handle"))
             .stderr(log_file)
             .spawn()
             .expect("controller starts");
@@ -102,6 +103,11 @@ impl ControllerProcess {
         }
         self.kill();
         None
+    }
+
+    /// The process id (benchmarks read its CPU time and memory from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn has_exited(&mut self) -> bool {
