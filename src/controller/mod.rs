@@ -10,6 +10,7 @@ pub mod metrics;
 mod reconcile;
 mod status;
 mod target;
+mod wpa_gauges;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
