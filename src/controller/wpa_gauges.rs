@@ -1,16 +1,15 @@
 //! The per-WPA gauges (practo's `wpa_queue_messages`, `wpa_worker_desired`, ...) as one
-//! compact table rendered at scrape time.
+//! compact table, written straight into the text exposition at scrape time.
 //!
 //! A `GaugeVec` child carries its own copy of the metric's name, help text, label names and
-//! label pairs: about 750 bytes per series, over 5 KiB per WPA for these seven, which made
-//! them the largest per-WPA cost of the controller at thousands of WPAs. Here a WPA is one
-//! map entry (its three label values and seven numbers); the exposition is the same.
+//! label pairs, and every scrape builds a protobuf-like `Metric` (with its label pairs) per
+//! series before encoding: at thousands of WPAs a scrape allocated more than the controller
+//! keeps for everything else. Here a WPA is one map entry (its three label values and seven
+//! numbers) and a scrape only appends text; the exposition is the same.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::fmt::Write;
 use std::sync::{Arc, Mutex};
-
-use prometheus::core::{Collector, Desc};
-use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
 
 /// Name and help of each gauge, in the order of a row.
 const GAUGES: [(&str, &str); 7] = [
@@ -34,37 +33,17 @@ const GAUGES: [(&str, &str); 7] = [
         "Available replicas of the scale target",
     ),
 ];
-const LABELS: [&str; 3] = ["name", "namespace", "queue_name"];
 
 /// Label values: name, namespace, queue_name.
 type Key = (String, String, String);
 
 /// One row per WPA; cheap to clone (clones share the table).
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct WpaGaugeTable {
-    descs: Arc<Vec<Desc>>,
     rows: Arc<Mutex<BTreeMap<Key, [f64; 7]>>>,
 }
 
 impl WpaGaugeTable {
-    pub fn new() -> Result<Self, prometheus::Error> {
-        let descs = GAUGES
-            .iter()
-            .map(|(name, help)| {
-                Desc::new(
-                    name.to_string(),
-                    help.to_string(),
-                    LABELS.iter().map(|l| l.to_string()).collect(),
-                    HashMap::new(),
-                )
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self {
-            descs: Arc::new(descs),
-            rows: Arc::default(),
-        })
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Key, [f64; 7]>> {
         // A panic while holding the lock leaves a consistent map: keep serving it.
         self.rows.lock().unwrap_or_else(|e| e.into_inner())
@@ -84,51 +63,77 @@ impl WpaGaugeTable {
         self.lock()
             .remove(&(name.to_string(), namespace.to_string(), queue.to_string()));
     }
-}
 
-impl Collector for WpaGaugeTable {
-    fn desc(&self) -> Vec<&Desc> {
-        self.descs.iter().collect()
+    /// Rough size of [`Self::write_text`]'s output, to size the scrape buffer once.
+    pub fn text_size_hint(&self) -> usize {
+        self.lock().len() * GAUGES.len() * 120
     }
 
-    fn collect(&self) -> Vec<MetricFamily> {
+    /// Appends the seven gauge families in the Prometheus text format (nothing when no WPA
+    /// has reported yet, like a `GaugeVec` without children).
+    pub fn write_text(&self, out: &mut String) {
         let rows = self.lock();
         if rows.is_empty() {
-            // Like a GaugeVec without children: no family at all.
-            return Vec::new();
+            return;
         }
-        GAUGES
-            .iter()
-            .enumerate()
-            .map(|(index, (name, help))| {
-                let metrics = rows
-                    .iter()
-                    .map(|((wpa, namespace, queue), values)| {
-                        let labels = [wpa, namespace, queue]
-                            .iter()
-                            .zip(LABELS)
-                            .map(|(value, label)| {
-                                let mut pair = LabelPair::default();
-                                pair.set_name(label.to_string());
-                                pair.set_value(value.to_string());
-                                pair
-                            })
-                            .collect();
-                        let mut gauge = Gauge::default();
-                        gauge.set_value(values[index]);
-                        let mut metric = Metric::default();
-                        metric.set_label(labels);
-                        metric.set_gauge(gauge);
-                        metric
-                    })
-                    .collect();
-                let mut family = MetricFamily::default();
-                family.set_name(name.to_string());
-                family.set_help(help.to_string());
-                family.set_field_type(MetricType::GAUGE);
-                family.set_metric(metrics);
-                family
-            })
-            .collect()
+        for (index, (name, help)) in GAUGES.iter().enumerate() {
+            // Writing to a String cannot fail.
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            for ((wpa, namespace, queue), values) in rows.iter() {
+                out.push_str(name);
+                out.push_str("{name=\"");
+                escape_into(out, wpa);
+                out.push_str("\",namespace=\"");
+                escape_into(out, namespace);
+                out.push_str("\",queue_name=\"");
+                escape_into(out, queue);
+                let _ = writeln!(out, "\"}} {}", values[index]);
+            }
+        }
+    }
+}
+
+/// Label value escaping of the text format: backslash, double quote and newline.
+fn escape_into(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_exposition_of_rows() {
+        let table = WpaGaugeTable::default();
+        let mut empty = String::new();
+        table.write_text(&mut empty);
+        assert_eq!(empty, "");
+        table.set(
+            ["w", "ns", "q\"x\\y\nz"],
+            [7.0, 2.0, 0.0, 1.0, 3.0, 4.5, 3.0],
+        );
+        let mut text = String::new();
+        table.write_text(&mut text);
+        assert!(text.starts_with(
+            "# HELP wpa_queue_messages Backlog: visible plus in-flight messages\n\
+             # TYPE wpa_queue_messages gauge\n\
+             wpa_queue_messages{name=\"w\",namespace=\"ns\",queue_name=\"q\\\"x\\\\y\\nz\"} 7\n"
+        ));
+        assert!(text.contains(
+            "wpa_worker_desired{name=\"w\",namespace=\"ns\",queue_name=\"q\\\"x\\\\y\\nz\"} 4.5\n"
+        ));
+        assert_eq!(text.lines().count(), 7 * 3);
+        table.remove(["w", "ns", "q\"x\\y\nz"]);
+        let mut gone = String::new();
+        table.write_text(&mut gone);
+        assert_eq!(gone, "");
     }
 }
