@@ -99,10 +99,22 @@ mod tests {
     #[tokio::test]
     async fn serves_health_readiness_and_metrics() {
         let metrics = Metrics::new().expect("metrics");
-        metrics
-            .worker_desired
-            .with_label_values(&["w", "ns", "q"])
-            .set(4.0);
+        metrics.set_gauges(
+            &crate::controller::metrics::WpaLabels {
+                name: "w",
+                namespace: "ns",
+                queue_name: "q",
+            },
+            &crate::controller::metrics::WpaGauges {
+                messages: 40,
+                in_flight: None,
+                sent_per_minute: None,
+                idle: false,
+                current: 1,
+                desired: 4,
+                available: 1,
+            },
+        );
         let readiness = Readiness::new(true);
         let (addr, router, listener) = bind(
             "127.0.0.1:0".parse().expect("addr"),

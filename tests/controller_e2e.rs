@@ -184,8 +184,17 @@ async fn rabbitmq_queue_scales_from_and_to_zero_and_holds_while_in_flight() {
         "held while in flight: {}",
         wpa_status(&server, NS, "consumer")
     );
-    let status = wpa_status(&server, NS, "consumer");
-    assert_eq!(status["inFlightMessages"], 3, "{status}");
+    // The management API's statistics lag by up to RabbitMQ's collect interval (5 s by
+    // default): wait for them rather than expecting them after a fixed sleep.
+    e2e::wait_status(
+        &server,
+        NS,
+        "consumer",
+        "3 messages reported in flight",
+        &controller,
+        |s| s["inFlightMessages"] == 3,
+    )
+    .await;
 
     // The holder goes away (its messages return to the queue) and the queue is purged:
     // nothing ready, nothing in flight, workers idle -> zero.

@@ -271,6 +271,83 @@ async fn unreachable_redis_is_unavailable() {
     assert!(matches!(err, QueueError::Unavailable { .. }), "{err:?}");
 }
 
+/// Clients connected to a private server, not counting the connection asking.
+fn connected_clients(port: u16) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("clients")
+        .query(&mut redis_conn(port, 0))
+        .unwrap();
+    let n: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("connected_clients:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("connected_clients in INFO");
+    n - 1
+}
+
+#[tokio::test]
+async fn queues_on_one_server_share_one_connection() {
+    let mut server = RedisServer::start(&[]);
+    let port = server.port;
+    let opts = options();
+    let connect = |db: u8, queue: String| {
+        let opts = opts.clone();
+        async move {
+            let uri = QueueUri::parse(&format!("redis://127.0.0.1:{port}/{db}/{queue}")).unwrap();
+            wpa::queue::connect(&uri, &Credentials::default(), &opts)
+                .await
+                .expect("connect")
+        }
+    };
+    // Started together, as the poll loops of a controller are: one connection per DB.
+    let mut zero: Vec<Box<dyn QueueProvider>> =
+        futures::future::join_all((0..20).map(|i| connect(0, format!("q{i}")))).await;
+    let mut two: Vec<Box<dyn QueueProvider>> =
+        futures::future::join_all((0..5).map(|i| connect(2, format!("q{i}")))).await;
+    assert_eq!(connected_clients(port), 2);
+    assert_eq!(opts.redis_connections.live(), 2);
+
+    // Concurrent polls on the shared connection each get their own queue's answer.
+    let _: () = redis_conn(port, 0).rpush("q3", &["a", "b"]).unwrap();
+    let _: () = redis_conn(port, 2).rpush("q3", &["a"]).unwrap();
+    let polls = futures::future::join_all(zero.iter_mut().map(|p| p.poll())).await;
+    let visible: Vec<u64> = polls.into_iter().map(|m| m.unwrap().visible).collect();
+    let mut expected = vec![0; 20];
+    expected[3] = 2;
+    assert_eq!(visible, expected);
+    assert_eq!(two[3].poll().await.unwrap().visible, 1);
+
+    // The last queue of a DB closes its connection.
+    two.clear();
+    support::brokers::eventually(
+        Duration::from_secs(10),
+        "the DB 2 connection to close",
+        async || (connected_clients(port) == 1).then_some(()),
+    )
+    .await;
+    assert_eq!(opts.redis_connections.live(), 1);
+
+    // Every queue on a shared connection survives a restart of the server.
+    server.stop();
+    server.restart();
+    for (i, p) in zero.iter_mut().enumerate() {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            match p.poll().await {
+                Ok(m) => {
+                    assert_eq!(m.visible, 0, "q{i} after the restart (no data kept)");
+                    break;
+                }
+                Err(e) if std::time::Instant::now() > deadline => {
+                    panic!("q{i} never reconnected: {e}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+    assert_eq!(connected_clients(port), 1);
+}
+
 #[tokio::test]
 async fn reconnects_after_a_redis_restart() {
     let mut server = RedisServer::start(&[]);

@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use prometheus::{
-    CounterVec, Encoder, GaugeVec, HistogramOpts, HistogramVec, Opts, Registry, TextEncoder,
-};
+use prometheus::{CounterVec, Encoder, HistogramOpts, HistogramVec, Opts, Registry, TextEncoder};
 
 use crate::queue::registry::PollObserver;
 use crate::queue::{ProviderKind, QueueError};
+
+use super::wpa_gauges::WpaGaugeTable;
 
 const WPA_LABELS: [&str; 3] = ["name", "namespace", "queue_name"];
 
@@ -18,13 +18,8 @@ pub struct Metrics {
     registry: Registry,
     pub loop_duration: HistogramVec,
     pub loop_count_success: CounterVec,
-    pub queue_messages: GaugeVec,
-    pub queue_in_flight: GaugeVec,
-    pub queue_sent_per_minute: GaugeVec,
-    pub worker_idle: GaugeVec,
-    pub worker_current: GaugeVec,
-    pub worker_desired: GaugeVec,
-    pub worker_available: GaugeVec,
+    /// wpa_queue_messages, wpa_worker_desired and the other per-WPA gauges.
+    wpa_gauges: WpaGaugeTable,
     pub scale_operations: CounterVec,
     pub reconcile_errors: CounterVec,
     pub reconcile_duration: HistogramVec,
@@ -60,11 +55,6 @@ pub struct WpaGauges {
 impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
-        let gauge = |name: &str, help: &str| -> Result<GaugeVec, prometheus::Error> {
-            let g = GaugeVec::new(Opts::new(name, help), &WPA_LABELS)?;
-            registry.register(Box::new(g.clone()))?;
-            Ok(g)
-        };
         let counter =
             |name: &str, help: &str, labels: &[&str]| -> Result<CounterVec, prometheus::Error> {
                 let c = CounterVec::new(Opts::new(name, help), labels)?;
@@ -91,25 +81,7 @@ impl Metrics {
                 "Successful reconciles of a WPA",
                 &WPA_LABELS,
             )?,
-            queue_messages: gauge(
-                "wpa_queue_messages",
-                "Backlog: visible plus in-flight messages",
-            )?,
-            queue_in_flight: gauge(
-                "wpa_queue_messages_in_flight",
-                "Messages received by workers and not yet acknowledged",
-            )?,
-            queue_sent_per_minute: gauge(
-                "wpa_queue_messages_sent_per_minute",
-                "Messages sent to the queue per minute, where the broker reports it",
-            )?,
-            worker_idle: gauge("wpa_worker_idle", "1 when the queue's workers are idle")?,
-            worker_current: gauge("wpa_worker_current", "Current replicas of the scale target")?,
-            worker_desired: gauge("wpa_worker_desired", "Replicas the WPA decided on")?,
-            worker_available: gauge(
-                "wpa_worker_available",
-                "Available replicas of the scale target",
-            )?,
+            wpa_gauges: WpaGaugeTable::default(),
             scale_operations: counter(
                 "wpa_scale_operations_total",
                 "Scale operations performed",
@@ -148,28 +120,18 @@ impl Metrics {
     }
 
     pub fn set_gauges(&self, labels: &WpaLabels<'_>, gauges: &WpaGauges) {
-        let values = labels.values();
-        self.queue_messages
-            .with_label_values(&values)
-            .set(gauges.messages as f64);
-        self.queue_in_flight
-            .with_label_values(&values)
-            .set(gauges.in_flight.unwrap_or(0) as f64);
-        self.queue_sent_per_minute
-            .with_label_values(&values)
-            .set(gauges.sent_per_minute.unwrap_or(0) as f64);
-        self.worker_idle
-            .with_label_values(&values)
-            .set(if gauges.idle { 1.0 } else { 0.0 });
-        self.worker_current
-            .with_label_values(&values)
-            .set(f64::from(gauges.current));
-        self.worker_desired
-            .with_label_values(&values)
-            .set(f64::from(gauges.desired));
-        self.worker_available
-            .with_label_values(&values)
-            .set(f64::from(gauges.available));
+        self.wpa_gauges.set(
+            labels.values(),
+            [
+                gauges.messages as f64,
+                gauges.in_flight.unwrap_or(0) as f64,
+                gauges.sent_per_minute.unwrap_or(0) as f64,
+                if gauges.idle { 1.0 } else { 0.0 },
+                f64::from(gauges.current),
+                f64::from(gauges.desired),
+                f64::from(gauges.available),
+            ],
+        );
     }
 
     pub fn observe_reconcile(&self, labels: &WpaLabels<'_>, took: Duration, ok: bool) {
@@ -199,17 +161,7 @@ impl Metrics {
     /// Drops every series of a WPA that no longer exists.
     pub fn forget(&self, labels: &WpaLabels<'_>) {
         let values = labels.values();
-        for gauge in [
-            &self.queue_messages,
-            &self.queue_in_flight,
-            &self.queue_sent_per_minute,
-            &self.worker_idle,
-            &self.worker_current,
-            &self.worker_desired,
-            &self.worker_available,
-        ] {
-            let _ = gauge.remove_label_values(&values);
-        }
+        self.wpa_gauges.remove(values);
         let _ = self.loop_duration.remove_label_values(&values);
         let _ = self.loop_count_success.remove_label_values(&values);
         for direction in ["up", "down"] {
@@ -222,9 +174,22 @@ impl Metrics {
 
     /// The text exposition format.
     pub fn render(&self) -> Result<String, prometheus::Error> {
-        let mut buffer = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
-        String::from_utf8(buffer).map_err(|e| prometheus::Error::Msg(e.to_string()))
+        let families = self.registry.gather();
+        // One allocation of about the final size: a growing buffer would double (and copy)
+        // its way up, which at thousands of WPAs made a scrape the controller's peak memory.
+        let lines: usize = families
+            .iter()
+            .flat_map(|f| f.get_metric())
+            // A histogram series is a line per bucket plus +Inf, _sum and _count.
+            .map(|m| m.get_histogram().get_bucket().len() + 3)
+            .sum();
+        let mut buffer = Vec::with_capacity(lines * 120 + self.wpa_gauges.text_size_hint());
+        TextEncoder::new().encode(&families, &mut buffer)?;
+        drop(families);
+        let mut text =
+            String::from_utf8(buffer).map_err(|e| prometheus::Error::Msg(e.to_string()))?;
+        self.wpa_gauges.write_text(&mut text);
+        Ok(text)
     }
 }
 
@@ -292,7 +257,54 @@ mod tests {
             text.contains(r#"wpa_worker_desired{name="w",namespace="ns",queue_name="q"} 3"#),
             "{text}"
         );
+        for line in [
+            r#"wpa_queue_messages{name="w",namespace="ns",queue_name="q"} 7"#,
+            r#"wpa_queue_messages_in_flight{name="w",namespace="ns",queue_name="q"} 2"#,
+            r#"wpa_queue_messages_sent_per_minute{name="w",namespace="ns",queue_name="q"} 0"#,
+            r#"wpa_worker_idle{name="w",namespace="ns",queue_name="q"} 0"#,
+            r#"wpa_worker_current{name="w",namespace="ns",queue_name="q"} 1"#,
+            r#"wpa_worker_available{name="w",namespace="ns",queue_name="q"} 1"#,
+            "# TYPE wpa_worker_desired gauge",
+            "# HELP wpa_worker_desired Replicas the WPA decided on",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        // A second WPA gets its own series; forgetting one leaves the other.
+        let other = WpaLabels {
+            name: "v",
+            namespace: "ns",
+            queue_name: "q2",
+        };
+        metrics.set_gauges(
+            &other,
+            &WpaGauges {
+                messages: 0,
+                in_flight: None,
+                sent_per_minute: Some(12),
+                idle: true,
+                current: 0,
+                desired: 0,
+                available: 0,
+            },
+        );
+        let text = metrics.render().expect("renders");
+        assert!(
+            text.contains(r#"wpa_worker_idle{name="v",namespace="ns",queue_name="q2"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"wpa_queue_messages_sent_per_minute{name="v",namespace="ns",queue_name="q2"} 12"#
+            ),
+            "{text}"
+        );
         metrics.forget(&labels);
+        assert!(
+            metrics
+                .render()
+                .expect("renders")
+                .contains(r#"wpa_worker_desired{name="v""#)
+        );
         assert!(
             !metrics
                 .render()

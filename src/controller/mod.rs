@@ -11,6 +11,7 @@ mod ratelimit;
 mod reconcile;
 mod status;
 mod target;
+mod wpa_gauges;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -385,6 +386,13 @@ async fn run_controller(
     let deletes_ctx = ctx.clone();
     let wpa_stream = watcher(wpas, watcher::Config::default())
         .default_backoff()
+        // Never read, and in a cluster often larger than the rest of the object: with
+        // thousands of WPAs they would dominate the cache.
+        .modify(|w: &mut WorkerPodAutoScaler| {
+            w.managed_fields_mut().clear();
+            w.annotations_mut()
+                .remove("kubectl.kubernetes.io/last-applied-configuration");
+        })
         .reflect(wpa_writer)
         .inspect_ok(move |event| {
             if let watcher::Event::Delete(wpa) = event {

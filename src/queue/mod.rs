@@ -16,6 +16,7 @@ pub mod idle;
 pub mod inspect;
 pub mod rabbitmq;
 pub mod redis;
+pub mod redis_pool;
 pub mod registry;
 pub mod sqs;
 pub mod sqs_cloudwatch;
@@ -107,6 +108,8 @@ pub struct ProviderOptions {
     /// How long the backlog must stay at zero (and no receives seen) before workers count
     /// as idle.
     pub idle_window: Duration,
+    /// Redis connections shared by the queues built with these options (and their clones).
+    pub redis_connections: redis_pool::RedisConnections,
 }
 
 impl Default for ProviderOptions {
@@ -119,6 +122,7 @@ impl Default for ProviderOptions {
             sqs_cloudwatch_endpoint: None,
             request_timeout: Duration::from_secs(5),
             idle_window: Duration::from_secs(60),
+            redis_connections: redis_pool::RedisConnections::default(),
         }
     }
 }
@@ -172,17 +176,22 @@ pub async fn connect(
     creds: &Credentials,
     opts: &ProviderOptions,
 ) -> Result<Box<dyn QueueProvider>, QueueError> {
+    // Each provider's connect future is boxed: inline, this future would be as large as
+    // the largest of them (SQS, ~11 KiB) for every queue, and thousands of poll loops
+    // connecting at startup would hold that much each at once.
     match uri {
         QueueUri::Redis(u) => Ok(Box::new(
-            self::redis::RedisProvider::connect(u, creds, opts).await?,
+            Box::pin(self::redis::RedisProvider::connect(u, creds, opts)).await?,
         )),
         QueueUri::Http(u) => Ok(Box::new(self::http::HttpProvider::new(u, creds, opts)?)),
-        QueueUri::Sqs(u) => Ok(Box::new(sqs::SqsProvider::connect(u, creds, opts).await?)),
+        QueueUri::Sqs(u) => Ok(Box::new(
+            Box::pin(sqs::SqsProvider::connect(u, creds, opts)).await?,
+        )),
         QueueUri::Rabbitmq(u) => Ok(Box::new(
-            rabbitmq::RabbitmqProvider::connect(u, creds, opts).await?,
+            Box::pin(rabbitmq::RabbitmqProvider::connect(u, creds, opts)).await?,
         )),
         QueueUri::Beanstalk(u) => Ok(Box::new(
-            beanstalk::BeanstalkProvider::connect(u, opts).await?,
+            Box::pin(beanstalk::BeanstalkProvider::connect(u, opts)).await?,
         )),
     }
 }

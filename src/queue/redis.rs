@@ -33,10 +33,14 @@
 //! `rediss://` verifies the server against the system's root certificates
 //! (`SSL_CERT_FILE` / `SSL_CERT_DIR` point elsewhere).
 //!
+//! Queues on the same server, database and identity share one multiplexed connection
+//! (`redis_pool`), so a controller with thousands of Redis WPAs holds a handful of sockets.
 //! Reconnection after a Redis restart is the `ConnectionManager`'s job: a failed request
-//! makes it reconnect in the background and the next poll uses the new connection.
+//! makes it reconnect in the background and the next poll of every queue on it uses the
+//! new connection.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -45,6 +49,7 @@ use ::redis::{
 };
 use async_trait::async_trait;
 
+use super::redis_pool::{ConnectionKey, Slot};
 use super::uri::RedisUri;
 use super::{
     Credentials, ProviderKind, ProviderOptions, QueueError, QueueMetrics, QueueProvider, QueueUri,
@@ -63,6 +68,9 @@ pub struct RedisProvider {
     label: String,
     queue: String,
     separator: String,
+    /// Keeps the shared connection in the pool while this queue uses it.
+    _connection: Arc<Slot>,
+    /// A handle on the connection shared by every queue of this server, DB and identity.
     conn: ConnectionManager,
     list_keys: Vec<String>,
     unacked_key: String,
@@ -109,38 +117,41 @@ impl RedisProvider {
             ConnectionAddr::Tcp(uri.host.clone(), uri.port).into_connection_info()
         }
         .map_err(|e| map_error(&label, &e))?;
+        let username = creds.username.as_ref().or(uri.username.as_ref());
+        let password = creds.password.as_ref().or(uri.password.as_ref());
         let mut settings = RedisConnectionInfo::default().set_db(uri.db);
-        if let Some(user) = creds.username.as_ref().or(uri.username.as_ref()) {
+        if let Some(user) = username {
             settings = settings.set_username(user);
         }
-        if let Some(password) = creds.password.as_ref().or(uri.password.as_ref()) {
+        if let Some(password) = password {
             settings = settings.set_password(password);
         }
         let client =
             Client::open(addr.set_redis_settings(settings)).map_err(|e| map_error(&label, &e))?;
-        // Few, quick reconnect attempts: the registry owns the backoff between polls.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(opts.request_timeout))
-            .set_response_timeout(Some(opts.request_timeout))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_secs(1));
-        let conn = tokio::time::timeout(
-            opts.request_timeout.saturating_mul(2),
-            ConnectionManager::new_with_config(client, config),
-        )
-        .await
-        .map_err(|_| QueueError::Unavailable {
-            queue: label.clone(),
-            detail: format!("no connection within {:?}", opts.request_timeout * 2),
-        })?
-        .map_err(|e| map_error(&label, &e))?;
+        let key = ConnectionKey {
+            tls: uri.tls,
+            host: uri.host.clone(),
+            port: uri.port,
+            db: uri.db,
+            username: username.cloned(),
+            password: password.cloned(),
+        };
+        let timeout = opts.request_timeout;
+        // Boxed: every queue waiting for the shared connection would otherwise hold room
+        // for the connecting future, which only the first one runs.
+        let (connection, conn) = opts
+            .redis_connections
+            .get(key, || {
+                Box::pin(open_connection(client, timeout, label.clone()))
+            })
+            .await?;
         let list_keys = uri
             .priority_steps
             .iter()
             .map(|&step| priority_key(&uri.prefix, &uri.queue, &uri.separator, step))
             .collect();
         Ok(Self {
+            _connection: connection,
             queue: uri.queue.clone(),
             separator: uri.separator.clone(),
             conn,
@@ -363,6 +374,31 @@ impl RedisProvider {
             detail: detail.to_string(),
         }
     }
+}
+
+/// Opens a connection manager, bounded in time.
+async fn open_connection(
+    client: Client,
+    timeout: Duration,
+    label: String,
+) -> Result<ConnectionManager, QueueError> {
+    // Few, quick reconnect attempts: the registry owns the backoff between polls.
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        .set_number_of_retries(1)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_secs(1));
+    tokio::time::timeout(
+        timeout.saturating_mul(2),
+        ConnectionManager::new_with_config(client, config),
+    )
+    .await
+    .map_err(|_| QueueError::Unavailable {
+        queue: label.clone(),
+        detail: format!("no connection within {:?}", timeout * 2),
+    })?
+    .map_err(|e| map_error(&label, &e))
 }
 
 /// kombu's key for one priority step: step 0 is the bare queue name.

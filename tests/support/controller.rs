@@ -56,7 +56,14 @@ impl ControllerProcess {
         let overridden: Vec<String> = extra.iter().map(|a| flag_name(a)).collect();
         args.retain(|a| !overridden.contains(&flag_name(a)));
         args.extend(extra.iter().map(|s| s.to_string()));
-        let child = Command::new(BIN)
+        // WPA_CONTROLLER_WRAPPER="heaptrack -o /tmp/wpa" runs the controller under a
+        // profiler (pid-based figures then describe the wrapper, not the controller).
+        let wrapper = std::env::var("WPA_CONTROLLER_WRAPPER").unwrap_or_default();
+        let mut command_line: Vec<String> =
+            wrapper.split_whitespace().map(str::to_string).collect();
+        command_line.push(BIN.to_string());
+        let child = Command::new(&command_line[0])
+            .args(&command_line[1..])
             .args(&args)
             .env_remove("RUST_LOG")
             .env_remove("KUBECONFIG")
@@ -119,6 +126,11 @@ impl ControllerProcess {
         }
         self.kill();
         None
+    }
+
+    /// The process id (benchmarks read its CPU time and memory from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn has_exited(&mut self) -> bool {

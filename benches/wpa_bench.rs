@@ -1,0 +1,335 @@
+//! Benchmarks of the real `workerpodautoscaler run` binary against the in-memory API
+//! server double and real brokers. Prints tables; never asserts on timing.
+//!
+//! ```text
+//! cargo bench --bench wpa_bench -- [--scenario latency,burst,scale] [--trials 100]
+//!     [--providers redis,rabbitmq,sqs] [--wpas 100,1000,5000] [--window 60]
+//! ```
+//! `hack/bench.sh` starts the brokers first and passes its arguments through.
+
+// `cargo clippy --all-targets` builds benches with cfg(test) but without the test harness:
+// the support modules' unit-test imports are then unused.
+#[allow(unused_imports)]
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+#[path = "wpa_bench/brokers.rs"]
+mod brokers;
+#[path = "wpa_bench/latency.rs"]
+mod latency;
+#[path = "wpa_bench/procstat.rs"]
+mod procstat;
+#[path = "wpa_bench/scale.rs"]
+mod scale;
+#[path = "wpa_bench/stats.rs"]
+mod stats;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, ValueEnum};
+
+use brokers::{Broker, Flavor};
+use stats::{Summary, Table, ms};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// Scenario 1: zero replicas, one message, time to the scale PATCH.
+    Latency,
+    /// Scenario 1b: 5 replicas, a burst of backlog, time to the PATCH to 20.
+    Burst,
+    /// Scenario 2: many idle WPAs, steady-state cost.
+    Scale,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Provider {
+    Redis,
+    Rabbitmq,
+    Sqs,
+}
+
+#[derive(Debug, Parser)]
+#[command(about = "worker-pod-autoscaler benchmarks (see BENCHMARKS.md)")]
+struct Args {
+    /// Scenarios to run, comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "latency,burst,scale"
+    )]
+    scenario: Vec<Scenario>,
+    /// Latency trials per provider and poll interval.
+    #[arg(long, default_value_t = 100)]
+    trials: usize,
+    /// Burst trials per provider.
+    #[arg(long, default_value_t = 20)]
+    burst_trials: usize,
+    /// WPAs alive at once in the latency and burst scenarios.
+    #[arg(long, default_value_t = 50)]
+    batch: usize,
+    /// Providers of the latency and burst scenarios.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "redis,rabbitmq,sqs"
+    )]
+    providers: Vec<Provider>,
+    /// WPA counts of the scale scenario.
+    #[arg(long, value_delimiter = ',', default_value = "100,1000,5000")]
+    wpas: Vec<usize>,
+    /// Seconds of the steady-state measurement window of the scale scenario.
+    #[arg(long, default_value_t = 60)]
+    window: u64,
+    /// Port of the shared Redis used by the latency and burst scenarios.
+    #[arg(long, default_value_t = 6379)]
+    redis_port: u16,
+    /// Also write the tables to this file.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Passed by `cargo bench` to every bench binary; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    // kube builds a TLS connector even for http URLs; give rustls its provider.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("building the Tokio runtime")?;
+    runtime.block_on(run(args))
+}
+
+struct Report {
+    file: Option<std::fs::File>,
+}
+
+impl Report {
+    fn emit(&mut self, text: &str) {
+        println!("{text}");
+        if let Some(file) = self.file.as_mut() {
+            // The report file is a copy; stdout has everything if writing fails.
+            let _ = writeln!(file, "{text}");
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<()> {
+    let dir = tempfile::Builder::new()
+        .prefix("wpa-bench-")
+        .tempdir()
+        .context("creating a temp dir")?;
+    let mut report = Report {
+        file: match &args.report {
+            Some(path) => Some(
+                std::fs::File::create(path)
+                    .with_context(|| format!("creating {}", path.display()))?,
+            ),
+            None => None,
+        },
+    };
+    report.emit(&format!(
+        "controller binary: {} (logs in {})",
+        env!("CARGO_BIN_EXE_workerpodautoscaler"),
+        dir.path().display()
+    ));
+    if args.scenario.contains(&Scenario::Latency) {
+        latency_scenario(&args, dir.path(), &mut report).await?;
+    }
+    if args.scenario.contains(&Scenario::Burst) {
+        burst_scenario(&args, dir.path(), &mut report).await?;
+    }
+    if args.scenario.contains(&Scenario::Scale) {
+        scale_scenario(&args, dir.path(), &mut report).await?;
+    }
+    // Keep the controller logs of a run for a look afterwards.
+    let kept = dir.keep();
+    eprintln!("logs kept in {}", kept.display());
+    Ok(())
+}
+
+/// The (flavor, poll interval) pairs measured for a provider.
+fn latency_cases(provider: Provider) -> Vec<(Flavor, u64)> {
+    match provider {
+        Provider::Redis => vec![(Flavor::Redis, 1)],
+        Provider::Rabbitmq => vec![(Flavor::RabbitAmqp, 1), (Flavor::RabbitManagement, 1)],
+        Provider::Sqs => vec![(Flavor::Sqs, 20), (Flavor::Sqs, 1)],
+    }
+}
+
+fn latency_table() -> Table {
+    Table::new(&[
+        "provider",
+        "poll interval",
+        "trials",
+        "p50",
+        "p90",
+        "p99",
+        "max",
+        "missed",
+        "polls/queue/min",
+        "broker requests per poll",
+    ])
+}
+
+fn latency_row(table: &mut Table, outcome: &latency::Outcome) {
+    let case = &outcome.case;
+    let default = if case.interval == case.flavor.default_interval() {
+        " (default)"
+    } else {
+        ""
+    };
+    let summary = Summary::of(&outcome.samples);
+    let cell = |f: fn(&Summary) -> Duration| summary.as_ref().map_or("-".into(), |s| ms(f(s)));
+    table.row(vec![
+        case.flavor.label().to_string(),
+        format!("{} s{default}", case.interval),
+        outcome.samples.len().to_string(),
+        cell(|s| s.p50),
+        cell(|s| s.p90),
+        cell(|s| s.p99),
+        cell(|s| s.max),
+        outcome.missing.to_string(),
+        outcome
+            .polls_per_queue_minute
+            .map_or("-".into(), |p| format!("{p:.1}")),
+        case.flavor.requests_per_poll().to_string(),
+    ]);
+}
+
+async fn latency_scenario(args: &Args, dir: &std::path::Path, report: &mut Report) -> Result<()> {
+    let mut table = latency_table();
+    for provider in &args.providers {
+        for (flavor, interval) in latency_cases(*provider) {
+            eprintln!(
+                "latency: {} every {interval} s, {} trials",
+                flavor.label(),
+                args.trials
+            );
+            let mut broker = Broker::connect(flavor, args.redis_port, dir).await?;
+            let case = latency::Case {
+                flavor,
+                interval,
+                trials: args.trials,
+                batch: args.batch,
+                start_replicas: 0,
+                prefill: 0,
+                push: 1,
+                expect: 1,
+                target_per_worker: 10,
+                max_replicas: 20,
+            };
+            let outcome = latency::run(case, &mut broker, dir).await?;
+            latency_row(&mut table, &outcome);
+        }
+    }
+    report.emit("\n## Scenario 1: reaction latency, 0 -> 1 replica after one message\n");
+    report.emit(&table.render());
+    Ok(())
+}
+
+async fn burst_scenario(args: &Args, dir: &std::path::Path, report: &mut Report) -> Result<()> {
+    let mut table = latency_table();
+    for provider in &args.providers {
+        // The default interval of each provider; RabbitMQ through its management API.
+        let flavor = match provider {
+            Provider::Redis => Flavor::Redis,
+            Provider::Rabbitmq => Flavor::RabbitManagement,
+            Provider::Sqs => Flavor::Sqs,
+        };
+        let interval = flavor.default_interval();
+        eprintln!(
+            "burst: {} every {interval} s, {} trials",
+            flavor.label(),
+            args.burst_trials
+        );
+        let mut broker = Broker::connect(flavor, args.redis_port, dir).await?;
+        let target = 10;
+        let case = latency::Case {
+            flavor,
+            interval,
+            trials: args.burst_trials,
+            batch: args.batch,
+            start_replicas: 5,
+            prefill: 5 * target,
+            push: 15 * target,
+            expect: 20,
+            target_per_worker: i32::try_from(target).unwrap_or(10),
+            max_replicas: 20,
+        };
+        let outcome = latency::run(case, &mut broker, dir).await?;
+        latency_row(&mut table, &outcome);
+    }
+    report.emit(
+        "\n## Scenario 1b: burst, 5 -> 20 replicas (50 messages at 10 per worker, then 150 more)\n",
+    );
+    report.emit(&table.render());
+    Ok(())
+}
+
+async fn scale_scenario(args: &Args, dir: &std::path::Path, report: &mut Report) -> Result<()> {
+    let mut table = Table::new(&[
+        "WPAs",
+        "startup",
+        "CPU (cores)",
+        "vs 0.25",
+        "peak RSS",
+        "vs 150 MiB",
+        "threads",
+        "API reads/min",
+        "API watches/min",
+        "API writes/min",
+        "Redis round trips/min",
+        "Redis commands/min",
+        "redis-server CPU",
+        "bench (API double) CPU",
+    ]);
+    let mut writes = Vec::new();
+    for &wpas in &args.wpas {
+        eprintln!("scale: {wpas} WPAs, {} s window", args.window);
+        let o = scale::run(wpas, Duration::from_secs(args.window), dir).await?;
+        let mib = procstat::mib(o.peak_rss);
+        table.row(vec![
+            o.wpas.to_string(),
+            format!("{:.1} s", o.startup.as_secs_f64()),
+            format!("{:.3}", o.cpu),
+            format!("{:.0}%", o.cpu / 0.25 * 100.0),
+            format!("{mib:.1} MiB"),
+            format!("{:.0}%", mib / 150.0 * 100.0),
+            o.threads.to_string(),
+            format!("{:.1}", o.reads_per_minute),
+            format!("{:.1}", o.watches_per_minute),
+            format!("{:.1}", o.writes_per_minute),
+            format!("{:.0}", o.redis_round_trips_per_minute),
+            format!("{:.0}", o.redis_commands_per_minute),
+            format!("{:.3}", o.redis_cpu),
+            format!("{:.3}", o.bench_cpu),
+        ]);
+        let polls = o
+            .polls_per_minute
+            .map_or("-".to_string(), |p| format!("{p:.0}"));
+        writes.push(format!(
+            "- {} WPAs: window {:.0} s, RSS at the end {:.1} MiB, controller polls/min {polls}, writes {:?}",
+            o.wpas,
+            o.window.as_secs_f64(),
+            procstat::mib(o.rss),
+            o.writes
+        ));
+    }
+    report.emit(
+        "\n## Scenario 2: steady state with N idle WPAs (Redis, default 1 s poll, 20 s resync)\n",
+    );
+    report.emit(&table.render());
+    report.emit("");
+    for line in writes {
+        report.emit(&line);
+    }
+    Ok(())
+}
