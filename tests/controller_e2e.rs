@@ -567,3 +567,29 @@ async fn api_requests_are_paced_by_qps_and_burst() {
         drain(&format!("{queue}-{name}"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readyz_turns_ready_once_the_caches_are_synced() {
+    let (server, dir, queue) = setup("e2e-readyz").await;
+    add_worker(
+        &server,
+        "worker",
+        spec(&redis_uri(&queue), "worker", 0, 5, 10),
+    );
+    let controller = ControllerProcess::start(&server, dir.path(), "readyz", &[]);
+    let deadline = Instant::now() + WAIT;
+    let mut status = 0;
+    while Instant::now() < deadline {
+        status = controller.readyz().await;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        status,
+        200,
+        "/readyz never turned ready without leader election\ncontroller log:\n{}",
+        controller.log_text()
+    );
+}

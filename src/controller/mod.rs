@@ -14,6 +14,7 @@ mod target;
 mod wpa_gauges;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -351,6 +352,7 @@ async fn run_controller(
     let registry = Registry::new(poll, args.provider_options());
     registry.set_observer(Arc::new(metrics.clone()));
 
+    let cache_sync = Arc::new(CacheSync::new(readiness));
     // Deployments are cached without their pod templates: only replicas matter here.
     let (deployment_store, deployment_writer) = reflector::store();
     let deployment_stream = watcher(deployments, watcher::Config::default())
@@ -362,6 +364,10 @@ async fn run_controller(
             }
         })
         .reflect(deployment_writer)
+        .inspect_ok({
+            let sync = cache_sync.clone();
+            move |event| sync.observe(Cache::Deployments, event)
+        })
         .touched_objects();
 
     let (wpa_store, wpa_writer) = reflector::store();
@@ -394,6 +400,10 @@ async fn run_controller(
                 .remove("kubectl.kubernetes.io/last-applied-configuration");
         })
         .reflect(wpa_writer)
+        .inspect_ok({
+            let sync = cache_sync.clone();
+            move |event| sync.observe(Cache::Wpas, event)
+        })
         .inspect_ok(move |event| {
             if let watcher::Event::Delete(wpa) = event {
                 deletes_ctx.forget(&format!(
@@ -405,22 +415,18 @@ async fn run_controller(
         })
         .touched_objects();
 
-    // Sweep for WPAs deleted while no watch was open, and report readiness once synced.
+    // Sweep for WPAs deleted while no watch was open (once the WPA cache is complete).
     let sweep_ctx = ctx.clone();
     let sweep_store = wpa_store.clone();
-    let sweep_deployments = deployment_store.clone();
     let resync = ctx.resync;
+    let sweep_sync = cache_sync.clone();
     let sweeper = tokio::spawn(async move {
-        if sweep_store.wait_until_ready().await.is_ok()
-            && sweep_deployments.wait_until_ready().await.is_ok()
-        {
-            readiness.set_caches_synced();
-            info!("caches synced");
-        }
         let mut tick = tokio::time::interval(resync);
         loop {
             tick.tick().await;
-            sweep_ctx.sweep(&sweep_store);
+            if sweep_sync.all_synced() {
+                sweep_ctx.sweep(&sweep_store);
+            }
         }
     });
 
@@ -448,6 +454,53 @@ async fn run_controller(
     sweeper.abort();
     registry.shutdown().await;
     info!("controller stopped");
+}
+
+/// The watch caches whose first complete listing readiness waits for.
+#[derive(Debug, Clone, Copy)]
+enum Cache {
+    Wpas,
+    Deployments,
+}
+
+/// Marks the controller ready once every cache has seen its first complete listing.
+///
+/// Watched on the streams rather than with `Store::wait_until_ready`: the controller already
+/// waits on the WPA store that way, and a second waiter on the same store is never woken
+/// (its readiness signal keeps a single waker), which left `/readyz` at 503 for good.
+struct CacheSync {
+    wpas: AtomicBool,
+    deployments: AtomicBool,
+    readiness: Readiness,
+}
+
+impl CacheSync {
+    fn new(readiness: Readiness) -> Self {
+        Self {
+            wpas: AtomicBool::new(false),
+            deployments: AtomicBool::new(false),
+            readiness,
+        }
+    }
+
+    fn observe<K>(&self, cache: Cache, event: &watcher::Event<K>) {
+        if !matches!(event, watcher::Event::InitDone) {
+            return;
+        }
+        let flag = match cache {
+            Cache::Wpas => &self.wpas,
+            Cache::Deployments => &self.deployments,
+        };
+        let first = !flag.swap(true, Ordering::SeqCst);
+        if first && self.all_synced() {
+            self.readiness.set_caches_synced();
+            info!("caches synced");
+        }
+    }
+
+    fn all_synced(&self) -> bool {
+        self.wpas.load(Ordering::SeqCst) && self.deployments.load(Ordering::SeqCst)
+    }
 }
 
 /// The WPAs whose target is this Deployment.
