@@ -35,7 +35,7 @@ use aws_sdk_sqs::config::{BehaviorVersion, Region};
 use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::QueueAttributeName;
 
-use super::sqs_cloudwatch::{self, CloudWatchActivity};
+use super::sqs_cloudwatch::CloudWatchActivity;
 use super::uri::SqsUri;
 use super::{Credentials, ProviderKind, ProviderOptions, QueueError, QueueMetrics, QueueProvider};
 
@@ -118,16 +118,14 @@ impl SqsProvider {
         });
         let cloudwatch = opts.sqs_cloudwatch.then(|| {
             let mut config = aws_sdk_cloudwatch::config::Builder::from(&shared)
-                .timeout_config(cloudwatch_timeouts(opts.request_timeout))
-                .retry_config(
-                    aws_sdk_cloudwatch::config::retry::RetryConfig::standard().with_max_attempts(2),
-                );
+                .timeout_config(timeouts(opts.request_timeout))
+                .retry_config(RetryConfig::standard().with_max_attempts(2));
             if let Some(endpoint) = &opts.sqs_cloudwatch_endpoint {
                 config = config.endpoint_url(endpoint);
             }
             CloudWatchActivity::new(
                 aws_sdk_cloudwatch::Client::from_conf(config.build()),
-                sqs_cloudwatch::queue_name(&uri.queue_url).to_string(),
+                uri.queue.clone(),
                 opts.idle_window,
             )
         });
@@ -195,13 +193,6 @@ impl SqsProvider {
             .map_err(|e| map_sdk_error(&self.queue_url, e))?;
         Ok(out.messages().len() as u64)
     }
-}
-
-fn cloudwatch_timeouts(operation: Duration) -> aws_sdk_cloudwatch::config::timeout::TimeoutConfig {
-    aws_sdk_cloudwatch::config::timeout::TimeoutConfig::builder()
-        .operation_timeout(operation)
-        .operation_attempt_timeout(operation)
-        .build()
 }
 
 fn timeouts(operation: Duration) -> TimeoutConfig {

@@ -142,29 +142,3 @@ impl CloudWatchActivity {
             .build()
     }
 }
-
-/// The queue name CloudWatch's `QueueName` dimension uses: the last segment of the URL.
-pub fn queue_name(queue_url: &str) -> &str {
-    queue_url
-        .trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .unwrap_or(queue_url)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn queue_name_is_the_last_url_segment() {
-        assert_eq!(
-            queue_name("https://sqs.ap-south-1.amazonaws.com/123456789012/jobs"),
-            "jobs"
-        );
-        assert_eq!(
-            queue_name("http://127.0.0.1:5000/000000000000/q.fifo/"),
-            "q.fifo"
-        );
-    }
-}
