@@ -21,7 +21,7 @@ use tokio::sync::OnceCell;
 use super::QueueError;
 
 /// What makes two queues able to share a connection.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct ConnectionKey {
     pub tls: bool,
     pub host: String,
@@ -86,6 +86,20 @@ impl RedisConnections {
     }
 }
 
+/// The password never shows in `Debug` output (logs, panics).
+impl fmt::Debug for ConnectionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionKey")
+            .field("tls", &self.tls)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("db", &self.db)
+            .field("username", &self.username)
+            .field("password", &super::uri::redacted(&self.password))
+            .finish()
+    }
+}
+
 impl fmt::Debug for RedisConnections {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisConnections")
@@ -98,5 +112,28 @@ impl fmt::Debug for RedisConnections {
 impl PartialEq for RedisConnections {
     fn eq(&self, _: &Self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_the_password() {
+        let key = ConnectionKey {
+            tls: false,
+            host: "redis".into(),
+            port: 6379,
+            db: 0,
+            username: Some("worker".into()),
+            password: Some("hunter22".into()),
+        };
+        let shown = format!("{key:?}");
+        assert!(!shown.contains("hunter22"), "{shown}");
+        assert!(
+            shown.contains("worker") && shown.contains("<redacted>"),
+            "{shown}"
+        );
     }
 }

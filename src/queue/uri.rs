@@ -105,7 +105,7 @@ pub struct UriError {
 }
 
 /// Shows whether a secret is set without showing it.
-fn redacted(secret: &Option<String>) -> &'static str {
+pub(crate) fn redacted(secret: &Option<String>) -> &'static str {
     if secret.is_some() {
         "<redacted>"
     } else {
