@@ -6,9 +6,9 @@
 #
 # Seeds are in fuzz/seeds/<target>; what libFuzzer learns goes to fuzz/corpus/<target>
 # (git-ignored) so longer local runs build on earlier ones. The random seed is fixed
-# (FUZZ_SEED, default 1) so that a run from the seeds alone (as in CI's clean checkout) walks
-# the same inputs every time: CI is not red by luck, and a longer local run with an empty
-# corpus covers what CI will try. FUZZ_SEED=0 lets libFuzzer pick a new seed each run. A crash stops the run and leaves
+# (FUZZ_SEED, default 1) so that, for the same code, a run from the seeds alone (as in CI's
+# clean checkout) walks the same inputs every time: CI is not red by luck, and a longer local
+# run with an empty corpus covers what CI will try. FUZZ_SEED=0 picks a new seed each run. A crash stops the run and leaves
 # the input in fuzz/artifacts/<target>/; replay it with
 #   cargo +nightly fuzz run -s none --dev <target> fuzz/artifacts/<target>/<file>
 set -euo pipefail
