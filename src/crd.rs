@@ -84,18 +84,20 @@ pub struct WorkerPodAutoScalerSpec {
     /// current workers ("10%", rounded up). Default: the controller's
     /// `--wpa-default-max-disruption` (100%).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("string(self).matches('^([0-9]+|([0-9]|[1-9][0-9]|100)%)$')").message("maxDisruption must be a non-negative count or a percentage from 0% to 100%"))]
+    #[schemars(schema_with = "max_disruption_schema")]
     pub max_disruption: Option<IntOrString>,
     /// The queue to watch: SQS URL, `amqp[s]://`, `redis[s]://`, `beanstalk://` or `http[s]+json://`.
     #[serde(rename = "queueURI")]
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 2048))]
     #[x_kube(validation = Rule::new("self.matches('^(https?|amqps?|rediss?|beanstalk|https?\\\\+json)://')").message("queueURI must start with https://, http://, amqp://, amqps://, redis://, rediss://, beanstalk://, http+json:// or https+json://"))]
     pub queue_uri: String,
     /// Name of the Deployment to scale, in the WPA's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub deployment_name: Option<String>,
     /// Name of the ReplicaSet to scale, in the WPA's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub replica_set_name: Option<String>,
     /// Any resource with a /scale subresource (e.g. a StatefulSet), in the WPA's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -129,12 +131,12 @@ pub struct WorkerPodAutoScalerSpec {
 #[serde(rename_all = "camelCase")]
 pub struct ScaleTargetRef {
     /// e.g. "apps/v1".
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 317))]
     pub api_version: String,
     /// e.g. "StatefulSet".
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 63))]
     pub kind: String,
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 253))]
     pub name: String,
 }
 
@@ -144,13 +146,16 @@ pub struct ScaleTargetRef {
 #[serde(rename_all = "camelCase")]
 pub struct CredentialsSecretRef {
     /// Secret name, in the WPA's namespace.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 253))]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
     pub username_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
     pub password_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
     pub authorization_key: Option<String>,
 }
 
@@ -200,6 +205,21 @@ pub enum SelectPolicy {
     Max,
     Min,
     Disabled,
+}
+
+/// `maxDisruption`: an int-or-string with a length bound, so that the API server's CEL cost
+/// estimate of its `matches()` rule stays small.
+fn max_disruption_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "How many workers one scale-down may remove: a count (\"2\" or 2) or a percentage of the\ncurrent workers (\"10%\", rounded up). Default: the controller's\n`--wpa-default-max-disruption` (100%).",
+        "nullable": true,
+        "x-kubernetes-int-or-string": true,
+        "maxLength": 12,
+        "x-kubernetes-validations": [{
+            "rule": "string(self).matches('^([0-9]+|([0-9]|[1-9][0-9]|100)%)$')",
+            "message": "maxDisruption must be a non-negative count or a percentage from 0% to 100%"
+        }]
+    })
 }
 
 /// An optional string enum without the `null` member schemars would add: the API server wants

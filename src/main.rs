@@ -1,7 +1,7 @@
 //! `workerpodautoscaler`: the command line.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -122,11 +122,19 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| format!("cannot start the async runtime: {e}"))
 }
 
+/// Colour codes only for a person at a terminal: in a file or a log collector they are
+/// noise. `NO_COLOR` (any value) turns them off everywhere.
+fn colour_for(stream: &impl IsTerminal) -> bool {
+    stream.is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
 fn run_controller(args: RunArgs) -> ExitCode {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&args.log_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(colour_for(&io::stdout()));
     match args.log_format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
@@ -150,6 +158,7 @@ fn run_inspect(args: InspectArgs) -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
         )
         .with_writer(io::stderr)
+        .with_ansi(colour_for(&io::stderr()))
         .init();
     let options = ProviderOptions {
         aws_region: args.aws_region.clone(),

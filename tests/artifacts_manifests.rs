@@ -634,13 +634,35 @@ fn iam_policy_grants_exactly_the_documented_actions() {
             .map(str::to_owned)
         )
     );
-    // docs/install.md explains each action.
+    // docs/install.md explains each action and names each statement.
     let docs = read(&repo().join("docs/install.md"));
     for action in &actions {
         assert!(
             docs.contains(action.as_str()),
             "docs/install.md explains {action}"
         );
+    }
+    for statement in policy["Statement"].as_array().expect("statements") {
+        let sid = statement["Sid"]
+            .as_str()
+            .expect("every statement has a Sid");
+        assert!(
+            docs.contains(&format!("`{sid}`")),
+            "docs/install.md names the statement {sid}"
+        );
+        // The long poll at zero workers is on by default (as practo): its
+        // permission is not an opt-in.
+        if statement["Action"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|a| a == "sqs:ReceiveMessage")
+        {
+            assert!(
+                !sid.starts_with("OptIn"),
+                "sqs:ReceiveMessage is needed by default, not opt-in: {sid}"
+            );
+        }
     }
 }
 

@@ -106,11 +106,11 @@ fn expected_args(values: &Value) -> Vec<String> {
     ] {
         args.push(format!("--{flag}={}", s(key)));
     }
-    for (flag, key) in [
-        ("sqs-receive-long-poll", "sqsReceiveLongPoll"),
-        ("sqs-cloudwatch", "sqsCloudwatch"),
-        ("dry-run", "dryRun"),
-    ] {
+    // On by default in the binary: the chart passes the flag only to turn it off.
+    if !c["sqsReceiveLongPoll"].as_bool().unwrap_or(true) {
+        args.push("--sqs-receive-long-poll=false".to_owned());
+    }
+    for (flag, key) in [("sqs-cloudwatch", "sqsCloudwatch"), ("dry-run", "dryRun")] {
         if b(key) {
             args.push(format!("--{flag}"));
         }
@@ -150,11 +150,30 @@ fn check_scenario(name: &str, objects: &[Object], values: &Value) {
     let pod = spec.template.spec.as_ref().expect("pod spec");
 
     // Flags follow the values exactly.
-    assert_eq!(
-        container.args.clone().unwrap_or_default(),
-        expected_args(values),
-        "{name}: args"
-    );
+    let args = container.args.clone().unwrap_or_default();
+    assert_eq!(args, expected_args(values), "{name}: args");
+
+    // The SQS long poll at zero workers is on unless the value turns it off, and
+    // the chart then says so explicitly (the bare flag would mean true).
+    let long_poll = values["controller"]["sqsReceiveLongPoll"]
+        .as_bool()
+        .unwrap_or_else(|| panic!("{name}: sqsReceiveLongPoll is a boolean"));
+    let long_poll_args: Vec<&String> = args
+        .iter()
+        .filter(|a| a.starts_with("--sqs-receive-long-poll"))
+        .collect();
+    if long_poll {
+        assert!(
+            long_poll_args.is_empty(),
+            "{name}: the long poll is the binary's default: {long_poll_args:?}"
+        );
+    } else {
+        assert_eq!(
+            long_poll_args,
+            vec!["--sqs-receive-long-poll=false"],
+            "{name}: sqsReceiveLongPoll=false"
+        );
+    }
 
     // Image defaults to the appVersion.
     let tag = values["image"]["tag"]
@@ -560,6 +579,74 @@ fn chart_value_sets_cover_every_flag_with_a_non_default() {
         assert_ne!(
             set, default,
             "all-flags-values.yaml keeps the default of controller.{key}"
+        );
+    }
+}
+
+/// The chart's `controller.*` defaults are the binary's own (`run --help`), so that
+/// installing with Helm or with the bare image behaves the same.
+#[test]
+fn chart_defaults_are_the_binarys_defaults() {
+    let help = Command::new(env!("CARGO_BIN_EXE_workerpodautoscaler"))
+        .args(["run", "--help"])
+        .env_clear()
+        .output()
+        .expect("run --help");
+    assert!(help.status.success(), "run --help failed");
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    // "--flag <VALUE>" or "--flag [<VALUE>]" or "--flag", then its description
+    // with an optional "[default: X]".
+    let mut binary = std::collections::BTreeMap::new();
+    let mut flag: Option<String> = None;
+    for line in help.lines() {
+        let trimmed = line.trim_start();
+        if let Some(rest) = trimmed.strip_prefix("--") {
+            let name = rest.split_whitespace().next().unwrap_or_default();
+            flag = Some(name.to_owned());
+            binary.insert(name.to_owned(), None);
+        } else if let Some(name) = &flag
+            && let Some(start) = trimmed.find("[default: ")
+        {
+            let value = &trimmed[start + "[default: ".len()..];
+            let value = value.split(']').next().unwrap_or_default();
+            binary.insert(name.clone(), Some(value.trim_matches('"').to_owned()));
+        }
+    }
+    let chart = repo().join("charts/worker-pod-autoscaler");
+    let values: Value = serde_saphyr::from_str(
+        &fs::read_to_string(chart.join("values.yaml")).expect("values.yaml"),
+    )
+    .expect("values.yaml parses");
+    for (key, value) in values["controller"].as_object().expect("controller") {
+        if key == "extraArgs" {
+            continue;
+        }
+        let flag: String = key
+            .chars()
+            .flat_map(|c| {
+                if c.is_ascii_uppercase() {
+                    vec!['-', c.to_ascii_lowercase()]
+                } else {
+                    vec![c]
+                }
+            })
+            .collect();
+        let default = binary
+            .get(&flag)
+            .unwrap_or_else(|| panic!("controller.{key}: no flag --{flag} in run --help"));
+        let chart_default = match value {
+            Value::String(s) => s.clone(),
+            Value::Number(n) if key == "metricsPort" => format!(":{n}"),
+            other => other.to_string(),
+        };
+        // Flags without a shown default: switches (off) and empty strings.
+        let binary_default = default.clone().unwrap_or_else(|| match value {
+            Value::Bool(_) => "false".to_owned(),
+            _ => String::new(),
+        });
+        assert_eq!(
+            chart_default, binary_default,
+            "controller.{key} differs from the default of --{flag}"
         );
     }
 }

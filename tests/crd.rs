@@ -321,6 +321,39 @@ fn openapi_constraints_cover_the_numeric_bounds() {
     );
 }
 
+/// Every free-form string in the spec and its paths, found by walking the schema.
+fn unbounded_strings(schema: &Value, path: &str, found: &mut Vec<String>) {
+    let is_string = schema["type"] == "string" || schema["x-kubernetes-int-or-string"] == true;
+    if is_string && schema.get("enum").is_none() && schema.get("maxLength").is_none() {
+        found.push(path.to_string());
+    }
+    if let Some(props) = schema["properties"].as_object() {
+        for (name, child) in props {
+            unbounded_strings(child, &format!("{path}.{name}"), found);
+        }
+    }
+    if schema.get("items").is_some() {
+        unbounded_strings(&schema["items"], &format!("{path}[]"), found);
+    }
+}
+
+#[test]
+fn every_spec_string_has_a_length_bound() {
+    // The API server estimates the cost of CEL rules such as `matches()` from maxLength;
+    // an unbounded string makes the estimate as large as a whole request.
+    let schema = schema();
+    let spec = &schema["properties"]["spec"];
+    let mut found = Vec::new();
+    unbounded_strings(spec, "spec", &mut found);
+    assert!(found.is_empty(), "strings without maxLength: {found:?}");
+    assert_eq!(spec["properties"]["queueURI"]["maxLength"], json!(2048));
+    let long_uri = format!("redis://host/0/{}", "q".repeat(2048));
+    let parsed: Result<WorkerPodAutoScaler, _> =
+        serde_json::from_value(wpa(with(base_spec(), "queueURI", json!(long_uri))));
+    // maxLength is enforced by the API server's OpenAPI validation, not by serde.
+    assert!(parsed.is_ok());
+}
+
 #[test]
 fn behavior_and_extensions_round_trip() {
     let spec = with(

@@ -10,7 +10,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use wpa::queue::beanstalk::BeanstalkProvider;
 use wpa::queue::uri::BeanstalkUri;
-use wpa::queue::{ProviderKind, ProviderOptions, QueueError, QueueProvider};
+use wpa::queue::{ProviderKind, ProviderOptions, QueueError, QueueMetrics, QueueProvider};
 
 const SHARED_PORT: u16 = 11300;
 const WAIT: Duration = Duration::from_secs(30);
@@ -160,23 +160,88 @@ async fn idle_when_every_watcher_waits_for_a_job() {
     assert_eq!((m.in_flight, m.idle), (Some(1), Some(false)));
 }
 
+/// What beanstalkd says of `tube` itself (not through the provider).
+async fn tube_exists(client: &mut Client, tube: &str) -> bool {
+    let answer = client.command(&format!("stats-tube {tube}")).await;
+    if answer == "NOT_FOUND" {
+        return false;
+    }
+    let size: usize = answer
+        .strip_prefix("OK ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("stats-tube answered {answer:?}"));
+    let mut body = vec![0u8; size + 2];
+    client.conn.read_exact(&mut body).await.expect("stats body");
+    true
+}
+
+fn assert_empty_and_idle(m: &QueueMetrics, what: &str) {
+    assert_eq!(
+        (m.visible, m.in_flight, m.delayed, m.consumers, m.idle),
+        (0, Some(0), Some(0), Some(0), Some(true)),
+        "{what}"
+    );
+}
+
 #[tokio::test]
-async fn missing_tube_is_not_found_until_it_exists() {
-    let tube = unique("wpa-missing");
+async fn a_tube_that_was_never_used_is_an_empty_tube() {
+    let tube = unique("wpa-never-used");
+    let mut observer = Client::connect(SHARED_PORT).await;
     let mut provider = BeanstalkProvider::connect(&uri(SHARED_PORT, &tube), &opts())
         .await
         .unwrap();
-    let err = provider.poll().await.unwrap_err();
-    assert!(
-        matches!(err, QueueError::NotFound { ref queue } if queue.contains(&tube)),
-        "{err:?}"
-    );
+    // The provider's own stats-tube must not bring the tube into existence.
+    for _ in 0..3 {
+        let m = provider
+            .poll()
+            .await
+            .expect("a missing tube is data, not an error");
+        assert_empty_and_idle(&m, "never used");
+    }
+    assert!(!tube_exists(&mut observer, &tube).await);
 
-    // A client that keeps using the tube keeps it alive.
     let mut producer = Client::connect(SHARED_PORT).await;
-    producer.put(&tube, 0, "x").await;
+    producer.put(&tube, 0, "first").await;
     let m = provider.poll().await.unwrap();
-    assert_eq!(m.visible, 1);
+    assert_eq!((m.visible, m.idle), (1, Some(false)));
+}
+
+#[tokio::test]
+async fn a_tube_that_disappears_reads_empty_and_comes_back() {
+    let tube = unique("wpa-comes-and-goes");
+    let mut observer = Client::connect(SHARED_PORT).await;
+    let mut provider = BeanstalkProvider::connect(&uri(SHARED_PORT, &tube), &opts())
+        .await
+        .unwrap();
+
+    // A producer puts a job, a worker watches the tube, reserves the job and deletes it.
+    let mut producer = Client::connect(SHARED_PORT).await;
+    producer.put(&tube, 0, "job").await;
+    let mut worker = Client::connect(SHARED_PORT).await;
+    worker.watch_only(&tube).await;
+    let id = worker.reserve_now().await;
+    let m = provider.poll().await.unwrap();
+    assert_eq!((m.visible, m.in_flight, m.consumers), (0, Some(1), Some(1)));
+    assert_eq!(worker.command(&format!("delete {id}")).await, "DELETED");
+
+    // The last user and the last watcher go away: beanstalkd forgets the tube.
+    drop(producer);
+    drop(worker);
+    eventually(WAIT, "the tube to disappear", async || {
+        (!tube_exists(&mut observer, &tube).await).then_some(())
+    })
+    .await;
+    let m = provider
+        .poll()
+        .await
+        .expect("a vanished tube is data, not an error");
+    assert_empty_and_idle(&m, "vanished");
+
+    // It comes back with the next job.
+    let mut producer = Client::connect(SHARED_PORT).await;
+    producer.put(&tube, 0, "again").await;
+    let m = provider.poll().await.unwrap();
+    assert_eq!((m.visible, m.in_flight, m.idle), (1, Some(0), Some(false)));
 }
 
 #[tokio::test]

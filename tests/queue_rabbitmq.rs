@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
-use support::broker_procs::{eventually, start_rabbitmq, unique, wait_for_port};
+use support::broker_procs::{eventually, free_port, start_rabbitmq, unique, wait_for_port};
 use support::brokers_amqp::{
     AMQP_PORT, MANAGEMENT, amqp_uri, celery_produce, create_vhost, declare, delete, delete_vhost,
     hold_deliveries, open, publish,
@@ -299,48 +299,66 @@ async fn unsampled_counters_fall_back_to_amqp() {
 
 #[tokio::test]
 async fn odd_management_answers_are_errors_not_panics() {
-    type Expect = fn(&QueueError) -> bool;
-    let cases: [(StatusCode, &'static str, Expect); 5] = [
-        (StatusCode::OK, r#"{"messages_ready":"lots"}"#, |e| {
-            matches!(e, QueueError::BadResponse { .. })
-        }),
-        (StatusCode::OK, "<html>proxy login</html>", |e| {
-            matches!(e, QueueError::BadResponse { .. })
-        }),
-        (StatusCode::OK, r#"{"messages_ready":-3}"#, |e| {
-            matches!(e, QueueError::BadResponse { .. })
-        }),
-        (StatusCode::INTERNAL_SERVER_ERROR, "boom", |e| {
-            matches!(e, QueueError::Unavailable { .. })
-        }),
-        (StatusCode::UNAUTHORIZED, "", |e| {
-            matches!(e, QueueError::Denied { .. })
-        }),
+    // AMQP still answers, so each odd management answer leaves partial metrics that name
+    // what went wrong.
+    let queue = unique("wpa-odd-mgmt");
+    let (_conn, channel) = open(AMQP_PORT, "/").await;
+    declare(&channel, &queue, false).await;
+    publish(&channel, &queue, 1).await;
+    let cases: [(StatusCode, &'static str, &'static str); 5] = [
+        (StatusCode::OK, r#"{"messages_ready":"lots"}"#, "unexpected"),
+        (StatusCode::OK, "<html>proxy login</html>", "unexpected"),
+        (StatusCode::OK, r#"{"messages_ready":-3}"#, "unexpected"),
+        (StatusCode::INTERNAL_SERVER_ERROR, "boom", "cannot reach"),
+        (StatusCode::UNAUTHORIZED, "", "denied"),
     ];
     for (status, body, expected) in cases {
         let base = fake_management(status, body).await;
-        let uri = amqp_uri(AMQP_PORT, "/", "anything", Some(&base));
+        let uri = amqp_uri(AMQP_PORT, "/", &queue, Some(&base));
         let mut provider = RabbitmqProvider::connect(&uri, &no_creds(), &opts())
             .await
             .unwrap();
-        let err = provider.poll().await.unwrap_err();
-        assert!(expected(&err), "{status} {body:?} -> {err:?}");
+        let m = provider.poll().await.unwrap();
+        assert_eq!((m.visible, m.in_flight), (1, None), "{status} {body:?}");
+        let partial = m.partial.unwrap_or_default();
+        assert!(
+            partial.starts_with("management API unavailable") && partial.contains(expected),
+            "{status} {body:?} -> {partial}"
+        );
     }
+    // Without AMQP, an odd management answer leaves nothing to go on: an error.
+    let base = fake_management(StatusCode::OK, r#"{"messages_ready":"lots"}"#).await;
+    let uri = amqp_uri(free_port(), "/", &queue, Some(&base));
+    let mut provider = RabbitmqProvider::connect(&uri, &no_creds(), &opts())
+        .await
+        .unwrap();
+    let err = provider.poll().await.unwrap_err();
+    assert!(matches!(err, QueueError::Unavailable { .. }), "{err:?}");
+
     // Odd but valid JSON: extra fields, rate absent.
     let base = fake_management(
         StatusCode::OK,
         r#"{"messages_ready":1,"messages_unacknowledged":0,"consumers":2,"message_stats":{"publish":1},"x":[null]}"#,
     )
     .await;
-    let uri = amqp_uri(AMQP_PORT, "/", "anything", Some(&base));
+    let uri = amqp_uri(AMQP_PORT, "/", &queue, Some(&base));
     let mut provider = RabbitmqProvider::connect(&uri, &no_creds(), &opts())
         .await
         .unwrap();
     let m = provider.poll().await.unwrap();
+    // Ready and consumers come from AMQP (1 message, nobody consuming), the rest from the
+    // management object.
     assert_eq!(
-        (m.visible, m.in_flight, m.consumers, m.sent_per_minute),
-        (1, Some(0), Some(2), None)
+        (
+            m.visible,
+            m.in_flight,
+            m.consumers,
+            m.sent_per_minute,
+            m.partial
+        ),
+        (1, Some(0), Some(0), None, None)
     );
+    delete(&channel, &queue).await;
 }
 
 #[tokio::test]

@@ -401,3 +401,68 @@ async fn a_broker_that_never_answers_does_not_stall_the_loop() {
     );
     reg.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_queue_is_asked_again_at_the_poll_interval_not_after_backoff() {
+    use support::brokers_amqp::{AMQP_PORT, declare, delete, open, publish};
+    let registry = Registry::new(
+        PollSettings {
+            rabbitmq_interval: Duration::from_millis(500),
+            // The default cap: a backing-off loop would wait seconds by now.
+            ..PollSettings::default()
+        },
+        ProviderOptions {
+            request_timeout: Duration::from_secs(2),
+            ..ProviderOptions::default()
+        },
+    );
+    let queue = unique("registry-missing");
+    let uri = QueueUri::parse(&format!("amqp://127.0.0.1:{AMQP_PORT}/%2F/{queue}")).unwrap();
+    registry
+        .subscribe(
+            "ns/missing",
+            Subscription {
+                uri,
+                credentials: Credentials::default(),
+                poll_interval: None,
+                target_messages_per_worker: 1,
+            },
+        )
+        .unwrap();
+    eventually(Duration::from_secs(20), "NotFound", async || {
+        registry
+            .state("ns/missing")
+            .and_then(|s| s.error)
+            .filter(|e| matches!(e, QueueError::NotFound { .. }))
+    })
+    .await;
+    // Long enough for an exponential backoff from 0.5 s to have grown past 4 s.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let failures = registry.state("ns/missing").unwrap().consecutive_failures;
+    assert!(
+        failures >= 6,
+        "only {failures} polls of the missing queue in 5 s"
+    );
+
+    let (_conn, channel) = open(AMQP_PORT, "/").await;
+    declare(&channel, &queue, false).await;
+    publish(&channel, &queue, 1).await;
+    let created = Instant::now();
+    eventually(
+        Duration::from_secs(20),
+        "the new queue's backlog",
+        async || {
+            registry
+                .state("ns/missing")
+                .and_then(|s| s.metrics.filter(|m| m.visible == 1 && !s.stale))
+        },
+    )
+    .await;
+    let noticed = created.elapsed();
+    assert!(
+        noticed < Duration::from_millis(2500),
+        "creating the queue was noticed after {noticed:?}"
+    );
+    registry.shutdown().await;
+    delete(&channel, &queue).await;
+}

@@ -188,6 +188,8 @@ async fn long_poll_notices_a_message_sent_during_the_wait() {
     let mut provider = SqsProvider::connect(&sqs_uri(SHARED_PORT, &url, &name), &creds(), &opts)
         .await
         .unwrap();
+    // practo's condition: nobody is consuming the queue.
+    provider.set_no_workers(true);
 
     let sender = {
         let sqs = sqs.clone();
@@ -216,21 +218,36 @@ async fn long_poll_notices_a_message_sent_during_the_wait() {
     assert_eq!((m.visible, m.in_flight), (1, Some(0)));
 }
 
+/// An empty poll that must not wait in a long poll.
+async fn assert_returns_at_once(provider: &mut SqsProvider, what: &str) {
+    let started = Instant::now();
+    assert_eq!(provider.poll().await.unwrap().visible, 0, "{what}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{what}: an empty poll waited {:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test]
-async fn long_poll_is_off_by_default() {
+async fn no_long_poll_while_workers_run_or_when_turned_off() {
     let sqs = client(SHARED_PORT);
     let name = unique("wpa-shortpoll");
     let url = create_queue(&sqs, &name).await;
-    let mut provider = SqsProvider::connect(&sqs_uri(SHARED_PORT, &url, &name), &creds(), &opts())
-        .await
-        .unwrap();
-    let started = Instant::now();
-    assert_eq!(provider.poll().await.unwrap().visible, 0);
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "an empty poll waited {:?}",
-        started.elapsed()
-    );
+    let uri = sqs_uri(SHARED_PORT, &url, &name);
+    // Default options: long polling is on, but only once the registry says no workers.
+    let mut provider = SqsProvider::connect(&uri, &creds(), &opts()).await.unwrap();
+    assert_returns_at_once(&mut provider, "workers unknown").await;
+    provider.set_no_workers(false);
+    assert_returns_at_once(&mut provider, "workers running").await;
+
+    let off = ProviderOptions {
+        sqs_receive_long_poll: false,
+        ..opts()
+    };
+    let mut provider = SqsProvider::connect(&uri, &creds(), &off).await.unwrap();
+    provider.set_no_workers(true);
+    assert_returns_at_once(&mut provider, "--sqs-receive-long-poll=false").await;
 }
 
 #[tokio::test]

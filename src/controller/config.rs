@@ -40,11 +40,11 @@ pub struct RunArgs {
     /// Seconds between SQS polls.
     #[arg(long, env = "WPA_SQS_SHORT_POLL_INTERVAL", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
     pub sqs_short_poll_interval: u64,
-    /// WaitTimeSeconds of the opt-in SQS receive long poll (0-20).
+    /// WaitTimeSeconds of the SQS receive long poll at zero workers (0-20; 0 turns it off).
     #[arg(long, env = "WPA_SQS_LONG_POLL_INTERVAL", default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=20))]
     pub sqs_long_poll_interval: u32,
-    /// Seconds between beanstalkd polls.
-    #[arg(long, env = "WPA_BEANSTALK_SHORT_POLL_INTERVAL", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Seconds between beanstalkd polls (practo: 20; stats-tube is one cheap round trip).
+    #[arg(long, env = "WPA_BEANSTALK_SHORT_POLL_INTERVAL", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub beanstalk_short_poll_interval: u64,
     /// Accepted for compatibility with practo; beanstalkd is polled with stats-tube only.
     #[arg(long, env = "WPA_BEANSTALK_LONG_POLL_INTERVAL", default_value_t = 20)]
@@ -80,9 +80,18 @@ pub struct RunArgs {
     /// Seconds the backlog must stay empty (and no receives be seen) before workers count as idle.
     #[arg(long, env = "WPA_IDLE_WINDOW", default_value_t = 60)]
     pub idle_window: u64,
-    /// At zero backlog, long-poll SQS with ReceiveMessage to see the first message sooner
-    /// (raises receive counts, which matters with redrive policies).
-    #[arg(long, env = "WPA_SQS_RECEIVE_LONG_POLL", default_value_t = false)]
+    /// As practo: when a queue is empty and every WPA on it is at zero replicas, wait for
+    /// the first message in a ReceiveMessage long poll (VisibilityTimeout 0) instead of
+    /// sleeping until the next poll. Each message that arrives then is received once more
+    /// (counts towards a redrive policy's maxReceiveCount). `=false` turns it off.
+    #[arg(
+        long,
+        env = "WPA_SQS_RECEIVE_LONG_POLL",
+        default_value_t = true,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
     pub sqs_receive_long_poll: bool,
     /// Read SQS receive and send activity from CloudWatch (practo's source): receives over
     /// the last 10 minutes keep workers from counting as idle, sends give the rate
@@ -264,7 +273,8 @@ mod tests {
         assert_eq!(args.scale_down_delay_after_last_scale_activity, 600);
         assert_eq!(args.sqs_short_poll_interval, 20);
         assert_eq!(args.sqs_long_poll_interval, 20);
-        assert_eq!(args.beanstalk_short_poll_interval, 20);
+        assert_eq!(args.beanstalk_short_poll_interval, 1);
+        assert!(args.sqs_receive_long_poll);
         assert_eq!(args.metrics_port, ":8787");
         assert_eq!(args.k8s_api_qps, 5.0);
         assert_eq!(args.k8s_api_burst, 10);
@@ -311,6 +321,16 @@ mod tests {
         );
         let settings = args.scaler_settings().expect("settings");
         assert_eq!(settings.scale_down_delay, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn sqs_receive_long_poll_flag_forms() {
+        assert!(parse(&["--sqs-receive-long-poll"]).sqs_receive_long_poll);
+        assert!(parse(&["--sqs-receive-long-poll=true"]).sqs_receive_long_poll);
+        assert!(!parse(&["--sqs-receive-long-poll=false"]).sqs_receive_long_poll);
+        // WaitTimeSeconds 0 is how practo users turned it off; the SQS provider honours it.
+        let opts = parse(&["--sqs-long-poll-interval=0"]).provider_options();
+        assert_eq!(opts.sqs_long_poll_seconds, 0);
     }
 
     #[test]

@@ -122,17 +122,31 @@ async fn reconcile_wpa(
         Err(e @ TargetError::Api { .. }) => return Err(Error::Target(e)),
     };
     let current = target_state.replicas;
+    // SQS waits for the first message in a long poll only while no worker runs (practo).
+    ctx.registry
+        .report_workers(key, u32::try_from(current).unwrap_or(0));
 
     let queue_state = ctx.registry.state(key);
     let mut conditions = Vec::new();
     let snapshot = match &queue_state {
         Some(state) if !state.stale && state.metrics.is_some() => {
-            conditions.push(ConditionState::new(
-                METRICS_AVAILABLE,
-                Status::True,
-                "MetricsFresh",
-                "the queue was polled successfully",
-            ));
+            // One of a provider's two sources failing still leaves usable metrics; say
+            // which signal is missing.
+            let partial = state.metrics.as_ref().and_then(|m| m.partial.as_deref());
+            conditions.push(match partial {
+                None => ConditionState::new(
+                    METRICS_AVAILABLE,
+                    Status::True,
+                    "MetricsFresh",
+                    "the queue was polled successfully",
+                ),
+                Some(missing) => ConditionState::new(
+                    METRICS_AVAILABLE,
+                    Status::True,
+                    "MetricsPartial",
+                    missing.to_string(),
+                ),
+            });
             state.metrics.as_ref().map(|m| QueueSnapshot {
                 visible: m.visible,
                 in_flight: m.in_flight.unwrap_or(0),

@@ -10,8 +10,12 @@
 //! to `current-watching` needs no Kubernetes input, but counts every connection that
 //! watches the tube as a worker.
 //! `idle = Some(false)` when jobs are ready or reserved or a watcher is not waiting (busy
-//! with a job from another tube, or between two commands); `None` when nothing watches
-//! the tube.
+//! with a job from another tube, or between two commands); `Some(true)` when nothing is
+//! ready or reserved and nothing watches the tube.
+//!
+//! A tube exists only while it holds jobs or a connection uses or watches it, so at zero
+//! workers and no backlog `stats-tube` answers `NOT_FOUND`. That is an empty tube (as in
+//! practo), not an error: visible 0, in flight 0, no consumers, idle.
 //!
 //! Cannot see: buried jobs (not deliverable until kicked, so not counted), a publish
 //! rate (`sent_per_minute` is `None`), and which watchers are worker pods. Our own
@@ -105,8 +109,9 @@ impl BeanstalkProvider {
         }
     }
 
-    /// One `stats-tube` exchange on the current (possibly new) connection.
-    async fn stats_once(&mut self) -> Result<HashMap<String, String>, QueueError> {
+    /// One `stats-tube` exchange on the current (possibly new) connection; `None` when the
+    /// tube does not exist.
+    async fn stats_once(&mut self) -> Result<Option<HashMap<String, String>>, QueueError> {
         let timeout = self.timeout;
         let command = format!("stats-tube {}\r\n", self.tube);
         let conn = self.ensure_connected().await?;
@@ -115,13 +120,16 @@ impl BeanstalkProvider {
             Err(_) => Err(Failure::Io(format!("no answer within {timeout:?}"))),
         };
         match result {
-            Ok(body) => parse_stats(&body).map_err(|detail| QueueError::BadResponse {
-                queue: self.label.clone(),
-                detail,
-            }),
-            Err(Failure::NotFound) => Err(QueueError::NotFound {
-                queue: self.label.clone(),
-            }),
+            Ok(body) => parse_stats(&body)
+                .map(Some)
+                .map_err(|detail| QueueError::BadResponse {
+                    queue: self.label.clone(),
+                    detail,
+                }),
+            // A tube exists only while it holds jobs or a client uses or watches it: at
+            // zero workers and no backlog it is gone. That is an empty queue, not an error
+            // (practo reads it the same way); the connection stays usable.
+            Err(Failure::NotFound) => Ok(None),
             Err(failure) => {
                 // The stream may hold half a frame: never reuse it.
                 self.conn = None;
@@ -132,9 +140,7 @@ impl BeanstalkProvider {
                         queue: self.label.clone(),
                         detail,
                     },
-                    Failure::NotFound => QueueError::NotFound {
-                        queue: self.label.clone(),
-                    },
+                    Failure::NotFound => self.unavailable("unexpected NOT_FOUND"),
                 })
             }
         }
@@ -157,6 +163,9 @@ impl QueueProvider for BeanstalkProvider {
                 self.stats_once().await?
             }
             other => other?,
+        };
+        let Some(stats) = stats else {
+            return Ok(missing_tube_metrics());
         };
         metrics_from_stats(&stats, self.tube == "default").map_err(|detail| {
             QueueError::BadResponse {
@@ -276,6 +285,20 @@ fn count(stats: &HashMap<String, String>, key: &str) -> Result<u64, String> {
         .map_err(|_| format!("{key} is not a count: {:?}", shorten(value)))
 }
 
+/// What a tube that does not exist holds: nothing, and nobody watches it.
+fn missing_tube_metrics() -> QueueMetrics {
+    QueueMetrics {
+        visible: 0,
+        in_flight: Some(0),
+        delayed: Some(0),
+        sent_per_minute: None,
+        consumers: Some(0),
+        idle: Some(true),
+        partial: None,
+        sampled_at: jiff::Timestamp::now(),
+    }
+}
+
 fn metrics_from_stats(
     stats: &HashMap<String, String>,
     default_tube: bool,
@@ -289,10 +312,9 @@ fn metrics_from_stats(
         // Our own connection watches "default" without ever reserving.
         watching = watching.saturating_sub(1);
     }
+    // Nothing ready or reserved and no watcher: no worker has anything to do.
     let idle = if ready > 0 || reserved > 0 {
         Some(false)
-    } else if watching == 0 {
-        None
     } else {
         Some(waiting >= watching)
     };
@@ -303,6 +325,7 @@ fn metrics_from_stats(
         sent_per_minute: None,
         consumers: Some(watching),
         idle,
+        partial: None,
         sampled_at: jiff::Timestamp::now(),
     })
 }

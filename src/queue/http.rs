@@ -229,6 +229,7 @@ pub fn parse_metrics(body: &[u8], sampled_at: jiff::Timestamp) -> Result<QueueMe
         sent_per_minute: count("sent_per_minute")?,
         consumers: count("consumers")?,
         idle,
+        partial: None,
         sampled_at,
     })
 }

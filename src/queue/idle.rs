@@ -96,6 +96,7 @@ mod tests {
             sent_per_minute: None,
             consumers: None,
             idle,
+            partial: None,
             sampled_at: jiff::Timestamp::UNIX_EPOCH,
         }
     }

@@ -44,6 +44,10 @@ pub struct QueueMetrics {
     /// workers). `None` when the broker has no such signal; the registry then infers
     /// idleness from the backlog staying at zero over the idle window.
     pub idle: Option<bool>,
+    /// Set when the provider has two sources and only one answered: says which signal is
+    /// missing and why (shown in the `MetricsAvailable` condition). `None` when complete.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partial: Option<String>,
     /// When the sample was taken.
     pub sampled_at: jiff::Timestamp,
 }
@@ -64,6 +68,19 @@ pub enum QueueError {
     Config(String),
     #[error(transparent)]
     Uri(#[from] UriError),
+}
+
+impl QueueError {
+    /// The broker could not be asked, or answered something we cannot read: retry with
+    /// backoff. Every other error is the broker's clear answer (the queue is missing,
+    /// access is refused) or a configuration problem, and is asked again at the normal
+    /// interval so that a fix is noticed at once.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            QueueError::Unavailable { .. } | QueueError::BadResponse { .. }
+        )
+    }
 }
 
 /// Credentials resolved by the controller from the Secret a WPA references (or taken from
@@ -92,8 +109,9 @@ impl fmt::Debug for Credentials {
 pub struct ProviderOptions {
     /// Default AWS region for SQS-compatible endpoints whose URL does not name one.
     pub aws_region: Option<String>,
-    /// Opt-in: at zero backlog, SQS ReceiveMessage long polls (VisibilityTimeout 0) to see
-    /// the first message sooner. Raises receive counts (matters with redrive policies).
+    /// As practo: when an SQS queue is empty and no WPA on it has workers, wait in a
+    /// ReceiveMessage long poll (VisibilityTimeout 0) to see the first message at once.
+    /// Raises receive counts (matters with redrive policies). On by default.
     pub sqs_receive_long_poll: bool,
     /// WaitTimeSeconds for that long poll (practo's `--sqs-long-poll-interval`, 0..=20).
     pub sqs_long_poll_seconds: u32,
@@ -116,7 +134,7 @@ impl Default for ProviderOptions {
     fn default() -> Self {
         Self {
             aws_region: None,
-            sqs_receive_long_poll: false,
+            sqs_receive_long_poll: true,
             sqs_long_poll_seconds: 20,
             sqs_cloudwatch: false,
             sqs_cloudwatch_endpoint: None,
@@ -157,6 +175,10 @@ pub trait QueueProvider: Send + 'static {
     fn kind(&self) -> ProviderKind;
     /// Measure the queue now. Must not panic on any broker answer.
     async fn poll(&mut self) -> Result<QueueMetrics, QueueError>;
+    /// Whether every WPA on this queue is known to be at zero replicas, set by the
+    /// registry before each poll. SQS then long-polls at zero backlog (practo's rule);
+    /// other providers ignore it.
+    fn set_no_workers(&mut self, _no_workers: bool) {}
 }
 
 /// Checks what can be checked without contacting the broker (header values, providers

@@ -1,25 +1,30 @@
-//! RabbitMQ provider: the management HTTP API when the queue URI names one, AMQP
-//! otherwise (and as a fallback).
+//! RabbitMQ provider: AMQP always, plus the management HTTP API when the queue URI names
+//! one.
 //!
-//! With management (`GET /api/queues/{vhost}/{queue}`, basic auth): `messages_ready`
-//! (visible), `messages_unacknowledged` (in flight: delivered, not acked — with Celery's
-//! default early ack that is prefetched tasks only; `task_acks_late=True` makes running
-//! tasks visible too), `consumers`, and `message_stats.publish_details.rate` × 60
-//! (sent per minute). The management counters are statistics sampled by the broker
-//! (every `collect_statistics_interval`, 5 s by default), so they lag; they are absent
-//! from a new queue until its first sample: the provider then takes the ready count from
-//! AMQP and reports in-flight as unknown (`None`), never as zero.
+//! AMQP passive `queue.declare` answers at once with the ready count (visible) and the
+//! consumer count; it cannot see unacknowledged messages. The management API
+//! (`GET /api/queues/{vhost}/{queue}`, basic auth) adds `messages_unacknowledged` (in
+//! flight: delivered, not acked — with Celery's default early ack that is prefetched tasks
+//! only; `task_acks_late=True` makes running tasks visible too), `consumers`, and
+//! `message_stats.publish_details.rate` × 60 (sent per minute). Its counters are
+//! statistics sampled by the broker every `collect_statistics_interval` (5 s by default),
+//! so they lag, and they are absent from a queue until its first sample.
 //!
-//! Without management: AMQP passive `queue.declare`, which answers at once with the
-//! ready count and the consumer count only. AMQP cannot see unacknowledged messages, so
-//! `in_flight` is `None`: work held by workers is invisible, which is why the management
-//! API is recommended. Neither path reports idleness (`idle` is `None`); the registry
-//! infers it over the idle window.
+//! With a management URL both are asked on every poll, concurrently: the ready count comes
+//! from AMQP, so a new backlog is seen as fast as without management (the lagging sample
+//! never hides it), and the rest from the management API. When only one answers, the
+//! provider keeps working with what it has and says which signal is missing
+//! ([`QueueMetrics::partial`]): without AMQP the ready count is the management sample;
+//! without the management API in-flight and the publish rate are unknown (`None`), never
+//! zero. Without a management URL in-flight is always unknown: work held by workers is
+//! invisible, which is why the management API is recommended. Neither path reports
+//! idleness (`idle` is `None`); the registry infers it over the idle window.
 //!
 //! Credentials: a Secret's username/password win over the URI's userinfo; with neither,
 //! RabbitMQ's `guest`/`guest`. They are never logged or put in errors: errors name the
 //! queue as `amqp://host:port/<vhost>/<queue>`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -50,7 +55,7 @@ pub struct RabbitmqProvider {
     queue: String,
     amqp_uri: AMQPUri,
     timeout: Duration,
-    management: Option<Management>,
+    management: Option<Arc<Management>>,
     connection: Option<Connection>,
     channel: Option<Channel>,
 }
@@ -91,7 +96,8 @@ struct AmqpCounts {
 impl RabbitmqProvider {
     /// Prepares the provider. Without a management URL it opens the AMQP connection
     /// now, so wrong credentials (`Denied`) or an unreachable broker (`Unavailable`)
-    /// show up at once; with one, no request is made until the first poll.
+    /// show up at once; with one, nothing is contacted until the first poll, which can
+    /// then work with either source alone.
     pub async fn connect(
         uri: &AmqpUri,
         creds: &Credentials,
@@ -159,12 +165,12 @@ impl RabbitmqProvider {
                     base.trim_end_matches('/'),
                     utf8_percent_encode(&uri.queue, PATH_SEGMENT)
                 );
-                Some(Management {
+                Some(Arc::new(Management {
                     http,
                     url,
                     username,
                     password,
-                })
+                }))
             }
             None => None,
         };
@@ -303,43 +309,122 @@ impl RabbitmqProvider {
             },
         }
     }
+}
 
-    async fn fetch_management(&self, mgmt: &Management) -> Result<QueueInfo, QueueError> {
-        let queue = self.label.clone();
-        let response = mgmt
-            .http
-            .get(&mgmt.url)
-            .basic_auth(&mgmt.username, Some(&mgmt.password))
-            .send()
-            .await
-            .map_err(|e| self.unavailable(format!("management API: {}", e.without_url())))?;
-        let status = response.status();
-        match status.as_u16() {
-            200 => {}
-            404 => return Err(QueueError::NotFound { queue }),
-            401 | 403 => {
-                return Err(QueueError::Denied {
-                    queue,
-                    detail: format!("management API answered {status}"),
-                });
-            }
-            500.. => return Err(self.unavailable(format!("management API answered {status}"))),
-            _ => {
-                return Err(QueueError::BadResponse {
-                    queue,
-                    detail: format!("management API answered {status}"),
-                });
-            }
+/// One management API read of the queue object.
+async fn fetch_management(mgmt: &Management, label: &str) -> Result<QueueInfo, QueueError> {
+    let unavailable = |detail: String| QueueError::Unavailable {
+        queue: label.to_string(),
+        detail,
+    };
+    let queue = label.to_string();
+    let response = mgmt
+        .http
+        .get(&mgmt.url)
+        .basic_auth(&mgmt.username, Some(&mgmt.password))
+        .send()
+        .await
+        .map_err(|e| unavailable(format!("management API: {}", e.without_url())))?;
+    let status = response.status();
+    match status.as_u16() {
+        200 => {}
+        404 => return Err(QueueError::NotFound { queue }),
+        401 | 403 => {
+            return Err(QueueError::Denied {
+                queue,
+                detail: format!("management API answered {status}"),
+            });
         }
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| self.unavailable(format!("management API body: {}", e.without_url())))?;
-        serde_json::from_slice(&body).map_err(|e| QueueError::BadResponse {
-            queue,
-            detail: format!("management API queue object: {e}"),
-        })
+        500.. => return Err(unavailable(format!("management API answered {status}"))),
+        _ => {
+            return Err(QueueError::BadResponse {
+                queue,
+                detail: format!("management API answered {status}"),
+            });
+        }
     }
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| unavailable(format!("management API body: {}", e.without_url())))?;
+    serde_json::from_slice(&body).map_err(|e| QueueError::BadResponse {
+        queue,
+        detail: format!("management API queue object: {e}"),
+    })
+}
+
+/// Joins what AMQP and the management API answered into one sample. Errors only when
+/// neither can tell the ready count, or when the queue does not exist (AMQP says so, or
+/// the management API says so while AMQP cannot be asked).
+fn combine(
+    amqp: Result<AmqpCounts, QueueError>,
+    management: Result<QueueInfo, QueueError>,
+) -> Result<QueueMetrics, QueueError> {
+    let sampled_at = jiff::Timestamp::now();
+    match (amqp, management) {
+        // AMQP is authoritative on existence; the management API only when AMQP is down.
+        (Err(e @ QueueError::NotFound { .. }), _) => Err(e),
+        (Err(_), Err(e @ QueueError::NotFound { .. })) => Err(e),
+        (Ok(counts), Ok(info)) => {
+            let sampled = info.messages_ready.is_some();
+            Ok(QueueMetrics {
+                visible: counts.ready,
+                // Before the first statistics sample unacked is absent: unknown, not zero.
+                in_flight: info.messages_unacknowledged,
+                delayed: None,
+                sent_per_minute: publish_rate(&info),
+                // AMQP's count is current; the sample may be seconds old.
+                consumers: Some(counts.consumers),
+                idle: None,
+                partial: (!sampled).then(|| {
+                    "the management API has no statistics sample for this queue yet: \
+                     unacknowledged messages unknown"
+                        .to_string()
+                }),
+                sampled_at,
+            })
+        }
+        (Ok(counts), Err(e)) => Ok(QueueMetrics {
+            visible: counts.ready,
+            in_flight: None,
+            delayed: None,
+            sent_per_minute: None,
+            consumers: Some(counts.consumers),
+            idle: None,
+            partial: Some(format!(
+                "management API unavailable ({e}): unacknowledged messages and publish rate unknown"
+            )),
+            sampled_at,
+        }),
+        (Err(e), Ok(info)) => {
+            let Some(ready) = info.messages_ready else {
+                // Neither source can tell the ready count: report AMQP's failure.
+                return Err(e);
+            };
+            Ok(QueueMetrics {
+                visible: ready,
+                in_flight: info.messages_unacknowledged,
+                delayed: None,
+                sent_per_minute: publish_rate(&info),
+                consumers: info.consumers,
+                idle: None,
+                partial: Some(format!(
+                    "AMQP unavailable ({e}): ready count from the management API's statistics sample, which lags"
+                )),
+                sampled_at,
+            })
+        }
+        (Err(amqp), Err(_)) => Err(amqp),
+    }
+}
+
+fn publish_rate(info: &QueueInfo) -> Option<u64> {
+    per_minute(
+        info.message_stats
+            .as_ref()
+            .and_then(|s| s.publish_details.as_ref())
+            .and_then(|d| d.rate),
+    )
 }
 
 /// Messages per second -> per minute; `None` for absent or nonsensical rates.
@@ -356,7 +441,7 @@ impl QueueProvider for RabbitmqProvider {
     }
 
     async fn poll(&mut self) -> Result<QueueMetrics, QueueError> {
-        let Some(mgmt) = &self.management else {
+        let Some(mgmt) = self.management.clone() else {
             let counts = self.declare().await?;
             return Ok(QueueMetrics {
                 visible: counts.ready,
@@ -365,32 +450,13 @@ impl QueueProvider for RabbitmqProvider {
                 sent_per_minute: None,
                 consumers: Some(counts.consumers),
                 idle: None,
+                partial: None,
                 sampled_at: jiff::Timestamp::now(),
             });
         };
-        let info = self.fetch_management(mgmt).await?;
-        let sent_per_minute = per_minute(
-            info.message_stats
-                .and_then(|s| s.publish_details)
-                .and_then(|d| d.rate),
-        );
-        let (visible, in_flight, consumers) = match info.messages_ready {
-            Some(ready) => (ready, info.messages_unacknowledged, info.consumers),
-            None => {
-                // Not sampled yet: AMQP knows the ready count now; unacked stays unknown.
-                let counts = self.declare().await?;
-                (counts.ready, None, Some(counts.consumers))
-            }
-        };
-        Ok(QueueMetrics {
-            visible,
-            in_flight,
-            delayed: None,
-            sent_per_minute,
-            consumers,
-            idle: None,
-            sampled_at: jiff::Timestamp::now(),
-        })
+        let label = self.label.clone();
+        let (amqp, management) = tokio::join!(self.declare(), fetch_management(&mgmt, &label));
+        combine(amqp, management)
     }
 }
 
@@ -433,6 +499,78 @@ mod tests {
         assert_eq!(per_minute(Some(f64::NAN)), None);
         assert_eq!(per_minute(Some(-1.0)), None);
         assert_eq!(per_minute(None), None);
+    }
+
+    fn info(json: &str) -> QueueInfo {
+        serde_json::from_str(json).unwrap()
+    }
+
+    fn down() -> QueueError {
+        QueueError::Unavailable {
+            queue: "q".into(),
+            detail: "refused".into(),
+        }
+    }
+
+    const LAGGING: &str = r#"{"messages_ready":0,"messages_unacknowledged":2,"consumers":1,
+        "message_stats":{"publish_details":{"rate":1.0}}}"#;
+
+    #[test]
+    fn ready_comes_from_amqp_even_when_the_sample_says_zero() {
+        let amqp = AmqpCounts {
+            ready: 7,
+            consumers: 2,
+        };
+        let m = combine(Ok(amqp), Ok(info(LAGGING))).unwrap();
+        assert_eq!(
+            (m.visible, m.in_flight, m.consumers, m.sent_per_minute),
+            (7, Some(2), Some(2), Some(60))
+        );
+        assert_eq!(m.partial, None);
+    }
+
+    #[test]
+    fn unsampled_queue_has_unknown_in_flight_and_says_so() {
+        let amqp = AmqpCounts {
+            ready: 1,
+            consumers: 0,
+        };
+        let m = combine(Ok(amqp), Ok(info(r#"{"name":"q"}"#))).unwrap();
+        assert_eq!((m.visible, m.in_flight), (1, None));
+        assert!(m.partial.unwrap().contains("no statistics sample"));
+    }
+
+    #[test]
+    fn either_source_alone_is_enough_and_the_gap_is_named() {
+        let amqp = AmqpCounts {
+            ready: 3,
+            consumers: 1,
+        };
+        let m = combine(Ok(amqp), Err(down())).unwrap();
+        assert_eq!((m.visible, m.in_flight, m.sent_per_minute), (3, None, None));
+        assert!(m.partial.unwrap().starts_with("management API unavailable"));
+
+        let m = combine(Err(down()), Ok(info(LAGGING))).unwrap();
+        assert_eq!((m.visible, m.in_flight, m.consumers), (0, Some(2), Some(1)));
+        assert!(m.partial.unwrap().starts_with("AMQP unavailable"));
+
+        // Without AMQP and without a sample nothing tells the ready count.
+        assert_eq!(combine(Err(down()), Ok(info("{}"))), Err(down()));
+        assert_eq!(combine(Err(down()), Err(down())), Err(down()));
+    }
+
+    #[test]
+    fn a_missing_queue_from_either_source_is_not_found() {
+        let missing = || QueueError::NotFound { queue: "q".into() };
+        let amqp = AmqpCounts {
+            ready: 0,
+            consumers: 0,
+        };
+        assert_eq!(combine(Err(missing()), Ok(info(LAGGING))), Err(missing()));
+        assert_eq!(combine(Err(down()), Err(missing())), Err(missing()));
+        // A management URL pointing elsewhere does not hide a queue AMQP can read.
+        let m = combine(Ok(amqp), Err(missing())).unwrap();
+        assert!(m.partial.unwrap().starts_with("management API unavailable"));
     }
 
     #[test]

@@ -362,6 +362,7 @@ impl QueueProvider for RedisProvider {
             sent_per_minute: None,
             consumers: None,
             idle: None,
+            partial: None,
             sampled_at,
         })
     }

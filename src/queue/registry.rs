@@ -9,9 +9,13 @@
 //! `ceil(backlog / target)` for its target, idleness, or staleness/error; the first poll
 //! result always wakes it.
 //!
-//! Errors are never zeros: a failed poll keeps the last good metrics, marks them stale
-//! with the error, and retries with exponential backoff and jitter (capped at
-//! `max_backoff`) until the broker answers again. The provider is built inside the loop,
+//! Errors are never zeros: a failed poll keeps the last good metrics and marks them stale
+//! with the error. Only a broker that cannot be reached or answers garbage
+//! ([`QueueError::is_transient`]) is retried with exponential backoff and jitter (capped at
+//! `max_backoff`); a queue the broker says is missing, or access it refuses, is asked again
+//! at the normal interval, so that creating the queue or fixing the grant is seen at once.
+//! Loops poll at a fixed rate: the time a poll took (an SQS long poll waits up to 20 s)
+//! counts towards the interval. The provider is built inside the loop,
 //! so a broker that is down at subscribe time is retried; only a bad configuration makes
 //! [`Registry::subscribe`] fail. While a queue is failing it is never reported idle.
 
@@ -143,6 +147,8 @@ struct Subscriber {
     key: LoopKey,
     interval: Option<Duration>,
     target: u64,
+    /// The replicas of the subscriber's target, as last reported; `None` before that.
+    workers: Option<u32>,
     /// What the subscriber was last woken for.
     notified: Option<Signature>,
 }
@@ -158,6 +164,8 @@ struct PollLoop {
     id: u64,
     members: HashSet<String>,
     status: QueueState,
+    /// Every member reported zero replicas (see [`Registry::report_workers`]).
+    no_workers: bool,
     /// Wakes the task early (a subscriber asked for a shorter interval).
     reschedule: Arc<Notify>,
     task: JoinHandle<()>,
@@ -290,11 +298,14 @@ impl Registry {
             key: key.clone(),
             interval: spec.poll_interval,
             target: spec.target_messages_per_worker,
+            workers: None,
             notified: None,
         };
         let mut wake_now = false;
         match state.loops.get_mut(&key) {
             Some(lp) => {
+                // A member whose replicas are not known yet.
+                lp.no_workers = false;
                 let current = effective_interval(
                     &state.subscribers,
                     lp,
@@ -327,6 +338,7 @@ impl Registry {
                         id,
                         members: HashSet::from([subscriber.to_string()]),
                         status: QueueState::default(),
+                        no_workers: false,
                         reschedule,
                         task,
                     },
@@ -341,6 +353,29 @@ impl Registry {
             let _ = self.inner.wakeups.send(subscriber.to_string());
         }
         Ok(())
+    }
+
+    /// Records how many replicas `subscriber`'s target has. When that makes every member
+    /// of its queue's loop known to be at zero, the loop polls at once (an SQS loop then
+    /// long-polls for the first message instead of sleeping through its interval).
+    pub fn report_workers(&self, subscriber: &str, replicas: u32) {
+        let mut guard = lock(&self.inner.state);
+        let State { subscribers, loops } = &mut *guard;
+        let Some(entry) = subscribers.get_mut(subscriber) else {
+            return;
+        };
+        entry.workers = Some(replicas);
+        let Some(lp) = loops.get_mut(&entry.key) else {
+            return;
+        };
+        let no_workers = lp
+            .members
+            .iter()
+            .all(|name| subscribers.get(name).and_then(|s| s.workers) == Some(0));
+        if no_workers && !lp.no_workers {
+            lp.reschedule.notify_one();
+        }
+        lp.no_workers = no_workers;
     }
 
     /// Stops watching for `subscriber`; the queue's loop stops if nobody else watches it.
@@ -408,6 +443,11 @@ fn detach(state: &mut State, subscriber: &str, key: &LoopKey) {
     let empty = match state.loops.get_mut(key) {
         Some(lp) => {
             lp.members.remove(subscriber);
+            lp.no_workers = !lp.members.is_empty()
+                && lp
+                    .members
+                    .iter()
+                    .all(|name| state.subscribers.get(name).and_then(|s| s.workers) == Some(0));
             lp.members.is_empty()
         }
         None => false,
@@ -433,6 +473,7 @@ async fn poll_once(
     provider: &mut Option<Box<dyn QueueProvider>>,
     key: &LoopKey,
     options: &ProviderOptions,
+    no_workers: bool,
 ) -> Result<QueueMetrics, QueueError> {
     let limit = poll_deadline(options);
     let attempt = async {
@@ -440,6 +481,7 @@ async fn poll_once(
             Some(p) => p,
             None => provider.insert(super::connect(&key.uri, &key.credentials, options).await?),
         };
+        p.set_no_workers(no_workers);
         p.poll().await
     };
     match tokio::time::timeout(limit, attempt).await {
@@ -477,9 +519,22 @@ async fn run_loop(inner: Weak<Inner>, key: LoopKey, id: u64, reschedule: Arc<Not
     let mut provider: Option<Box<dyn QueueProvider>> = None;
     let mut idle = IdleTracker::new(options.idle_window);
     let mut backoff: Option<backon::ExponentialBackoff> = None;
+    // The error last logged at warn level: a queue that keeps failing the same way is
+    // logged once, not on every poll.
+    let mut logged_error: Option<QueueError> = None;
     loop {
+        let no_workers = {
+            let Some(registry) = inner.upgrade() else {
+                return;
+            };
+            let state = lock(&registry.state);
+            match state.loops.get(&key).filter(|lp| lp.id == id) {
+                Some(lp) => lp.no_workers,
+                None => return,
+            }
+        };
         let started = Instant::now();
-        let result = poll_once(&mut provider, &key, &options).await;
+        let result = poll_once(&mut provider, &key, &options, no_workers).await;
         let elapsed = started.elapsed();
         let Some(registry) = inner.upgrade() else {
             return;
@@ -487,7 +542,7 @@ async fn run_loop(inner: Weak<Inner>, key: LoopKey, id: u64, reschedule: Arc<Not
         if let Some(observer) = registry.observer() {
             observer.observe(kind, &label, elapsed, result.as_ref().map(|_| ()));
         }
-        let (interval, wake, failing) = {
+        let (interval, wake, unreachable) = {
             let mut guard = lock(&registry.state);
             let State { subscribers, loops } = &mut *guard;
             let Some(lp) = loops.get_mut(&key).filter(|lp| lp.id == id) else {
@@ -499,6 +554,7 @@ async fn run_loop(inner: Weak<Inner>, key: LoopKey, id: u64, reschedule: Arc<Not
                     if status.stale {
                         tracing::info!(queue = %label, "queue readable again");
                     }
+                    logged_error = None;
                     status.idle = idle.observe(&metrics, Instant::now()).is_idle();
                     status.last_success = Some(metrics.sampled_at);
                     status.metrics = Some(metrics);
@@ -507,7 +563,12 @@ async fn run_loop(inner: Weak<Inner>, key: LoopKey, id: u64, reschedule: Arc<Not
                     status.consecutive_failures = 0;
                 }
                 Err(error) => {
-                    tracing::warn!(queue = %label, %error, "poll failed; keeping the last metrics");
+                    if logged_error.as_ref() == Some(&error) {
+                        tracing::debug!(queue = %label, %error, "poll failed again");
+                    } else {
+                        tracing::warn!(queue = %label, %error, "poll failed; keeping the last metrics");
+                        logged_error = Some(error.clone());
+                    }
                     idle.reset();
                     status.idle = false;
                     status.stale = true;
@@ -530,14 +591,19 @@ async fn run_loop(inner: Weak<Inner>, key: LoopKey, id: u64, reschedule: Arc<Not
                     wake.push(name.clone());
                 }
             }
-            (interval, wake, lp.status.error.is_some())
+            let transient = lp
+                .status
+                .error
+                .as_ref()
+                .is_some_and(QueueError::is_transient);
+            (interval, wake, transient)
         };
         for name in wake {
             // No receiver yet is fine: the state is still there to read.
             let _ = registry.wakeups.send(name);
         }
         drop(registry);
-        let delay = if failing {
+        let delay = if unreachable {
             let cap = settings.max_backoff;
             let next = backoff
                 .get_or_insert_with(|| {
@@ -553,7 +619,7 @@ async fn run_loop(inner: Weak<Inner>, key: LoopKey, id: u64, reschedule: Arc<Not
             next.unwrap_or(cap).min(cap)
         } else {
             backoff = None;
-            interval
+            interval.saturating_sub(elapsed)
         };
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
@@ -574,6 +640,7 @@ mod tests {
             sent_per_minute: None,
             consumers: None,
             idle: None,
+            partial: None,
             sampled_at: jiff::Timestamp::UNIX_EPOCH,
         }
     }

@@ -13,12 +13,14 @@
 //! for the idle window; a worker that received a message and deleted it between two polls
 //! is then invisible, and the idle window is what keeps that from scaling to zero.
 //!
-//! Opt-in long polling (`sqs_receive_long_poll`): when a poll finds nothing visible and
-//! nothing in flight, the provider waits in `ReceiveMessage` (WaitTimeSeconds =
+//! Long polling at zero workers (practo's rule, on by default: `sqs_receive_long_poll`):
+//! when a poll finds nothing visible and nothing in flight and the registry says no WPA on
+//! the queue has workers, the provider waits in `ReceiveMessage` (WaitTimeSeconds =
 //! `sqs_long_poll_seconds`, VisibilityTimeout 0, MaxNumberOfMessages 1) so the first
-//! message is noticed as soon as it arrives. The message stays visible, but its receive
-//! count goes up: with a redrive policy (maxReceiveCount) such receives move it closer to
-//! the dead-letter queue.
+//! message is noticed as soon as it arrives instead of at the next poll. The message stays
+//! visible, but its receive count goes up by one: with a redrive policy (maxReceiveCount)
+//! that receive moves it closer to the dead-letter queue. With workers running nobody
+//! long-polls, so their own receives are the only ones.
 //!
 //! Credentials: a Secret's username/password are used as a static access key id and
 //! secret access key; otherwise the AWS default chain (environment, web identity/IRSA,
@@ -65,6 +67,8 @@ pub struct SqsProvider {
     client: Client,
     queue_url: String,
     long_poll: Option<Duration>,
+    /// Every WPA on the queue is at zero replicas (from the registry).
+    no_workers: bool,
     request_timeout: Duration,
     cloudwatch: Option<CloudWatchActivity>,
 }
@@ -133,6 +137,7 @@ impl SqsProvider {
             client: Client::from_conf(config.build()),
             queue_url: uri.queue_url.clone(),
             long_poll,
+            no_workers: false,
             request_timeout: opts.request_timeout,
             cloudwatch,
         })
@@ -208,9 +213,14 @@ impl QueueProvider for SqsProvider {
         ProviderKind::Sqs
     }
 
+    fn set_no_workers(&mut self, no_workers: bool) {
+        self.no_workers = no_workers;
+    }
+
     async fn poll(&mut self) -> Result<QueueMetrics, QueueError> {
         let mut counts = self.counts().await?;
         if let Some(wait) = self.long_poll
+            && self.no_workers
             && counts.visible == 0
             && counts.not_visible == 0
         {
@@ -235,6 +245,7 @@ impl QueueProvider for SqsProvider {
             consumers: None,
             // Receives veto idleness; their absence leaves it to the idle window.
             idle: activity.and_then(|a| (a.received > 0.0).then_some(false)),
+            partial: None,
             sampled_at: jiff::Timestamp::now(),
         })
     }

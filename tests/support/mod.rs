@@ -9,3 +9,4 @@ pub mod cloudwatch;
 pub mod controller;
 pub mod e2e;
 pub mod garbage;
+pub mod queues;

@@ -1,0 +1,73 @@
+//! Small clients for arranging queue state in end-to-end tests: a blocking beanstalkd
+//! client and an SQS client for the shared moto server.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+
+/// The shared moto server (hack/services.sh).
+pub const MOTO_PORT: u16 = 5001;
+/// The shared beanstalkd (hack/services.sh).
+pub const BEANSTALKD_PORT: u16 = 11300;
+
+/// An SQS client for the moto server on `port` (static test keys, us-east-1).
+pub fn sqs_client(port: u16) -> aws_sdk_sqs::Client {
+    use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
+    let config = aws_sdk_sqs::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+        .endpoint_url(format!("http://127.0.0.1:{port}"))
+        .build();
+    aws_sdk_sqs::Client::from_conf(config)
+}
+
+/// A blocking beanstalkd connection (producer side).
+pub struct BeanstalkClient {
+    conn: BufReader<TcpStream>,
+}
+
+impl BeanstalkClient {
+    pub fn connect(port: u16) -> Self {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect beanstalkd");
+        Self {
+            conn: BufReader::new(stream),
+        }
+    }
+
+    fn command(&mut self, command: &str) -> String {
+        self.conn
+            .get_mut()
+            .write_all(format!("{command}\r\n").as_bytes())
+            .expect("write to beanstalkd");
+        let mut line = String::new();
+        self.conn
+            .read_line(&mut line)
+            .expect("read from beanstalkd");
+        line.trim_end().to_string()
+    }
+
+    /// Whether beanstalkd knows `tube` (asking does not create it).
+    pub fn tube_exists(&mut self, tube: &str) -> bool {
+        let answer = self.command(&format!("stats-tube {tube}"));
+        if answer == "NOT_FOUND" {
+            return false;
+        }
+        let size: usize = answer
+            .strip_prefix("OK ")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("stats-tube answered {answer:?}"));
+        let mut body = vec![0u8; size + 2];
+        self.conn.read_exact(&mut body).expect("stats body");
+        true
+    }
+
+    /// Puts one ready job into `tube`.
+    pub fn put(&mut self, tube: &str, body: &str) {
+        assert_eq!(
+            self.command(&format!("use {tube}")),
+            format!("USING {tube}")
+        );
+        let answer = self.command(&format!("put 100 0 60 {}\r\n{body}", body.len()));
+        assert!(answer.starts_with("INSERTED "), "put answered {answer:?}");
+    }
+}
