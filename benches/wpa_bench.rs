@@ -2,8 +2,8 @@
 //! server double and real brokers. Prints tables; never asserts on timing.
 //!
 //! ```text
-//! cargo bench --bench wpa_bench -- [--scenario latency,burst,scale] [--trials 100]
-//!     [--providers redis,rabbitmq,sqs] [--wpas 100,1000,5000] [--window 60]
+//! cargo bench --bench wpa_bench -- [--scenario from-zero,latency,burst,scale] [--trials 100]
+//!     [--providers redis,rabbitmq,sqs,beanstalkd] [--wpas 100,1000,5000] [--window 60]
 //! ```
 //! `hack/bench.sh` starts the brokers first and passes its arguments through.
 
@@ -36,6 +36,9 @@ use stats::{Summary, Table, ms};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Scenario {
+    /// Scenario 0: as 1, with every controller flag at its default (API pacing included),
+    /// on queues that were never used.
+    FromZero,
     /// Scenario 1: zero replicas, one message, time to the scale PATCH.
     Latency,
     /// Scenario 1b: 5 replicas, a burst of backlog, time to the PATCH to 20.
@@ -49,6 +52,7 @@ enum Provider {
     Redis,
     Rabbitmq,
     Sqs,
+    Beanstalkd,
 }
 
 #[derive(Debug, Parser)]
@@ -59,7 +63,7 @@ struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "latency,burst,scale"
+        default_value = "from-zero,latency,burst,scale"
     )]
     scenario: Vec<Scenario>,
     /// Latency trials per provider and poll interval.
@@ -71,12 +75,19 @@ struct Args {
     /// WPAs alive at once in the latency and burst scenarios.
     #[arg(long, default_value_t = 50)]
     batch: usize,
+    /// Trials per provider of the from-zero scenario.
+    #[arg(long, default_value_t = 40)]
+    from_zero_trials: usize,
+    /// WPAs alive at once in the from-zero scenario (small: it runs under default API
+    /// pacing, and a lone WPA reacting from zero is what it measures).
+    #[arg(long, default_value_t = 5)]
+    from_zero_batch: usize,
     /// Providers of the latency and burst scenarios.
     #[arg(
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "redis,rabbitmq,sqs"
+        default_value = "redis,rabbitmq,sqs,beanstalkd"
     )]
     providers: Vec<Provider>,
     /// WPA counts of the scale scenario.
@@ -140,6 +151,9 @@ async fn run(args: Args) -> Result<()> {
         env!("CARGO_BIN_EXE_workerpodautoscaler"),
         dir.path().display()
     ));
+    if args.scenario.contains(&Scenario::FromZero) {
+        from_zero_scenario(&args, dir.path(), &mut report).await?;
+    }
     if args.scenario.contains(&Scenario::Latency) {
         latency_scenario(&args, dir.path(), &mut report).await?;
     }
@@ -161,7 +175,53 @@ fn latency_cases(provider: Provider) -> Vec<(Flavor, u64)> {
         Provider::Redis => vec![(Flavor::Redis, 1)],
         Provider::Rabbitmq => vec![(Flavor::RabbitAmqp, 1), (Flavor::RabbitManagement, 1)],
         Provider::Sqs => vec![(Flavor::Sqs, 20), (Flavor::Sqs, 1)],
+        Provider::Beanstalkd => vec![(Flavor::Beanstalkd, 1)],
     }
+}
+
+/// The flavors measured from zero with default flags for a provider.
+fn from_zero_flavors(provider: Provider) -> Vec<Flavor> {
+    match provider {
+        Provider::Redis => vec![Flavor::Redis],
+        Provider::Rabbitmq => vec![Flavor::RabbitAmqp, Flavor::RabbitManagement],
+        Provider::Sqs => vec![Flavor::Sqs],
+        Provider::Beanstalkd => vec![Flavor::Beanstalkd],
+    }
+}
+
+async fn from_zero_scenario(args: &Args, dir: &std::path::Path, report: &mut Report) -> Result<()> {
+    let mut table = latency_table();
+    for provider in &args.providers {
+        for flavor in from_zero_flavors(*provider) {
+            eprintln!(
+                "from zero, default flags: {}, {} trials",
+                flavor.label(),
+                args.from_zero_trials
+            );
+            let mut broker = Broker::connect(flavor, args.redis_port, dir).await?;
+            let case = latency::Case {
+                flavor,
+                interval: flavor.default_interval(),
+                trials: args.from_zero_trials,
+                batch: args.from_zero_batch,
+                start_replicas: 0,
+                prefill: 0,
+                push: 1,
+                expect: 1,
+                target_per_worker: 10,
+                max_replicas: 20,
+                default_flags: true,
+            };
+            let outcome = latency::run(case, &mut broker, dir).await?;
+            latency_row(&mut table, &outcome);
+        }
+    }
+    report.emit(
+        "\n## Scenario 0: from zero with default flags (API pacing 5 QPS / burst 10 included), \
+         0 -> 1 replica after one message into a queue that was never used\n",
+    );
+    report.emit(&table.render());
+    Ok(())
 }
 
 fn latency_table() -> Table {
@@ -225,6 +285,7 @@ async fn latency_scenario(args: &Args, dir: &std::path::Path, report: &mut Repor
                 expect: 1,
                 target_per_worker: 10,
                 max_replicas: 20,
+                default_flags: false,
             };
             let outcome = latency::run(case, &mut broker, dir).await?;
             latency_row(&mut table, &outcome);
@@ -243,6 +304,7 @@ async fn burst_scenario(args: &Args, dir: &std::path::Path, report: &mut Report)
             Provider::Redis => Flavor::Redis,
             Provider::Rabbitmq => Flavor::RabbitManagement,
             Provider::Sqs => Flavor::Sqs,
+            Provider::Beanstalkd => Flavor::Beanstalkd,
         };
         let interval = flavor.default_interval();
         eprintln!(
@@ -263,6 +325,7 @@ async fn burst_scenario(args: &Args, dir: &std::path::Path, report: &mut Report)
             expect: 20,
             target_per_worker: i32::try_from(target).unwrap_or(10),
             max_replicas: 20,
+            default_flags: false,
         };
         let outcome = latency::run(case, &mut broker, dir).await?;
         latency_row(&mut table, &outcome);

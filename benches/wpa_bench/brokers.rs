@@ -1,7 +1,9 @@
 //! The brokers the latency and burst scenarios push messages into, behind one enum.
 //!
-//! Redis and RabbitMQ are the machine's shared brokers (never flushed: every queue name is
-//! unique and removed afterwards); SQS is a private moto_server started for the run.
+//! Redis, RabbitMQ and beanstalkd are the machine's shared brokers (never flushed: every
+//! queue name is unique and removed afterwards); SQS is a private moto_server started for
+//! the run. beanstalkd tubes are never created up front: a tube that nobody uses does not
+//! exist, which is the state a worker queue at zero replicas is in.
 
 use std::path::Path;
 use std::time::Duration;
@@ -12,6 +14,7 @@ use serde_json::{Value, json};
 
 use crate::support::broker_procs::{BrokerProcess, start_moto, wait_for_port};
 use crate::support::brokers_amqp;
+use crate::support::queues::{BEANSTALKD_PORT, BeanstalkClient};
 
 /// Redis database of the latency queues on the shared server (keys are unique per run).
 const REDIS_DB: u8 = 9;
@@ -29,6 +32,7 @@ pub enum Flavor {
     /// RabbitMQ through the management HTTP API.
     RabbitManagement,
     Sqs,
+    Beanstalkd,
 }
 
 impl Flavor {
@@ -38,6 +42,7 @@ impl Flavor {
             Flavor::RabbitAmqp => "rabbitmq (AMQP)",
             Flavor::RabbitManagement => "rabbitmq (management API)",
             Flavor::Sqs => "sqs (moto)",
+            Flavor::Beanstalkd => "beanstalkd (tube never used)",
         }
     }
 
@@ -47,6 +52,7 @@ impl Flavor {
             Flavor::Redis => "redis",
             Flavor::RabbitAmqp | Flavor::RabbitManagement => "rabbitmq",
             Flavor::Sqs => "sqs",
+            Flavor::Beanstalkd => "beanstalkd",
         }
     }
 
@@ -58,6 +64,7 @@ impl Flavor {
                 format!("--rabbitmq-poll-interval={seconds}")
             }
             Flavor::Sqs => format!("--sqs-short-poll-interval={seconds}"),
+            Flavor::Beanstalkd => format!("--beanstalk-short-poll-interval={seconds}"),
         }
     }
 
@@ -74,8 +81,11 @@ impl Flavor {
         match self {
             Flavor::Redis => "1 pipelined round trip (4 LLEN + HKEYS)",
             Flavor::RabbitAmqp => "1 AMQP queue.declare (passive)",
-            Flavor::RabbitManagement => "1 HTTP GET /api/queues/{vhost}/{queue}",
-            Flavor::Sqs => "1 GetQueueAttributes",
+            Flavor::RabbitManagement => {
+                "1 AMQP queue.declare (passive) + 1 HTTP GET /api/queues/{vhost}/{queue}"
+            }
+            Flavor::Sqs => "1 GetQueueAttributes (+ 1 ReceiveMessage long poll at zero workers)",
+            Flavor::Beanstalkd => "1 stats-tube",
         }
     }
 }
@@ -95,6 +105,9 @@ pub enum Broker {
         client: aws_sdk_sqs::Client,
         port: u16,
         _moto: BrokerProcess,
+    },
+    Beanstalk {
+        client: BeanstalkClient,
     },
 }
 
@@ -145,6 +158,9 @@ impl Broker {
                     _moto: moto,
                 }
             }
+            Flavor::Beanstalkd => Broker::Beanstalk {
+                client: BeanstalkClient::connect(BEANSTALKD_PORT),
+            },
         })
     }
 
@@ -195,6 +211,10 @@ impl Broker {
                     url,
                 )
             }
+            Broker::Beanstalk { .. } => (
+                format!("beanstalk://127.0.0.1:{BEANSTALKD_PORT}/{name}"),
+                String::new(),
+            ),
         };
         Ok(Queue {
             name: name.to_string(),
@@ -236,6 +256,11 @@ impl Broker {
                     sent += chunk;
                 }
             }
+            Broker::Beanstalk { client } => {
+                for i in 0..n {
+                    client.put(&queue.name, &format!("job-{i}"));
+                }
+            }
         }
         Ok(())
     }
@@ -253,6 +278,7 @@ impl Broker {
             Broker::Sqs { client, .. } => {
                 let _ = client.delete_queue().queue_url(&queue.url).send().await;
             }
+            Broker::Beanstalk { client } => client.drain(&queue.name),
         }
     }
 }

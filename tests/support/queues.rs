@@ -70,4 +70,27 @@ impl BeanstalkClient {
         let answer = self.command(&format!("put 100 0 60 {}\r\n{body}", body.len()));
         assert!(answer.starts_with("INSERTED "), "put answered {answer:?}");
     }
+
+    /// Deletes every ready job of `tube`, so that the tube goes away once unused.
+    pub fn drain(&mut self, tube: &str) {
+        assert_eq!(
+            self.command(&format!("use {tube}")),
+            format!("USING {tube}")
+        );
+        loop {
+            let answer = self.command("peek-ready");
+            let Some(rest) = answer.strip_prefix("FOUND ") else {
+                assert_eq!(answer, "NOT_FOUND", "peek-ready answered {answer:?}");
+                break;
+            };
+            let mut parts = rest.split(' ');
+            let id = parts.next().expect("job id").to_string();
+            let size: usize = parts.next().and_then(|n| n.parse().ok()).expect("job size");
+            let mut body = vec![0u8; size + 2];
+            self.conn.read_exact(&mut body).expect("job body");
+            assert_eq!(self.command(&format!("delete {id}")), "DELETED");
+        }
+        // Stop using the tube, or this connection keeps it alive.
+        assert_eq!(self.command("use default"), "USING default");
+    }
 }
