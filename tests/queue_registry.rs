@@ -19,11 +19,9 @@ const FAST: Duration = Duration::from_millis(200);
 
 fn registry(idle_window: Duration) -> Registry {
     Registry::new(
-        PollSettings {
-            redis_interval: FAST,
-            max_backoff: Duration::from_secs(1),
-            ..PollSettings::default()
-        },
+        PollSettings::default()
+            .with_max_backoff(Duration::from_secs(1))
+            .with_interval(ProviderKind::Redis, FAST),
         ProviderOptions {
             request_timeout: Duration::from_secs(2),
             idle_window,
@@ -316,10 +314,7 @@ async fn bad_configuration_fails_subscribe() {
 #[tokio::test]
 async fn a_shared_loop_polls_at_its_subscribers_smallest_interval() {
     let reg = Registry::new(
-        PollSettings {
-            redis_interval: Duration::from_secs(30),
-            ..PollSettings::default()
-        },
+        PollSettings::default().with_interval(ProviderKind::Redis, Duration::from_secs(30)),
         ProviderOptions::default(),
     );
     let counter = Arc::new(Counter::default());
@@ -378,11 +373,9 @@ async fn a_broker_that_never_answers_does_not_stall_the_loop() {
         }
     });
     let reg = Registry::new(
-        PollSettings {
-            redis_interval: FAST,
-            max_backoff: Duration::from_millis(500),
-            ..PollSettings::default()
-        },
+        PollSettings::default()
+            .with_max_backoff(Duration::from_millis(500))
+            .with_interval(ProviderKind::Redis, FAST),
         ProviderOptions {
             request_timeout: Duration::from_millis(300),
             ..ProviderOptions::default()
@@ -406,11 +399,8 @@ async fn a_broker_that_never_answers_does_not_stall_the_loop() {
 async fn a_missing_queue_is_asked_again_at_the_poll_interval_not_after_backoff() {
     use support::brokers_amqp::{AMQP_PORT, declare, delete, open, publish};
     let registry = Registry::new(
-        PollSettings {
-            rabbitmq_interval: Duration::from_millis(500),
-            // The default cap: a backing-off loop would wait seconds by now.
-            ..PollSettings::default()
-        },
+        // The default backoff cap: a backing-off loop would wait seconds by now.
+        PollSettings::default().with_interval(ProviderKind::Rabbitmq, Duration::from_millis(500)),
         ProviderOptions {
             request_timeout: Duration::from_secs(2),
             ..ProviderOptions::default()

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+use crate::queue::registry::PollSettings;
 use crate::queue::{ProviderKind, ProviderOptions};
 use crate::scaler::{MaxDisruption, ScalerSettings};
 
@@ -182,20 +183,14 @@ impl RunArgs {
             .map(str::trim)
             .filter(|s| !s.is_empty())
         {
-            let kind = match name {
-                "sqs" => ProviderKind::Sqs,
-                "beanstalkd" | "beanstalk" => ProviderKind::Beanstalkd,
-                "rabbitmq" | "amqp" => ProviderKind::Rabbitmq,
-                "redis" | "celery" => ProviderKind::Redis,
-                "http" => ProviderKind::Http,
-                other => {
-                    return Err(FlagError {
-                        flag: "queue-services",
-                        problem: format!(
-                            "unknown service {other:?} (known: sqs, beanstalkd, rabbitmq, redis, http)"
-                        ),
-                    });
-                }
+            let Some(kind) = ProviderKind::from_name(name) else {
+                return Err(FlagError {
+                    flag: "queue-services",
+                    problem: format!(
+                        "unknown service {name:?} (known: {})",
+                        crate::queue::kinds::service_names()
+                    ),
+                });
             };
             if !kinds.contains(&kind) {
                 kinds.push(kind);
@@ -225,6 +220,13 @@ impl RunArgs {
             idle_window: Duration::from_secs(self.idle_window),
             ..ProviderOptions::default()
         }
+    }
+
+    /// Every provider's poll interval, as the flags set them.
+    pub fn poll_settings(&self) -> PollSettings {
+        ProviderKind::all().fold(PollSettings::default(), |settings, kind| {
+            settings.with_interval(kind, self.poll_interval(kind))
+        })
     }
 
     /// Default poll interval of each provider.
@@ -321,6 +323,39 @@ mod tests {
         );
         let settings = args.scaler_settings().expect("settings");
         assert_eq!(settings.scale_down_delay, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn each_provider_rows_interval_flag_is_a_flag_with_the_rows_default() {
+        use clap::CommandFactory;
+        let command = Wrapper::command();
+        let defaults = parse(&[]);
+        for kind in ProviderKind::all() {
+            let spec = kind.spec();
+            let long = spec.interval_flag.trim_start_matches("--");
+            let arg = command
+                .get_arguments()
+                .find(|a| a.get_long() == Some(long))
+                .unwrap_or_else(|| panic!("no flag {}", spec.interval_flag));
+            let shown: Vec<String> = arg
+                .get_default_values()
+                .iter()
+                .map(|v| v.to_string_lossy().into_owned())
+                .collect();
+            assert_eq!(
+                shown,
+                vec![spec.default_interval.as_secs().to_string()],
+                "{}",
+                spec.interval_flag
+            );
+            assert_eq!(defaults.poll_interval(kind), spec.default_interval);
+            // The flag really sets this provider's interval.
+            let set = parse(&[&format!("{}=7", spec.interval_flag)]);
+            assert_eq!(
+                set.poll_settings().default_interval(kind),
+                Duration::from_secs(7)
+            );
+        }
     }
 
     #[test]

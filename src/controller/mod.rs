@@ -33,7 +33,7 @@ use tracing::{error, info, warn};
 use crate::admin::{self, Readiness};
 use crate::crd::WorkerPodAutoScaler;
 use crate::queue::ProviderKind;
-use crate::queue::registry::{PollSettings, Registry};
+use crate::queue::registry::Registry;
 use crate::scaler::{Decision, History, ScalerSettings};
 pub use config::RunArgs;
 use metrics::{Metrics, WpaLabels};
@@ -341,15 +341,7 @@ async fn run_controller(
         None => Api::all(client.clone()),
     };
 
-    let poll = PollSettings {
-        sqs_interval: args.poll_interval(ProviderKind::Sqs),
-        rabbitmq_interval: args.poll_interval(ProviderKind::Rabbitmq),
-        redis_interval: args.poll_interval(ProviderKind::Redis),
-        beanstalkd_interval: args.poll_interval(ProviderKind::Beanstalkd),
-        http_interval: args.poll_interval(ProviderKind::Http),
-        ..PollSettings::default()
-    };
-    let registry = Registry::new(poll, args.provider_options());
+    let registry = Registry::new(args.poll_settings(), args.provider_options());
     registry.set_observer(Arc::new(metrics.clone()));
 
     let cache_sync = Arc::new(CacheSync::new(readiness));

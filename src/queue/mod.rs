@@ -1,8 +1,8 @@
 //! Queue providers behind one trait, and the registry that polls them.
 //!
 //! A provider turns one parsed queue reference ([`uri::QueueUri`]) into [`QueueMetrics`].
-//! Adding a broker means one new module here plus one match arm in [`uri`] and in the
-//! provider factory.
+//! Each broker is one module (provider and `queueURI` grammar) with one row in the provider
+//! table ([`kinds`]).
 
 use std::fmt;
 use std::time::Duration;
@@ -14,14 +14,14 @@ pub mod beanstalk;
 pub mod http;
 pub mod idle;
 pub mod inspect;
+pub mod kinds;
 pub mod rabbitmq;
 pub mod redis;
-pub mod redis_pool;
 pub mod registry;
 pub mod sqs;
-pub mod sqs_cloudwatch;
 pub mod uri;
 
+pub use kinds::ProviderKind;
 pub use uri::{QueueUri, UriError};
 
 /// What a provider measured in one poll. Counts are messages; `None` means the broker
@@ -127,7 +127,7 @@ pub struct ProviderOptions {
     /// as idle.
     pub idle_window: Duration,
     /// Redis connections shared by the queues built with these options (and their clones).
-    pub redis_connections: redis_pool::RedisConnections,
+    pub redis_connections: redis::pool::RedisConnections,
 }
 
 impl Default for ProviderOptions {
@@ -140,31 +140,8 @@ impl Default for ProviderOptions {
             sqs_cloudwatch_endpoint: None,
             request_timeout: Duration::from_secs(5),
             idle_window: Duration::from_secs(60),
-            redis_connections: redis_pool::RedisConnections::default(),
+            redis_connections: redis::pool::RedisConnections::default(),
         }
-    }
-}
-
-/// The broker family of a queue; also the `provider` field of `inspect` output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProviderKind {
-    Sqs,
-    Rabbitmq,
-    Redis,
-    Beanstalkd,
-    Http,
-}
-
-impl fmt::Display for ProviderKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ProviderKind::Sqs => "sqs",
-            ProviderKind::Rabbitmq => "rabbitmq",
-            ProviderKind::Redis => "redis",
-            ProviderKind::Beanstalkd => "beanstalkd",
-            ProviderKind::Http => "http",
-        })
     }
 }
 
@@ -184,11 +161,7 @@ pub trait QueueProvider: Send + 'static {
 /// Checks what can be checked without contacting the broker (header values, providers
 /// built into this binary). A failure here is a configuration error: retrying cannot help.
 pub fn validate(uri: &QueueUri, creds: &Credentials) -> Result<(), QueueError> {
-    match uri {
-        QueueUri::Redis(_) => Ok(()),
-        QueueUri::Http(u) => http::check_config(u, creds),
-        QueueUri::Sqs(_) | QueueUri::Rabbitmq(_) | QueueUri::Beanstalk(_) => Ok(()),
-    }
+    (uri.kind().spec().validate)(uri, creds)
 }
 
 /// Builds (and connects) the provider for `uri`. Called by the registry inside each poll
@@ -198,22 +171,5 @@ pub async fn connect(
     creds: &Credentials,
     opts: &ProviderOptions,
 ) -> Result<Box<dyn QueueProvider>, QueueError> {
-    // Each provider's connect future is boxed: inline, this future would be as large as
-    // the largest of them (SQS, ~11 KiB) for every queue, and thousands of poll loops
-    // connecting at startup would hold that much each at once.
-    match uri {
-        QueueUri::Redis(u) => Ok(Box::new(
-            Box::pin(self::redis::RedisProvider::connect(u, creds, opts)).await?,
-        )),
-        QueueUri::Http(u) => Ok(Box::new(self::http::HttpProvider::new(u, creds, opts)?)),
-        QueueUri::Sqs(u) => Ok(Box::new(
-            Box::pin(sqs::SqsProvider::connect(u, creds, opts)).await?,
-        )),
-        QueueUri::Rabbitmq(u) => Ok(Box::new(
-            Box::pin(rabbitmq::RabbitmqProvider::connect(u, creds, opts)).await?,
-        )),
-        QueueUri::Beanstalk(u) => Ok(Box::new(
-            Box::pin(beanstalk::BeanstalkProvider::connect(u, opts)).await?,
-        )),
-    }
+    (uri.kind().spec().connect)(uri, creds, opts).await
 }

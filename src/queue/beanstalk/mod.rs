@@ -30,8 +30,11 @@ use async_trait::async_trait;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use super::uri::BeanstalkUri;
-use super::{ProviderKind, ProviderOptions, QueueError, QueueMetrics, QueueProvider};
+pub mod uri;
+
+use super::kinds::{ConnectFuture, ProviderSpec, nothing_to_validate, wrong_kind};
+use super::uri::{BeanstalkUri, QueueUri};
+use super::{Credentials, ProviderKind, ProviderOptions, QueueError, QueueMetrics, QueueProvider};
 
 /// Longest response line we accept (`OK <bytes>\r\n` or an error word).
 const MAX_LINE: u64 = 256;
@@ -327,6 +330,32 @@ fn metrics_from_stats(
         idle,
         partial: None,
         sampled_at: jiff::Timestamp::now(),
+    })
+}
+
+/// This provider's row in the provider table.
+pub(crate) const SPEC: ProviderSpec = ProviderSpec {
+    kind: ProviderKind::Beanstalkd,
+    name: "beanstalkd",
+    aliases: &["beanstalk"],
+    schemes: &["beanstalk"],
+    default_interval: Duration::from_secs(1),
+    interval_flag: "--beanstalk-short-poll-interval",
+    parse: uri::parse,
+    validate: nothing_to_validate,
+    connect: connect_boxed,
+};
+
+fn connect_boxed<'a>(
+    uri: &'a QueueUri,
+    _creds: &'a Credentials,
+    opts: &'a ProviderOptions,
+) -> ConnectFuture<'a> {
+    Box::pin(async move {
+        let QueueUri::Beanstalk(u) = uri else {
+            return Err(wrong_kind(uri, ProviderKind::Beanstalkd));
+        };
+        Ok(Box::new(BeanstalkProvider::connect(u, opts).await?) as Box<dyn QueueProvider>)
     })
 }
 

@@ -34,7 +34,7 @@
 //! (`SSL_CERT_FILE` / `SSL_CERT_DIR` point elsewhere).
 //!
 //! Queues on the same server, database and identity share one multiplexed connection
-//! (`redis_pool`), so a controller with thousands of Redis WPAs holds a handful of sockets.
+//! (`pool`), so a controller with thousands of Redis WPAs holds a handful of sockets.
 //! Reconnection after a Redis restart is the `ConnectionManager`'s job: a failed request
 //! makes it reconnect in the background and the next poll of every queue on it uses the
 //! new connection.
@@ -49,7 +49,11 @@ use ::redis::{
 };
 use async_trait::async_trait;
 
-use super::redis_pool::{ConnectionKey, Slot};
+pub mod pool;
+pub mod uri;
+
+use self::pool::{ConnectionKey, Slot};
+use super::kinds::{ConnectFuture, ProviderSpec, nothing_to_validate, wrong_kind};
 use super::uri::RedisUri;
 use super::{
     Credentials, ProviderKind, ProviderOptions, QueueError, QueueMetrics, QueueProvider, QueueUri,
@@ -526,6 +530,32 @@ fn map_error(label: &str, e: &RedisError) -> QueueError {
     }
     // I/O, refused, timeouts, dropped connections, LOADING, MASTERDOWN...: transient.
     QueueError::Unavailable { queue, detail }
+}
+
+/// This provider's row in the provider table.
+pub(crate) const SPEC: ProviderSpec = ProviderSpec {
+    kind: ProviderKind::Redis,
+    name: "redis",
+    aliases: &["celery"],
+    schemes: &["redis", "rediss"],
+    default_interval: Duration::from_secs(1),
+    interval_flag: "--redis-poll-interval",
+    parse: uri::parse,
+    validate: nothing_to_validate,
+    connect: connect_boxed,
+};
+
+fn connect_boxed<'a>(
+    uri: &'a QueueUri,
+    creds: &'a Credentials,
+    opts: &'a ProviderOptions,
+) -> ConnectFuture<'a> {
+    Box::pin(async move {
+        let QueueUri::Redis(u) = uri else {
+            return Err(wrong_kind(uri, ProviderKind::Redis));
+        };
+        Ok(Box::new(RedisProvider::connect(u, creds, opts).await?) as Box<dyn QueueProvider>)
+    })
 }
 
 #[cfg(test)]

@@ -21,65 +21,56 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
 
-use backon::BackoffBuilder;
 use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
 
-use super::idle::IdleTracker;
-use super::{
-    Credentials, ProviderKind, ProviderOptions, QueueError, QueueMetrics, QueueProvider, QueueUri,
-};
+use super::{Credentials, ProviderKind, ProviderOptions, QueueError, QueueMetrics, QueueUri};
 
 /// Wakeups buffered per receiver; a receiver that falls further behind gets
 /// `RecvError::Lagged` and should then reconcile every subscriber.
 const WAKEUP_CAPACITY: usize = 1024;
-/// After this many failures in a row the provider is rebuilt from scratch, in case its
-/// client cannot recover by itself.
-const REBUILD_AFTER_FAILURES: u32 = 5;
 
 /// Poll intervals per provider kind and the retry cap.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PollSettings {
-    /// Default 20 s (practo's short-poll interval; SQS bills per request).
-    pub sqs_interval: Duration,
-    /// Default 1 s.
-    pub rabbitmq_interval: Duration,
-    /// Default 1 s.
-    pub redis_interval: Duration,
-    /// Default 20 s.
-    pub beanstalkd_interval: Duration,
-    /// Default 1 s.
-    pub http_interval: Duration,
-    /// Longest wait between retries of a failing queue. Default 30 s.
+    /// Intervals set by the controller's flags; a kind without one polls at its table
+    /// default ([`super::kinds::ProviderSpec::default_interval`]).
+    intervals: HashMap<ProviderKind, Duration>,
+    /// Longest wait between retries of an unreachable queue. Default 30 s.
     pub max_backoff: Duration,
 }
 
 impl Default for PollSettings {
     fn default() -> Self {
         Self {
-            sqs_interval: Duration::from_secs(20),
-            rabbitmq_interval: Duration::from_secs(1),
-            redis_interval: Duration::from_secs(1),
-            beanstalkd_interval: Duration::from_secs(20),
-            http_interval: Duration::from_secs(1),
+            intervals: HashMap::new(),
             max_backoff: Duration::from_secs(30),
         }
     }
 }
 
 impl PollSettings {
+    /// The same settings with `kind` polled every `interval`.
+    pub fn with_interval(mut self, kind: ProviderKind, interval: Duration) -> Self {
+        self.intervals.insert(kind, interval);
+        self
+    }
+
+    /// The same settings with retries of an unreachable queue capped at `max_backoff`.
+    pub fn with_max_backoff(mut self, max_backoff: Duration) -> Self {
+        self.max_backoff = max_backoff;
+        self
+    }
+
     /// The interval used when a subscription does not set one.
     pub fn default_interval(&self, kind: ProviderKind) -> Duration {
-        match kind {
-            ProviderKind::Sqs => self.sqs_interval,
-            ProviderKind::Rabbitmq => self.rabbitmq_interval,
-            ProviderKind::Redis => self.redis_interval,
-            ProviderKind::Beanstalkd => self.beanstalkd_interval,
-            ProviderKind::Http => self.http_interval,
-        }
+        self.intervals
+            .get(&kind)
+            .copied()
+            .unwrap_or(kind.spec().default_interval)
     }
 }
 
@@ -168,7 +159,8 @@ struct PollLoop {
     no_workers: bool,
     /// Wakes the task early (a subscriber asked for a shorter interval).
     reschedule: Arc<Notify>,
-    task: JoinHandle<()>,
+    /// `None` only between [`State::attach`] registering the loop and its spawn.
+    task: Option<JoinHandle<()>>,
 }
 
 /// The parts of a queue's state a subscriber is woken for.
@@ -260,96 +252,28 @@ impl Registry {
             credentials: spec.credentials,
         };
         let mut guard = lock(&self.inner.state);
-        let state = &mut *guard;
-
-        if let Some(existing) = state.subscribers.get_mut(subscriber) {
-            if existing.key == key {
-                let current = state.loops.get(&key).map(|lp| {
-                    effective_interval(&state.subscribers, lp, key.uri.kind(), &self.inner.settings)
-                });
-                let Some(existing) = state.subscribers.get_mut(subscriber) else {
-                    return Ok(());
-                };
-                existing.interval = spec.poll_interval;
-                existing.target = spec.target_messages_per_worker;
-                if let Some(lp) = state.loops.get(&key) {
-                    if spec
-                        .poll_interval
-                        .zip(current)
-                        .is_some_and(|(wanted, current)| wanted < current)
-                    {
-                        lp.reschedule.notify_one();
-                    }
-                    let now = Signature::of(&lp.status, existing.target);
-                    if now.polled && existing.notified != Some(now) {
-                        existing.notified = Some(now);
-                        drop(guard);
-                        let _ = self.inner.wakeups.send(subscriber.to_string());
-                    }
-                }
-                return Ok(());
-            }
-            let old = existing.key.clone();
-            state.subscribers.remove(subscriber);
-            detach(state, subscriber, &old);
-        }
-
-        let mut subscriber_entry = Subscriber {
-            key: key.clone(),
-            interval: spec.poll_interval,
-            target: spec.target_messages_per_worker,
-            workers: None,
-            notified: None,
-        };
-        let mut wake_now = false;
-        match state.loops.get_mut(&key) {
-            Some(lp) => {
-                // A member whose replicas are not known yet.
-                lp.no_workers = false;
-                let current = effective_interval(
-                    &state.subscribers,
-                    lp,
-                    key.uri.kind(),
-                    &self.inner.settings,
-                );
-                lp.members.insert(subscriber.to_string());
-                if spec.poll_interval.is_some_and(|i| i < current) {
-                    lp.reschedule.notify_one();
-                }
-                let now = Signature::of(&lp.status, subscriber_entry.target);
-                if now.polled {
-                    subscriber_entry.notified = Some(now);
-                    wake_now = true;
-                }
-            }
-            None => {
-                let id = self.inner.next_loop_id.fetch_add(1, Ordering::Relaxed);
-                let reschedule = Arc::new(Notify::new());
-                let task = runtime.spawn(run_loop(
-                    Arc::downgrade(&self.inner),
-                    key.clone(),
-                    id,
-                    reschedule.clone(),
-                ));
-                tracing::debug!(queue = %key.uri, "poll loop started");
-                state.loops.insert(
-                    key.clone(),
-                    PollLoop {
-                        id,
-                        members: HashSet::from([subscriber.to_string()]),
-                        status: QueueState::default(),
-                        no_workers: false,
-                        reschedule,
-                        task,
-                    },
-                );
+        let attached = guard.attach(
+            subscriber,
+            key,
+            spec.poll_interval,
+            spec.target_messages_per_worker,
+            &self.inner.settings,
+            || self.inner.next_loop_id.fetch_add(1, Ordering::Relaxed),
+        );
+        if let Some(start) = attached.start {
+            let task = runtime.spawn(poll_loop::run_loop(
+                Arc::downgrade(&self.inner),
+                start.key.clone(),
+                start.id,
+                start.reschedule,
+            ));
+            tracing::debug!(queue = %start.key.uri, "poll loop started");
+            if let Some(lp) = guard.loops.get_mut(&start.key) {
+                lp.task = Some(task);
             }
         }
-        state
-            .subscribers
-            .insert(subscriber.to_string(), subscriber_entry);
         drop(guard);
-        if wake_now {
+        if attached.wake {
             let _ = self.inner.wakeups.send(subscriber.to_string());
         }
         Ok(())
@@ -410,7 +334,7 @@ impl Registry {
         let tasks: Vec<JoinHandle<()>> = {
             let mut state = lock(&self.inner.state);
             state.subscribers.clear();
-            state.loops.drain().map(|(_, lp)| lp.task).collect()
+            state.loops.drain().filter_map(|(_, lp)| lp.task).collect()
         };
         for task in &tasks {
             task.abort();
@@ -419,6 +343,132 @@ impl Registry {
             // Cancellation is the expected outcome; a panic was already reported by Tokio.
             let _ = task.await;
         }
+    }
+}
+
+/// A poll loop that [`State::attach`] registered and that must now be spawned.
+struct LoopStart {
+    key: LoopKey,
+    id: u64,
+    reschedule: Arc<Notify>,
+}
+
+/// What [`State::attach`] did.
+struct Attached {
+    /// The queue has been polled already: wake the subscriber now.
+    wake: bool,
+    /// A new loop to spawn (registered, without its task yet).
+    start: Option<LoopStart>,
+}
+
+impl State {
+    /// The bookkeeping of a subscription, without spawning anything: records `subscriber`
+    /// on the loop of `key` (moving it off another loop, registering a new loop when
+    /// nobody polls `key` yet) and nudges a loop that must now poll sooner.
+    fn attach(
+        &mut self,
+        subscriber: &str,
+        key: LoopKey,
+        interval: Option<Duration>,
+        target: u64,
+        settings: &PollSettings,
+        next_id: impl FnOnce() -> u64,
+    ) -> Attached {
+        let kind = key.uri.kind();
+        if let Some(existing) = self.subscribers.get(subscriber) {
+            if existing.key == key {
+                return self.update(subscriber, &key, interval, target, settings);
+            }
+            let old = existing.key.clone();
+            self.subscribers.remove(subscriber);
+            detach(self, subscriber, &old);
+        }
+        let mut entry = Subscriber {
+            key: key.clone(),
+            interval,
+            target,
+            workers: None,
+            notified: None,
+        };
+        let mut attached = Attached {
+            wake: false,
+            start: None,
+        };
+        match self.loops.get_mut(&key) {
+            Some(lp) => {
+                // A member whose replicas are not known yet.
+                lp.no_workers = false;
+                let current = effective_interval(&self.subscribers, lp, kind, settings);
+                lp.members.insert(subscriber.to_string());
+                if interval.is_some_and(|i| i < current) {
+                    lp.reschedule.notify_one();
+                }
+                let now = Signature::of(&lp.status, target);
+                if now.polled {
+                    entry.notified = Some(now);
+                    attached.wake = true;
+                }
+            }
+            None => {
+                let start = LoopStart {
+                    key: key.clone(),
+                    id: next_id(),
+                    reschedule: Arc::new(Notify::new()),
+                };
+                self.loops.insert(
+                    key.clone(),
+                    PollLoop {
+                        id: start.id,
+                        members: HashSet::from([subscriber.to_string()]),
+                        status: QueueState::default(),
+                        no_workers: false,
+                        reschedule: start.reschedule.clone(),
+                        task: None,
+                    },
+                );
+                attached.start = Some(start);
+            }
+        }
+        self.subscribers.insert(subscriber.to_string(), entry);
+        attached
+    }
+
+    /// A subscriber that stays on its queue changed its interval or target.
+    fn update(
+        &mut self,
+        subscriber: &str,
+        key: &LoopKey,
+        interval: Option<Duration>,
+        target: u64,
+        settings: &PollSettings,
+    ) -> Attached {
+        let mut attached = Attached {
+            wake: false,
+            start: None,
+        };
+        let current = self
+            .loops
+            .get(key)
+            .map(|lp| effective_interval(&self.subscribers, lp, key.uri.kind(), settings));
+        let Some(existing) = self.subscribers.get_mut(subscriber) else {
+            return attached;
+        };
+        existing.interval = interval;
+        existing.target = target;
+        if let Some(lp) = self.loops.get(key) {
+            if interval
+                .zip(current)
+                .is_some_and(|(wanted, current)| wanted < current)
+            {
+                lp.reschedule.notify_one();
+            }
+            let now = Signature::of(&lp.status, existing.target);
+            if now.polled && existing.notified != Some(now) {
+                existing.notified = Some(now);
+                attached.wake = true;
+            }
+        }
+        attached
     }
 }
 
@@ -453,7 +503,9 @@ fn detach(state: &mut State, subscriber: &str, key: &LoopKey) {
         None => false,
     };
     if empty && let Some(lp) = state.loops.remove(key) {
-        lp.task.abort();
+        if let Some(task) = lp.task {
+            task.abort();
+        }
         tracing::debug!(queue = %key.uri, "poll loop stopped");
     }
 }
@@ -467,166 +519,7 @@ impl Inner {
     }
 }
 
-/// Connects if needed and polls, bounded by [`poll_deadline`] so that a wedged client
-/// cannot stall the loop (the provider is then rebuilt).
-async fn poll_once(
-    provider: &mut Option<Box<dyn QueueProvider>>,
-    key: &LoopKey,
-    options: &ProviderOptions,
-    no_workers: bool,
-) -> Result<QueueMetrics, QueueError> {
-    let limit = poll_deadline(options);
-    let attempt = async {
-        let p = match provider.as_mut() {
-            Some(p) => p,
-            None => provider.insert(super::connect(&key.uri, &key.credentials, options).await?),
-        };
-        p.set_no_workers(no_workers);
-        p.poll().await
-    };
-    match tokio::time::timeout(limit, attempt).await {
-        Ok(result) => result,
-        Err(_) => {
-            *provider = None;
-            Err(QueueError::Unavailable {
-                queue: key.uri.redacted(),
-                detail: format!("the poll did not finish within {limit:?}"),
-            })
-        }
-    }
-}
-
-/// Generous upper bound of one connect + poll: a few request timeouts, plus the SQS
-/// long poll when that is enabled.
-fn poll_deadline(options: &ProviderOptions) -> Duration {
-    let long_poll = if options.sqs_receive_long_poll {
-        Duration::from_secs(u64::from(options.sqs_long_poll_seconds))
-    } else {
-        Duration::ZERO
-    };
-    options.request_timeout.saturating_mul(3) + long_poll
-}
-
-async fn run_loop(inner: Weak<Inner>, key: LoopKey, id: u64, reschedule: Arc<Notify>) {
-    let Some((settings, options)) = inner
-        .upgrade()
-        .map(|i| (i.settings.clone(), i.options.clone()))
-    else {
-        return;
-    };
-    let label = key.uri.redacted();
-    let kind = key.uri.kind();
-    let mut provider: Option<Box<dyn QueueProvider>> = None;
-    let mut idle = IdleTracker::new(options.idle_window);
-    let mut backoff: Option<backon::ExponentialBackoff> = None;
-    // The error last logged at warn level: a queue that keeps failing the same way is
-    // logged once, not on every poll.
-    let mut logged_error: Option<QueueError> = None;
-    loop {
-        let no_workers = {
-            let Some(registry) = inner.upgrade() else {
-                return;
-            };
-            let state = lock(&registry.state);
-            match state.loops.get(&key).filter(|lp| lp.id == id) {
-                Some(lp) => lp.no_workers,
-                None => return,
-            }
-        };
-        let started = Instant::now();
-        let result = poll_once(&mut provider, &key, &options, no_workers).await;
-        let elapsed = started.elapsed();
-        let Some(registry) = inner.upgrade() else {
-            return;
-        };
-        if let Some(observer) = registry.observer() {
-            observer.observe(kind, &label, elapsed, result.as_ref().map(|_| ()));
-        }
-        let (interval, wake, unreachable) = {
-            let mut guard = lock(&registry.state);
-            let State { subscribers, loops } = &mut *guard;
-            let Some(lp) = loops.get_mut(&key).filter(|lp| lp.id == id) else {
-                return;
-            };
-            let status = &mut lp.status;
-            match result {
-                Ok(metrics) => {
-                    if status.stale {
-                        tracing::info!(queue = %label, "queue readable again");
-                    }
-                    logged_error = None;
-                    status.idle = idle.observe(&metrics, Instant::now()).is_idle();
-                    status.last_success = Some(metrics.sampled_at);
-                    status.metrics = Some(metrics);
-                    status.stale = false;
-                    status.error = None;
-                    status.consecutive_failures = 0;
-                }
-                Err(error) => {
-                    if logged_error.as_ref() == Some(&error) {
-                        tracing::debug!(queue = %label, %error, "poll failed again");
-                    } else {
-                        tracing::warn!(queue = %label, %error, "poll failed; keeping the last metrics");
-                        logged_error = Some(error.clone());
-                    }
-                    idle.reset();
-                    status.idle = false;
-                    status.stale = true;
-                    status.error = Some(error);
-                    status.consecutive_failures = status.consecutive_failures.saturating_add(1);
-                    if status.consecutive_failures % REBUILD_AFTER_FAILURES == 0 {
-                        provider = None;
-                    }
-                }
-            }
-            let interval = effective_interval(subscribers, lp, kind, &settings);
-            let mut wake = Vec::new();
-            for name in &lp.members {
-                let Some(sub) = subscribers.get_mut(name) else {
-                    continue;
-                };
-                let now = Signature::of(&lp.status, sub.target);
-                if sub.notified != Some(now) {
-                    sub.notified = Some(now);
-                    wake.push(name.clone());
-                }
-            }
-            let transient = lp
-                .status
-                .error
-                .as_ref()
-                .is_some_and(QueueError::is_transient);
-            (interval, wake, transient)
-        };
-        for name in wake {
-            // No receiver yet is fine: the state is still there to read.
-            let _ = registry.wakeups.send(name);
-        }
-        drop(registry);
-        let delay = if unreachable {
-            let cap = settings.max_backoff;
-            let next = backoff
-                .get_or_insert_with(|| {
-                    backon::ExponentialBuilder::default()
-                        .with_min_delay(interval.min(cap))
-                        .with_max_delay(cap)
-                        .with_factor(2.0)
-                        .with_jitter()
-                        .without_max_times()
-                        .build()
-                })
-                .next();
-            next.unwrap_or(cap).min(cap)
-        } else {
-            backoff = None;
-            interval.saturating_sub(elapsed)
-        };
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = reschedule.notified() => {}
-        }
-    }
-}
+mod poll_loop;
 
 #[cfg(test)]
 mod tests {
@@ -688,9 +581,10 @@ mod tests {
             s.default_interval(ProviderKind::Sqs),
             Duration::from_secs(20)
         );
+        // practo: 20 s; stats-tube is one cheap round trip, so 1 s (issue 10).
         assert_eq!(
             s.default_interval(ProviderKind::Beanstalkd),
-            Duration::from_secs(20)
+            Duration::from_secs(1)
         );
         assert_eq!(
             s.default_interval(ProviderKind::Redis),
@@ -705,6 +599,15 @@ mod tests {
             Duration::from_secs(1)
         );
         assert_eq!(s.max_backoff, Duration::from_secs(30));
+        let s = s.with_interval(ProviderKind::Sqs, Duration::from_secs(5));
+        assert_eq!(
+            s.default_interval(ProviderKind::Sqs),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            s.default_interval(ProviderKind::Redis),
+            Duration::from_secs(1)
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //!
 //! Cannot see: consumers (SQS has no such notion), a publish rate and receive activity.
 //! Those live in CloudWatch; with `--sqs-cloudwatch` they are read from there (see
-//! [`super::sqs_cloudwatch`]): receives over the last ten minutes veto idleness and
+//! [`cloudwatch`]): receives over the last ten minutes veto idleness and
 //! `NumberOfMessagesSent` gives `sent_per_minute`. Without it `sent_per_minute` and `idle`
 //! are `None` and the registry infers idleness from visible and in-flight staying at zero
 //! for the idle window; a worker that received a message and deleted it between two polls
@@ -37,7 +37,12 @@ use aws_sdk_sqs::config::{BehaviorVersion, Region};
 use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::QueueAttributeName;
 
-use super::sqs_cloudwatch::CloudWatchActivity;
+pub mod cloudwatch;
+pub mod uri;
+
+use self::cloudwatch::CloudWatchActivity;
+use super::kinds::{ConnectFuture, ProviderSpec, nothing_to_validate, wrong_kind};
+use super::uri::QueueUri;
 use super::uri::SqsUri;
 use super::{Credentials, ProviderKind, ProviderOptions, QueueError, QueueMetrics, QueueProvider};
 
@@ -294,4 +299,30 @@ where
             DisplayErrorContext(&err)
         )),
     }
+}
+
+/// This provider's row in the provider table.
+pub(crate) const SPEC: ProviderSpec = ProviderSpec {
+    kind: ProviderKind::Sqs,
+    name: "sqs",
+    aliases: &[],
+    schemes: &["http", "https"],
+    default_interval: Duration::from_secs(20),
+    interval_flag: "--sqs-short-poll-interval",
+    parse: uri::parse,
+    validate: nothing_to_validate,
+    connect: connect_boxed,
+};
+
+fn connect_boxed<'a>(
+    uri: &'a QueueUri,
+    creds: &'a Credentials,
+    opts: &'a ProviderOptions,
+) -> ConnectFuture<'a> {
+    Box::pin(async move {
+        let QueueUri::Sqs(u) = uri else {
+            return Err(wrong_kind(uri, ProviderKind::Sqs));
+        };
+        Ok(Box::new(SqsProvider::connect(u, creds, opts).await?) as Box<dyn QueueProvider>)
+    })
 }

@@ -19,7 +19,7 @@ use aws_sdk_cloudwatch::error::DisplayErrorContext;
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
 
-use super::QueueError;
+use crate::queue::QueueError;
 
 /// How often CloudWatch is asked again.
 pub const REFRESH: Duration = Duration::from_secs(60);

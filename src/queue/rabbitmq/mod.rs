@@ -36,7 +36,10 @@ use lapin::{Channel, Connection, ConnectionProperties, ErrorKind};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 
-use super::uri::AmqpUri;
+pub mod uri;
+
+use super::kinds::{ConnectFuture, ProviderSpec, nothing_to_validate, wrong_kind};
+use super::uri::{AmqpUri, QueueUri};
 use super::{Credentials, ProviderKind, ProviderOptions, QueueError, QueueMetrics, QueueProvider};
 
 /// Everything but RFC 3986 unreserved characters: `/` in a vhost must become `%2F`.
@@ -458,6 +461,32 @@ impl QueueProvider for RabbitmqProvider {
         let (amqp, management) = tokio::join!(self.declare(), fetch_management(&mgmt, &label));
         combine(amqp, management)
     }
+}
+
+/// This provider's row in the provider table.
+pub(crate) const SPEC: ProviderSpec = ProviderSpec {
+    kind: ProviderKind::Rabbitmq,
+    name: "rabbitmq",
+    aliases: &["amqp"],
+    schemes: &["amqp", "amqps"],
+    default_interval: Duration::from_secs(1),
+    interval_flag: "--rabbitmq-poll-interval",
+    parse: uri::parse,
+    validate: nothing_to_validate,
+    connect: connect_boxed,
+};
+
+fn connect_boxed<'a>(
+    uri: &'a QueueUri,
+    creds: &'a Credentials,
+    opts: &'a ProviderOptions,
+) -> ConnectFuture<'a> {
+    Box::pin(async move {
+        let QueueUri::Rabbitmq(u) = uri else {
+            return Err(wrong_kind(uri, ProviderKind::Rabbitmq));
+        };
+        Ok(Box::new(RabbitmqProvider::connect(u, creds, opts).await?) as Box<dyn QueueProvider>)
+    })
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, Weak};
 use ::redis::aio::ConnectionManager;
 use tokio::sync::OnceCell;
 
-use super::QueueError;
+use crate::queue::QueueError;
 
 /// What makes two queues able to share a connection.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -95,7 +95,7 @@ impl fmt::Debug for ConnectionKey {
             .field("port", &self.port)
             .field("db", &self.db)
             .field("username", &self.username)
-            .field("password", &super::uri::redacted(&self.password))
+            .field("password", &crate::queue::uri::redacted(&self.password))
             .finish()
     }
 }

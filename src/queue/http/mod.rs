@@ -31,6 +31,9 @@ use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use serde_json::Value;
 
+pub mod uri;
+
+use super::kinds::{ConnectFuture, ProviderSpec, wrong_kind};
 use super::uri::HttpUri;
 use super::{
     Credentials, ProviderKind, ProviderOptions, QueueError, QueueMetrics, QueueProvider, QueueUri,
@@ -146,6 +149,14 @@ impl HttpProvider {
 }
 
 /// Checks the URL and the `Authorization` value without building a client.
+/// The table's `validate`: the URL and the Authorization value must be usable.
+fn validate(uri: &QueueUri, creds: &Credentials) -> Result<(), QueueError> {
+    match uri {
+        QueueUri::Http(u) => check_config(u, creds),
+        other => Err(wrong_kind(other, ProviderKind::Http)),
+    }
+}
+
 pub fn check_config(uri: &HttpUri, creds: &Credentials) -> Result<(), QueueError> {
     let label = QueueUri::Http(uri.clone()).redacted();
     checked_config(uri, creds, &label).map(|_| ())
@@ -243,6 +254,32 @@ fn json_type(v: &Value) -> &'static str {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     }
+}
+
+/// This provider's row in the provider table.
+pub(crate) const SPEC: ProviderSpec = ProviderSpec {
+    kind: ProviderKind::Http,
+    name: "http",
+    aliases: &[],
+    schemes: &["http+json", "https+json"],
+    default_interval: Duration::from_secs(1),
+    interval_flag: "--http-poll-interval",
+    parse: uri::parse,
+    validate,
+    connect: connect_boxed,
+};
+
+fn connect_boxed<'a>(
+    uri: &'a QueueUri,
+    creds: &'a Credentials,
+    opts: &'a ProviderOptions,
+) -> ConnectFuture<'a> {
+    Box::pin(async move {
+        let QueueUri::Http(u) = uri else {
+            return Err(wrong_kind(uri, ProviderKind::Http));
+        };
+        Ok(Box::new(HttpProvider::new(u, creds, opts)?) as Box<dyn QueueProvider>)
+    })
 }
 
 #[cfg(test)]
