@@ -10,7 +10,7 @@
 // `cargo clippy --all-targets` builds benches with cfg(test) but without the test harness:
 // the support modules' unit-test imports are then unused.
 #[allow(unused_imports)]
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 #[path = "wpa_bench/brokers.rs"]

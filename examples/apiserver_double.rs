@@ -8,7 +8,7 @@
 //!
 //! Prints the server URL on stdout and serves until Ctrl-C.
 
-#[path = "../tests/support/apiserver/mod.rs"]
+#[path = "../tests/it/support/apiserver/mod.rs"]
 mod apiserver;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

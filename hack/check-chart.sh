@@ -2,7 +2,7 @@
 # Lints and renders charts/worker-pod-autoscaler offline for every value set in
 # its ci/ folder, with helm-python-sdk (Helm's Go SDK as a Python package; no
 # helm binary, no cluster). The typed checks of the rendered manifests are the
-# Rust test tests/chart_render.rs, which calls this script.
+# Rust test tests/it/chart_render.rs, which calls this script.
 #
 # Usage: hack/check-chart.sh [--out DIR]   (default: a temporary folder, removed)
 # Environment: WPA_PY_VENV  virtualenv to use/create (default ~/.cache/wpa/py-venv)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates artifacts/crd.yaml from the controller's types
 # (`workerpodautoscaler crd`) and copies it into the Helm chart's crds/ folder,
-# so that both stay identical (tests/artifacts_manifests.rs checks it).
+# so that both stay identical (tests/it/artifacts_manifests.rs checks it).
 #
 # Usage: hack/sync-crd.sh [--check]
 #   --check  change nothing; exit 1 when either file is out of date

@@ -1,6 +1,6 @@
 //! Redis/Celery provider against a real Redis, with data written by real Celery/kombu.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

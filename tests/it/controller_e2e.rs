@@ -2,7 +2,7 @@
 //! double, and real brokers (Redis, RabbitMQ). Assertions are on what the controller wrote to
 //! the API (scale PATCHes, status, events) and on its /metrics.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -7,7 +7,7 @@
 //! old behaviour: a 20 s poll interval, or a missing beanstalkd tube taken for an error and
 //! retried after up to 30 s of backoff.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! The API server double, exercised with the real kube client over HTTP: CRUD, lists,
 //! watches, reflectors, subresources, patches, faults, events and leases.
 
-mod support;
+use crate::support;
 
 use std::future::Future;
 use std::time::Duration;

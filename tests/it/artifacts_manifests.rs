@@ -5,7 +5,7 @@
 //! copy of the CRD equals artifacts/crd.yaml, the IAM policy is minimal and the
 //! Grafana dashboard is well formed.
 
-mod manifests;
+use crate::manifests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;

@@ -1,6 +1,6 @@
 //! `inspect` (the function behind `workerpodautoscaler inspect`) against a real Redis.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! 127.0.0.1:15672, guest/guest; see hack/services.sh), a private RabbitMQ node for the
 //! restart test, and a fake management API for answers a real broker rarely gives.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

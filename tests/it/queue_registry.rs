@@ -1,6 +1,6 @@
 //! The registry against a real Redis: shared loops, wakeups, staleness and recovery.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

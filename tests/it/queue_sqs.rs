@@ -1,7 +1,7 @@
 //! SQS provider against moto (127.0.0.1:5001, see hack/services.sh) and private
 //! moto_server processes. Tests never reset the shared moto: they run in parallel.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! Alone in its file because it points `SSL_CERT_FILE` (read by rustls-native-certs) at
 //! the test CA, which must happen before any thread starts.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

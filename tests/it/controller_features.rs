@@ -3,7 +3,7 @@
 //! StatefulSet through its /scale subresource). The real controller binary, the API double
 //! and private redis-server processes.
 
-mod support;
+use crate::support;
 
 use k8s_openapi::ByteString;
 use serde_json::{Value, json};

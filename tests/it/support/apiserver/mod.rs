@@ -23,7 +23,7 @@
 //!
 //! Objects are untyped JSON on purpose: the double serves any resource a test registers, and
 //! it does not depend on the `wpa` crate so a benchmark binary can include it with
-//! `#[path = "../tests/support/apiserver/mod.rs"] mod apiserver;`.
+//! `#[path = "../tests/it/support/apiserver/mod.rs"] mod apiserver;`.
 //!
 //! # Known simplifications
 //!

@@ -9,7 +9,7 @@
 //!   and HTTP endpoints with schema-breaking JSON: clear errors, no panic, no hang, no
 //!   scale-down, and other WPAs keep scaling.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

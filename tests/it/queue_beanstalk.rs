@@ -1,7 +1,7 @@
 //! beanstalkd provider against a real beanstalkd (127.0.0.1:11300, see hack/services.sh),
 //! private beanstalkd processes, and hand-made misbehaving servers.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -8,7 +8,7 @@
 //! Needs python3 and access to PyPI on the first run (the script creates a
 //! virtualenv with helm-python-sdk; WPA_PY_VENV picks its folder).
 
-mod manifests;
+use crate::manifests;
 
 use std::fs;
 use std::path::{Path, PathBuf};

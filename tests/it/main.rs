@@ -1,0 +1,27 @@
+//! All integration tests in one binary: `tests/support` (the API server double, broker
+//! helpers) is compiled and linked once instead of once per test file.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod manifests;
+mod support;
+
+mod apiserver_double;
+mod artifacts_manifests;
+mod chart_render;
+mod cli;
+mod controller_e2e;
+mod controller_features;
+mod crd;
+mod faults;
+mod from_zero;
+mod inspect;
+mod parser_properties;
+mod queue_beanstalk;
+mod queue_http;
+mod queue_rabbitmq;
+mod queue_redis;
+mod queue_redis_tls;
+mod queue_registry;
+mod queue_sqs;
+mod scaler_properties;
+mod simulate_practo;
