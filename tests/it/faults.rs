@@ -145,11 +145,15 @@ async fn redis_killed_and_restarted_under_the_controller() {
     )
     .await;
     assert_patches(&server, NS, "worker", &[3, 5]).await;
+    // CurrentReplicas is what the target said when the status was written: the status of
+    // the reconcile that scaled may still say 3, the next one must say 5.
     let status = wait_status(&server, NS, "worker", "recovered", &controller, |s| {
-        s["CurrentMessages"] == 50 && has_condition(s, "Ready", "True", "Reconciled")
+        s["CurrentMessages"] == 50
+            && s["CurrentReplicas"] == 5
+            && has_condition(s, "Ready", "True", "Reconciled")
     })
     .await;
-    assert_eq!(status["CurrentReplicas"], 5, "{status}");
+    assert_eq!(status["DesiredReplicas"], 5, "{status}");
     let log = controller.log_text();
     assert!(log.contains("queue readable again"), "{log}");
     assert_alive(&mut controller);
