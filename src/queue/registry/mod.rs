@@ -292,10 +292,7 @@ impl Registry {
         let Some(lp) = loops.get_mut(&entry.key) else {
             return;
         };
-        let no_workers = lp
-            .members
-            .iter()
-            .all(|name| subscribers.get(name).and_then(|s| s.workers) == Some(0));
+        let no_workers = every_member_at_zero(subscribers, lp);
         if no_workers && !lp.no_workers {
             lp.reschedule.notify_one();
         }
@@ -488,16 +485,22 @@ fn effective_interval(
         .unwrap_or(default)
 }
 
+/// Whether every subscriber of `lp` is known to have zero replicas (false for a loop
+/// without members, and while any member's replicas are not known yet).
+fn every_member_at_zero(subscribers: &HashMap<String, Subscriber>, lp: &PollLoop) -> bool {
+    !lp.members.is_empty()
+        && lp
+            .members
+            .iter()
+            .all(|name| subscribers.get(name).and_then(|s| s.workers) == Some(0))
+}
+
 /// Removes `subscriber` from the loop of `key`, stopping the loop when it is left empty.
 fn detach(state: &mut State, subscriber: &str, key: &LoopKey) {
     let empty = match state.loops.get_mut(key) {
         Some(lp) => {
             lp.members.remove(subscriber);
-            lp.no_workers = !lp.members.is_empty()
-                && lp
-                    .members
-                    .iter()
-                    .all(|name| state.subscribers.get(name).and_then(|s| s.workers) == Some(0));
+            lp.no_workers = every_member_at_zero(&state.subscribers, lp);
             lp.members.is_empty()
         }
         None => false,
@@ -563,6 +566,86 @@ mod tests {
         st.error = Some(QueueError::NotFound { queue: "q".into() });
         let failing = Signature::of(&st, 10);
         assert!(failing.stale && failing.failing);
+    }
+
+    fn loop_key(input: &str) -> LoopKey {
+        LoopKey {
+            uri: QueueUri::parse(input).expect("queueURI"),
+            credentials: Credentials::default(),
+        }
+    }
+
+    #[test]
+    fn attach_shares_one_loop_per_queue_and_moves_subscribers_without_spawning() {
+        let settings = PollSettings::default();
+        let mut state = State::default();
+        let mut ids = 0..;
+        let mut next = || ids.next().expect("ids");
+        let a = loop_key("redis://h/0/a");
+        let b = loop_key("redis://h/0/b");
+
+        let first = state.attach("ns/one", a.clone(), None, 5, &settings, &mut next);
+        let start = first.start.expect("the first subscriber registers a loop");
+        assert_eq!((start.key.clone(), start.id), (a.clone(), 0));
+        assert!(!first.wake, "nothing polled yet");
+        assert!(state.loops[&a].task.is_none(), "attach spawns nothing");
+
+        let second = state.attach("ns/two", a.clone(), None, 5, &settings, &mut next);
+        assert!(second.start.is_none(), "one loop per distinct queue");
+        assert_eq!(state.loops[&a].members.len(), 2);
+
+        // Once the queue has been polled, a newcomer is woken at once.
+        state.loops.get_mut(&a).expect("loop").status.metrics = Some(metrics(3, Some(0)));
+        let third = state.attach("ns/three", a.clone(), None, 5, &settings, &mut next);
+        assert!(third.wake && third.start.is_none());
+        // The same subscription again is not news.
+        let again = state.attach("ns/three", a.clone(), None, 5, &settings, &mut next);
+        assert!(!again.wake && again.start.is_none());
+
+        // Moving every subscriber to another queue stops the old loop.
+        for name in ["ns/one", "ns/two", "ns/three"] {
+            state.attach(name, b.clone(), None, 5, &settings, &mut next);
+        }
+        assert!(!state.loops.contains_key(&a));
+        assert_eq!(state.loops[&b].id, 1);
+        assert_eq!(state.loops[&b].members.len(), 3);
+        assert_eq!(state.subscribers.len(), 3);
+    }
+
+    #[test]
+    fn a_loop_has_no_workers_only_when_every_member_reports_zero() {
+        let settings = PollSettings::default();
+        let mut state = State::default();
+        let key = loop_key("redis://h/0/a");
+        let mut ids = 0..;
+        for name in ["ns/one", "ns/two"] {
+            state.attach(name, key.clone(), None, 5, &settings, || {
+                ids.next().expect("ids")
+            });
+        }
+        let lp = &state.loops[&key];
+        assert!(
+            !every_member_at_zero(&state.subscribers, lp),
+            "replicas unknown"
+        );
+        state.subscribers.get_mut("ns/one").expect("one").workers = Some(0);
+        assert!(!every_member_at_zero(
+            &state.subscribers,
+            &state.loops[&key]
+        ));
+        state.subscribers.get_mut("ns/two").expect("two").workers = Some(0);
+        assert!(every_member_at_zero(&state.subscribers, &state.loops[&key]));
+        // The member with workers leaves: the rest is at zero.
+        state.subscribers.get_mut("ns/two").expect("two").workers = Some(2);
+        state.subscribers.remove("ns/two");
+        detach(&mut state, "ns/two", &key);
+        assert!(state.loops[&key].no_workers);
+        state.subscribers.remove("ns/one");
+        detach(&mut state, "ns/one", &key);
+        assert!(
+            !state.loops.contains_key(&key),
+            "the last member stops the loop"
+        );
     }
 
     #[test]
