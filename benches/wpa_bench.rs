@@ -7,6 +7,8 @@
 //! ```
 //! `hack/bench.sh` starts the brokers first and passes its arguments through.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 // `cargo clippy --all-targets` builds benches with cfg(test) but without the test harness:
 // the support modules' unit-test imports are then unused.
 #[allow(unused_imports)]

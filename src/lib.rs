@@ -3,6 +3,8 @@
 //! Data flows one way: `queue` (providers, registry) -> `scaler` (pure decision) ->
 //! `controller` (Kubernetes I/O). `crd` holds the WorkerPodAutoScaler types shared by all.
 
+#![forbid(unsafe_code)]
+
 pub mod admin;
 pub mod controller;
 pub mod crd;

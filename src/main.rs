@@ -1,5 +1,7 @@
 //! `workerpodautoscaler`: the command line.
 
+#![forbid(unsafe_code)]
+
 use std::fs;
 use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;

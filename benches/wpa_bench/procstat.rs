@@ -29,6 +29,7 @@ pub fn cpu_time(pid: u32) -> Result<Duration> {
     ))
 }
 
+#[allow(unsafe_code)]
 fn clock_ticks_per_second() -> f64 {
     // SAFETY: sysconf only reads a system constant.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };

@@ -42,6 +42,7 @@ impl WpaLabels<'_> {
 }
 
 /// A WPA's gauges at the end of a reconcile.
+#[derive(Debug, Clone, PartialEq)]
 pub struct WpaGauges {
     pub messages: u64,
     pub in_flight: Option<u64>,
@@ -173,6 +174,12 @@ impl Metrics {
     }
 
     /// The text exposition format.
+    /// `render` for the admin server.
+    pub fn render_fn(&self) -> crate::admin::RenderMetrics {
+        let metrics = self.clone();
+        std::sync::Arc::new(move || metrics.render().map_err(|e| e.to_string()))
+    }
+
     pub fn render(&self) -> Result<String, prometheus::Error> {
         let families = self.registry.gather();
         // One allocation of about the final size: a growing buffer would double (and copy)

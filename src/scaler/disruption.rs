@@ -9,7 +9,7 @@ use std::str::FromStr;
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::policy::SpecError;
+use super::spec_error::SpecError;
 
 /// How many workers one scale-down may remove.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

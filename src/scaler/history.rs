@@ -9,7 +9,7 @@
 use jiff::{SignedDuration, Timestamp};
 
 use super::Decision;
-use super::policy::{MAX_PERIOD_SECONDS, MAX_STABILIZATION_WINDOW_SECONDS};
+use super::spec_error::{MAX_PERIOD_SECONDS, MAX_STABILIZATION_WINDOW_SECONDS};
 
 /// One stored recommendation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

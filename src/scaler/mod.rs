@@ -61,6 +61,7 @@ mod history;
 mod policy;
 mod practo;
 mod reason;
+mod spec_error;
 
 #[cfg(test)]
 mod behavior_tests;
@@ -72,11 +73,10 @@ use jiff::Timestamp;
 pub use behavior::DEFAULT_SCALE_DOWN_STABILIZATION_SECONDS;
 pub use disruption::MaxDisruption;
 pub use history::History;
-pub use policy::{
-    MAX_PERIOD_SECONDS, MAX_STABILIZATION_WINDOW_SECONDS, Policy, ScalerSettings, SpecError,
-};
+pub use policy::{Policy, ScalerSettings};
 pub use practo::{TOLERANCE_PERCENT, rate_floor};
 pub use reason::Reason;
+pub use spec_error::{MAX_PERIOD_SECONDS, MAX_STABILIZATION_WINDOW_SECONDS, SpecError};
 
 /// One reading of the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]

@@ -258,6 +258,14 @@ async fn credentials_from_a_secret_scale_and_never_leak() {
             );
         }
     }
+    // A subscribed WPA reads its Secret once (again only after the refresh period or a spec
+    // change), however often it is reconciled: wrong-password was reconciled on every
+    // failed poll.
+    assert_eq!(
+        server.requests("GET", "/secrets/wrong-creds").len(),
+        1,
+        "Secret reads of a subscribed WPA"
+    );
     assert_alive(&mut controller);
 }
 

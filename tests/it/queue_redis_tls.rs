@@ -12,6 +12,7 @@ use support::brokers::{RedisServer, make_certificates, unique};
 use wpa::queue::{Credentials, ProviderOptions, QueueError, QueueUri};
 
 #[test]
+#[allow(unsafe_code)]
 fn rediss_verifies_the_server_and_reads_the_queue() {
     let dir = tempfile::tempdir().unwrap();
     let (ca, cert, key) = make_certificates(dir.path());

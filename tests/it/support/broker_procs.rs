@@ -103,6 +103,7 @@ impl BrokerProcess {
     }
 
     /// SIGKILLs the whole process group and reaps the leader.
+    #[allow(unsafe_code)]
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             // The child leads its own group (process_group(0)), so its pid is the group

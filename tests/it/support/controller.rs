@@ -112,6 +112,7 @@ impl ControllerProcess {
     }
 
     /// SIGTERM and wait for exit; returns the exit status code.
+    #[allow(unsafe_code)]
     pub fn terminate(&mut self) -> Option<i32> {
         let pid = i32::try_from(self.child.id()).expect("pid fits");
         // SAFETY: kill(2) on our own child's pid; no memory is shared.

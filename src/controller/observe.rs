@@ -1,0 +1,169 @@
+//! The first step of a reconcile: read everything a decision needs (the spec, validated;
+//! the target's replicas; the queue's state; the WPA's history), subscribing its queue on
+//! the way. Writes nothing to the API.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use kube::{Resource, ResourceExt};
+use tracing::debug;
+
+use super::Error;
+use super::context::Context;
+use super::credentials;
+use super::key::WpaKey;
+use super::problem::{
+    INVALID_QUEUE_CONFIG, INVALID_QUEUE_URI, INVALID_SCALE_TARGET, INVALID_SPEC, Problem,
+    QUEUE_SERVICE_DISABLED, TARGET_NOT_FOUND,
+};
+use super::target::{TargetError, TargetRef, TargetState};
+use crate::crd::WorkerPodAutoScaler;
+use crate::queue::QueueUri;
+use crate::queue::registry::{QueueState, Subscription};
+use crate::scaler::{History, Policy};
+
+/// Re-read a referenced Secret this often even when the WPA does not change (rotation).
+const SECRET_REFRESH: Duration = Duration::from_secs(300);
+
+/// What one reconcile saw.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub now: Timestamp,
+    pub history: History,
+    /// The WPA's world, or the problem that keeps it from being scaled.
+    pub world: Result<World, Problem>,
+}
+
+/// A valid WPA's spec, target and queue as read now.
+#[derive(Debug, Clone)]
+pub struct World {
+    pub policy: Policy,
+    pub target: TargetRef,
+    /// The queue URI with any password replaced, for messages.
+    pub queue_redacted: String,
+    /// The target's replicas, with our own last write in place of a cache that lags it.
+    pub target_state: TargetState,
+    /// `None` before the registry has anything for this WPA.
+    pub queue: Option<QueueState>,
+}
+
+/// Reads a WPA's world. Fails only on errors worth a quick retry (API errors reading the
+/// target); problems the owner must fix are part of the observation.
+pub async fn observe(
+    wpa: &WorkerPodAutoScaler,
+    ctx: &Context,
+    key: &WpaKey,
+) -> Result<Observed, Error> {
+    let now = Timestamp::now();
+    let history = ctx.memories.history(key, wpa);
+    let world = match spec_and_subscription(wpa, ctx, key).await {
+        Ok(spec) => read_world(ctx, key, spec).await?,
+        Err(problem) => Err(problem),
+    };
+    Ok(Observed {
+        now,
+        history,
+        world,
+    })
+}
+
+/// The parts of the spec a decision needs, validated.
+struct CheckedSpec {
+    policy: Policy,
+    target: TargetRef,
+    queue_redacted: String,
+}
+
+async fn read_world(
+    ctx: &Context,
+    key: &WpaKey,
+    spec: CheckedSpec,
+) -> Result<Result<World, Problem>, Error> {
+    let namespace = key.namespace();
+    let state = match ctx.targets.read(namespace, &spec.target).await {
+        Ok(state) => ctx.memories.trusted_state(key, state),
+        Err(TargetError::NotFound(what)) => {
+            return Ok(Err(Problem::new(
+                TARGET_NOT_FOUND,
+                format!("{what} does not exist in namespace {namespace}"),
+            )));
+        }
+        Err(TargetError::UnknownKind {
+            api_version,
+            kind,
+            detail,
+        }) => {
+            return Ok(Err(Problem::new(
+                INVALID_SCALE_TARGET,
+                format!("{api_version} {kind} cannot be scaled: {detail}"),
+            )));
+        }
+        Err(e @ TargetError::Api { .. }) => return Err(Error::Target(e)),
+    };
+    // SQS waits for the first message in a long poll only while no worker runs (practo).
+    ctx.registry
+        .report_workers(key.id(), u32::try_from(state.replicas).unwrap_or(0));
+    Ok(Ok(World {
+        policy: spec.policy,
+        target: spec.target,
+        queue_redacted: spec.queue_redacted,
+        target_state: state,
+        queue: ctx.registry.state(key.id()),
+    }))
+}
+
+/// Validates the spec and makes sure the WPA's queue is subscribed with its current
+/// settings and credentials.
+async fn spec_and_subscription(
+    wpa: &WorkerPodAutoScaler,
+    ctx: &Context,
+    key: &WpaKey,
+) -> Result<CheckedSpec, Problem> {
+    let policy = Policy::from_spec(&wpa.spec, &ctx.plan.scaler)
+        .map_err(|e| Problem::new(INVALID_SPEC, e.to_string()))?;
+    let target = TargetRef::from_spec(&wpa.spec).map_err(|m| Problem::new(INVALID_SPEC, m))?;
+    let uri = QueueUri::parse(&wpa.spec.queue_uri)
+        .map_err(|e| Problem::new(INVALID_QUEUE_URI, e.to_string()))?;
+    let queue_redacted = uri.redacted();
+    if !ctx.enabled.contains(&uri.kind()) {
+        return Err(Problem::new(
+            QUEUE_SERVICE_DISABLED,
+            format!("{} queues are not enabled by --queue-services", uri.kind()),
+        ));
+    }
+    let generation = wpa.meta().generation.unwrap_or(0);
+    if !ctx
+        .memories
+        .subscription_current(key, generation, SECRET_REFRESH)
+    {
+        let namespace = wpa.namespace().unwrap_or_default();
+        let credentials = credentials::resolve(
+            &ctx.client,
+            &namespace,
+            wpa.spec.credentials_secret_ref.as_ref(),
+        )
+        .await?;
+        let subscription = Subscription {
+            uri,
+            credentials,
+            poll_interval: wpa
+                .spec
+                .poll_interval_seconds
+                .and_then(|s| u64::try_from(s).ok())
+                .map(Duration::from_secs),
+            target_messages_per_worker: u64::try_from(policy.target).unwrap_or(1),
+        };
+        ctx.registry
+            .subscribe(key.id(), subscription)
+            .map_err(|e| Problem::new(INVALID_QUEUE_CONFIG, e.to_string()))?;
+        ctx.memories
+            .mark_subscribed(key, generation, &queue_redacted);
+        ctx.update_poll_loop_gauge();
+        debug!(queue = %queue_redacted, "subscribed");
+    }
+    Ok(CheckedSpec {
+        policy,
+        target,
+        queue_redacted,
+    })
+}

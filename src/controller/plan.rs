@@ -1,0 +1,477 @@
+//! The second step of a reconcile, pure: from what was observed, what to do. A scale
+//! write, the Events, the status (only when it changes), the gauges, the decision to keep
+//! in the history and when to look again. No I/O and no clock: `now` is observed.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::Resource;
+use kube::ResourceExt;
+use kube::runtime::events::EventType;
+
+use super::metrics::WpaGauges;
+use super::observe::{Observed, World};
+use super::problem::Problem;
+use super::status::{
+    self, ABLE_TO_SCALE, ConditionState, METRICS_AVAILABLE, READY, SCALING_LIMITED, Status,
+};
+use crate::crd::{PAUSED_ANNOTATION, WorkerPodAutoScaler, WorkerPodAutoScalerStatus};
+use crate::queue::registry::QueueState;
+use crate::scaler::{self, Decision, History, QueueSnapshot, Reason, ScalerSettings};
+
+/// How soon to look again at a WPA whose first metrics have not arrived (the registry also
+/// wakes it when they do).
+pub const FIRST_POLL_RECHECK: Duration = Duration::from_secs(2);
+/// How soon to look again at a WPA whose change a `behavior` rule is holding back.
+pub const BEHAVIOR_RECHECK: Duration = Duration::from_secs(1);
+
+/// Condition reasons this module sets (besides the problem reasons and the scaler's
+/// reasons for a limited decision).
+pub mod reasons {
+    pub const RECONCILED: &str = "Reconciled";
+    pub const METRICS_UNAVAILABLE: &str = "MetricsUnavailable";
+    pub const METRICS_FRESH: &str = "MetricsFresh";
+    pub const METRICS_PARTIAL: &str = "MetricsPartial";
+    pub const POLL_FAILED: &str = "PollFailed";
+    pub const WAITING_FOR_FIRST_POLL: &str = "WaitingForFirstPoll";
+    pub const PAUSED: &str = "Paused";
+    pub const DRY_RUN: &str = "DryRun";
+    pub const SCALED: &str = "Scaled";
+    pub const READY_FOR_NEW_SCALE: &str = "ReadyForNewScale";
+    pub const HOLDING_REPLICAS: &str = "HoldingReplicas";
+    pub const NO_DECISION: &str = "NoDecision";
+    pub const DESIRED_WITHIN_RANGE: &str = "DesiredWithinRange";
+
+    #[cfg(test)]
+    pub const ALL: [&str; 13] = [
+        RECONCILED,
+        METRICS_UNAVAILABLE,
+        METRICS_FRESH,
+        METRICS_PARTIAL,
+        POLL_FAILED,
+        WAITING_FOR_FIRST_POLL,
+        PAUSED,
+        DRY_RUN,
+        SCALED,
+        READY_FOR_NEW_SCALE,
+        HOLDING_REPLICAS,
+        NO_DECISION,
+        DESIRED_WITHIN_RANGE,
+    ];
+}
+use reasons::*;
+
+/// `lastDecisionReason` when replicas are held for want of metrics.
+pub const HOLD_NO_METRICS: &str = "HoldNoMetrics";
+
+/// Controller-wide settings a plan depends on.
+#[derive(Debug, Clone)]
+pub struct PlanSettings {
+    pub scaler: ScalerSettings,
+    /// `--dry-run`.
+    pub dry_run: bool,
+    pub resync: Duration,
+}
+
+/// What a reconcile does, in order: scale; then record, publish and write status, which all
+/// assume the scale succeeded (if it fails, the reconcile reports that and is retried).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub scale: Option<ScaleChange>,
+    /// The decision to remember in the history once the scale (if any) is done. `None`
+    /// when nothing was decided or the change was not made (paused, dry run).
+    pub record: Option<Decision>,
+    pub events: Vec<PlannedEvent>,
+    /// The new status; `None` when the stored one already says the same.
+    pub status: Option<WorkerPodAutoScalerStatus>,
+    pub gauges: Option<WpaGauges>,
+    pub requeue: Duration,
+    /// A problem the owner must fix, for the log.
+    pub problem: Option<Problem>,
+}
+
+/// A scale write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScaleChange {
+    pub from: i32,
+    pub to: i32,
+    pub reason: Reason,
+    /// The target, described for messages ("Deployment worker").
+    pub target: String,
+}
+
+impl ScaleChange {
+    pub fn is_up(&self) -> bool {
+        self.to > self.from
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedEvent {
+    pub type_: EventType,
+    pub reason: String,
+    pub note: String,
+}
+
+impl PlannedEvent {
+    fn new(type_: EventType, reason: impl Into<String>, note: String) -> Self {
+        Self {
+            type_,
+            reason: reason.into(),
+            note,
+        }
+    }
+}
+
+/// Plans one reconcile of `wpa` from what was observed.
+pub fn plan(wpa: &WorkerPodAutoScaler, observed: &Observed, settings: &PlanSettings) -> Plan {
+    match &observed.world {
+        Ok(world) => plan_world(wpa, world, &observed.history, observed.now, settings),
+        Err(problem) => plan_problem(wpa, problem, observed.now, settings),
+    }
+}
+
+/// A WPA that cannot be scaled: say why, in an Event and its status.
+fn plan_problem(
+    wpa: &WorkerPodAutoScaler,
+    problem: &Problem,
+    now: Timestamp,
+    settings: &PlanSettings,
+) -> Plan {
+    let mut status = wpa.status.clone().unwrap_or_default();
+    let conditions = [
+        ConditionState::new(
+            READY,
+            Status::False,
+            problem.reason,
+            problem.message.clone(),
+        ),
+        ConditionState::new(
+            ABLE_TO_SCALE,
+            Status::False,
+            problem.reason,
+            problem.message.clone(),
+        ),
+    ];
+    status.observed_generation = wpa.meta().generation;
+    status.last_decision_reason = Some(problem.reason.to_string());
+    status.conditions =
+        status::merge_conditions(&status.conditions, &conditions, wpa.meta().generation, now);
+    Plan {
+        scale: None,
+        record: None,
+        events: vec![PlannedEvent::new(
+            EventType::Warning,
+            problem.reason,
+            problem.message.clone(),
+        )],
+        status: changed(wpa, status),
+        gauges: None,
+        requeue: settings.resync,
+        problem: Some(problem.clone()),
+    }
+}
+
+fn plan_world(
+    wpa: &WorkerPodAutoScaler,
+    world: &World,
+    history: &History,
+    now: Timestamp,
+    settings: &PlanSettings,
+) -> Plan {
+    let current = world.target_state.replicas;
+    let target = world.target.describe();
+    let (metrics_condition, snapshot) = metrics_condition(world.queue.as_ref(), current);
+    let mut conditions = vec![metrics_condition];
+    let mut status = wpa.status.clone().unwrap_or_default();
+    let mut plan = Plan {
+        scale: None,
+        record: None,
+        events: Vec::new(),
+        status: None,
+        gauges: None,
+        requeue: settings.resync,
+        problem: None,
+    };
+
+    match snapshot {
+        Some(queue) => {
+            let decision = scaler::decide(
+                &world.policy,
+                &queue,
+                current,
+                now,
+                history,
+                &settings.scaler,
+            );
+            let wants_change = decision.desired != current;
+            let paused = wpa
+                .annotations()
+                .get(PAUSED_ANNOTATION)
+                .is_some_and(|v| v == "true");
+            let dry_run = settings.dry_run || wpa.spec.dry_run.unwrap_or(false);
+            if wants_change && paused {
+                conditions.push(ConditionState::new(
+                    ABLE_TO_SCALE,
+                    Status::False,
+                    PAUSED,
+                    format!(
+                        "paused by the {PAUSED_ANNOTATION} annotation; would scale to {}",
+                        decision.desired
+                    ),
+                ));
+            } else if wants_change && dry_run {
+                conditions.push(ConditionState::new(
+                    ABLE_TO_SCALE,
+                    Status::False,
+                    DRY_RUN,
+                    format!(
+                        "dry run: would scale from {current} to {}",
+                        decision.desired
+                    ),
+                ));
+                plan.events.push(PlannedEvent::new(
+                    EventType::Normal,
+                    DRY_RUN,
+                    format!(
+                        "would scale {target} from {current} to {}: {}",
+                        decision.desired,
+                        decision.reason.message()
+                    ),
+                ));
+            } else if wants_change {
+                let change = ScaleChange {
+                    from: current,
+                    to: decision.desired,
+                    reason: decision.reason,
+                    target: target.clone(),
+                };
+                let time = Some(Time(now));
+                status.last_scale_time = time.clone();
+                if change.is_up() {
+                    status.last_scale_up_time = time;
+                } else {
+                    status.last_scale_down_time = time;
+                }
+                plan.events.push(PlannedEvent::new(
+                    EventType::Normal,
+                    if change.is_up() {
+                        "ScaledUp"
+                    } else {
+                        "ScaledDown"
+                    },
+                    format!(
+                        "scaled {target} from {current} to {}: {}",
+                        decision.desired,
+                        decision.reason.message()
+                    ),
+                ));
+                conditions.push(ConditionState::new(
+                    ABLE_TO_SCALE,
+                    Status::True,
+                    SCALED,
+                    format!("scaled from {current} to {}", decision.desired),
+                ));
+                plan.scale = Some(change);
+                plan.record = Some(decision);
+            } else {
+                plan.record = Some(decision);
+                conditions.push(ConditionState::new(
+                    ABLE_TO_SCALE,
+                    Status::True,
+                    READY_FOR_NEW_SCALE,
+                    "the target can be scaled",
+                ));
+            }
+            conditions.push(limited_condition(&decision));
+            match decision.reason {
+                Reason::ScaleDownDelayed => {
+                    plan.requeue =
+                        plan.requeue
+                            .min(delay_remaining(history, &settings.scaler, now));
+                }
+                // `behavior` windows and rate policies release the held change as time passes:
+                // look again soon rather than at the resync.
+                Reason::RateLimited | Reason::StabilizedUp | Reason::StabilizedDown => {
+                    plan.requeue = plan.requeue.min(BEHAVIOR_RECHECK);
+                }
+                _ => {}
+            }
+            status.desired_replicas = decision.desired;
+            status.last_decision_reason = Some(decision.reason.to_string());
+        }
+        None => {
+            // Unknown or stale metrics: hold. Never a scale-down on missing data.
+            conditions.push(ConditionState::new(
+                ABLE_TO_SCALE,
+                Status::True,
+                HOLDING_REPLICAS,
+                "holding the current replicas until metrics are available",
+            ));
+            conditions.push(ConditionState::new(
+                SCALING_LIMITED,
+                Status::False,
+                NO_DECISION,
+                "no decision without metrics",
+            ));
+            status.desired_replicas = current;
+            status.last_decision_reason = Some(HOLD_NO_METRICS.to_string());
+            if world
+                .queue
+                .as_ref()
+                .is_none_or(|s| s.metrics.is_none() && s.error.is_none())
+            {
+                plan.requeue = FIRST_POLL_RECHECK;
+            }
+        }
+    }
+
+    let ready = conditions
+        .iter()
+        .all(|c| c.type_ != METRICS_AVAILABLE || c.status == Status::True);
+    conditions.insert(
+        0,
+        if ready {
+            ConditionState::new(
+                READY,
+                Status::True,
+                RECONCILED,
+                format!("watching {} for {target}", world.queue_redacted),
+            )
+        } else {
+            ConditionState::new(
+                READY,
+                Status::False,
+                METRICS_UNAVAILABLE,
+                "queue metrics are not available; replicas are held",
+            )
+        },
+    );
+
+    if let Some(queue) = &world.queue
+        && let Some(metrics) = &queue.metrics
+    {
+        let backlog = metrics
+            .visible
+            .saturating_add(metrics.in_flight.unwrap_or(0));
+        status.current_messages = i64::try_from(backlog).unwrap_or(i64::MAX);
+        status.in_flight_messages = metrics
+            .in_flight
+            .map(|v| i64::try_from(v).unwrap_or(i64::MAX));
+        plan.gauges = Some(WpaGauges {
+            messages: backlog,
+            in_flight: metrics.in_flight,
+            sent_per_minute: metrics.sent_per_minute,
+            idle: queue.idle,
+            current,
+            desired: status.desired_replicas,
+            available: world.target_state.available,
+        });
+    }
+    status.current_replicas = current;
+    status.available_replicas = world.target_state.available;
+    status.observed_generation = wpa.meta().generation;
+    status.conditions =
+        status::merge_conditions(&status.conditions, &conditions, wpa.meta().generation, now);
+    plan.status = changed(wpa, status);
+    plan
+}
+
+/// The MetricsAvailable condition, and the queue reading to decide on if there is a usable
+/// one (fresh metrics; a failing or never-polled queue gives none).
+fn metrics_condition(
+    queue: Option<&QueueState>,
+    current: i32,
+) -> (ConditionState, Option<QueueSnapshot>) {
+    match queue {
+        Some(state) if !state.stale && state.metrics.is_some() => {
+            let metrics = state.metrics.as_ref();
+            // One of a provider's two sources failing still leaves usable metrics; say
+            // which signal is missing.
+            let condition = match metrics.and_then(|m| m.partial.as_deref()) {
+                None => ConditionState::new(
+                    METRICS_AVAILABLE,
+                    Status::True,
+                    METRICS_FRESH,
+                    "the queue was polled successfully",
+                ),
+                Some(missing) => ConditionState::new(
+                    METRICS_AVAILABLE,
+                    Status::True,
+                    METRICS_PARTIAL,
+                    missing.to_string(),
+                ),
+            };
+            let snapshot = metrics.map(|m| QueueSnapshot {
+                visible: m.visible,
+                in_flight: m.in_flight.unwrap_or(0),
+                sent_per_minute: m.sent_per_minute.unwrap_or(0) as f64,
+                idle: state.idle,
+            });
+            (condition, snapshot)
+        }
+        Some(QueueState {
+            error: Some(error), ..
+        }) => (
+            ConditionState::new(
+                METRICS_AVAILABLE,
+                Status::False,
+                POLL_FAILED,
+                format!("holding {current} replicas: {error}"),
+            ),
+            None,
+        ),
+        _ => (
+            ConditionState::new(
+                METRICS_AVAILABLE,
+                Status::Unknown,
+                WAITING_FOR_FIRST_POLL,
+                "the queue has not been polled yet",
+            ),
+            None,
+        ),
+    }
+}
+
+/// `status` if it differs from what the WPA already holds.
+fn changed(
+    wpa: &WorkerPodAutoScaler,
+    status: WorkerPodAutoScalerStatus,
+) -> Option<WorkerPodAutoScalerStatus> {
+    status::status_changed(wpa.status.as_ref(), &status).then_some(status)
+}
+
+/// Time until a delayed scale-down may happen, so the WPA is looked at again right then
+/// instead of at the next resync.
+fn delay_remaining(history: &History, settings: &ScalerSettings, now: Timestamp) -> Duration {
+    let Some(last) = history.last_scale_time() else {
+        return Duration::ZERO;
+    };
+    let elapsed = now.duration_since(last);
+    let delay = jiff::SignedDuration::try_from(settings.scale_down_delay)
+        .unwrap_or(jiff::SignedDuration::MAX);
+    let remaining = delay
+        .checked_sub(elapsed)
+        .unwrap_or(jiff::SignedDuration::ZERO);
+    // practo allows the scale-down only strictly after the delay: look just past it.
+    Duration::try_from(remaining).unwrap_or(Duration::ZERO) + Duration::from_millis(200)
+}
+
+fn limited_condition(decision: &Decision) -> ConditionState {
+    if decision.limited {
+        ConditionState::new(
+            SCALING_LIMITED,
+            Status::True,
+            decision.reason.to_string(),
+            decision.reason.message(),
+        )
+    } else {
+        ConditionState::new(
+            SCALING_LIMITED,
+            Status::False,
+            DESIRED_WITHIN_RANGE,
+            "the desired count is within the allowed range",
+        )
+    }
+}
