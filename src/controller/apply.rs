@@ -1,10 +1,9 @@
 //! The last step of a reconcile: perform a plan. The only place a reconcile writes to the
-//! API, in order of importance: the scale, then Events, then the status.
+//! API, in order of importance: the scale, then Events, then the status (handed to the
+//! status writer, which writes it in the background).
 
-use kube::api::{Api, Patch, PatchParams};
+use kube::Resource;
 use kube::runtime::events::{Event, EventType};
-use kube::{Resource, ResourceExt};
-use serde_json::json;
 use tracing::{debug, info, warn};
 
 use super::Error;
@@ -12,7 +11,7 @@ use super::context::Context;
 use super::key::WpaKey;
 use super::observe::Observed;
 use super::plan::{Plan, PlannedEvent};
-use crate::crd::{WorkerPodAutoScaler, WorkerPodAutoScalerStatus};
+use crate::crd::WorkerPodAutoScaler;
 
 pub async fn apply(
     wpa: &WorkerPodAutoScaler,
@@ -23,6 +22,10 @@ pub async fn apply(
 ) -> Result<(), Error> {
     if let Some(problem) = &plan.problem {
         warn!(reason = problem.reason, message = %problem.message, "WPA cannot be scaled");
+    }
+    if plan.scale.is_some() && ctx.shutdown.requested() {
+        info!("shutting down: the planned scale is not made");
+        return Ok(());
     }
     if let (Some(change), Ok(world)) = (&plan.scale, &observed.world) {
         match ctx
@@ -69,25 +72,8 @@ pub async fn apply(
         ctx.metrics.set_gauges(&ctx.labels(key).as_labels(), gauges);
     }
     if let Some(status) = plan.status {
-        write_status(wpa, ctx, status).await?;
+        ctx.status_writer.submit(key, status);
     }
-    Ok(())
-}
-
-async fn write_status(
-    wpa: &WorkerPodAutoScaler,
-    ctx: &Context,
-    status: WorkerPodAutoScalerStatus,
-) -> Result<(), Error> {
-    let api: Api<WorkerPodAutoScaler> =
-        Api::namespaced(ctx.client.clone(), &wpa.namespace().unwrap_or_default());
-    api.patch_status(
-        &wpa.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "status": status })),
-    )
-    .await
-    .map_err(Error::Status)?;
     Ok(())
 }
 

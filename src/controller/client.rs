@@ -5,10 +5,16 @@ use kube::Client;
 use kube::client::ClientBuilder;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-use super::ratelimit::ApiRateLimitLayer;
+use super::metrics::Metrics;
+use super::ratelimit::{ApiRateLimitLayer, PacingReport};
+use super::shutdown::Shutdown;
 use super::{RunArgs, RunError};
 
-pub async fn client_for(args: &RunArgs) -> Result<Client, RunError> {
+pub async fn client_for(
+    args: &RunArgs,
+    metrics: &Metrics,
+    shutdown: &Shutdown,
+) -> Result<Client, RunError> {
     let config = if args.kube_config.is_empty() {
         kube::Config::infer()
             .await
@@ -22,7 +28,15 @@ pub async fn client_for(args: &RunArgs) -> Result<Client, RunError> {
     };
     let builder = ClientBuilder::try_from(config).map_err(RunError::Client)?;
     Ok(
-        match ApiRateLimitLayer::new(args.k8s_api_qps, args.k8s_api_burst) {
+        match ApiRateLimitLayer::new(
+            args.k8s_api_qps,
+            args.k8s_api_burst,
+            Some(PacingReport {
+                wait_seconds: metrics.api_pacing_wait.clone(),
+                requests: metrics.api_requests.clone(),
+            }),
+            shutdown.clone(),
+        ) {
             Some(pacing) => builder.with_layer(&pacing).build(),
             None => builder.build(),
         },

@@ -2,6 +2,7 @@
 //! per-WPA memory; and forgetting WPAs that are gone.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use kube::Client;
 use kube::runtime::events::Recorder;
@@ -12,6 +13,8 @@ use super::key::WpaKey;
 use super::memory::Memories;
 use super::metrics::{Metrics, WpaLabels};
 use super::plan::PlanSettings;
+use super::shutdown::Shutdown;
+use super::status_writer::StatusWriter;
 use super::target::Targets;
 use crate::crd::WorkerPodAutoScaler;
 use crate::queue::ProviderKind;
@@ -28,6 +31,8 @@ pub struct Context {
     pub metrics: Metrics,
     pub recorder: Recorder,
     pub memories: Memories,
+    pub status_writer: Arc<StatusWriter>,
+    pub shutdown: Shutdown,
 }
 
 /// Metric labels of one WPA, owning its queue label.
@@ -63,6 +68,7 @@ impl Context {
     /// Stops polling for a WPA that is gone and drops its metrics; its target is left as is.
     pub fn forget(&self, key: &WpaKey) {
         self.registry.unsubscribe(key.id());
+        self.status_writer.forget(key);
         self.update_poll_loop_gauge();
         if let Some(queue_label) = self.memories.remove(key) {
             self.metrics.forget(&WpaLabels {

@@ -8,8 +8,6 @@ use super::target;
 pub enum Error {
     #[error(transparent)]
     Target(#[from] target::TargetError),
-    #[error("cannot write the WPA status: {0}")]
-    Status(#[source] kube::Error),
 }
 
 /// Errors that stop `run`.

@@ -6,6 +6,7 @@ use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
 use tracing::{error, info};
 
+use super::shutdown::Shutdown;
 use super::{RunArgs, RunError};
 use crate::admin::Readiness;
 
@@ -15,6 +16,7 @@ pub async fn run_as_leader<F, Fut>(
     args: &RunArgs,
     client: Client,
     readiness: Readiness,
+    shutdown: Shutdown,
     work: F,
 ) -> Result<(), RunError>
 where
@@ -37,9 +39,26 @@ where
     // A standby serves nothing that needs the caches; it is ready once it knows it waits.
     readiness.set_caches_synced();
     info!(%identity, lease = %args.leader_election_lease_name, "waiting for leadership");
-    while !*leader.borrow_and_update() {
-        if leader.changed().await.is_err() {
-            return Err(RunError::Lease("the lease task ended".to_string()));
+    let became_leader = async {
+        while !*leader.borrow_and_update() {
+            if leader.changed().await.is_err() {
+                return Err(RunError::Lease("the lease task ended".to_string()));
+            }
+        }
+        Ok(())
+    };
+    // A standby told to stop has nothing in flight: it just leaves.
+    let waited = tokio::select! {
+        result = became_leader => Some(result),
+        () = shutdown.wait() => None,
+    };
+    match waited {
+        Some(result) => result?,
+        None => {
+            info!(%identity, "shutting down before becoming the leader");
+            drop(leader);
+            let _ = lease_task.await;
+            return Ok(());
         }
     }
     info!(%identity, "became the leader");

@@ -26,6 +26,12 @@ pub struct Metrics {
     pub poll_errors: CounterVec,
     pub poll_duration: HistogramVec,
     pub poll_loops: prometheus::IntGauge,
+    /// Seconds Kubernetes API requests waited for the client-side pacing, by kind.
+    pub api_pacing_wait: CounterVec,
+    /// Kubernetes API requests sent through the client-side pacing, by kind.
+    pub api_requests: CounterVec,
+    /// WPA statuses waiting to be written.
+    pub status_writes_pending: prometheus::IntGauge,
 }
 
 /// The label values of one WPA.
@@ -108,6 +114,26 @@ impl Metrics {
                 "Queue poll latency",
                 &["provider"],
             )?,
+            api_pacing_wait: counter(
+                "wpa_k8s_api_pacing_wait_seconds_total",
+                "Seconds Kubernetes API requests waited for the client-side pacing \
+                 (--k8s-api-qps), by kind: scale, other (reads, watches, leases), event, status",
+                &["kind"],
+            )?,
+            api_requests: counter(
+                "wpa_k8s_api_requests_total",
+                "Kubernetes API requests sent through the client-side pacing, by kind",
+                &["kind"],
+            )?,
+            status_writes_pending: {
+                let g = prometheus::IntGauge::new(
+                    "wpa_status_writes_pending",
+                    "WPA statuses decided but not written yet (status writes come last in the \
+                     API budget; a WPA's newer status replaces its unwritten one)",
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
             poll_loops: {
                 let g = prometheus::IntGauge::new(
                     "wpa_queue_poll_loops",

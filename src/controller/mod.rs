@@ -25,7 +25,9 @@ mod plan_tests;
 mod problem;
 mod ratelimit;
 mod reconcile;
+mod shutdown;
 mod status;
+mod status_writer;
 mod target;
 mod watches;
 mod wpa_gauges;
@@ -53,6 +55,8 @@ pub use error::{Error, RunError};
 use memory::Memories;
 use metrics::Metrics;
 use plan::PlanSettings;
+use shutdown::Shutdown;
+use status_writer::StatusWriter;
 use target::Targets;
 use watches::CacheSync;
 
@@ -67,8 +71,9 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let settings = args.scaler_settings()?;
     let enabled = args.enabled_providers()?;
     let metrics_addr = args.metrics_addr()?;
-    let client = client::client_for(&args).await?;
     let metrics = Metrics::new()?;
+    let shutdown = Shutdown::on_signals();
+    let client = client::client_for(&args, &metrics, &shutdown).await?;
     let readiness = Readiness::new(args.leader_elect);
 
     let (admin_addr, router, listener) =
@@ -82,19 +87,35 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let admin = tokio::spawn(async move { axum::serve(listener, router).await });
 
     let result = if args.leader_elect {
-        leader::run_as_leader(&args, client.clone(), readiness.clone(), |client| {
-            run_controller(
-                args.clone(),
-                client,
-                settings.clone(),
-                enabled.clone(),
-                metrics.clone(),
-                readiness.clone(),
-            )
-        })
+        leader::run_as_leader(
+            &args,
+            client.clone(),
+            readiness.clone(),
+            shutdown.clone(),
+            |client| {
+                run_controller(
+                    args.clone(),
+                    client,
+                    settings.clone(),
+                    enabled.clone(),
+                    metrics.clone(),
+                    readiness.clone(),
+                    shutdown.clone(),
+                )
+            },
+        )
         .await
     } else {
-        run_controller(args.clone(), client, settings, enabled, metrics, readiness).await;
+        run_controller(
+            args.clone(),
+            client,
+            settings,
+            enabled,
+            metrics,
+            readiness,
+            shutdown,
+        )
+        .await;
         Ok(())
     };
     admin.abort();
@@ -108,6 +129,7 @@ async fn run_controller(
     enabled: Vec<ProviderKind>,
     metrics: Metrics,
     readiness: Readiness,
+    shutdown: Shutdown,
 ) {
     let namespace = (!args.namespace.is_empty()).then(|| args.namespace.clone());
     let wpas: Api<WorkerPodAutoScaler> = match &namespace {
@@ -128,6 +150,7 @@ async fn run_controller(
         watches::deployments(deployments, deployment_writer, cache_sync.clone());
 
     let (wpa_store, wpa_writer) = reflector::store();
+    let status_writer = StatusWriter::new(client.clone(), metrics.status_writes_pending.clone());
     let ctx = Arc::new(Context {
         client: client.clone(),
         registry: registry.clone(),
@@ -147,7 +170,10 @@ async fn run_controller(
             },
         ),
         memories: Memories::default(),
+        status_writer,
+        shutdown: shutdown.clone(),
     });
+    let status_writes = tokio::spawn(ctx.status_writer.clone().run());
     let wpa_stream = watches::wpas(wpas, wpa_writer, cache_sync.clone(), ctx.clone());
 
     // Sweep for WPAs deleted while no watch was open (once the WPA cache is complete).
@@ -170,7 +196,7 @@ async fn run_controller(
             watches::wpas_scaling(&mapper_store, &deployment)
         })
         .reconcile_on(watches::queue_wakeups(registry.clone()))
-        .shutdown_on_signal();
+        .graceful_shutdown_on(shutdown.wait());
     info!(
         threads = args.wpa_threads,
         namespace = namespace.as_deref().unwrap_or("<all>"),
@@ -185,6 +211,8 @@ async fn run_controller(
         })
         .await;
     sweeper.abort();
+    // Statuses not written yet are dropped: the next leader recomputes them.
+    status_writes.abort();
     registry.shutdown().await;
     info!("controller stopped");
 }

@@ -18,8 +18,8 @@ use super::problem::{
 };
 use super::target::{TargetError, TargetRef, TargetState};
 use crate::crd::WorkerPodAutoScaler;
-use crate::queue::QueueUri;
 use crate::queue::registry::{QueueState, Subscription};
+use crate::queue::{Credentials, QueueUri};
 use crate::scaler::{History, Policy};
 
 /// Re-read a referenced Secret this often even when the WPA does not change (rotation).
@@ -112,6 +112,30 @@ async fn read_world(
     }))
 }
 
+/// The spec's decision inputs, validated, with the parsed queue URI.
+fn check_spec(
+    wpa: &WorkerPodAutoScaler,
+    ctx: &Context,
+) -> Result<(CheckedSpec, QueueUri), Problem> {
+    let policy = Policy::from_spec(&wpa.spec, &ctx.plan.scaler)
+        .map_err(|e| Problem::new(INVALID_SPEC, e.to_string()))?;
+    let target = TargetRef::from_spec(&wpa.spec).map_err(|m| Problem::new(INVALID_SPEC, m))?;
+    let uri = QueueUri::parse(&wpa.spec.queue_uri)
+        .map_err(|e| Problem::new(INVALID_QUEUE_URI, e.to_string()))?;
+    if !ctx.enabled.contains(&uri.kind()) {
+        return Err(Problem::new(
+            QUEUE_SERVICE_DISABLED,
+            format!("{} queues are not enabled by --queue-services", uri.kind()),
+        ));
+    }
+    let checked = CheckedSpec {
+        policy,
+        target,
+        queue_redacted: uri.redacted(),
+    };
+    Ok((checked, uri))
+}
+
 /// Validates the spec and makes sure the WPA's queue is subscribed with its current
 /// settings and credentials.
 async fn spec_and_subscription(
@@ -119,18 +143,7 @@ async fn spec_and_subscription(
     ctx: &Context,
     key: &WpaKey,
 ) -> Result<CheckedSpec, Problem> {
-    let policy = Policy::from_spec(&wpa.spec, &ctx.plan.scaler)
-        .map_err(|e| Problem::new(INVALID_SPEC, e.to_string()))?;
-    let target = TargetRef::from_spec(&wpa.spec).map_err(|m| Problem::new(INVALID_SPEC, m))?;
-    let uri = QueueUri::parse(&wpa.spec.queue_uri)
-        .map_err(|e| Problem::new(INVALID_QUEUE_URI, e.to_string()))?;
-    let queue_redacted = uri.redacted();
-    if !ctx.enabled.contains(&uri.kind()) {
-        return Err(Problem::new(
-            QUEUE_SERVICE_DISABLED,
-            format!("{} queues are not enabled by --queue-services", uri.kind()),
-        ));
-    }
+    let (checked, uri) = check_spec(wpa, ctx)?;
     let generation = wpa.meta().generation.unwrap_or(0);
     if !ctx
         .memories
@@ -143,27 +156,59 @@ async fn spec_and_subscription(
             wpa.spec.credentials_secret_ref.as_ref(),
         )
         .await?;
-        let subscription = Subscription {
-            uri,
-            credentials,
-            poll_interval: wpa
-                .spec
-                .poll_interval_seconds
-                .and_then(|s| u64::try_from(s).ok())
-                .map(Duration::from_secs),
-            target_messages_per_worker: u64::try_from(policy.target).unwrap_or(1),
-        };
-        ctx.registry
-            .subscribe(key.id(), subscription)
-            .map_err(|e| Problem::new(INVALID_QUEUE_CONFIG, e.to_string()))?;
-        ctx.memories
-            .mark_subscribed(key, generation, &queue_redacted);
-        ctx.update_poll_loop_gauge();
-        debug!(queue = %queue_redacted, "subscribed");
+        subscribe(wpa, ctx, key, &checked, uri, credentials)?;
     }
-    Ok(CheckedSpec {
-        policy,
-        target,
-        queue_redacted,
-    })
+    Ok(checked)
+}
+
+/// Subscribes a WPA's queue straight from the watch, before its first reconcile, so that
+/// polling starts as soon as the WPA is known, whatever the API write budget. Only WPAs
+/// without a credentials Secret: reading one is an API request, left to the reconcile.
+/// Problems are left to the reconcile too, which reports them.
+pub fn subscribe_from_watch(wpa: &WorkerPodAutoScaler, ctx: &Context) {
+    if wpa.spec.credentials_secret_ref.is_some() || wpa.meta().deletion_timestamp.is_some() {
+        return;
+    }
+    let key = WpaKey::of(wpa);
+    let generation = wpa.meta().generation.unwrap_or(0);
+    // Creates the WPA's memory, so the subscription is remembered.
+    let _ = ctx.memories.history(&key, wpa);
+    if ctx
+        .memories
+        .subscription_current(&key, generation, SECRET_REFRESH)
+    {
+        return;
+    }
+    if let Ok((checked, uri)) = check_spec(wpa, ctx) {
+        let _ = subscribe(wpa, ctx, &key, &checked, uri, Credentials::default());
+    }
+}
+
+fn subscribe(
+    wpa: &WorkerPodAutoScaler,
+    ctx: &Context,
+    key: &WpaKey,
+    checked: &CheckedSpec,
+    uri: QueueUri,
+    credentials: Credentials,
+) -> Result<(), Problem> {
+    let subscription = Subscription {
+        uri,
+        credentials,
+        poll_interval: wpa
+            .spec
+            .poll_interval_seconds
+            .and_then(|s| u64::try_from(s).ok())
+            .map(Duration::from_secs),
+        target_messages_per_worker: u64::try_from(checked.policy.target).unwrap_or(1),
+    };
+    ctx.registry
+        .subscribe(key.id(), subscription)
+        .map_err(|e| Problem::new(INVALID_QUEUE_CONFIG, e.to_string()))?;
+    let generation = wpa.meta().generation.unwrap_or(0);
+    ctx.memories
+        .mark_subscribed(key, generation, &checked.queue_redacted);
+    ctx.update_poll_loop_gauge();
+    debug!(wpa = %key, queue = %checked.queue_redacted, "subscribed");
+    Ok(())
 }

@@ -34,7 +34,6 @@ pub mod reasons {
     pub const METRICS_FRESH: &str = "MetricsFresh";
     pub const METRICS_PARTIAL: &str = "MetricsPartial";
     pub const POLL_FAILED: &str = "PollFailed";
-    pub const WAITING_FOR_FIRST_POLL: &str = "WaitingForFirstPoll";
     pub const PAUSED: &str = "Paused";
     pub const DRY_RUN: &str = "DryRun";
     pub const SCALED: &str = "Scaled";
@@ -44,13 +43,12 @@ pub mod reasons {
     pub const DESIRED_WITHIN_RANGE: &str = "DesiredWithinRange";
 
     #[cfg(test)]
-    pub const ALL: [&str; 13] = [
+    pub const ALL: [&str; 12] = [
         RECONCILED,
         METRICS_UNAVAILABLE,
         METRICS_FRESH,
         METRICS_PARTIAL,
         POLL_FAILED,
-        WAITING_FOR_FIRST_POLL,
         PAUSED,
         DRY_RUN,
         SCALED,
@@ -182,6 +180,20 @@ fn plan_world(
 ) -> Plan {
     let current = world.target_state.replicas;
     let target = world.target.describe();
+    if first_poll_pending(world.queue.as_ref()) {
+        // Nothing is known about the queue yet: hold, and write nothing. The registry wakes
+        // this WPA after the first poll, and that status is the first one worth writing (so a
+        // start with thousands of WPAs costs one status write each, not two).
+        return Plan {
+            scale: None,
+            record: None,
+            events: Vec::new(),
+            status: None,
+            gauges: None,
+            requeue: FIRST_POLL_RECHECK,
+            problem: None,
+        };
+    }
     let (metrics_condition, snapshot) = metrics_condition(world.queue.as_ref(), current);
     let mut conditions = vec![metrics_condition];
     let mut status = wpa.status.clone().unwrap_or_default();
@@ -317,13 +329,6 @@ fn plan_world(
             ));
             status.desired_replicas = current;
             status.last_decision_reason = Some(HOLD_NO_METRICS.to_string());
-            if world
-                .queue
-                .as_ref()
-                .is_none_or(|s| s.metrics.is_none() && s.error.is_none())
-            {
-                plan.requeue = FIRST_POLL_RECHECK;
-            }
         }
     }
 
@@ -378,8 +383,13 @@ fn plan_world(
     plan
 }
 
+/// No poll of the queue has finished yet (neither metrics nor an error).
+fn first_poll_pending(queue: Option<&QueueState>) -> bool {
+    queue.is_none_or(|s| s.error.is_none() && (s.metrics.is_none() || s.stale))
+}
+
 /// The MetricsAvailable condition, and the queue reading to decide on if there is a usable
-/// one (fresh metrics; a failing or never-polled queue gives none).
+/// one (fresh metrics; a failing queue gives none). Called once a poll has finished.
 fn metrics_condition(
     queue: Option<&QueueState>,
     current: i32,
@@ -411,26 +421,20 @@ fn metrics_condition(
             });
             (condition, snapshot)
         }
-        Some(QueueState {
-            error: Some(error), ..
-        }) => (
-            ConditionState::new(
-                METRICS_AVAILABLE,
-                Status::False,
-                POLL_FAILED,
-                format!("holding {current} replicas: {error}"),
-            ),
-            None,
-        ),
-        _ => (
-            ConditionState::new(
-                METRICS_AVAILABLE,
-                Status::Unknown,
-                WAITING_FOR_FIRST_POLL,
-                "the queue has not been polled yet",
-            ),
-            None,
-        ),
+        failing => {
+            let error = failing
+                .and_then(|s| s.error.as_ref())
+                .map_or_else(|| "no metrics".to_string(), ToString::to_string);
+            (
+                ConditionState::new(
+                    METRICS_AVAILABLE,
+                    Status::False,
+                    POLL_FAILED,
+                    format!("holding {current} replicas: {error}"),
+                ),
+                None,
+            )
+        }
     }
 }
 

@@ -1,147 +1,495 @@
 //! Client-side pacing of Kubernetes API requests: `--k8s-api-qps` / `--k8s-api-burst`, a token
 //! bucket in front of every request the kube client sends, as client-go's flags of the same
 //! name (practo's defaults 5 / 10). Requests wait for a token; none is dropped.
+//!
+//! Waiting requests are served by importance, not arrival: a scale write first, then reads,
+//! watches and lease renewals, then Events, then status writes. So a burst of status writes
+//! (thousands of WPAs at start) never delays a scale write by more than one token.
 
-use std::future::Future;
+use std::collections::VecDeque;
+use std::marker::PhantomData;
 use std::num::NonZeroU32;
-use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use tower::{Layer, Service};
+use http::{Method, Request};
+use prometheus::CounterVec;
+use tokio::sync::{Notify, oneshot};
+use tower::buffer::Buffer;
+use tower::{BoxError, Layer, Service, ServiceExt};
+use tracing::warn;
 
-/// Adds the token bucket to a client's service stack.
-#[derive(Clone)]
-pub struct ApiRateLimitLayer {
-    limiter: Arc<DefaultDirectRateLimiter>,
+use super::shutdown::Shutdown;
+
+/// A wait for a token longer than this is worth telling the operator about.
+const SLOW_WAIT: Duration = Duration::from_secs(1);
+/// At most one such warning this often.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+/// Requests kube may hand to the stack below this layer before it pushes back.
+const BUFFER: usize = 1024;
+
+/// What kind of request, in the order tokens are handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Lane {
+    /// A write to a `/scale` subresource.
+    Scale = 0,
+    /// Reads, watches, lease renewals and anything else.
+    Other = 1,
+    /// Event creation and updates.
+    Event = 2,
+    /// A write to a `/status` subresource.
+    Status = 3,
 }
 
-impl ApiRateLimitLayer {
+impl Lane {
+    const COUNT: usize = 4;
+
+    pub fn of<B>(request: &Request<B>) -> Lane {
+        let path = request.uri().path();
+        let write = matches!(*request.method(), Method::PATCH | Method::PUT);
+        if write && path.ends_with("/scale") {
+            Lane::Scale
+        } else if write && path.ends_with("/status") {
+            Lane::Status
+        } else if (write || request.method() == Method::POST) && path.contains("/events") {
+            Lane::Event
+        } else {
+            Lane::Other
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Lane::Scale => "scale",
+            Lane::Other => "other",
+            Lane::Event => "event",
+            Lane::Status => "status",
+        }
+    }
+}
+
+/// Where the time spent waiting for tokens is counted (label `kind`: the lane).
+#[derive(Clone)]
+pub struct PacingReport {
+    /// Seconds requests spent waiting for a token.
+    pub wait_seconds: CounterVec,
+    /// Requests that went through the pacing.
+    pub requests: CounterVec,
+}
+
+/// The shared bucket and the requests waiting for it, by lane.
+struct Pacer {
+    limiter: DefaultDirectRateLimiter,
+    waiting: Mutex<[VecDeque<oneshot::Sender<()>>; Lane::COUNT]>,
+    wake: Notify,
+    report: Option<PacingReport>,
+    qps: f64,
+    last_warning: Mutex<Option<Instant>>,
+    /// After it is requested, scale writes are refused once their token arrives.
+    shutdown: Shutdown,
+}
+
+impl Pacer {
+    fn waiting(&self) -> MutexGuard<'_, [VecDeque<oneshot::Sender<()>>; Lane::COUNT]> {
+        // Each update is a push or a pop: a panicking holder cannot leave it half done.
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits until this request may be sent.
+    async fn acquire(&self, lane: Lane) {
+        let started = Instant::now();
+        let ticket = {
+            let mut waiting = self.waiting();
+            if waiting.iter().all(VecDeque::is_empty) && self.limiter.check().is_ok() {
+                None
+            } else {
+                let (sender, receiver) = oneshot::channel();
+                waiting[lane as usize].push_back(sender);
+                Some(receiver)
+            }
+        };
+        if let Some(ticket) = ticket {
+            self.wake.notify_one();
+            // An error means the dispatcher is gone (runtime shutting down): send anyway.
+            let _ = ticket.await;
+        }
+        self.record(lane, started.elapsed());
+    }
+
+    fn record(&self, lane: Lane, waited: Duration) {
+        if let Some(report) = &self.report {
+            report.requests.with_label_values(&[lane.label()]).inc();
+            report
+                .wait_seconds
+                .with_label_values(&[lane.label()])
+                .inc_by(waited.as_secs_f64());
+        }
+        if waited >= SLOW_WAIT {
+            let mut last = self
+                .last_warning
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if last.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+                *last = Some(Instant::now());
+                warn!(
+                    kind = lane.label(),
+                    waited_ms = waited.as_millis() as u64,
+                    qps = self.qps,
+                    "client-side API pacing held a request back; if this persists, raise \
+                     --k8s-api-qps and --k8s-api-burst (see wpa_k8s_api_pacing_wait_seconds_total)"
+                );
+            }
+        }
+    }
+
+    /// Hands each token, as it becomes available, to the most important waiting request.
+    async fn dispatch(self: Arc<Self>) {
+        loop {
+            while self.waiting().iter().all(VecDeque::is_empty) {
+                self.wake.notified().await;
+            }
+            self.limiter.until_ready().await;
+            let mut waiting = self.waiting();
+            // A waiter that gave up (its request was dropped) passes the token on.
+            'handed: for lane in waiting.iter_mut() {
+                while let Some(sender) = lane.pop_front() {
+                    if sender.send(()).is_ok() {
+                        break 'handed;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A scale write that waited for its token past the shutdown signal, and was not sent.
+#[derive(Debug, thiserror::Error)]
+#[error("shutting down: the scale write was not sent")]
+pub struct ShuttingDown;
+
+/// Adds the prioritised token bucket to a client's service stack (requests with bodies of
+/// type `B`).
+pub struct ApiRateLimitLayer<B = kube::client::Body> {
+    pacer: Arc<Pacer>,
+    body: PhantomData<fn() -> B>,
+}
+
+impl<B> Clone for ApiRateLimitLayer<B> {
+    fn clone(&self) -> Self {
+        Self {
+            pacer: self.pacer.clone(),
+            body: PhantomData,
+        }
+    }
+}
+
+impl<B> ApiRateLimitLayer<B> {
     /// `qps` tokens per second refill a bucket of `burst` (at least 1); `None` when `qps` is
-    /// zero, negative or not a number, which turns pacing off.
-    pub fn new(qps: f64, burst: u32) -> Option<Self> {
+    /// zero, negative or not a number, which turns pacing off. Must be called within a Tokio
+    /// runtime (it starts the task that hands out tokens).
+    pub fn new(
+        qps: f64,
+        burst: u32,
+        report: Option<PacingReport>,
+        shutdown: Shutdown,
+    ) -> Option<Self> {
         if !qps.is_finite() || qps <= 0.0 {
             return None;
         }
         // One token every 1/qps seconds; clamp so absurd values stay representable.
         let period = Duration::from_secs_f64((1.0 / qps).clamp(1e-6, 86_400.0));
         let quota = Quota::with_period(period)?.allow_burst(NonZeroU32::new(burst.max(1))?);
+        let pacer = Arc::new(Pacer {
+            limiter: RateLimiter::direct(quota),
+            waiting: Mutex::new(Default::default()),
+            wake: Notify::new(),
+            report,
+            qps,
+            last_warning: Mutex::new(None),
+            shutdown,
+        });
+        tokio::spawn(pacer.clone().dispatch());
         Some(Self {
-            limiter: Arc::new(RateLimiter::direct(quota)),
+            pacer,
+            body: PhantomData,
         })
     }
 }
 
-impl<S> Layer<S> for ApiRateLimitLayer {
-    type Service = ApiRateLimit<S>;
+impl<S, B> Layer<S> for ApiRateLimitLayer<B>
+where
+    S: Service<Request<B>> + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError> + Send + Sync,
+    B: Send + 'static,
+{
+    type Service = ApiRateLimit<S::Future, B>;
 
     fn layer(&self, inner: S) -> Self::Service {
         ApiRateLimit {
-            inner,
-            limiter: self.limiter.clone(),
-            waiting: None,
-            has_token: false,
+            // The buffer lets a request wait for its token inside its own future instead of
+            // in `poll_ready`, where it would hold up every request behind it.
+            inner: Buffer::new(inner, BUFFER),
+            pacer: self.pacer.clone(),
         }
     }
 }
 
-type Wait = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// The service `ApiRateLimitLayer` wraps around the client's: ready only once it holds a token.
-pub struct ApiRateLimit<S> {
-    inner: S,
-    limiter: Arc<DefaultDirectRateLimiter>,
-    waiting: Option<Wait>,
-    has_token: bool,
+/// The service `ApiRateLimitLayer` wraps around the client's.
+pub struct ApiRateLimit<F, B> {
+    inner: Buffer<Request<B>, F>,
+    pacer: Arc<Pacer>,
 }
 
-impl<S, Request> Service<Request> for ApiRateLimit<S>
+impl<F, B, R, E> Service<Request<B>> for ApiRateLimit<F, B>
 where
-    S: Service<Request>,
+    F: std::future::Future<Output = Result<R, E>> + Send + 'static,
+    E: Into<BoxError> + Send + Sync,
+    B: Send + 'static,
+    R: Send + 'static,
 {
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
+    type Response = R;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<R, BoxError>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if !self.has_token {
-            let limiter = &self.limiter;
-            let waiting = self.waiting.get_or_insert_with(|| {
-                let limiter = limiter.clone();
-                Box::pin(async move { limiter.until_ready().await })
-            });
-            match waiting.as_mut().poll(cx) {
-                Poll::Ready(()) => {
-                    self.waiting = None;
-                    self.has_token = true;
-                }
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-        self.inner.poll_ready(cx)
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Capacity is awaited in the request's own future, after its token.
+        Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request) -> Self::Future {
-        // tower's contract: `call` follows a successful `poll_ready`, which took the token.
-        self.has_token = false;
-        self.inner.call(request)
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let lane = Lane::of(&request);
+        let pacer = self.pacer.clone();
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            pacer.acquire(lane).await;
+            if lane == Lane::Scale && pacer.shutdown.requested() {
+                return Err(ShuttingDown.into());
+            }
+            inner.oneshot(request).await
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use tower::{ServiceExt, service_fn};
+    use prometheus::Opts;
+    use tower::service_fn;
 
     use super::*;
 
-    async fn send_all(layer: &ApiRateLimitLayer, n: usize) -> Vec<Duration> {
-        let start = Instant::now();
-        let mut service = layer.layer(service_fn(|()| async {
-            Ok::<_, std::convert::Infallible>(())
-        }));
-        let mut sent_at = Vec::new();
-        for _ in 0..n {
-            service.ready().await.expect("ready");
-            service.call(()).await.expect("called");
-            sent_at.push(start.elapsed());
+    type Sent = Arc<Mutex<Vec<(String, Duration)>>>;
+
+    /// A stack whose inner service records each request's path and when it arrived.
+    type TestLayer = ApiRateLimitLayer<()>;
+
+    fn stack(
+        layer: &TestLayer,
+        sent: Sent,
+        start: Instant,
+    ) -> ApiRateLimit<BoxFuture<'static, Result<(), BoxError>>, ()> {
+        let inner = service_fn(move |request: Request<()>| {
+            let sent = sent.clone();
+            Box::pin(async move {
+                sent.lock()
+                    .unwrap()
+                    .push((request.uri().path().to_string(), start.elapsed()));
+                Ok::<_, BoxError>(())
+            }) as BoxFuture<'static, Result<(), BoxError>>
+        });
+        layer.layer(inner)
+    }
+
+    fn request(method: Method, path: &str) -> Request<()> {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .body(())
+            .expect("request")
+    }
+
+    #[test]
+    fn requests_are_sorted_into_lanes() {
+        let cases = [
+            (
+                Method::PATCH,
+                "/apis/apps/v1/namespaces/a/deployments/w/scale",
+                Lane::Scale,
+            ),
+            (
+                Method::PUT,
+                "/apis/apps/v1/namespaces/a/statefulsets/w/scale",
+                Lane::Scale,
+            ),
+            (
+                Method::GET,
+                "/apis/apps/v1/namespaces/a/deployments/w/scale",
+                Lane::Other,
+            ),
+            (
+                Method::PATCH,
+                "/apis/k8s.practo.dev/v1/namespaces/a/workerpodautoscalers/w/status",
+                Lane::Status,
+            ),
+            (
+                Method::POST,
+                "/apis/events.k8s.io/v1/namespaces/a/events",
+                Lane::Event,
+            ),
+            (
+                Method::PATCH,
+                "/apis/events.k8s.io/v1/namespaces/a/events/e1",
+                Lane::Event,
+            ),
+            (
+                Method::GET,
+                "/api/v1/namespaces/a/secrets/creds",
+                Lane::Other,
+            ),
+            (
+                Method::PUT,
+                "/apis/coordination.k8s.io/v1/namespaces/a/leases/wpa",
+                Lane::Other,
+            ),
+        ];
+        for (method, path, lane) in cases {
+            assert_eq!(
+                Lane::of(&request(method.clone(), path)),
+                lane,
+                "{method} {path}"
+            );
         }
-        sent_at
     }
 
     #[tokio::test]
     async fn a_burst_passes_then_requests_are_paced() {
-        let layer = ApiRateLimitLayer::new(20.0, 3).expect("limit on");
-        let sent_at = send_all(&layer, 7).await;
+        let layer = TestLayer::new(20.0, 3, None, Shutdown::never()).expect("limit on");
+        let sent: Sent = Arc::default();
+        let start = Instant::now();
+        let mut service = stack(&layer, sent.clone(), start);
+        for _ in 0..7 {
+            service
+                .call(request(Method::GET, "/x"))
+                .await
+                .expect("sent");
+        }
+        let times: Vec<Duration> = sent.lock().unwrap().iter().map(|(_, t)| *t).collect();
         // 3 from the bucket, then one token per 50 ms: the 7th waits for 4 refills. Only a
         // lower bound is asserted; a slow machine only adds time.
-        assert!(sent_at[6] >= Duration::from_millis(190), "{sent_at:?}");
-        assert!(sent_at[3] >= Duration::from_millis(40), "{sent_at:?}");
+        assert!(times[6] >= Duration::from_millis(190), "{times:?}");
+        assert!(times[3] >= Duration::from_millis(40), "{times:?}");
     }
 
     #[tokio::test]
     async fn clones_share_one_bucket() {
         // kube clones the client per API; all of them draw from the same bucket.
-        let layer = ApiRateLimitLayer::new(10.0, 1).expect("limit on");
-        let other = layer.clone();
-        let (a, b) = tokio::join!(send_all(&layer, 2), send_all(&other, 2));
-        let last = a[1].max(b[1]);
+        let layer = TestLayer::new(10.0, 1, None, Shutdown::never()).expect("limit on");
+        let sent: Sent = Arc::default();
+        let start = Instant::now();
+        let a = stack(&layer, sent.clone(), start);
+        let b = stack(&layer.clone(), sent.clone(), start);
+        let calls = (0..4).map(|i| {
+            let mut service = if i % 2 == 0 {
+                a.clone_service()
+            } else {
+                b.clone_service()
+            };
+            async move { service.call(request(Method::GET, "/x")).await }
+        });
+        for result in futures::future::join_all(calls).await {
+            result.expect("sent");
+        }
+        let last = sent.lock().unwrap().iter().map(|(_, t)| *t).max();
         // 4 requests, 1 from the bucket, 3 refills at 100 ms each.
-        assert!(last >= Duration::from_millis(290), "{a:?} {b:?}");
+        assert!(last >= Some(Duration::from_millis(290)), "{last:?}");
+    }
+
+    impl ApiRateLimit<BoxFuture<'static, Result<(), BoxError>>, ()> {
+        fn clone_service(&self) -> Self {
+            Self {
+                inner: self.inner.clone(),
+                pacer: self.pacer.clone(),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_scale_write_overtakes_waiting_status_writes() {
+        let wait_seconds = CounterVec::new(Opts::new("w", "w"), &["kind"]).expect("counter");
+        let requests = CounterVec::new(Opts::new("r", "r"), &["kind"]).expect("counter");
+        let report = PacingReport {
+            wait_seconds: wait_seconds.clone(),
+            requests: requests.clone(),
+        };
+        // One token every 50 ms, none in reserve after the first.
+        let layer = TestLayer::new(20.0, 1, Some(report), Shutdown::never()).expect("limit on");
+        let sent: Sent = Arc::default();
+        let start = Instant::now();
+        let service = stack(&layer, sent.clone(), start);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for i in 0..10 {
+            let mut service = service.clone_service();
+            let queued = queued.clone();
+            tasks.push(tokio::spawn(async move {
+                let path = format!("/apis/g/v1/namespaces/a/wpas/w{i}/status");
+                queued.fetch_add(1, Ordering::SeqCst);
+                service.call(request(Method::PATCH, &path)).await
+            }));
+        }
+        // Let the status writes queue up behind the first one.
+        while queued.load(Ordering::SeqCst) < 10 {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut scale = service.clone_service();
+        scale
+            .call(request(
+                Method::PATCH,
+                "/apis/apps/v1/namespaces/a/deployments/d/scale",
+            ))
+            .await
+            .expect("scale sent");
+        for task in tasks {
+            task.await.expect("task").expect("sent");
+        }
+        let order: Vec<String> = sent
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(p, _)| p.clone())
+            .collect();
+        let scale_at = order
+            .iter()
+            .position(|p| p.ends_with("/scale"))
+            .expect("scale sent");
+        // At most the one status write that held the bucket's token, and the one whose
+        // token was already being handed out, went first.
+        assert!(scale_at <= 2, "scale write sent {scale_at}th: {order:?}");
+        assert_eq!(requests.with_label_values(&["status"]).get(), 10.0);
+        assert_eq!(requests.with_label_values(&["scale"]).get(), 1.0);
+        assert!(wait_seconds.with_label_values(&["status"]).get() > 0.2);
     }
 
     #[test]
     fn zero_negative_or_nan_qps_turns_pacing_off() {
-        assert!(ApiRateLimitLayer::new(0.0, 10).is_none());
-        assert!(ApiRateLimitLayer::new(-1.0, 10).is_none());
-        assert!(ApiRateLimitLayer::new(f64::NAN, 10).is_none());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _guard = runtime.enter();
+        assert!(TestLayer::new(0.0, 10, None, Shutdown::never()).is_none());
+        assert!(TestLayer::new(-1.0, 10, None, Shutdown::never()).is_none());
+        assert!(TestLayer::new(f64::NAN, 10, None, Shutdown::never()).is_none());
         assert!(
-            ApiRateLimitLayer::new(0.001, 0).is_some(),
+            TestLayer::new(0.001, 0, None, Shutdown::never()).is_some(),
             "burst 0 means 1"
         );
-        assert!(ApiRateLimitLayer::new(1e12, 10).is_some());
+        assert!(TestLayer::new(1e12, 10, None, Shutdown::never()).is_some());
     }
 }

@@ -23,7 +23,6 @@ pub struct ConditionState {
 pub enum Status {
     True,
     False,
-    Unknown,
 }
 
 impl Status {
@@ -31,7 +30,6 @@ impl Status {
         match self {
             Status::True => "True",
             Status::False => "False",
-            Status::Unknown => "Unknown",
         }
     }
 }

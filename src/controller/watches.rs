@@ -14,6 +14,7 @@ use tracing::{info, warn};
 
 use super::context::Context;
 use super::key::WpaKey;
+use super::observe;
 use super::target::TargetRef;
 use crate::admin::Readiness;
 use crate::crd::WorkerPodAutoScaler;
@@ -85,7 +86,7 @@ pub fn deployments(
         .touched_objects()
 }
 
-/// The WPA watch; a deleted WPA is forgotten (its queue unsubscribed) at once.
+/// The WPA watch; a new WPA's queue is subscribed and a deleted WPA forgotten at once.
 pub fn wpas(
     api: Api<WorkerPodAutoScaler>,
     writer: Writer<WorkerPodAutoScaler>,
@@ -104,8 +105,13 @@ pub fn wpas(
         .reflect(writer)
         .inspect_ok(move |event| {
             sync.observe(Cache::Wpas, event);
-            if let watcher::Event::Delete(wpa) = event {
-                ctx.forget(&WpaKey::of(wpa));
+            match event {
+                watcher::Event::Delete(wpa) => ctx.forget(&WpaKey::of(wpa)),
+                // Queues first: polling starts while the WPA waits for its first reconcile.
+                watcher::Event::Apply(wpa) | watcher::Event::InitApply(wpa) => {
+                    observe::subscribe_from_watch(wpa, &ctx);
+                }
+                watcher::Event::Init | watcher::Event::InitDone => {}
             }
         })
         .touched_objects()

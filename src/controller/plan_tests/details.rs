@@ -188,3 +188,28 @@ fn messages_in_flight_keep_a_worker() {
     assert_eq!(plan.scale.as_ref().map(|s| s.to), Some(1));
     assert_eq!(plan.status.as_ref().map(|s| s.current_messages), Some(2));
 }
+
+#[test]
+fn nothing_is_written_before_the_first_poll() {
+    // A restart: the WPA has a status, its queue has not been polled by this process yet.
+    let wpa = wpa(json!({}));
+    let earlier = plan_for(
+        &wpa,
+        &observed(Ok(world(&wpa, 2, fresh(10, 0, false))), History::default()),
+    );
+    let wpa = with_status(wpa, &earlier);
+    for queue in [None, Some(QueueState::default())] {
+        let plan = plan_for(
+            &wpa,
+            &observed(Ok(world(&wpa, 2, queue)), History::default()),
+        );
+        assert_eq!(
+            plan.status, None,
+            "no status write until the queue was polled"
+        );
+        assert_eq!(plan.scale, None);
+        assert!(plan.events.is_empty());
+        assert_eq!(plan.record, None);
+        assert_eq!(plan.requeue, super::super::plan::FIRST_POLL_RECHECK);
+    }
+}

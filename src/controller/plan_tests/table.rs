@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::super::plan::{BEHAVIOR_RECHECK, FIRST_POLL_RECHECK, reasons};
+use super::super::plan::{BEHAVIOR_RECHECK, reasons};
 use super::super::problem::{self, Problem};
 use super::*;
 
@@ -208,15 +208,6 @@ fn rows() -> Vec<Row> {
             recorded: false,
             // Old metrics say "empty": still no scale-down.
             ..row("stale metrics after a failure", wpa(json!({})), 4, stale(0))
-        },
-        Row {
-            ready: reasons::METRICS_UNAVAILABLE,
-            metrics: Some(reasons::WAITING_FOR_FIRST_POLL),
-            able: reasons::HOLDING_REPLICAS,
-            limited: Some(reasons::NO_DECISION),
-            recorded: false,
-            requeue: FIRST_POLL_RECHECK,
-            ..row("queue not polled yet", wpa(json!({})), 4, None)
         },
     ];
     for reason in problem::ALL_REASONS {

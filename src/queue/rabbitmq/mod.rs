@@ -370,10 +370,19 @@ fn combine(
         (Err(_), Err(e @ QueueError::NotFound { .. })) => Err(e),
         (Ok(counts), Ok(info)) => {
             let sampled = info.messages_ready.is_some();
+            // Before the first statistics sample unacked is absent: unknown, not zero. A
+            // sample that shows more ready messages than AMQP does now is older than the
+            // messages' delivery: those may be unacknowledged by now, so they count as in
+            // flight until the sample catches up (a lagging sample may delay a scale-down by
+            // the statistics interval, never hide work).
+            let left_ready = info
+                .messages_ready
+                .map_or(0, |sampled| sampled.saturating_sub(counts.ready));
             Ok(QueueMetrics {
                 visible: counts.ready,
-                // Before the first statistics sample unacked is absent: unknown, not zero.
-                in_flight: info.messages_unacknowledged,
+                in_flight: info
+                    .messages_unacknowledged
+                    .map(|unacked| unacked.saturating_add(left_ready)),
                 delayed: None,
                 sent_per_minute: publish_rate(&info),
                 // AMQP's count is current; the sample may be seconds old.
@@ -556,6 +565,27 @@ mod tests {
             (7, Some(2), Some(2), Some(60))
         );
         assert_eq!(m.partial, None);
+    }
+
+    #[test]
+    fn messages_that_left_the_ready_state_since_the_sample_count_as_in_flight() {
+        // The sample still shows 3 ready, none unacknowledged; AMQP shows none ready now: a
+        // consumer took them, and the sample cannot yet tell whether it acked them.
+        let amqp = AmqpCounts {
+            ready: 0,
+            consumers: 1,
+        };
+        let sample = r#"{"messages_ready":3,"messages_unacknowledged":0,"consumers":1}"#;
+        let m = combine(Ok(amqp), Ok(info(sample))).unwrap();
+        assert_eq!((m.visible, m.in_flight), (0, Some(3)));
+        // Once the sample catches up it is taken as it is.
+        let amqp = AmqpCounts {
+            ready: 0,
+            consumers: 1,
+        };
+        let caught_up = r#"{"messages_ready":0,"messages_unacknowledged":3,"consumers":1}"#;
+        let m = combine(Ok(amqp), Ok(info(caught_up))).unwrap();
+        assert_eq!((m.visible, m.in_flight), (0, Some(3)));
     }
 
     #[test]
