@@ -44,6 +44,13 @@ pub async fn apply(
                 ctx.metrics
                     .count_scale(&ctx.labels(key).as_labels(), change.is_up());
             }
+            Err(_) if ctx.shutdown.requested() => {
+                info!(
+                    to = change.to,
+                    "shutting down: the scale write was abandoned"
+                );
+                return Ok(());
+            }
             Err(e) => {
                 warn!(error = %e, "scale failed");
                 let note = format!("cannot scale {} to {}: {e}", change.target, change.to);
@@ -66,6 +73,9 @@ pub async fn apply(
             .record_decision(key, decision, world.target_state.replicas, observed.now);
     }
     for event in &plan.events {
+        if ctx.shutdown.requested() {
+            break;
+        }
         publish(ctx, wpa, event).await;
     }
     if let Some(gauges) = &plan.gauges {

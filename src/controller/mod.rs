@@ -150,7 +150,11 @@ async fn run_controller(
         watches::deployments(deployments, deployment_writer, cache_sync.clone());
 
     let (wpa_store, wpa_writer) = reflector::store();
-    let status_writer = StatusWriter::new(client.clone(), metrics.status_writes_pending.clone());
+    let status_writer = StatusWriter::new(
+        client.clone(),
+        metrics.status_writes_pending.clone(),
+        shutdown.clone(),
+    );
     let ctx = Arc::new(Context {
         client: client.clone(),
         registry: registry.clone(),

@@ -88,7 +88,7 @@ struct Pacer {
     report: Option<PacingReport>,
     qps: f64,
     last_warning: Mutex<Option<Instant>>,
-    /// After it is requested, scale writes are refused once their token arrives.
+    /// After it is requested, writes are refused and reads skip the queue.
     shutdown: Shutdown,
 }
 
@@ -98,8 +98,13 @@ impl Pacer {
         self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Waits until this request may be sent.
-    async fn acquire(&self, lane: Lane) {
+    /// Waits until this request may be sent; `false` when it must not be sent at all:
+    /// after the shutdown signal only reads and lease updates go out (at once), no writes.
+    async fn acquire(&self, lane: Lane) -> bool {
+        let may_send_now = || lane == Lane::Other || !self.shutdown.requested();
+        if self.shutdown.requested() {
+            return may_send_now();
+        }
         let started = Instant::now();
         let ticket = {
             let mut waiting = self.waiting();
@@ -113,10 +118,15 @@ impl Pacer {
         };
         if let Some(ticket) = ticket {
             self.wake.notify_one();
-            // An error means the dispatcher is gone (runtime shutting down): send anyway.
-            let _ = ticket.await;
+            tokio::select! {
+                // An error means the dispatcher is gone (runtime shutting down): go ahead.
+                _ = ticket => {}
+                // Dropping the ticket passes its token on.
+                () = self.shutdown.clone().wait() => return may_send_now(),
+            }
         }
         self.record(lane, started.elapsed());
+        may_send_now()
     }
 
     fn record(&self, lane: Lane, waited: Duration) {
@@ -165,9 +175,9 @@ impl Pacer {
     }
 }
 
-/// A scale write that waited for its token past the shutdown signal, and was not sent.
+/// A write that was still waiting for its token when shutdown was requested; not sent.
 #[derive(Debug, thiserror::Error)]
-#[error("shutting down: the scale write was not sent")]
+#[error("shutting down: the write was not sent")]
 pub struct ShuttingDown;
 
 /// Adds the prioritised token bucket to a client's service stack (requests with bodies of
@@ -265,8 +275,7 @@ where
         let pacer = self.pacer.clone();
         let inner = self.inner.clone();
         Box::pin(async move {
-            pacer.acquire(lane).await;
-            if lane == Lane::Scale && pacer.shutdown.requested() {
+            if !pacer.acquire(lane).await {
                 return Err(ShuttingDown.into());
             }
             inner.oneshot(request).await

@@ -3,8 +3,13 @@
 //! whose status changes again still costs one write. Status writes are the least important
 //! requests (see `ratelimit`), so they never delay a scale write.
 
+use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::hash::{Hash, Hasher};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
@@ -14,65 +19,117 @@ use tokio::sync::Notify;
 use tracing::{debug, warn};
 
 use super::key::WpaKey;
+use super::shutdown::Shutdown;
 use crate::crd::{WorkerPodAutoScaler, WorkerPodAutoScalerStatus};
 
 /// Status writes in flight at once. More only queue inside the API pacing.
 const WRITERS: usize = 4;
+
+/// A status sent this recently is not sent again: the watch cache the plans compare with
+/// may simply not show it yet. Past this, a repeat is written (someone else may have
+/// changed the stored status meanwhile).
+const RESEND_AFTER: Duration = Duration::from_secs(30);
 
 #[derive(Default)]
 struct Pending {
     statuses: HashMap<WpaKey, WorkerPodAutoScalerStatus>,
     /// Keys in the order their first pending status arrived.
     order: VecDeque<WpaKey>,
+    /// What was last sent per WPA (its fingerprint) and when.
+    sent: HashMap<WpaKey, (u64, Instant)>,
+}
+
+/// What a status says, without the condition transition times: two plans made from a cache
+/// that lags our own write may stamp the same transition at different moments.
+fn fingerprint(status: &WorkerPodAutoScalerStatus) -> u64 {
+    let mut status = status.clone();
+    for condition in &mut status.conditions {
+        condition.last_transition_time = Time(jiff::Timestamp::UNIX_EPOCH);
+    }
+    let mut hasher = DefaultHasher::new();
+    serde_json::to_string(&status)
+        .unwrap_or_default()
+        .hash(&mut hasher);
+    hasher.finish()
+}
+
+impl Pending {
+    /// Queues `status`, replacing the WPA's unwritten one; ignored when the same was just
+    /// sent (and then an older unwritten one is dropped: the latest state is what was sent).
+    fn submit(&mut self, key: &WpaKey, status: WorkerPodAutoScalerStatus, now: Instant) {
+        let just_sent = self.sent.get(key).is_some_and(|(sent, at)| {
+            *sent == fingerprint(&status) && now.duration_since(*at) < RESEND_AFTER
+        });
+        if just_sent {
+            self.forget_pending(key);
+        } else if self.statuses.insert(key.clone(), status).is_none() {
+            self.order.push_back(key.clone());
+        }
+    }
+
+    /// The oldest WPA's latest status, recorded as sent.
+    fn next(&mut self, now: Instant) -> Option<(WpaKey, WorkerPodAutoScalerStatus)> {
+        let key = self.order.pop_front()?;
+        let status = self.statuses.remove(&key)?;
+        self.sent.insert(key.clone(), (fingerprint(&status), now));
+        Some((key, status))
+    }
+
+    /// A write that failed: the same status may be submitted again at once.
+    fn failed(&mut self, key: &WpaKey) {
+        self.sent.remove(key);
+    }
+
+    fn forget_pending(&mut self, key: &WpaKey) {
+        if self.statuses.remove(key).is_some() {
+            self.order.retain(|k| k != key);
+        }
+    }
+
+    fn forget(&mut self, key: &WpaKey) {
+        self.forget_pending(key);
+        self.sent.remove(key);
+    }
 }
 
 pub struct StatusWriter {
     client: Client,
     /// `wpa_status_writes_pending`.
     backlog_gauge: IntGauge,
+    shutdown: Shutdown,
     pending: Mutex<Pending>,
     wake: Notify,
 }
 
 impl StatusWriter {
-    pub fn new(client: Client, backlog_gauge: IntGauge) -> Arc<Self> {
+    pub fn new(client: Client, backlog_gauge: IntGauge, shutdown: Shutdown) -> Arc<Self> {
         Arc::new(Self {
             client,
             backlog_gauge,
+            shutdown,
             pending: Mutex::new(Pending::default()),
             wake: Notify::new(),
         })
     }
 
-    fn pending(&self) -> MutexGuard<'_, Pending> {
-        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Runs `f` on the pending writes and updates the backlog gauge.
+    fn with_pending<T>(&self, f: impl FnOnce(&mut Pending) -> T) -> T {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let result = f(&mut pending);
+        self.backlog_gauge
+            .set(i64::try_from(pending.statuses.len()).unwrap_or(i64::MAX));
+        result
     }
 
-    /// Queues `status` for the WPA, replacing any status of it not written yet.
+    /// Queues `status` for the WPA (see [`Pending::submit`]).
     pub fn submit(&self, key: &WpaKey, status: WorkerPodAutoScalerStatus) {
-        let mut pending = self.pending();
-        if pending.statuses.insert(key.clone(), status).is_none() {
-            pending.order.push_back(key.clone());
-        }
-        self.backlog_gauge.set(gauge_value(pending.statuses.len()));
-        drop(pending);
+        self.with_pending(|p| p.submit(key, status, Instant::now()));
         self.wake.notify_one();
     }
 
-    /// Drops a WPA's unwritten status (it was deleted).
+    /// Drops what is known of a WPA that was deleted.
     pub fn forget(&self, key: &WpaKey) {
-        let mut pending = self.pending();
-        if pending.statuses.remove(key).is_some() {
-            pending.order.retain(|k| k != key);
-        }
-    }
-
-    fn next(&self) -> Option<(WpaKey, WorkerPodAutoScalerStatus)> {
-        let mut pending = self.pending();
-        let key = pending.order.pop_front()?;
-        let status = pending.statuses.remove(&key)?;
-        self.backlog_gauge.set(gauge_value(pending.statuses.len()));
-        Some((key, status))
+        self.with_pending(|p| p.forget(key));
     }
 
     /// Writes queued statuses until the task is aborted.
@@ -81,8 +138,12 @@ impl StatusWriter {
             let this = self.clone();
             async move {
                 loop {
-                    match this.next() {
-                        Some((key, status)) => this.write(&key, status).await,
+                    match this.with_pending(|p| p.next(Instant::now())) {
+                        Some((key, status)) => {
+                            if !this.write(&key, status).await {
+                                this.with_pending(|p| p.failed(&key));
+                            }
+                        }
                         None => this.wake.notified().await,
                     }
                 }
@@ -91,7 +152,8 @@ impl StatusWriter {
         futures::future::join_all(writers).await;
     }
 
-    async fn write(&self, key: &WpaKey, status: WorkerPodAutoScalerStatus) {
+    /// Sends one status; `false` when it did not land.
+    async fn write(&self, key: &WpaKey, status: WorkerPodAutoScalerStatus) -> bool {
         let api: Api<WorkerPodAutoScaler> = Api::namespaced(self.client.clone(), key.namespace());
         let result = api
             .patch_status(
@@ -101,17 +163,99 @@ impl StatusWriter {
             )
             .await;
         match result {
-            Ok(_) => {}
+            Ok(_) => true,
             // Deleted meanwhile: nothing to report on.
             Err(kube::Error::Api(e)) if e.code == 404 => {
                 debug!(wpa = %key, "WPA gone before its status was written");
+                true
+            }
+            Err(e) if self.shutdown.requested() => {
+                debug!(wpa = %key, error = %e, "status not written: shutting down");
+                false
             }
             // The next reconcile sees the stored status differ and submits it again.
-            Err(e) => warn!(wpa = %key, error = %e, "cannot write the WPA status"),
+            Err(e) => {
+                warn!(wpa = %key, error = %e, "cannot write the WPA status");
+                false
+            }
         }
     }
 }
 
-fn gauge_value(count: usize) -> i64 {
-    i64::try_from(count).unwrap_or(i64::MAX)
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+    use super::*;
+
+    fn status(desired: i32, transition: i64) -> WorkerPodAutoScalerStatus {
+        WorkerPodAutoScalerStatus {
+            desired_replicas: desired,
+            conditions: vec![Condition {
+                type_: "Ready".to_string(),
+                status: "True".to_string(),
+                reason: "Reconciled".to_string(),
+                message: String::new(),
+                observed_generation: Some(1),
+                last_transition_time: Time(jiff::Timestamp::from_second(transition).expect("time")),
+            }],
+            ..WorkerPodAutoScalerStatus::default()
+        }
+    }
+
+    #[test]
+    fn only_the_latest_status_of_a_wpa_is_written() {
+        let now = Instant::now();
+        let (a, b) = (WpaKey::new("ns", "a"), WpaKey::new("ns", "b"));
+        let mut pending = Pending::default();
+        pending.submit(&a, status(1, 0), now);
+        pending.submit(&b, status(5, 0), now);
+        pending.submit(&a, status(2, 0), now);
+        assert_eq!(
+            pending.next(now).map(|(k, s)| (k, s.desired_replicas)),
+            Some((a, 2))
+        );
+        assert_eq!(
+            pending.next(now).map(|(k, s)| (k, s.desired_replicas)),
+            Some((b, 5))
+        );
+        assert_eq!(pending.next(now), None);
+    }
+
+    #[test]
+    fn a_status_just_sent_is_not_sent_again() {
+        let now = Instant::now();
+        let a = WpaKey::new("ns", "a");
+        let mut pending = Pending::default();
+        pending.submit(&a, status(1, 0), now);
+        assert!(pending.next(now).is_some());
+        // The cache does not show it yet: the plan asks again, with another transition time.
+        pending.submit(&a, status(1, 10), now + Duration::from_secs(1));
+        assert_eq!(pending.next(now), None);
+        // Something else, then back to what was sent: the latest state was sent already.
+        pending.submit(&a, status(3, 0), now + Duration::from_secs(2));
+        pending.submit(&a, status(1, 0), now + Duration::from_secs(3));
+        assert_eq!(pending.next(now), None);
+        // Long after, a repeat is written (the stored status may have been changed by others).
+        pending.submit(
+            &a,
+            status(1, 0),
+            now + RESEND_AFTER + Duration::from_secs(1),
+        );
+        assert!(pending.next(now).is_some());
+    }
+
+    #[test]
+    fn a_failed_write_can_be_retried_at_once() {
+        let now = Instant::now();
+        let a = WpaKey::new("ns", "a");
+        let mut pending = Pending::default();
+        pending.submit(&a, status(1, 0), now);
+        assert!(pending.next(now).is_some());
+        pending.failed(&a);
+        pending.submit(&a, status(1, 0), now);
+        assert!(pending.next(now).is_some());
+        pending.forget(&a);
+        assert!(pending.sent.is_empty() && pending.statuses.is_empty());
+    }
 }
