@@ -23,6 +23,8 @@ mod latency;
 mod procstat;
 #[path = "wpa_bench/scale.rs"]
 mod scale;
+#[path = "wpa_bench/startup.rs"]
+mod startup;
 #[path = "wpa_bench/stats.rs"]
 mod stats;
 
@@ -47,6 +49,9 @@ enum Scenario {
     Burst,
     /// Scenario 2: many idle WPAs, steady-state cost.
     Scale,
+    /// Scenario 3: a start with N WPAs under default flags (API pacing on): time until every
+    /// queue is polled and every WPA has a status, and a burst into 100 queues at 60 s.
+    Startup,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -65,7 +70,7 @@ struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "from-zero,latency,burst,scale"
+        default_value = "from-zero,latency,burst,scale,startup"
     )]
     scenario: Vec<Scenario>,
     /// Latency trials per provider and poll interval.
@@ -95,6 +100,21 @@ struct Args {
     /// WPA counts of the scale scenario.
     #[arg(long, value_delimiter = ',', default_value = "100,1000,5000")]
     wpas: Vec<usize>,
+    /// WPA counts of the startup scenario.
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000")]
+    startup_wpas: Vec<usize>,
+    /// Providers of the startup scenario.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "redis,beanstalkd"
+    )]
+    startup_providers: Vec<Provider>,
+    /// Longest a startup run waits for every WPA's status (seconds; at least the burst's
+    /// 150 s). 5000 statuses at the default 5 QPS need about 1000 s.
+    #[arg(long, default_value_t = 300)]
+    startup_limit: u64,
     /// Seconds of the steady-state measurement window of the scale scenario.
     #[arg(long, default_value_t = 60)]
     window: u64,
@@ -164,6 +184,9 @@ async fn run(args: Args) -> Result<()> {
     }
     if args.scenario.contains(&Scenario::Scale) {
         scale_scenario(&args, dir.path(), &mut report).await?;
+    }
+    if args.scenario.contains(&Scenario::Startup) {
+        startup_scenario(&args, dir.path(), &mut report).await?;
     }
     // Keep the controller logs of a run for a look afterwards.
     let kept = dir.keep();
@@ -396,5 +419,65 @@ async fn scale_scenario(args: &Args, dir: &std::path::Path, report: &mut Report)
     for line in writes {
         report.emit(&line);
     }
+    Ok(())
+}
+
+async fn startup_scenario(args: &Args, dir: &std::path::Path, report: &mut Report) -> Result<()> {
+    let mut table = Table::new(&[
+        "provider",
+        "WPAs",
+        "every queue polled",
+        "every WPA has a status",
+        "statuses written before the burst",
+        "burst scaled in 90 s",
+        "burst p50",
+        "burst p99",
+        "burst max",
+        "API requests/min (burst window)",
+        "CPU (cores, whole run)",
+        "peak RSS",
+    ]);
+    for provider in &args.startup_providers {
+        let flavor = match provider {
+            Provider::Redis => Flavor::Redis,
+            Provider::Beanstalkd => Flavor::Beanstalkd,
+            other => {
+                anyhow::bail!("the startup scenario runs on redis and beanstalkd, not {other:?}")
+            }
+        };
+        for &wpas in &args.startup_wpas {
+            eprintln!("startup: {} with {wpas} WPAs", flavor.label());
+            let limit = Duration::from_secs(args.startup_limit.max(150));
+            let o = startup::run(flavor, wpas, limit, args.redis_port, dir).await?;
+            let summary = o.burst_summary();
+            let cell = |f: fn(&Summary) -> Duration| {
+                summary.as_ref().map_or("-".to_string(), |s| ms(f(s)))
+            };
+            table.row(vec![
+                o.flavor.metric_provider().to_string(),
+                o.wpas.to_string(),
+                o.all_polled.map_or("not measured".to_string(), |d| {
+                    format!("{:.1} s", d.as_secs_f64())
+                }),
+                o.all_statuses.map_or(
+                    format!("{}/{} after {} s", o.statuses, o.wpas, o.limit.as_secs()),
+                    |d| format!("{:.1} s", d.as_secs_f64()),
+                ),
+                o.statuses_at_burst.to_string(),
+                format!("{}/{}", o.scaled(), o.burst.len()),
+                cell(|s| s.p50),
+                cell(|s| s.p99),
+                cell(|s| s.max),
+                format!("{:.0}", o.requests_per_minute),
+                format!("{:.3}", o.cpu),
+                format!("{:.1} MiB", procstat::mib(o.peak_rss)),
+            ]);
+        }
+    }
+    report.emit(
+        "\n## Scenario 3: controller start with N WPAs, default flags (API pacing 5 QPS / burst 10), \
+         burst of one message into 100 queues at 60 s\n",
+    );
+    report.emit(&table.render());
     Ok(())
 }

@@ -1,0 +1,223 @@
+//! Scenario 3: a controller start with N WPAs under default flags (API pacing 5 QPS / burst
+//! 10 included). How long until every queue is polled, until every WPA has a status, and how
+//! fast is a burst into 100 queues scaled 60 s after the start, while start-up status writes
+//! may still be waiting for the API budget?
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use rand::seq::index::sample;
+use serde_json::json;
+
+use crate::brokers::{Broker, Flavor, Queue};
+use crate::latency::NAMESPACE;
+use crate::procstat;
+use crate::stats::Summary;
+use crate::support::apiserver::{ApiServerDouble, Gvr, objects};
+use crate::support::controller::{ControllerProcess, metric_value, wpa};
+
+/// When the burst is sent, after the controller starts.
+const BURST_AT: Duration = Duration::from_secs(60);
+/// Queues that get one message each in the burst.
+const BURST_QUEUES: usize = 100;
+/// How long the burst's scale writes are waited for.
+const BURST_WINDOW: Duration = Duration::from_secs(90);
+
+pub struct Outcome {
+    pub wpas: usize,
+    pub flavor: Flavor,
+    /// From the start until every WPA's queue had a poll loop and as many polls had finished.
+    pub all_polled: Option<Duration>,
+    /// From the start until every WPA had a status (None: not within `limit`).
+    pub all_statuses: Option<Duration>,
+    /// WPAs with a status when the run ended.
+    pub statuses: usize,
+    pub limit: Duration,
+    /// Per burst queue, from the push to the scale write (None: not scaled in the window).
+    pub burst: Vec<Option<Duration>>,
+    /// Status writes already done when the burst was sent.
+    pub statuses_at_burst: usize,
+    /// API requests per minute in the burst window.
+    pub requests_per_minute: f64,
+    /// Controller CPU over the whole run, fraction of one core.
+    pub cpu: f64,
+    pub peak_rss: u64,
+}
+
+impl Outcome {
+    pub fn burst_summary(&self) -> Option<Summary> {
+        let scaled: Vec<Duration> = self.burst.iter().flatten().copied().collect();
+        Summary::of(&scaled)
+    }
+
+    pub fn scaled(&self) -> usize {
+        self.burst.iter().flatten().count()
+    }
+}
+
+fn has_status(server: &ApiServerDouble, name: &str) -> bool {
+    server
+        .get(&Gvr::WORKER_POD_AUTOSCALERS, Some(NAMESPACE), name)
+        .is_some_and(|w| w["status"]["conditions"].is_array())
+}
+
+pub async fn run(
+    flavor: Flavor,
+    wpas: usize,
+    limit: Duration,
+    redis_port: u16,
+    dir: &Path,
+) -> Result<Outcome> {
+    let mut broker = Broker::connect(flavor, redis_port, dir).await?;
+    let server = ApiServerDouble::start().await?;
+    server.set_history_limit(wpas * 6 + 10_000);
+    let run_id = crate::support::broker_procs::unique("start");
+    let mut queues: Vec<Queue> = Vec::with_capacity(wpas);
+    for i in 0..wpas {
+        let name = format!("w{i}");
+        let queue = broker.create(&format!("{run_id}-{i}")).await?;
+        server
+            .insert(objects::deployment(NAMESPACE, &name, 0))
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let spec = json!({
+            "minReplicas": 0,
+            "maxReplicas": 10,
+            "targetMessagesPerWorker": 10,
+            "deploymentName": name,
+            "queueURI": queue.uri,
+        });
+        server
+            .insert(wpa(NAMESPACE, &name, spec))
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        queues.push(queue);
+    }
+
+    let started = Instant::now();
+    // Every flag at the controller's default (the harness sets some for test speed).
+    let mut controller = ControllerProcess::start(
+        &server,
+        dir,
+        &format!("startup-{}-{wpas}", flavor.metric_provider()),
+        &[
+            "--resync-period=20",
+            "--idle-window=60",
+            "--scale-down-delay-after-last-scale-activity=600",
+            "--log-level=info",
+        ],
+    );
+    let pid = controller.pid();
+    let cpu_before = procstat::cpu_time(pid)?;
+    let provider_polls = format!(
+        "wpa_queue_poll_duration_seconds_count{{provider=\"{}\"}}",
+        flavor.metric_provider()
+    );
+
+    let mut all_polled = None;
+    let mut next_status = 0;
+    let mut all_statuses = None;
+    let mut burst: Option<(Vec<usize>, Instant, jiff::Timestamp)> = None;
+    let mut statuses_at_burst = 0;
+    loop {
+        if controller.has_exited() {
+            bail!("the controller exited; log: {}", controller.log.display());
+        }
+        let elapsed = started.elapsed();
+        if all_polled.is_none() {
+            let metrics = controller.metrics().await;
+            let loops = metric_value(&metrics, "wpa_queue_poll_loops").unwrap_or(0.0);
+            let polls = metric_value(&metrics, &provider_polls).unwrap_or(0.0);
+            if loops >= wpas as f64 && polls >= wpas as f64 {
+                all_polled = Some(elapsed);
+            }
+        }
+        while next_status < wpas && has_status(&server, &format!("w{next_status}")) {
+            next_status += 1;
+        }
+        if next_status == wpas && all_statuses.is_none() {
+            // The in-order walk may have passed a WPA whose status came out of order.
+            next_status = (0..wpas)
+                .find(|i| !has_status(&server, &format!("w{i}")))
+                .unwrap_or(wpas);
+            if next_status == wpas {
+                all_statuses = Some(elapsed);
+            }
+        }
+        if burst.is_none() && elapsed >= BURST_AT {
+            statuses_at_burst = server
+                .requests("PATCH", "/status")
+                .iter()
+                .filter(|r| r.succeeded())
+                .count();
+            let chosen = sample(&mut rand::rng(), wpas, BURST_QUEUES.min(wpas)).into_vec();
+            let at = Instant::now();
+            let wall = jiff::Timestamp::now();
+            for &i in &chosen {
+                broker.push(&queues[i], 1).await?;
+            }
+            burst = Some((chosen, at, wall));
+        }
+        let burst_done = burst
+            .as_ref()
+            .is_some_and(|(_, at, _)| at.elapsed() >= BURST_WINDOW);
+        if burst_done && (all_statuses.is_some() || elapsed >= limit) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let run_time = started.elapsed();
+    let cpu = (procstat::cpu_time(pid)? - cpu_before).as_secs_f64() / run_time.as_secs_f64();
+    let peak_rss = procstat::vm_bytes(pid, "VmHWM")?;
+
+    let Some((chosen, _, pushed_at)) = burst else {
+        bail!("the run ended before the burst");
+    };
+    let window_end = pushed_at + jiff::SignedDuration::try_from(BURST_WINDOW)?;
+    let recorded = server.recorded();
+    let mut first_scale: BTreeMap<String, jiff::Timestamp> = BTreeMap::new();
+    for r in &recorded {
+        if matches!(r.method.as_str(), "PATCH" | "PUT")
+            && r.succeeded()
+            && r.path.ends_with("/scale")
+        {
+            first_scale.entry(r.path.clone()).or_insert(r.at);
+        }
+    }
+    let burst_latencies = chosen
+        .iter()
+        .map(|i| {
+            let path = format!("/namespaces/{NAMESPACE}/deployments/w{i}/scale");
+            first_scale
+                .iter()
+                .find(|(p, _)| p.ends_with(&path))
+                .map(|(_, at)| *at)
+                .filter(|at| *at <= window_end)
+                .and_then(|at| Duration::try_from(at - pushed_at).ok())
+        })
+        .collect();
+    let in_window = recorded
+        .iter()
+        .filter(|r| r.at >= pushed_at && r.at <= window_end)
+        .count();
+    let statuses = (0..wpas)
+        .filter(|i| has_status(&server, &format!("w{i}")))
+        .count();
+    controller.terminate();
+    for queue in &queues {
+        broker.remove(queue).await;
+    }
+    Ok(Outcome {
+        wpas,
+        flavor,
+        all_polled,
+        all_statuses,
+        statuses,
+        limit,
+        burst: burst_latencies,
+        statuses_at_burst,
+        requests_per_minute: in_window as f64 / BURST_WINDOW.as_secs_f64() * 60.0,
+        cpu,
+        peak_rss,
+    })
+}
