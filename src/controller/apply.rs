@@ -57,13 +57,12 @@ pub async fn apply(
                 publish(
                     ctx,
                     wpa,
-                    &PlannedEvent {
+                    PlannedEvent {
                         type_: EventType::Warning,
                         reason: "ScaleFailed".to_string(),
                         note,
                     },
-                )
-                .await;
+                );
                 return Err(Error::Target(e));
             }
         }
@@ -72,11 +71,10 @@ pub async fn apply(
         ctx.memories
             .record_decision(key, decision, world.target_state.replicas, observed.now);
     }
-    for event in &plan.events {
-        if ctx.shutdown.requested() {
-            break;
+    if !ctx.shutdown.requested() {
+        for event in plan.events {
+            publish(ctx, wpa, event);
         }
-        publish(ctx, wpa, event).await;
     }
     if let Some(gauges) = &plan.gauges {
         ctx.metrics.set_gauges(&ctx.labels(key).as_labels(), gauges);
@@ -87,16 +85,21 @@ pub async fn apply(
     Ok(())
 }
 
-async fn publish(ctx: &Context, wpa: &WorkerPodAutoScaler, event: &PlannedEvent) {
+/// Sends an Event in the background: Events come after scale writes and reads in the API
+/// budget, and a reconcile must not wait for one. Best effort: a failure is only logged.
+fn publish(ctx: &Context, wpa: &WorkerPodAutoScaler, event: PlannedEvent) {
     let event = Event {
         type_: event.type_,
-        reason: event.reason.clone(),
-        note: Some(event.note.clone()),
+        reason: event.reason,
+        note: Some(event.note),
         action: "Scaling".to_string(),
         secondary: None,
     };
-    // Events are best effort: failing to publish one must not fail the reconcile.
-    if let Err(e) = ctx.recorder.publish(&event, &wpa.object_ref(&())).await {
-        debug!(error = %e, "cannot publish event");
-    }
+    let recorder = ctx.recorder.clone();
+    let reference = wpa.object_ref(&());
+    tokio::spawn(async move {
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            debug!(error = %e, "cannot publish event");
+        }
+    });
 }

@@ -6,7 +6,7 @@ use kube::client::ClientBuilder;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use super::metrics::Metrics;
-use super::ratelimit::{ApiRateLimitLayer, PacingReport};
+use super::ratelimit::{ApiRateLimitLayer, Pacing, PacingReport};
 use super::shutdown::Shutdown;
 use super::{RunArgs, RunError};
 
@@ -29,8 +29,12 @@ pub async fn client_for(
     let builder = ClientBuilder::try_from(config).map_err(RunError::Client)?;
     Ok(
         match ApiRateLimitLayer::new(
-            args.k8s_api_qps,
-            args.k8s_api_burst,
+            Pacing {
+                qps: args.k8s_api_qps,
+                burst: args.k8s_api_burst,
+                scale_qps: args.k8s_api_scale_qps,
+                scale_burst: args.k8s_api_scale_burst,
+            },
             Some(PacingReport {
                 wait_seconds: metrics.api_pacing_wait.clone(),
                 requests: metrics.api_requests.clone(),

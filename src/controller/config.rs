@@ -66,6 +66,13 @@ pub struct RunArgs {
     /// Kubernetes API request burst.
     #[arg(long, env = "WPA_K8S_API_BURST", default_value_t = 10)]
     pub k8s_api_burst: u32,
+    /// Scale writes per second (sustained), a budget of their own beside --k8s-api-qps, so
+    /// that many queues filling at once are scaled at once. 0: scale writes are not paced.
+    #[arg(long, env = "WPA_K8S_API_SCALE_QPS", default_value_t = 50.0)]
+    pub k8s_api_scale_qps: f64,
+    /// Scale writes allowed at once before their pacing starts.
+    #[arg(long, env = "WPA_K8S_API_SCALE_BURST", default_value_t = 100)]
+    pub k8s_api_scale_burst: u32,
     /// Watch WPAs in this namespace only; all namespaces when empty.
     #[arg(long, env = "WPA_NAMESPACE", default_value = "")]
     pub namespace: String,
@@ -280,6 +287,8 @@ mod tests {
         assert_eq!(args.metrics_port, ":8787");
         assert_eq!(args.k8s_api_qps, 5.0);
         assert_eq!(args.k8s_api_burst, 10);
+        assert_eq!(args.k8s_api_scale_qps, 50.0);
+        assert_eq!(args.k8s_api_scale_burst, 100);
         assert_eq!(args.namespace, "");
         assert_eq!(
             args.poll_interval(ProviderKind::Redis),

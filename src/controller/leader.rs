@@ -50,7 +50,7 @@ where
     // A standby told to stop has nothing in flight: it just leaves.
     let waited = tokio::select! {
         result = became_leader => Some(result),
-        () = shutdown.wait() => None,
+        () = shutdown.clone().wait() => None,
     };
     match waited {
         Some(result) => result?,
@@ -72,6 +72,8 @@ where
     let outcome = tokio::select! {
         () = work(client) => Ok(()),
         () = lost => {
+            // Whatever is still waiting to be written is not sent: the new leader decides now.
+            shutdown.request();
             error!("lost the leader lease");
             Err(RunError::LeadershipLost)
         }

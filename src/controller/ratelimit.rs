@@ -2,9 +2,12 @@
 //! bucket in front of every request the kube client sends, as client-go's flags of the same
 //! name (practo's defaults 5 / 10). Requests wait for a token; none is dropped.
 //!
-//! Waiting requests are served by importance, not arrival: a scale write first, then reads,
+//! Scale writes have a budget of their own (`--k8s-api-scale-qps` / `--k8s-api-scale-burst`):
+//! they are what the controller is for, they are few (one per WPA whose queue changed) and a
+//! hundred queues filling at once must not wait 20 s for 5-per-second tokens. The other
+//! requests share the general bucket and are served by importance, not arrival: reads,
 //! watches and lease renewals, then Events, then status writes. So a burst of status writes
-//! (thousands of WPAs at start) never delays a scale write by more than one token.
+//! (thousands of WPAs at start) never holds up anything else.
 
 use std::collections::VecDeque;
 use std::marker::PhantomData;
@@ -23,6 +26,18 @@ use tower::{BoxError, Layer, Service, ServiceExt};
 use tracing::warn;
 
 use super::shutdown::Shutdown;
+
+/// One token bucket: `qps` tokens per second refill a bucket of `burst` (at least 1);
+/// `None` when `qps` is zero, negative or not a number (no pacing).
+fn bucket(qps: f64, burst: u32) -> Option<DefaultDirectRateLimiter> {
+    if !qps.is_finite() || qps <= 0.0 {
+        return None;
+    }
+    // One token every 1/qps seconds; clamp so absurd values stay representable.
+    let period = Duration::from_secs_f64((1.0 / qps).clamp(1e-6, 86_400.0));
+    let quota = Quota::with_period(period)?.allow_burst(NonZeroU32::new(burst.max(1))?);
+    Some(RateLimiter::direct(quota))
+}
 
 /// A wait for a token longer than this is worth telling the operator about.
 const SLOW_WAIT: Duration = Duration::from_secs(1);
@@ -71,6 +86,15 @@ impl Lane {
     }
 }
 
+/// The two budgets, from the flags.
+#[derive(Debug, Clone, Copy)]
+pub struct Pacing {
+    pub qps: f64,
+    pub burst: u32,
+    pub scale_qps: f64,
+    pub scale_burst: u32,
+}
+
 /// Where the time spent waiting for tokens is counted (label `kind`: the lane).
 #[derive(Clone)]
 pub struct PacingReport {
@@ -83,6 +107,8 @@ pub struct PacingReport {
 /// The shared bucket and the requests waiting for it, by lane.
 struct Pacer {
     limiter: DefaultDirectRateLimiter,
+    /// Scale writes' own bucket; `None`: scale writes are not paced.
+    scale_limiter: Option<DefaultDirectRateLimiter>,
     waiting: Mutex<[VecDeque<oneshot::Sender<()>>; Lane::COUNT]>,
     wake: Notify,
     report: Option<PacingReport>,
@@ -106,6 +132,16 @@ impl Pacer {
             return may_send_now();
         }
         let started = Instant::now();
+        if lane == Lane::Scale {
+            if let Some(limiter) = &self.scale_limiter {
+                tokio::select! {
+                    () = limiter.until_ready() => {}
+                    () = self.shutdown.clone().wait() => return false,
+                }
+            }
+            self.record(lane, started.elapsed());
+            return may_send_now();
+        }
         let ticket = {
             let mut waiting = self.waiting();
             if waiting.iter().all(VecDeque::is_empty) && self.limiter.check().is_ok() {
@@ -197,23 +233,15 @@ impl<B> Clone for ApiRateLimitLayer<B> {
 }
 
 impl<B> ApiRateLimitLayer<B> {
-    /// `qps` tokens per second refill a bucket of `burst` (at least 1); `None` when `qps` is
-    /// zero, negative or not a number, which turns pacing off. Must be called within a Tokio
-    /// runtime (it starts the task that hands out tokens).
-    pub fn new(
-        qps: f64,
-        burst: u32,
-        report: Option<PacingReport>,
-        shutdown: Shutdown,
-    ) -> Option<Self> {
-        if !qps.is_finite() || qps <= 0.0 {
-            return None;
-        }
-        // One token every 1/qps seconds; clamp so absurd values stay representable.
-        let period = Duration::from_secs_f64((1.0 / qps).clamp(1e-6, 86_400.0));
-        let quota = Quota::with_period(period)?.allow_burst(NonZeroU32::new(burst.max(1))?);
+    /// The general bucket (`qps`, `burst`) and the scale writes' (`pacing.scale_qps`,
+    /// `pacing.scale_burst`); `None` when `qps` is zero, negative or not a number, which turns
+    /// all pacing off. Must be called within a Tokio runtime (it starts the task that hands
+    /// out tokens).
+    pub fn new(pacing: Pacing, report: Option<PacingReport>, shutdown: Shutdown) -> Option<Self> {
+        let qps = pacing.qps;
         let pacer = Arc::new(Pacer {
-            limiter: RateLimiter::direct(quota),
+            limiter: bucket(pacing.qps, pacing.burst)?,
+            scale_limiter: bucket(pacing.scale_qps, pacing.scale_burst),
             waiting: Mutex::new(Default::default()),
             wake: Notify::new(),
             report,
@@ -297,6 +325,16 @@ mod tests {
     /// A stack whose inner service records each request's path and when it arrived.
     type TestLayer = ApiRateLimitLayer<()>;
 
+    /// The general bucket as given; scale writes with a bucket of their own of 20/s, burst 1.
+    fn pacing(qps: f64, burst: u32) -> Pacing {
+        Pacing {
+            qps,
+            burst,
+            scale_qps: 20.0,
+            scale_burst: 1,
+        }
+    }
+
     fn stack(
         layer: &TestLayer,
         sent: Sent,
@@ -377,7 +415,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_burst_passes_then_requests_are_paced() {
-        let layer = TestLayer::new(20.0, 3, None, Shutdown::never()).expect("limit on");
+        let layer = TestLayer::new(pacing(20.0, 3), None, Shutdown::new()).expect("limit on");
         let sent: Sent = Arc::default();
         let start = Instant::now();
         let mut service = stack(&layer, sent.clone(), start);
@@ -397,7 +435,7 @@ mod tests {
     #[tokio::test]
     async fn clones_share_one_bucket() {
         // kube clones the client per API; all of them draw from the same bucket.
-        let layer = TestLayer::new(10.0, 1, None, Shutdown::never()).expect("limit on");
+        let layer = TestLayer::new(pacing(10.0, 1), None, Shutdown::new()).expect("limit on");
         let sent: Sent = Arc::default();
         let start = Instant::now();
         let a = stack(&layer, sent.clone(), start);
@@ -436,7 +474,8 @@ mod tests {
             requests: requests.clone(),
         };
         // One token every 50 ms, none in reserve after the first.
-        let layer = TestLayer::new(20.0, 1, Some(report), Shutdown::never()).expect("limit on");
+        let layer =
+            TestLayer::new(pacing(20.0, 1), Some(report), Shutdown::new()).expect("limit on");
         let sent: Sent = Arc::default();
         let start = Instant::now();
         let service = stack(&layer, sent.clone(), start);
@@ -485,6 +524,38 @@ mod tests {
         assert!(wait_seconds.with_label_values(&["status"]).get() > 0.2);
     }
 
+    #[tokio::test]
+    async fn scale_writes_have_a_budget_of_their_own() {
+        // The general bucket allows one request every 10 s.
+        let layer = TestLayer::new(
+            Pacing {
+                qps: 0.1,
+                burst: 1,
+                scale_qps: 100.0,
+                scale_burst: 10,
+            },
+            None,
+            Shutdown::new(),
+        )
+        .expect("limit on");
+        let sent: Sent = Arc::default();
+        let start = Instant::now();
+        let mut service = stack(&layer, sent.clone(), start);
+        service
+            .call(request(Method::GET, "/api/v1/namespaces/a/secrets/s"))
+            .await
+            .expect("read sent");
+        for i in 0..10 {
+            let path = format!("/apis/apps/v1/namespaces/a/deployments/d{i}/scale");
+            service
+                .call(request(Method::PATCH, &path))
+                .await
+                .expect("scale sent");
+        }
+        let last = sent.lock().unwrap().iter().map(|(_, t)| *t).max();
+        assert!(last < Some(Duration::from_secs(5)), "{last:?}");
+    }
+
     #[test]
     fn zero_negative_or_nan_qps_turns_pacing_off() {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -492,13 +563,13 @@ mod tests {
             .build()
             .unwrap();
         let _guard = runtime.enter();
-        assert!(TestLayer::new(0.0, 10, None, Shutdown::never()).is_none());
-        assert!(TestLayer::new(-1.0, 10, None, Shutdown::never()).is_none());
-        assert!(TestLayer::new(f64::NAN, 10, None, Shutdown::never()).is_none());
+        assert!(TestLayer::new(pacing(0.0, 10), None, Shutdown::new()).is_none());
+        assert!(TestLayer::new(pacing(-1.0, 10), None, Shutdown::new()).is_none());
+        assert!(TestLayer::new(pacing(f64::NAN, 10), None, Shutdown::new()).is_none());
         assert!(
-            TestLayer::new(0.001, 0, None, Shutdown::never()).is_some(),
+            TestLayer::new(pacing(0.001, 0), None, Shutdown::new()).is_some(),
             "burst 0 means 1"
         );
-        assert!(TestLayer::new(1e12, 10, None, Shutdown::never()).is_some());
+        assert!(TestLayer::new(pacing(1e12, 10), None, Shutdown::new()).is_some());
     }
 }

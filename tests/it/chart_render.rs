@@ -95,6 +95,8 @@ fn expected_args(values: &Value) -> Vec<String> {
     args.push(format!("--metrics-port=:{}", s("metricsPort")));
     args.push(format!("--k8s-api-qps={}", s("k8sApiQps")));
     args.push(format!("--k8s-api-burst={}", s("k8sApiBurst")));
+    args.push(format!("--k8s-api-scale-qps={}", s("k8sApiScaleQps")));
+    args.push(format!("--k8s-api-scale-burst={}", s("k8sApiScaleBurst")));
     if !s("namespace").is_empty() {
         args.push(format!("--namespace={}", s("namespace")));
     }

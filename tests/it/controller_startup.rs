@@ -127,7 +127,12 @@ async fn no_scale_write_starts_after_sigterm() {
         &server,
         dir.path(),
         "sigterm",
-        &["--k8s-api-qps=0.5", "--k8s-api-burst=1"],
+        &[
+            "--k8s-api-qps=0.5",
+            "--k8s-api-burst=1",
+            "--k8s-api-scale-qps=0.5",
+            "--k8s-api-scale-burst=1",
+        ],
     );
     wait_all_polled(&controller, Duration::from_secs(20)).await;
     let mut conn = redis_conn(redis_port(), DB);
