@@ -115,13 +115,12 @@ async fn redis_list_scales_from_zero_up_and_back_to_zero() {
         "{status}"
     );
     assert_eq!(server.scale_patches(NS, "worker"), vec![1, 4, 0]);
-    let notes: Vec<String> = server
-        .list(&Gvr::EVENTS, Some(NS))
-        .iter()
-        .filter(|e| e["reason"] == "ScaledDown")
-        .filter_map(|e| e["note"].as_str().map(str::to_string))
-        .collect();
-    assert!(notes.iter().any(|n| n.contains("from 4 to 0")), "{notes:?}");
+    e2e::wait_events(&server, NS, "worker", "ScaledDown", |e| {
+        e["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("from 4 to 0"))
+    })
+    .await;
     let reasons = event_reasons(&server, NS, "worker");
     assert!(
         reasons.iter().any(|r| r == "ScaledUp") && reasons.iter().any(|r| r == "ScaledDown"),
@@ -284,11 +283,7 @@ async fn bounds_disruption_and_dry_run() {
         "dry run must never PATCH /scale"
     );
     assert_eq!(deployment_replicas(&server, "dry"), Some(0));
-    assert!(
-        event_reasons(&server, NS, "dry")
-            .iter()
-            .any(|r| r == "DryRun")
-    );
+    e2e::wait_events(&server, NS, "dry", "DryRun", |_| true).await;
     drain(&dry);
 }
 
@@ -342,10 +337,7 @@ async fn invalid_wpas_are_reported_while_valid_ones_keep_scaling() {
             condition(s, "Ready").is_some_and(|c| c["reason"] == reason)
         })
         .await;
-        assert!(
-            event_reasons(&server, NS, name).iter().any(|r| r == reason),
-            "{name}: no {reason} event"
-        );
+        e2e::wait_events(&server, NS, name, reason, |_| true).await;
     }
     drain(&queue);
 }

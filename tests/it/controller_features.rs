@@ -11,9 +11,8 @@ use support::apiserver::{ApiServerDouble, Gvr, objects};
 use support::brokers::{RedisServer, redis_conn};
 use support::controller::{ControllerProcess, wpa, wpa_status};
 use support::e2e::{
-    add_worker, all_events, assert_alive, assert_patches, condition_message, events_with_reason,
-    has_condition, redis_push, replicas, spec, start_server, wait_replicas, wait_replicas_of,
-    wait_status,
+    add_worker, all_events, assert_alive, assert_patches, condition_message, has_condition,
+    redis_push, replicas, spec, start_server, wait_replicas, wait_replicas_of, wait_status,
 };
 
 const NS: &str = "features";
@@ -198,10 +197,7 @@ async fn credentials_from_a_secret_scale_and_never_leak() {
             condition_message(&status, "Ready").contains(words),
             "{name}: {status}"
         );
-        assert!(
-            !events_with_reason(&server, NS, name, reason).is_empty(),
-            "{name}: no {reason} Event"
-        );
+        support::e2e::wait_events(&server, NS, name, reason, |_| true).await;
     }
     // A wrong password is the broker refusing us: metrics unavailable, replicas held.
     let status = wait_status(&server, NS, "wrong-password", "denied", &controller, |s| {
@@ -357,14 +353,11 @@ async fn statefulset_scale_target_scales_through_its_scale_subresource() {
             .all(|p| p == "/apis/apps/v1/namespaces/features/statefulsets/sts-workers/scale"),
         "{paths:?}"
     );
-    assert!(
-        events_with_reason(&server, NS, "sts-workers", "ScaledUp")
-            .iter()
-            .any(|e| e["note"]
-                .as_str()
-                .is_some_and(|n| n.contains("scaled StatefulSet sts-workers from 0 to 3"))),
-        "{:?}",
-        all_events(&server, NS)
-    );
+    support::e2e::wait_events(&server, NS, "sts-workers", "ScaledUp", |e| {
+        e["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("scaled StatefulSet sts-workers from 0 to 3"))
+    })
+    .await;
     assert_alive(&mut controller);
 }

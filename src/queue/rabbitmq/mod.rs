@@ -24,8 +24,9 @@
 //! RabbitMQ's `guest`/`guest`. They are never logged or put in errors: errors name the
 //! queue as `amqp://host:port/<vhost>/<queue>`.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use lapin::options::QueueDeclareOptions;
@@ -61,7 +62,13 @@ pub struct RabbitmqProvider {
     management: Option<Arc<Management>>,
     connection: Option<Connection>,
     channel: Option<Channel>,
+    /// AMQP ready counts of the last `SAMPLE_LAG` (with a management URL only).
+    recent_ready: VecDeque<(Instant, u64)>,
 }
+
+/// How old the management API's statistics may be: RabbitMQ's default
+/// `collect_statistics_interval` is 5 s; twice that covers a sample taken just before.
+const SAMPLE_LAG: Duration = Duration::from_secs(10);
 
 struct Management {
     http: reqwest::Client,
@@ -185,6 +192,7 @@ impl RabbitmqProvider {
             management,
             connection: None,
             channel: None,
+            recent_ready: VecDeque::new(),
         };
         if provider.management.is_none() {
             provider.ensure_channel().await?;
@@ -356,12 +364,35 @@ async fn fetch_management(mgmt: &Management, label: &str) -> Result<QueueInfo, Q
     })
 }
 
+impl RabbitmqProvider {
+    /// Records a ready count; returns the highest one of the last `SAMPLE_LAG`.
+    fn remember_ready(&mut self, ready: u64, now: Instant) -> u64 {
+        remember(&mut self.recent_ready, ready, now)
+    }
+}
+
+fn remember(recent: &mut VecDeque<(Instant, u64)>, ready: u64, now: Instant) -> u64 {
+    while recent
+        .front()
+        .is_some_and(|(at, _)| now.duration_since(*at) > SAMPLE_LAG)
+    {
+        recent.pop_front();
+    }
+    recent.push_back((now, ready));
+    recent.iter().map(|(_, r)| *r).max().unwrap_or(ready)
+}
+
 /// Joins what AMQP and the management API answered into one sample. Errors only when
 /// neither can tell the ready count, or when the queue does not exist (AMQP says so, or
 /// the management API says so while AMQP cannot be asked).
+///
+/// `recent_peak` is the highest AMQP ready count of the last `SAMPLE_LAG`: messages that
+/// left the ready state since may be unacknowledged, which a management sample that old
+/// cannot show yet.
 fn combine(
     amqp: Result<AmqpCounts, QueueError>,
     management: Result<QueueInfo, QueueError>,
+    recent_peak: u64,
 ) -> Result<QueueMetrics, QueueError> {
     let sampled_at = jiff::Timestamp::now();
     match (amqp, management) {
@@ -370,19 +401,23 @@ fn combine(
         (Err(_), Err(e @ QueueError::NotFound { .. })) => Err(e),
         (Ok(counts), Ok(info)) => {
             let sampled = info.messages_ready.is_some();
-            // Before the first statistics sample unacked is absent: unknown, not zero. A
-            // sample that shows more ready messages than AMQP does now is older than the
-            // messages' delivery: those may be unacknowledged by now, so they count as in
-            // flight until the sample catches up (a lagging sample may delay a scale-down by
-            // the statistics interval, never hide work).
+            // Before the first statistics sample unacked is absent: unknown, not zero.
+            // Messages that left the ready state within the sample's possible age (the
+            // sample showed them ready, or AMQP did recently) may be unacknowledged by now,
+            // which the sample cannot show yet: in flight is at least that many until that
+            // age has passed. A lagging sample may delay a scale-down by that long, never
+            // make busy consumers look idle.
             let left_ready = info
                 .messages_ready
-                .map_or(0, |sampled| sampled.saturating_sub(counts.ready));
+                .unwrap_or(0)
+                .max(recent_peak)
+                .saturating_sub(counts.ready);
             Ok(QueueMetrics {
                 visible: counts.ready,
-                in_flight: info
-                    .messages_unacknowledged
-                    .map(|unacked| unacked.saturating_add(left_ready)),
+                in_flight: match info.messages_unacknowledged {
+                    Some(unacked) => Some(unacked.max(left_ready)),
+                    None => (left_ready > 0).then_some(left_ready),
+                },
                 delayed: None,
                 sent_per_minute: publish_rate(&info),
                 // AMQP's count is current; the sample may be seconds old.
@@ -398,7 +433,8 @@ fn combine(
         }
         (Ok(counts), Err(e)) => Ok(QueueMetrics {
             visible: counts.ready,
-            in_flight: None,
+            // Unknown, except that messages ready moments ago may be unacknowledged now.
+            in_flight: Some(recent_peak.saturating_sub(counts.ready)).filter(|n| *n > 0),
             delayed: None,
             sent_per_minute: None,
             consumers: Some(counts.consumers),
@@ -468,7 +504,11 @@ impl QueueProvider for RabbitmqProvider {
         };
         let label = self.label.clone();
         let (amqp, management) = tokio::join!(self.declare(), fetch_management(&mgmt, &label));
-        combine(amqp, management)
+        let recent_peak = match &amqp {
+            Ok(counts) => self.remember_ready(counts.ready, Instant::now()),
+            Err(_) => 0,
+        };
+        combine(amqp, management, recent_peak)
     }
 }
 
@@ -559,7 +599,7 @@ mod tests {
             ready: 7,
             consumers: 2,
         };
-        let m = combine(Ok(amqp), Ok(info(LAGGING))).unwrap();
+        let m = combine(Ok(amqp), Ok(info(LAGGING)), 0).unwrap();
         assert_eq!(
             (m.visible, m.in_flight, m.consumers, m.sent_per_minute),
             (7, Some(2), Some(2), Some(60))
@@ -576,7 +616,7 @@ mod tests {
             consumers: 1,
         };
         let sample = r#"{"messages_ready":3,"messages_unacknowledged":0,"consumers":1}"#;
-        let m = combine(Ok(amqp), Ok(info(sample))).unwrap();
+        let m = combine(Ok(amqp), Ok(info(sample)), 0).unwrap();
         assert_eq!((m.visible, m.in_flight), (0, Some(3)));
         // Once the sample catches up it is taken as it is.
         let amqp = AmqpCounts {
@@ -584,8 +624,62 @@ mod tests {
             consumers: 1,
         };
         let caught_up = r#"{"messages_ready":0,"messages_unacknowledged":3,"consumers":1}"#;
-        let m = combine(Ok(amqp), Ok(info(caught_up))).unwrap();
+        let m = combine(Ok(amqp), Ok(info(caught_up)), 0).unwrap();
         assert_eq!((m.visible, m.in_flight), (0, Some(3)));
+    }
+
+    #[test]
+    fn messages_ready_moments_ago_count_as_in_flight_while_the_sample_may_predate_them() {
+        // Published and taken by a consumer within one statistics interval: the sample never
+        // showed them ready, but AMQP did, moments ago.
+        let amqp = AmqpCounts {
+            ready: 0,
+            consumers: 1,
+        };
+        let never_saw_them = r#"{"messages_ready":0,"messages_unacknowledged":0,"consumers":1}"#;
+        let m = combine(Ok(amqp), Ok(info(never_saw_them)), 3).unwrap();
+        assert_eq!((m.visible, m.in_flight), (0, Some(3)));
+    }
+
+    #[test]
+    fn in_flight_is_not_counted_twice_once_the_sample_catches_up() {
+        let amqp = AmqpCounts {
+            ready: 0,
+            consumers: 1,
+        };
+        let caught_up = r#"{"messages_ready":0,"messages_unacknowledged":3,"consumers":1}"#;
+        let m = combine(Ok(amqp), Ok(info(caught_up)), 3).unwrap();
+        assert_eq!(m.in_flight, Some(3));
+        // Without a sample (new queue, or the management API down) the recent ready count
+        // still says something may be in flight.
+        let amqp = AmqpCounts {
+            ready: 1,
+            consumers: 1,
+        };
+        let m = combine(Ok(amqp), Ok(info(r#"{"name":"q"}"#)), 3).unwrap();
+        assert_eq!(m.in_flight, Some(2));
+        let amqp = AmqpCounts {
+            ready: 1,
+            consumers: 1,
+        };
+        let m = combine(Ok(amqp), Err(down()), 3).unwrap();
+        assert_eq!(m.in_flight, Some(2));
+    }
+
+    #[test]
+    fn the_recent_ready_window_forgets_old_counts() {
+        let mut recent: VecDeque<(Instant, u64)> = VecDeque::new();
+        let start = Instant::now();
+        let peak = |recent: &mut VecDeque<(Instant, u64)>, at: Instant, ready: u64| {
+            remember(recent, ready, at)
+        };
+        assert_eq!(peak(&mut recent, start, 3), 3);
+        assert_eq!(peak(&mut recent, start + Duration::from_secs(1), 0), 3);
+        assert_eq!(
+            peak(&mut recent, start + SAMPLE_LAG + Duration::from_secs(2), 0),
+            0,
+            "the 3 is older than the sample lag"
+        );
     }
 
     #[test]
@@ -594,7 +688,7 @@ mod tests {
             ready: 1,
             consumers: 0,
         };
-        let m = combine(Ok(amqp), Ok(info(r#"{"name":"q"}"#))).unwrap();
+        let m = combine(Ok(amqp), Ok(info(r#"{"name":"q"}"#)), 0).unwrap();
         assert_eq!((m.visible, m.in_flight), (1, None));
         assert!(m.partial.unwrap().contains("no statistics sample"));
     }
@@ -605,17 +699,17 @@ mod tests {
             ready: 3,
             consumers: 1,
         };
-        let m = combine(Ok(amqp), Err(down())).unwrap();
+        let m = combine(Ok(amqp), Err(down()), 0).unwrap();
         assert_eq!((m.visible, m.in_flight, m.sent_per_minute), (3, None, None));
         assert!(m.partial.unwrap().starts_with("management API unavailable"));
 
-        let m = combine(Err(down()), Ok(info(LAGGING))).unwrap();
+        let m = combine(Err(down()), Ok(info(LAGGING)), 0).unwrap();
         assert_eq!((m.visible, m.in_flight, m.consumers), (0, Some(2), Some(1)));
         assert!(m.partial.unwrap().starts_with("AMQP unavailable"));
 
         // Without AMQP and without a sample nothing tells the ready count.
-        assert_eq!(combine(Err(down()), Ok(info("{}"))), Err(down()));
-        assert_eq!(combine(Err(down()), Err(down())), Err(down()));
+        assert_eq!(combine(Err(down()), Ok(info("{}")), 0), Err(down()));
+        assert_eq!(combine(Err(down()), Err(down()), 0), Err(down()));
     }
 
     #[test]
@@ -625,10 +719,13 @@ mod tests {
             ready: 0,
             consumers: 0,
         };
-        assert_eq!(combine(Err(missing()), Ok(info(LAGGING))), Err(missing()));
-        assert_eq!(combine(Err(down()), Err(missing())), Err(missing()));
+        assert_eq!(
+            combine(Err(missing()), Ok(info(LAGGING)), 0),
+            Err(missing())
+        );
+        assert_eq!(combine(Err(down()), Err(missing()), 0), Err(missing()));
         // A management URL pointing elsewhere does not hide a queue AMQP can read.
-        let m = combine(Ok(amqp), Err(missing())).unwrap();
+        let m = combine(Ok(amqp), Err(missing()), 0).unwrap();
         assert!(m.partial.unwrap().starts_with("management API unavailable"));
     }
 

@@ -152,6 +152,30 @@ pub fn events_with_reason(
         .collect()
 }
 
+/// Waits (up to 10 s: the controller publishes Events in the background) for Events about
+/// `name` with this reason of which one satisfies `matches`; returns them all.
+pub async fn wait_events(
+    server: &ApiServerDouble,
+    ns: &str,
+    name: &str,
+    reason: &str,
+    matches: impl Fn(&Value) -> bool,
+) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let events = events_with_reason(server, ns, name, reason);
+        if events.iter().any(&matches) {
+            return events;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no matching {reason} Event about {name}: {events:?}; all: {:?}",
+            all_events(server, ns)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// Asserts the controller process is still running and never panicked.
 pub fn assert_alive(controller: &mut ControllerProcess) {
     assert!(
