@@ -324,7 +324,13 @@ async fn sqs_killed_and_restarted_under_the_controller() {
         &server,
         dir.path(),
         "sqs-restart",
-        &["--sqs-short-poll-interval=1"],
+        // The refill below creates the queue, then sends in batches: a poll in between sees
+        // a real, briefly short queue. What is tested is holding while the broker is away,
+        // so scale-downs stay out of the test's window.
+        &[
+            "--sqs-short-poll-interval=1",
+            "--scale-down-delay-after-last-scale-activity=600",
+        ],
         &[
             ("AWS_ACCESS_KEY_ID", "test"),
             ("AWS_SECRET_ACCESS_KEY", "test"),
