@@ -85,10 +85,15 @@ async fn celery_tasks_and_unacked_via_management() {
         .await
         .unwrap();
     // Celery publishes without confirms and statistics are sampled: wait until the
-    // tasks and the publish rate show up, then require the exact count.
-    let m = poll_until(&mut provider, "7 ready tasks and a publish rate", |m| {
-        m.in_flight.is_some() && m.sent_per_minute.is_some() && m.visible >= 7
-    })
+    // tasks and the first sample show up, then require the exact count. (The publish
+    // rate is not waited for: the broker reports `message_stats` only while it keeps
+    // rate samples for the queue, which a loaded machine's sampling can miss; its parsing
+    // is unit-tested in the provider.)
+    let m = poll_until(
+        &mut provider,
+        "7 ready tasks and a statistics sample",
+        |m| m.in_flight.is_some() && m.visible >= 7,
+    )
     .await;
     assert_eq!((m.visible, m.in_flight, m.consumers), (7, Some(0), Some(0)));
 
