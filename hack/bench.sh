@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the benchmarks (benches/wpa_bench.rs) against real brokers; see BENCHMARKS.md.
 #
-#   bash hack/bench.sh                                   # everything (about 20 minutes)
+#   bash hack/bench.sh                                   # everything (about 45 minutes)
 #   bash hack/bench.sh --scenario latency --trials 20    # a subset; arguments go to the bench
 #   bash hack/bench.sh --scenario scale --wpas 100,1000 --window 60
 #

@@ -53,20 +53,8 @@ pub async fn run(wpas: usize, window: Duration, dir: &Path) -> Result<Outcome> {
     // Every object is created once before the controller starts; keep their events.
     server.set_history_limit(wpas * 4 + 10_000);
     for i in 0..wpas {
-        let name = format!("w{i}");
-        server
-            .insert(objects::deployment(NAMESPACE, &name, 0))
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        let spec = json!({
-            "minReplicas": 0,
-            "maxReplicas": 10,
-            "targetMessagesPerWorker": 10,
-            "deploymentName": name,
-            "queueURI": format!("redis://127.0.0.1:{}/0/bench-{i}", redis.port),
-        });
-        server
-            .insert(wpa(NAMESPACE, &name, spec))
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let uri = format!("redis://127.0.0.1:{}/0/bench-{i}", redis.port);
+        insert_worker(&server, &format!("w{i}"), &uri)?;
     }
 
     let started = Instant::now();
@@ -185,6 +173,25 @@ pub async fn run(wpas: usize, window: Duration, dir: &Path) -> Result<Outcome> {
     controller.terminate();
     drop(redis);
     Ok(outcome)
+}
+
+/// Deployment `name` at 0 replicas and its WPA (min 0, max 10, 10 messages per worker) on
+/// `queue_uri`.
+pub fn insert_worker(server: &ApiServerDouble, name: &str, queue_uri: &str) -> Result<()> {
+    server
+        .insert(objects::deployment(NAMESPACE, name, 0))
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let spec = json!({
+        "minReplicas": 0,
+        "maxReplicas": 10,
+        "targetMessagesPerWorker": 10,
+        "deploymentName": name,
+        "queueURI": queue_uri,
+    });
+    server
+        .insert(wpa(NAMESPACE, name, spec))
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    Ok(())
 }
 
 /// "PATCH .../status" style key of a write, for the report.

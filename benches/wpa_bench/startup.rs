@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use rand::seq::index::sample;
-use serde_json::json;
 
 use crate::brokers::{Broker, Flavor, Queue};
 use crate::latency::NAMESPACE;
 use crate::procstat;
+use crate::scale::insert_worker;
 use crate::stats::Summary;
-use crate::support::apiserver::{ApiServerDouble, Gvr, objects};
-use crate::support::controller::{ControllerProcess, metric_value, wpa};
+use crate::support::apiserver::{ApiServerDouble, Gvr};
+use crate::support::controller::{ControllerProcess, metric_value};
 
 /// When the burst is sent, after the controller starts.
 const BURST_AT: Duration = Duration::from_secs(60);
@@ -76,21 +76,8 @@ pub async fn run(
     let run_id = crate::support::broker_procs::unique("start");
     let mut queues: Vec<Queue> = Vec::with_capacity(wpas);
     for i in 0..wpas {
-        let name = format!("w{i}");
         let queue = broker.create(&format!("{run_id}-{i}")).await?;
-        server
-            .insert(objects::deployment(NAMESPACE, &name, 0))
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        let spec = json!({
-            "minReplicas": 0,
-            "maxReplicas": 10,
-            "targetMessagesPerWorker": 10,
-            "deploymentName": name,
-            "queueURI": queue.uri,
-        });
-        server
-            .insert(wpa(NAMESPACE, &name, spec))
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        insert_worker(&server, &format!("w{i}"), &queue.uri)?;
         queues.push(queue);
     }
 

@@ -131,6 +131,13 @@ impl Memories {
         self.lock().get_mut(key).map(f)
     }
 
+    /// Creates the WPA's memory on first sight, so that what is recorded for it is kept.
+    pub fn ensure(&self, key: &WpaKey, wpa: &WorkerPodAutoScaler) {
+        self.lock()
+            .entry(key.clone())
+            .or_insert_with(|| WpaMemory::new(wpa));
+    }
+
     /// The WPA's decision history; creates its memory on first sight.
     pub fn history(&self, key: &WpaKey, wpa: &WorkerPodAutoScaler) -> History {
         self.lock()
@@ -338,7 +345,7 @@ mod tests {
             }))
             .expect("spec"),
         );
-        let _ = memories.history(&key, &wpa);
+        memories.ensure(&key, &wpa);
         memories.mark_subscribed(&key, 1, "redis://127.0.0.1:6379/0/q");
         assert!(memories.subscription_current(&key, 1, Duration::from_secs(60)));
         assert!(!memories.subscription_current(&key, 2, Duration::from_secs(60)));

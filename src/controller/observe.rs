@@ -171,8 +171,7 @@ pub fn subscribe_from_watch(wpa: &WorkerPodAutoScaler, ctx: &Context) {
     }
     let key = WpaKey::of(wpa);
     let generation = wpa.meta().generation.unwrap_or(0);
-    // Creates the WPA's memory, so the subscription is remembered.
-    let _ = ctx.memories.history(&key, wpa);
+    ctx.memories.ensure(&key, wpa);
     if ctx
         .memories
         .subscription_current(&key, generation, SECRET_REFRESH)

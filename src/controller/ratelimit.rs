@@ -112,7 +112,7 @@ struct Pacer {
     waiting: Mutex<[VecDeque<oneshot::Sender<()>>; Lane::COUNT]>,
     wake: Notify,
     report: Option<PacingReport>,
-    qps: f64,
+    pacing: Pacing,
     last_warning: Mutex<Option<Instant>>,
     /// After it is requested, writes are refused and reads skip the queue.
     shutdown: Shutdown,
@@ -132,37 +132,36 @@ impl Pacer {
             return may_send_now();
         }
         let started = Instant::now();
-        if lane == Lane::Scale {
-            if let Some(limiter) = &self.scale_limiter {
-                tokio::select! {
-                    () = limiter.until_ready() => {}
-                    () = self.shutdown.clone().wait() => return false,
+        let token = async {
+            if lane == Lane::Scale {
+                if let Some(limiter) = &self.scale_limiter {
+                    limiter.until_ready().await;
                 }
-            }
-            self.record(lane, started.elapsed());
-            return may_send_now();
-        }
-        let ticket = {
-            let mut waiting = self.waiting();
-            if waiting.iter().all(VecDeque::is_empty) && self.limiter.check().is_ok() {
-                None
-            } else {
-                let (sender, receiver) = oneshot::channel();
-                waiting[lane as usize].push_back(sender);
-                Some(receiver)
+            } else if let Some(ticket) = self.ticket(lane) {
+                self.wake.notify_one();
+                // An error means the dispatcher is gone (runtime shutting down): go ahead.
+                let _ = ticket.await;
             }
         };
-        if let Some(ticket) = ticket {
-            self.wake.notify_one();
-            tokio::select! {
-                // An error means the dispatcher is gone (runtime shutting down): go ahead.
-                _ = ticket => {}
-                // Dropping the ticket passes its token on.
-                () = self.shutdown.clone().wait() => return may_send_now(),
-            }
+        tokio::select! {
+            () = token => {}
+            // Dropping a ticket passes its token on.
+            () = self.shutdown.clone().wait() => return may_send_now(),
         }
         self.record(lane, started.elapsed());
         may_send_now()
+    }
+
+    /// A place in the general bucket's queue; `None` when a token was free and nobody
+    /// waits (the request may go at once).
+    fn ticket(&self, lane: Lane) -> Option<oneshot::Receiver<()>> {
+        let mut waiting = self.waiting();
+        if waiting.iter().all(VecDeque::is_empty) && self.limiter.check().is_ok() {
+            return None;
+        }
+        let (sender, receiver) = oneshot::channel();
+        waiting[lane as usize].push_back(sender);
+        Some(receiver)
     }
 
     fn record(&self, lane: Lane, waited: Duration) {
@@ -180,12 +179,21 @@ impl Pacer {
                 .unwrap_or_else(PoisonError::into_inner);
             if last.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
                 *last = Some(Instant::now());
+                // Scale writes have their own budget and flags.
+                let (qps, flags) = if lane == Lane::Scale {
+                    (
+                        self.pacing.scale_qps,
+                        "--k8s-api-scale-qps and --k8s-api-scale-burst",
+                    )
+                } else {
+                    (self.pacing.qps, "--k8s-api-qps and --k8s-api-burst")
+                };
                 warn!(
                     kind = lane.label(),
                     waited_ms = waited.as_millis() as u64,
-                    qps = self.qps,
-                    "client-side API pacing held a request back; if this persists, raise \
-                     --k8s-api-qps and --k8s-api-burst (see wpa_k8s_api_pacing_wait_seconds_total)"
+                    qps,
+                    "client-side API pacing held a request back; if this persists, raise {flags} \
+                     (see wpa_k8s_api_pacing_wait_seconds_total)"
                 );
             }
         }
@@ -238,14 +246,13 @@ impl<B> ApiRateLimitLayer<B> {
     /// all pacing off. Must be called within a Tokio runtime (it starts the task that hands
     /// out tokens).
     pub fn new(pacing: Pacing, report: Option<PacingReport>, shutdown: Shutdown) -> Option<Self> {
-        let qps = pacing.qps;
         let pacer = Arc::new(Pacer {
             limiter: bucket(pacing.qps, pacing.burst)?,
             scale_limiter: bucket(pacing.scale_qps, pacing.scale_burst),
             waiting: Mutex::new(Default::default()),
             wake: Notify::new(),
             report,
-            qps,
+            pacing,
             last_warning: Mutex::new(None),
             shutdown,
         });

@@ -22,15 +22,26 @@ fn name(i: usize) -> String {
     format!("worker-{i}")
 }
 
-/// `WPAS` workers at zero replicas, each with a WPA on its own (empty) Redis list.
-fn add_workers(server: &ApiServerDouble, prefix: &str) {
-    for i in 0..WPAS {
+/// `count` workers at zero replicas, each with a WPA on its own (empty) Redis list.
+fn add_workers(server: &ApiServerDouble, prefix: &str, count: usize) {
+    for i in 0..count {
         let uri = format!(
             "redis://127.0.0.1:{}/{DB}/{}",
             redis_port(),
             list(prefix, i)
         );
         e2e::add_worker(server, NS, &name(i), 0, spec(&uri, &name(i), 0, 5, 10));
+    }
+}
+
+/// Deletes the Redis lists of these workers.
+fn delete_lists(prefix: &str, workers: impl IntoIterator<Item = usize>) {
+    let mut conn = redis_conn(redis_port(), DB);
+    for i in workers {
+        let _: () = redis::cmd("DEL")
+            .arg(list(prefix, i))
+            .query(&mut conn)
+            .expect("DEL");
     }
 }
 
@@ -64,7 +75,7 @@ async fn a_burst_is_scaled_before_the_start_up_status_writes_finish() {
     let server = start_server().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let prefix = unique("startup-burst");
-    add_workers(&server, &prefix);
+    add_workers(&server, &prefix, WPAS);
     // 2 requests/s: the 200 first statuses alone need 100 s of budget.
     let controller = ControllerProcess::start(
         &server,
@@ -107,13 +118,7 @@ async fn a_burst_is_scaled_before_the_start_up_status_writes_finish() {
     assert!(waited.is_some_and(|w| w > 0.0), "{metrics}");
     let pending = metric_value(&metrics, "wpa_status_writes_pending");
     assert!(pending.is_some_and(|p| p > 0.0), "{metrics}");
-    let mut conn = redis_conn(redis_port(), DB);
-    for &i in &burst {
-        let _: () = redis::cmd("DEL")
-            .arg(list(&prefix, i))
-            .query(&mut conn)
-            .expect("DEL");
-    }
+    delete_lists(&prefix, burst);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -121,7 +126,7 @@ async fn no_scale_write_starts_after_sigterm() {
     let server = start_server().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let prefix = unique("startup-term");
-    add_workers(&server, &prefix);
+    add_workers(&server, &prefix, WPAS);
     // One request every 2 s: the scale writes below queue up in the budget.
     let mut controller = ControllerProcess::start(
         &server,
@@ -174,12 +179,7 @@ async fn no_scale_write_starts_after_sigterm() {
         "{}",
         controller.log_text()
     );
-    for i in 0..WPAS {
-        let _: () = redis::cmd("DEL")
-            .arg(list(&prefix, i))
-            .query(&mut conn)
-            .expect("DEL");
-    }
+    delete_lists(&prefix, 0..WPAS);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -188,14 +188,7 @@ async fn a_start_costs_one_status_write_per_wpa() {
     let dir = tempfile::tempdir().expect("tempdir");
     let prefix = unique("startup-once");
     let count = 40;
-    for i in 0..count {
-        let uri = format!(
-            "redis://127.0.0.1:{}/{DB}/{}",
-            redis_port(),
-            list(&prefix, i)
-        );
-        e2e::add_worker(&server, NS, &name(i), 0, spec(&uri, &name(i), 0, 5, 10));
-    }
+    add_workers(&server, &prefix, count);
     // Default pacing (5/s, burst 10), as a user starts it.
     let controller = ControllerProcess::start(&server, dir.path(), "once", &[]);
     for i in 0..count {
