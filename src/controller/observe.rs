@@ -17,7 +17,7 @@ use super::problem::{
     QUEUE_SERVICE_DISABLED, TARGET_NOT_FOUND,
 };
 use super::target::{TargetError, TargetRef, TargetState};
-use crate::crd::WorkerPodAutoScaler;
+use crate::crd::{WorkerPodAutoScaler, WorkerPodAutoScalerStatus};
 use crate::queue::registry::{QueueState, Subscription};
 use crate::queue::{Credentials, QueueUri};
 use crate::scaler::{History, Policy};
@@ -30,6 +30,9 @@ const SECRET_REFRESH: Duration = Duration::from_secs(300);
 pub struct Observed {
     pub now: Timestamp,
     pub history: History,
+    /// The last status this controller decided for the WPA, while the watch cache may not
+    /// show it yet (waiting to be written, or written moments ago). `None`: the cache's.
+    pub own_status: Option<WorkerPodAutoScalerStatus>,
     /// The WPA's world, or the problem that keeps it from being scaled.
     pub world: Result<World, Problem>,
 }
@@ -67,6 +70,7 @@ pub async fn observe(
     Ok(Observed {
         now,
         history,
+        own_status: ctx.status_writer.latest(key),
         world,
     })
 }

@@ -124,20 +124,25 @@ impl PlannedEvent {
 
 /// Plans one reconcile of `wpa` from what was observed.
 pub fn plan(wpa: &WorkerPodAutoScaler, observed: &Observed, settings: &PlanSettings) -> Plan {
+    // Build on the newest status: our own last decision when the cache does not show it
+    // yet. A status built on the older cached one would replace the unwritten decision and
+    // lose what only it says (a scale time, a condition's transition).
+    let base = observed.own_status.as_ref().or(wpa.status.as_ref());
     match &observed.world {
-        Ok(world) => plan_world(wpa, world, &observed.history, observed.now, settings),
-        Err(problem) => plan_problem(wpa, problem, observed.now, settings),
+        Ok(world) => plan_world(wpa, base, world, &observed.history, observed.now, settings),
+        Err(problem) => plan_problem(wpa, base, problem, observed.now, settings),
     }
 }
 
 /// A WPA that cannot be scaled: say why, in an Event and its status.
 fn plan_problem(
     wpa: &WorkerPodAutoScaler,
+    base: Option<&WorkerPodAutoScalerStatus>,
     problem: &Problem,
     now: Timestamp,
     settings: &PlanSettings,
 ) -> Plan {
-    let mut status = wpa.status.clone().unwrap_or_default();
+    let mut status = base.cloned().unwrap_or_default();
     let conditions = [
         ConditionState::new(
             READY,
@@ -164,7 +169,7 @@ fn plan_problem(
             problem.reason,
             problem.message.clone(),
         )],
-        status: changed(wpa, status),
+        status: changed(base, status),
         gauges: None,
         requeue: settings.resync,
         problem: Some(problem.clone()),
@@ -173,6 +178,7 @@ fn plan_problem(
 
 fn plan_world(
     wpa: &WorkerPodAutoScaler,
+    base: Option<&WorkerPodAutoScalerStatus>,
     world: &World,
     history: &History,
     now: Timestamp,
@@ -196,7 +202,7 @@ fn plan_world(
     }
     let (metrics_condition, snapshot) = metrics_condition(world.queue.as_ref(), current);
     let mut conditions = vec![metrics_condition];
-    let mut status = wpa.status.clone().unwrap_or_default();
+    let mut status = base.cloned().unwrap_or_default();
     let mut plan = Plan {
         scale: None,
         record: None,
@@ -392,7 +398,7 @@ fn plan_world(
     status.observed_generation = wpa.meta().generation;
     status.conditions =
         status::merge_conditions(&status.conditions, &conditions, wpa.meta().generation, now);
-    plan.status = changed(wpa, status);
+    plan.status = changed(base, status);
     plan
 }
 
@@ -471,12 +477,12 @@ fn metrics_condition(
     }
 }
 
-/// `status` if it differs from what the WPA already holds.
+/// `status` if it differs from the newest one known (ours or the cache's).
 fn changed(
-    wpa: &WorkerPodAutoScaler,
+    base: Option<&WorkerPodAutoScalerStatus>,
     status: WorkerPodAutoScalerStatus,
 ) -> Option<WorkerPodAutoScalerStatus> {
-    status::status_changed(wpa.status.as_ref(), &status).then_some(status)
+    status::status_changed(base, &status).then_some(status)
 }
 
 /// Time until a delayed scale-down may happen, so the WPA is looked at again right then

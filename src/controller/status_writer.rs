@@ -35,8 +35,17 @@ struct Pending {
     statuses: HashMap<WpaKey, WorkerPodAutoScalerStatus>,
     /// Keys in the order their first pending status arrived.
     order: VecDeque<WpaKey>,
-    /// What was last sent per WPA (its fingerprint) and when.
-    sent: HashMap<WpaKey, (u64, Instant)>,
+    /// What was last sent per WPA, its fingerprint and when; dropped after
+    /// [`RESEND_AFTER`], by which time the watch cache shows it.
+    sent: HashMap<WpaKey, Sent>,
+    /// When `sent` was last cleared of old entries.
+    pruned: Option<Instant>,
+}
+
+struct Sent {
+    status: WorkerPodAutoScalerStatus,
+    fingerprint: u64,
+    at: Instant,
 }
 
 /// What a status says, without the condition transition times: two plans made from a cache
@@ -57,8 +66,8 @@ impl Pending {
     /// Queues `status`, replacing the WPA's unwritten one; ignored when the same was just
     /// sent (and then an older unwritten one is dropped: the latest state is what was sent).
     fn submit(&mut self, key: &WpaKey, status: WorkerPodAutoScalerStatus, now: Instant) {
-        let just_sent = self.sent.get(key).is_some_and(|(sent, at)| {
-            *sent == fingerprint(&status) && now.duration_since(*at) < RESEND_AFTER
+        let just_sent = self.sent.get(key).is_some_and(|sent| {
+            sent.fingerprint == fingerprint(&status) && now.duration_since(sent.at) < RESEND_AFTER
         });
         if just_sent {
             self.forget_pending(key);
@@ -71,8 +80,34 @@ impl Pending {
     fn next(&mut self, now: Instant) -> Option<(WpaKey, WorkerPodAutoScalerStatus)> {
         let key = self.order.pop_front()?;
         let status = self.statuses.remove(&key)?;
-        self.sent.insert(key.clone(), (fingerprint(&status), now));
+        if self
+            .pruned
+            .is_none_or(|at| now.duration_since(at) >= RESEND_AFTER)
+        {
+            self.sent
+                .retain(|_, sent| now.duration_since(sent.at) < RESEND_AFTER);
+            self.pruned = Some(now);
+        }
+        self.sent.insert(
+            key.clone(),
+            Sent {
+                fingerprint: fingerprint(&status),
+                status: status.clone(),
+                at: now,
+            },
+        );
         Some((key, status))
+    }
+
+    /// The newest status decided for the WPA that the watch cache may not show yet:
+    /// the unwritten one, else one sent less than [`RESEND_AFTER`] ago.
+    fn latest(&self, key: &WpaKey, now: Instant) -> Option<WorkerPodAutoScalerStatus> {
+        self.statuses.get(key).cloned().or_else(|| {
+            self.sent
+                .get(key)
+                .filter(|sent| now.duration_since(sent.at) < RESEND_AFTER)
+                .map(|sent| sent.status.clone())
+        })
     }
 
     /// A write that failed: the same status may be submitted again at once.
@@ -127,6 +162,12 @@ impl StatusWriter {
         self.wake.notify_one();
     }
 
+    /// The newest status decided for the WPA that the watch cache may not show yet (see
+    /// [`Pending::latest`]); a plan builds on it rather than on the cached one.
+    pub fn latest(&self, key: &WpaKey) -> Option<WorkerPodAutoScalerStatus> {
+        self.with_pending(|p| p.latest(key, Instant::now()))
+    }
+
     /// Drops what is known of a WPA that was deleted.
     pub fn forget(&self, key: &WpaKey) {
         self.with_pending(|p| p.forget(key));
@@ -159,7 +200,7 @@ impl StatusWriter {
             .patch_status(
                 key.name(),
                 &PatchParams::default(),
-                &Patch::Merge(json!({ "status": status })),
+                &Patch::Merge(json!({ "status": merge_patch_body(&status) })),
             )
             .await;
         match result {
@@ -180,6 +221,31 @@ impl StatusWriter {
             }
         }
     }
+}
+
+/// Status fields that may be absent. A JSON merge patch leaves a field it does not
+/// mention as it is, so an absent one is sent as `null` to remove what an earlier status
+/// stored (per-queue figures after a switch back to one queue, say).
+const OPTIONAL_FIELDS: [&str; 8] = [
+    "LastScaleTime",
+    "inFlightMessages",
+    "observedGeneration",
+    "lastScaleUpTime",
+    "lastScaleDownTime",
+    "lastDecisionReason",
+    "conditions",
+    "queues",
+];
+
+/// The status as a merge patch body: what it says, and `null` for what it leaves out.
+fn merge_patch_body(status: &WorkerPodAutoScalerStatus) -> serde_json::Value {
+    let mut body = serde_json::to_value(status).unwrap_or_else(|_| json!({}));
+    if let Some(fields) = body.as_object_mut() {
+        for field in OPTIONAL_FIELDS {
+            fields.entry(field).or_insert(serde_json::Value::Null);
+        }
+    }
+    body
 }
 
 #[cfg(test)]
@@ -257,5 +323,65 @@ mod tests {
         assert!(pending.next(now).is_some());
         pending.forget(&a);
         assert!(pending.sent.is_empty() && pending.statuses.is_empty());
+    }
+
+    #[test]
+    fn the_latest_decided_status_is_the_unwritten_one_then_the_one_just_sent() {
+        let now = Instant::now();
+        let a = WpaKey::new("ns", "a");
+        let mut pending = Pending::default();
+        assert_eq!(pending.latest(&a, now), None);
+        pending.submit(&a, status(3, 1), now);
+        assert_eq!(pending.latest(&a, now), Some(status(3, 1)));
+        let _ = pending.next(now);
+        assert_eq!(
+            pending.latest(&a, now),
+            Some(status(3, 1)),
+            "sent, cache may lag"
+        );
+        pending.submit(&a, status(4, 1), now);
+        assert_eq!(pending.latest(&a, now), Some(status(4, 1)));
+        let _ = pending.next(now);
+        // Long after the write the cache shows it: the cache is the base again.
+        assert_eq!(pending.latest(&a, now + RESEND_AFTER), None);
+        // Old entries are dropped when the next status goes out.
+        let b = WpaKey::new("ns", "b");
+        pending.submit(&b, status(1, 1), now + RESEND_AFTER);
+        let _ = pending.next(now + RESEND_AFTER);
+        assert!(!pending.sent.contains_key(&a) && pending.sent.contains_key(&b));
+    }
+
+    #[test]
+    fn absent_fields_are_removed_by_the_merge_patch() {
+        let body = merge_patch_body(&WorkerPodAutoScalerStatus::default());
+        for field in OPTIONAL_FIELDS {
+            assert_eq!(body[field], serde_json::Value::Null, "{field}");
+        }
+        assert_eq!(body["DesiredReplicas"], 0);
+        // Every field a full status can leave out is in the list.
+        let full = WorkerPodAutoScalerStatus {
+            last_scale_time: Some(Time(jiff::Timestamp::UNIX_EPOCH)),
+            in_flight_messages: Some(1),
+            observed_generation: Some(1),
+            last_scale_up_time: Some(Time(jiff::Timestamp::UNIX_EPOCH)),
+            last_scale_down_time: Some(Time(jiff::Timestamp::UNIX_EPOCH)),
+            last_decision_reason: Some("ScaleUp".into()),
+            queues: vec![crate::crd::QueueStatus::default()],
+            ..status(1, 1)
+        };
+        let full = serde_json::to_value(&full).expect("serializes");
+        let empty = serde_json::to_value(WorkerPodAutoScalerStatus::default()).expect("serializes");
+        let optional: Vec<&String> = full
+            .as_object()
+            .expect("object")
+            .keys()
+            .filter(|k| empty.get(k.as_str()).is_none())
+            .collect();
+        assert_eq!(optional.len(), OPTIONAL_FIELDS.len(), "{optional:?}");
+        assert!(
+            optional
+                .iter()
+                .all(|k| OPTIONAL_FIELDS.contains(&k.as_str()))
+        );
     }
 }

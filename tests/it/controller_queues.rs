@@ -172,6 +172,34 @@ async fn several_celery_queues_scale_on_their_sum_and_reach_zero_only_when_all_a
         1,
         "zero only at the end: {patches:?}"
     );
+
+    // Back to one queue: the per-queue lines leave the status and the metrics.
+    let single = uris[0].clone();
+    server
+        .modify(&Gvr::WORKER_POD_AUTOSCALERS, Some(NS), "lms-worker", |w| {
+            w["spec"]["queueURI"] = json!(single);
+            w["spec"].as_object_mut().expect("spec").remove("queueURIs");
+        })
+        .expect("spec updated");
+    e2e::wait_status(
+        &server,
+        NS,
+        "lms-worker",
+        "one queue again",
+        &controller,
+        |s| {
+            s["queues"].is_null()
+                && condition(s, "Ready").is_some_and(|c| {
+                    c["message"]
+                        .as_str()
+                        .is_some_and(|m| !m.contains(&names[1]))
+                })
+        },
+    )
+    .await;
+    let metrics = controller.metrics().await;
+    assert!(per_queue_series(&metrics).is_empty(), "{metrics}");
+    assert_eq!(metric_value(&metrics, "wpa_queue_poll_loops"), Some(1.0));
     assert_eq!(controller.terminate(), Some(0), "{}", controller.log_text());
 }
 

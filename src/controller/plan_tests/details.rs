@@ -285,3 +285,33 @@ fn one_queue_has_no_per_queue_lines() {
     assert!(plan.status.as_ref().expect("status").queues.is_empty());
     assert!(plan.gauges.as_ref().expect("gauges").per_queue.is_empty());
 }
+
+#[test]
+fn the_next_status_builds_on_our_unwritten_decision_not_on_the_lagging_cache() {
+    // A scale to 3 was decided; its status (with the scale times) is not in the cache yet.
+    let wpa = wpa(json!({}));
+    let scaled = plan_for(
+        &wpa,
+        &observed(Ok(world(&wpa, 0, fresh(12, 3, false))), History::default()),
+    );
+    let decided = scaled.status.clone().expect("status");
+    assert!(decided.last_scale_up_time.is_some());
+    // The next reconcile sees the new replicas and the same cache (no status).
+    let mut next = observed(Ok(world(&wpa, 3, fresh(12, 3, false))), History::default());
+    next.own_status = Some(decided.clone());
+    let plan = plan_for(&wpa, &next);
+    let status = plan.status.as_ref().expect("CurrentReplicas changed");
+    assert_eq!(status.current_replicas, 3);
+    assert_eq!(status.last_scale_up_time, decided.last_scale_up_time);
+    assert_eq!(status.last_scale_time, decided.last_scale_time);
+    // Without our own status it would have been lost (the cache has none).
+    let lagging = plan_for(
+        &wpa,
+        &observed(Ok(world(&wpa, 3, fresh(12, 3, false))), History::default()),
+    );
+    assert_eq!(lagging.status.expect("status").last_scale_up_time, None);
+    // Nothing new to say compared with our own last decision: nothing to write.
+    let mut same = observed(Ok(world(&wpa, 3, fresh(12, 3, false))), History::default());
+    same.own_status = Some(status.clone());
+    assert!(plan_for(&wpa, &same).status.is_none());
+}

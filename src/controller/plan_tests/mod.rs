@@ -135,6 +135,7 @@ fn world(wpa: &WorkerPodAutoScaler, replicas: i32, queue: Option<QueueState>) ->
 
 fn observed(world: Result<World, Problem>, history: History) -> Observed {
     Observed {
+        own_status: None,
         now: now(),
         history,
         world,
