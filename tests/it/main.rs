@@ -26,3 +26,4 @@ mod queue_registry;
 mod queue_sqs;
 mod scaler_properties;
 mod simulate_practo;
+mod tutor_plugin;
