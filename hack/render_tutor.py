@@ -37,16 +37,20 @@ import typing as t
 import yaml
 
 # A Tutor plugin (a single module in TUTOR_PLUGINS_ROOT) that changes lms-worker's Celery
-# queues, as a site plugin would: the WPA must follow the worker's command.
+# queues, as a site plugin would, and writes them in Celery's other form (`-Q LIST`): the
+# WPA must follow the worker's command.
 QUEUES_PLUGIN = '''
 from tutor import hooks
 
 @hooks.Filters.LMS_WORKER_COMMAND.add()
 def _two_queues(command):
-    return [
-        "--queues=edx.lms.core.default,edx.lms.core.high" if arg.startswith("--queues=") else arg
-        for arg in command
-    ]
+    changed = []
+    for arg in command:
+        if arg.startswith("--queues="):
+            changed += ["-Q", "edx.lms.core.default,edx.lms.core.high"]
+        else:
+            changed.append(arg)
+    return changed
 '''
 
 POD_AUTOSCALING_HPA_ON_CMS_WORKER = {

@@ -762,6 +762,16 @@ fn tutor_plugin_renders_valid_wpas_and_controller() {
         Some(2),
         "a plugin that changes lms-worker's --queues changes the WPA"
     );
+    let worker = changed
+        .iter()
+        .find(|v| kind_of(v) == "Deployment" && name_of(v) == "lms-worker")
+        .expect("lms-worker Deployment");
+    assert!(
+        worker["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .is_some_and(|args| args.iter().any(|a| a == "-Q")),
+        "queues-from-command: the worker's command uses the `-Q LIST` form"
+    );
 }
 
 /// The plugin's version, image tag and CRD copy follow the crate (no rendering needed).
