@@ -68,8 +68,15 @@ pub const PAUSED_ANNOTATION: &str = "k8s.practo.dev/paused";
         type_ = "string",
         json_path = ".spec.queueURI",
         priority = 1
+    ),
+    printcolumn(
+        name = "Queues",
+        type_ = "string",
+        json_path = ".spec.queueURIs",
+        priority = 1
     )
 )]
+#[x_kube(validation = Rule::new("[has(self.queueURI) && self.queueURI != '', has(self.queueURIs) && size(self.queueURIs) > 0].filter(x, x).size() == 1").message("exactly one of queueURI and queueURIs must be set"))]
 #[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("minReplicas must not exceed maxReplicas"))]
 #[x_kube(validation = Rule::new("[has(self.deploymentName) && self.deploymentName != '', has(self.replicaSetName) && self.replicaSetName != '', has(self.scaleTargetRef)].filter(x, x).size() == 1").message("exactly one of deploymentName, replicaSetName and scaleTargetRef must be set"))]
 #[serde(rename_all = "camelCase")]
@@ -87,10 +94,18 @@ pub struct WorkerPodAutoScalerSpec {
     #[schemars(schema_with = "max_disruption_schema")]
     pub max_disruption: Option<IntOrString>,
     /// The queue to watch: SQS URL, `amqp[s]://`, `redis[s]://`, `beanstalk://` or `http[s]+json://`.
-    #[serde(rename = "queueURI")]
+    /// Exactly one of `queueURI` and `queueURIs` is set.
+    #[serde(rename = "queueURI", default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 2048))]
     #[x_kube(validation = Rule::new("self.matches('^(https?|amqps?|rediss?|beanstalk|https?\\\\+json)://')").message("queueURI must start with https://, http://, amqp://, amqps://, redis://, rediss://, beanstalk://, http+json:// or https+json://"))]
-    pub queue_uri: String,
+    pub queue_uri: Option<String>,
+    /// Several queues that the same workers consume (a Celery worker started with
+    /// `--queues=a,b,c`), each written like `queueURI`: the backlog is the sum over them, and
+    /// the workers are idle only when every queue is. Exactly one of `queueURI` and
+    /// `queueURIs` is set.
+    #[serde(rename = "queueURIs", default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "queue_uris_schema")]
+    pub queue_uris: Option<Vec<String>>,
     /// Name of the Deployment to scale, in the WPA's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
@@ -124,6 +139,38 @@ pub struct WorkerPodAutoScalerSpec {
     /// Broker credentials from a Secret in the WPA's namespace (never inline passwords).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<CredentialsSecretRef>,
+}
+
+impl WorkerPodAutoScalerSpec {
+    /// The queues this WPA watches, in order: `queueURIs`, or the one `queueURI`. Fails when
+    /// neither or both are set, or one queue is listed twice: the CRD's rules refuse those,
+    /// and this check also covers an API server that does not run them.
+    pub fn queue_uris(&self) -> Result<Vec<&str>, String> {
+        let list = match (&self.queue_uri, &self.queue_uris) {
+            (Some(one), None) if !one.is_empty() => return Ok(vec![one.as_str()]),
+            (None, Some(many)) if !many.is_empty() => many,
+            (Some(one), Some(many)) if !one.is_empty() && !many.is_empty() => {
+                return Err("exactly one of queueURI and queueURIs must be set, not both".into());
+            }
+            _ => return Err("exactly one of queueURI and queueURIs must be set".into()),
+        };
+        if list.len() > MAX_QUEUES_PER_WPA {
+            return Err(format!(
+                "queueURIs lists {} queues; at most {MAX_QUEUES_PER_WPA} are allowed",
+                list.len()
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (index, uri) in list.iter().enumerate() {
+            if uri.is_empty() {
+                return Err(format!("queueURIs[{index}] is empty"));
+            }
+            if !seen.insert(uri.as_str()) {
+                return Err(format!("queueURIs[{index}] repeats an earlier entry"));
+            }
+        }
+        Ok(list.iter().map(String::as_str).collect())
+    }
 }
 
 /// A resource in the WPA's namespace that has a /scale subresource.
@@ -222,6 +269,27 @@ fn max_disruption_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema 
     })
 }
 
+/// Most queues one WPA may watch.
+pub const MAX_QUEUES_PER_WPA: usize = 16;
+
+/// `queueURIs`: 1 to 16 distinct queue URIs, each bounded and checked like `queueURI` (the
+/// bounds keep the API server's CEL cost estimate small).
+fn queue_uris_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "Several queues that the same workers consume (a Celery worker started with\n`--queues=a,b,c`), each written like `queueURI`: the backlog is the sum over them, and\nthe workers are idle only when every queue is. Exactly one of `queueURI` and\n`queueURIs` is set.",
+        "type": "array",
+        "nullable": true,
+        "minItems": 1,
+        "maxItems": MAX_QUEUES_PER_WPA,
+        "x-kubernetes-list-type": "set",
+        "items": {"type": "string", "minLength": 1, "maxLength": 2048},
+        "x-kubernetes-validations": [{
+            "rule": "self.all(u, u.matches('^(https?|amqps?|rediss?|beanstalk|https?\\\\+json)://'))",
+            "message": "every queueURIs entry must start with https://, http://, amqp://, amqps://, redis://, rediss://, beanstalk://, http+json:// or https+json://"
+        }]
+    })
+}
+
 /// An optional string enum without the `null` member schemars would add: the API server wants
 /// enum members of the declared type.
 fn select_policy_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
@@ -308,6 +376,27 @@ pub struct WorkerPodAutoScalerStatus {
     /// Ready, MetricsAvailable, AbleToScale, ScalingLimited.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// Each queue's figures when the WPA watches several (`queueURIs`), in spec order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queues: Vec<QueueStatus>,
+}
+
+/// One queue of a WPA that watches several.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueStatus {
+    /// The queue's URI, any password replaced.
+    pub queue: String,
+    /// Visible plus in-flight messages (the last known figure while the queue fails).
+    pub messages: i64,
+    /// Messages handed to workers and not yet acknowledged, when the broker can tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_flight_messages: Option<i64>,
+    /// This queue's workers are idle.
+    pub idle: bool,
+    /// Why the last poll of this queue failed; absent while it succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The CRD manifest as YAML, exactly what `workerpodautoscaler crd` prints.

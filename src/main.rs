@@ -42,9 +42,10 @@ enum Command {
 
 #[derive(Args)]
 struct InspectArgs {
-    /// The queueURI, as in a WPA spec.
-    #[arg(value_name = "QUEUE_URI")]
-    queue_uri: String,
+    /// The queueURI, as in a WPA spec; several (as in queueURIs) are polled in turn and
+    /// also printed as one total.
+    #[arg(value_name = "QUEUE_URI", required = true, num_args = 1..)]
+    queue_uris: Vec<String>,
     /// Keep polling every SECONDS until interrupted (idle detection works over its window).
     #[arg(long, value_name = "SECONDS")]
     watch: Option<u64>,
@@ -183,7 +184,7 @@ fn run_inspect(args: InspectArgs) -> ExitCode {
     let outcome = rt.block_on(async {
         let mut stdout = io::stdout();
         tokio::select! {
-            result = inspect::inspect(&args.queue_uri, watch, credentials, options, &mut stdout) => result.map_err(Some),
+            result = inspect::inspect(&args.queue_uris, watch, credentials, options, &mut stdout) => result.map_err(Some),
             _ = tokio::signal::ctrl_c() => Err(None),
         }
     });

@@ -50,6 +50,8 @@ impl WpaLabels<'_> {
 /// A WPA's gauges at the end of a reconcile.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WpaGauges {
+    /// Each queue's redacted URI and backlog, for a WPA that watches several (else empty).
+    pub per_queue: Vec<(String, u64)>,
     pub messages: u64,
     pub in_flight: Option<u64>,
     pub sent_per_minute: Option<u64>,
@@ -159,6 +161,15 @@ impl Metrics {
                 f64::from(gauges.available),
             ],
         );
+        self.wpa_gauges.set_per_queue(
+            labels.name,
+            labels.namespace,
+            gauges
+                .per_queue
+                .iter()
+                .map(|(queue, backlog)| (queue.clone(), *backlog as f64))
+                .collect(),
+        );
     }
 
     pub fn observe_reconcile(&self, labels: &WpaLabels<'_>, took: Duration, ok: bool) {
@@ -261,6 +272,7 @@ mod tests {
         metrics.set_gauges(
             &labels,
             &WpaGauges {
+                per_queue: Vec::new(),
                 messages: 7,
                 in_flight: Some(2),
                 sent_per_minute: None,
@@ -311,6 +323,7 @@ mod tests {
         metrics.set_gauges(
             &other,
             &WpaGauges {
+                per_queue: Vec::new(),
                 messages: 0,
                 in_flight: None,
                 sent_per_minute: Some(12),

@@ -39,12 +39,16 @@ pub struct Observed {
 pub struct World {
     pub policy: Policy,
     pub target: TargetRef,
-    /// The queue URI with any password replaced, for messages.
+    /// The queue URI with any password replaced, for messages (several, comma-separated).
     pub queue_redacted: String,
     /// The target's replicas, with our own last write in place of a cache that lags it.
     pub target_state: TargetState,
-    /// `None` before the registry has anything for this WPA.
+    /// `None` before the registry has anything for this WPA. With several queues, their
+    /// combined state.
     pub queue: Option<QueueState>,
+    /// With several queues: each one's redacted URI and state, in spec order (empty with
+    /// one queue).
+    pub per_queue: Vec<(String, QueueState)>,
 }
 
 /// Reads a WPA's world. Fails only on errors worth a quick retry (API errors reading the
@@ -72,6 +76,8 @@ struct CheckedSpec {
     policy: Policy,
     target: TargetRef,
     queue_redacted: String,
+    /// Each queue's redacted URI, in spec order.
+    queues_redacted: Vec<String>,
 }
 
 async fn read_world(
@@ -103,37 +109,71 @@ async fn read_world(
     // SQS waits for the first message in a long poll only while no worker runs (practo).
     ctx.registry
         .report_workers(key.id(), u32::try_from(state.replicas).unwrap_or(0));
+    let per_queue = if spec.queues_redacted.len() > 1 {
+        spec.queues_redacted
+            .into_iter()
+            .zip(ctx.registry.states(key.id()))
+            .collect()
+    } else {
+        Vec::new()
+    };
     Ok(Ok(World {
         policy: spec.policy,
         target: spec.target,
         queue_redacted: spec.queue_redacted,
         target_state: state,
         queue: ctx.registry.state(key.id()),
+        per_queue,
     }))
 }
 
-/// The spec's decision inputs, validated, with the parsed queue URI.
+/// The spec's decision inputs, validated, with the parsed queue URIs.
 fn check_spec(
     wpa: &WorkerPodAutoScaler,
     ctx: &Context,
-) -> Result<(CheckedSpec, QueueUri), Problem> {
+) -> Result<(CheckedSpec, Vec<QueueUri>), Problem> {
     let policy = Policy::from_spec(&wpa.spec, &ctx.plan.scaler)
         .map_err(|e| Problem::new(INVALID_SPEC, e.to_string()))?;
     let target = TargetRef::from_spec(&wpa.spec).map_err(|m| Problem::new(INVALID_SPEC, m))?;
-    let uri = QueueUri::parse(&wpa.spec.queue_uri)
-        .map_err(|e| Problem::new(INVALID_QUEUE_URI, e.to_string()))?;
-    if !ctx.enabled.contains(&uri.kind()) {
-        return Err(Problem::new(
-            QUEUE_SERVICE_DISABLED,
-            format!("{} queues are not enabled by --queue-services", uri.kind()),
-        ));
+    let listed = wpa
+        .spec
+        .queue_uris()
+        .map_err(|m| Problem::new(INVALID_SPEC, m))?;
+    let several = listed.len() > 1;
+    let mut uris = Vec::with_capacity(listed.len());
+    for (index, text) in listed.into_iter().enumerate() {
+        let uri = QueueUri::parse(text).map_err(|e| {
+            let message = if several {
+                format!("queueURIs[{index}]: {e}")
+            } else {
+                e.to_string()
+            };
+            Problem::new(INVALID_QUEUE_URI, message)
+        })?;
+        if !ctx.enabled.contains(&uri.kind()) {
+            return Err(Problem::new(
+                QUEUE_SERVICE_DISABLED,
+                format!("{} queues are not enabled by --queue-services", uri.kind()),
+            ));
+        }
+        if uris.contains(&uri) {
+            // Two spellings of one queue (a default port written out, say) would count
+            // its backlog twice.
+            return Err(Problem::new(
+                INVALID_SPEC,
+                format!("queueURIs[{index}] names the same queue as an earlier entry"),
+            ));
+        }
+        uris.push(uri);
     }
+    let queues_redacted: Vec<String> = uris.iter().map(QueueUri::redacted).collect();
     let checked = CheckedSpec {
         policy,
         target,
-        queue_redacted: uri.redacted(),
+        queue_redacted: queues_redacted.join(", "),
+        queues_redacted,
     };
-    Ok((checked, uri))
+    Ok((checked, uris))
 }
 
 /// Validates the spec and makes sure the WPA's queue is subscribed with its current
@@ -143,7 +183,7 @@ async fn spec_and_subscription(
     ctx: &Context,
     key: &WpaKey,
 ) -> Result<CheckedSpec, Problem> {
-    let (checked, uri) = check_spec(wpa, ctx)?;
+    let (checked, uris) = check_spec(wpa, ctx)?;
     let generation = wpa.meta().generation.unwrap_or(0);
     if !ctx
         .memories
@@ -156,7 +196,7 @@ async fn spec_and_subscription(
             wpa.spec.credentials_secret_ref.as_ref(),
         )
         .await?;
-        subscribe(wpa, ctx, key, &checked, uri, credentials)?;
+        subscribe(wpa, ctx, key, &checked, uris, credentials)?;
     }
     Ok(checked)
 }
@@ -178,8 +218,8 @@ pub fn subscribe_from_watch(wpa: &WorkerPodAutoScaler, ctx: &Context) {
     {
         return;
     }
-    if let Ok((checked, uri)) = check_spec(wpa, ctx) {
-        let _ = subscribe(wpa, ctx, &key, &checked, uri, Credentials::default());
+    if let Ok((checked, uris)) = check_spec(wpa, ctx) {
+        let _ = subscribe(wpa, ctx, &key, &checked, uris, Credentials::default());
     }
 }
 
@@ -188,11 +228,11 @@ fn subscribe(
     ctx: &Context,
     key: &WpaKey,
     checked: &CheckedSpec,
-    uri: QueueUri,
+    queues: Vec<QueueUri>,
     credentials: Credentials,
 ) -> Result<(), Problem> {
     let subscription = Subscription {
-        uri,
+        queues,
         credentials,
         poll_interval: wpa
             .spec

@@ -16,7 +16,7 @@ use super::problem::Problem;
 use super::status::{
     self, ABLE_TO_SCALE, ConditionState, METRICS_AVAILABLE, READY, SCALING_LIMITED, Status,
 };
-use crate::crd::{PAUSED_ANNOTATION, WorkerPodAutoScaler, WorkerPodAutoScalerStatus};
+use crate::crd::{PAUSED_ANNOTATION, QueueStatus, WorkerPodAutoScaler, WorkerPodAutoScalerStatus};
 use crate::queue::registry::QueueState;
 use crate::scaler::{self, Decision, History, QueueSnapshot, Reason, ScalerSettings};
 
@@ -365,6 +365,7 @@ fn plan_world(
             .in_flight
             .map(|v| i64::try_from(v).unwrap_or(i64::MAX));
         plan.gauges = Some(WpaGauges {
+            per_queue: Vec::new(),
             messages: backlog,
             in_flight: metrics.in_flight,
             sent_per_minute: metrics.sent_per_minute,
@@ -374,6 +375,18 @@ fn plan_world(
             available: world.target_state.available,
         });
     }
+    status.queues = world
+        .per_queue
+        .iter()
+        .map(|(queue, state)| queue_status(queue, state))
+        .collect();
+    if let Some(gauges) = &mut plan.gauges {
+        gauges.per_queue = world
+            .per_queue
+            .iter()
+            .map(|(queue, state)| (queue.clone(), backlog_of(state)))
+            .collect();
+    }
     status.current_replicas = current;
     status.available_replicas = world.target_state.available;
     status.observed_generation = wpa.meta().generation;
@@ -381,6 +394,26 @@ fn plan_world(
         status::merge_conditions(&status.conditions, &conditions, wpa.meta().generation, now);
     plan.status = changed(wpa, status);
     plan
+}
+
+/// Visible plus in-flight messages of a queue's last good sample (0 before one).
+fn backlog_of(state: &QueueState) -> u64 {
+    state
+        .metrics
+        .as_ref()
+        .map_or(0, |m| m.visible.saturating_add(m.in_flight.unwrap_or(0)))
+}
+
+/// One queue's line in the status of a WPA that watches several.
+fn queue_status(queue: &str, state: &QueueState) -> QueueStatus {
+    let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    QueueStatus {
+        queue: queue.to_string(),
+        messages: clamp(backlog_of(state)),
+        in_flight_messages: state.metrics.as_ref().and_then(|m| m.in_flight).map(clamp),
+        idle: state.idle,
+        error: state.error.as_ref().map(ToString::to_string),
+    }
 }
 
 /// No poll of the queue has finished yet (neither metrics nor an error).

@@ -34,13 +34,24 @@ const GAUGES: [(&str, &str); 7] = [
     ),
 ];
 
+/// Name and help of the per-queue gauge of WPAs that watch several queues.
+const PER_QUEUE: (&str, &str) = (
+    "wpa_queue_messages_per_queue",
+    "Backlog of one queue of a WPA that watches several: visible plus in-flight messages",
+);
+
 /// Label values: name, namespace, queue_name.
 type Key = (String, String, String);
+
+/// (name, namespace) of a WPA -> each of its queues' (queue_name, backlog).
+type PerQueueRows = BTreeMap<(String, String), Vec<(String, f64)>>;
 
 /// One row per WPA; cheap to clone (clones share the table).
 #[derive(Clone, Default)]
 pub struct WpaGaugeTable {
     rows: Arc<Mutex<BTreeMap<Key, [f64; 7]>>>,
+    /// Only WPAs that watch several queues have rows here.
+    per_queue: Arc<Mutex<PerQueueRows>>,
 }
 
 impl WpaGaugeTable {
@@ -62,6 +73,18 @@ impl WpaGaugeTable {
         let [name, namespace, queue] = labels;
         self.lock()
             .remove(&(name.to_string(), namespace.to_string(), queue.to_string()));
+        self.set_per_queue(name, namespace, Vec::new());
+    }
+
+    /// Sets the per-queue backlogs of a WPA (none: it watches one queue, no series).
+    pub fn set_per_queue(&self, name: &str, namespace: &str, queues: Vec<(String, f64)>) {
+        let mut rows = self.per_queue.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (name.to_string(), namespace.to_string());
+        if queues.is_empty() {
+            rows.remove(&key);
+        } else {
+            rows.insert(key, queues);
+        }
     }
 
     /// Rough size of [`Self::write_text`]'s output, to size the scrape buffer once.
@@ -72,6 +95,24 @@ impl WpaGaugeTable {
     /// Appends the seven gauge families in the Prometheus text format (nothing when no WPA
     /// has reported yet, like a `GaugeVec` without children).
     pub fn write_text(&self, out: &mut String) {
+        self.write_wpa_rows(out);
+        let per_queue = self.per_queue.lock().unwrap_or_else(|e| e.into_inner());
+        if per_queue.is_empty() {
+            return;
+        }
+        let (name, help) = PER_QUEUE;
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for ((wpa, namespace), queues) in per_queue.iter() {
+            for (queue, backlog) in queues {
+                out.push_str(name);
+                write_labels(out, wpa, namespace, queue);
+                let _ = writeln!(out, " {backlog}");
+            }
+        }
+    }
+
+    fn write_wpa_rows(&self, out: &mut String) {
         let rows = self.lock();
         if rows.is_empty() {
             return;
@@ -82,16 +123,22 @@ impl WpaGaugeTable {
             let _ = writeln!(out, "# TYPE {name} gauge");
             for ((wpa, namespace, queue), values) in rows.iter() {
                 out.push_str(name);
-                out.push_str("{name=\"");
-                escape_into(out, wpa);
-                out.push_str("\",namespace=\"");
-                escape_into(out, namespace);
-                out.push_str("\",queue_name=\"");
-                escape_into(out, queue);
-                let _ = writeln!(out, "\"}} {}", values[index]);
+                write_labels(out, wpa, namespace, queue);
+                let _ = writeln!(out, " {}", values[index]);
             }
         }
     }
+}
+
+/// `{name="..",namespace="..",queue_name=".."}`
+fn write_labels(out: &mut String, wpa: &str, namespace: &str, queue: &str) {
+    out.push_str("{name=\"");
+    escape_into(out, wpa);
+    out.push_str("\",namespace=\"");
+    escape_into(out, namespace);
+    out.push_str("\",queue_name=\"");
+    escape_into(out, queue);
+    out.push_str("\"}");
 }
 
 /// Label value escaping of the text format: backslash, double quote and newline.
@@ -131,6 +178,18 @@ mod tests {
             "wpa_worker_desired{name=\"w\",namespace=\"ns\",queue_name=\"q\\\"x\\\\y\\nz\"} 4.5\n"
         ));
         assert_eq!(text.lines().count(), 7 * 3);
+        table.set_per_queue(
+            "w",
+            "ns",
+            vec![("redis://r/0/a".into(), 5.0), ("redis://r/0/b".into(), 2.0)],
+        );
+        let mut text = String::new();
+        table.write_text(&mut text);
+        assert!(text.ends_with(
+            "# TYPE wpa_queue_messages_per_queue gauge\n\
+             wpa_queue_messages_per_queue{name=\"w\",namespace=\"ns\",queue_name=\"redis://r/0/a\"} 5\n\
+             wpa_queue_messages_per_queue{name=\"w\",namespace=\"ns\",queue_name=\"redis://r/0/b\"} 2\n"
+        ));
         table.remove(["w", "ns", "q\"x\\y\nz"]);
         let mut gone = String::new();
         table.write_text(&mut gone);

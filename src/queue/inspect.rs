@@ -1,4 +1,4 @@
-//! `workerpodautoscaler inspect QUEUE_URI [--watch SECONDS]`: what the controller sees.
+//! `workerpodautoscaler inspect QUEUE_URI... [--watch SECONDS]`: what the controller sees.
 //!
 //! Polls the queue with the same provider code as the controller and prints one JSON
 //! object per poll:
@@ -14,6 +14,10 @@
 //! idle window, so a single poll of an empty queue prints `null` (not yet known) unless
 //! the window is zero. With `--watch` a failed poll prints
 //! `{"provider":..,"queue":..,"error":"...","sampled_at":..}` and watching goes on.
+//! Several queues (as in `queueURIs`) are polled in turn, one line each, followed by the
+//! line the controller decides on: `{"total":true,"queue":"<q1>, <q2>",...}` with the
+//! counts added up and `idle` true only when every queue is idle (no total line in a
+//! round where a queue failed).
 //! Exit codes: 1 for a bad URI or configuration, 2 when the broker cannot be reached,
 //! denies access, answers nonsense or the queue does not exist.
 
@@ -52,7 +56,8 @@ impl InspectError {
 
 #[derive(Serialize)]
 struct Sample<'a> {
-    provider: ProviderKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provider: Option<ProviderKind>,
     queue: &'a str,
     visible: u64,
     in_flight: Option<u64>,
@@ -63,6 +68,14 @@ struct Sample<'a> {
     sampled_at: jiff::Timestamp,
 }
 
+/// Several queues read as one, as the controller combines them.
+#[derive(Serialize)]
+struct Total<'a> {
+    total: bool,
+    #[serde(flatten)]
+    sample: Sample<'a>,
+}
+
 #[derive(Serialize)]
 struct Failure<'a> {
     provider: ProviderKind,
@@ -71,21 +84,46 @@ struct Failure<'a> {
     sampled_at: jiff::Timestamp,
 }
 
-/// Polls `uri` once (or every `watch` period until the future is dropped) and writes one
-/// JSON line per poll to `out`.
+/// One queue being inspected.
+struct Inspected {
+    label: String,
+    kind: ProviderKind,
+    provider: Box<dyn super::QueueProvider>,
+    idle: IdleTracker,
+}
+
+/// Polls `uris` once (or every `watch` period until the future is dropped) and writes one
+/// JSON line per queue and poll to `out`, plus a total line for several queues.
 pub async fn inspect(
-    uri: &str,
+    uris: &[String],
     watch: Option<Duration>,
     credentials: Credentials,
     options: ProviderOptions,
     out: &mut (dyn Write + Send),
 ) -> Result<(), InspectError> {
-    let uri = QueueUri::parse(uri)?;
-    super::validate(&uri, &credentials)?;
-    let label = uri.redacted();
-    let kind = uri.kind();
-    let mut provider = super::connect(&uri, &credentials, &options).await?;
-    let mut idle = IdleTracker::new(options.idle_window);
+    if uris.is_empty() {
+        return Err(QueueError::Config("no queue URI given".to_string()).into());
+    }
+    let mut parsed = Vec::with_capacity(uris.len());
+    for text in uris {
+        let uri = QueueUri::parse(text)?;
+        super::validate(&uri, &credentials)?;
+        parsed.push(uri);
+    }
+    let mut queues = Vec::with_capacity(parsed.len());
+    for uri in &parsed {
+        queues.push(Inspected {
+            label: uri.redacted(),
+            kind: uri.kind(),
+            provider: super::connect(uri, &credentials, &options).await?,
+            idle: IdleTracker::new(options.idle_window),
+        });
+    }
+    let total_label = queues
+        .iter()
+        .map(|q| q.label.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
     let mut ticker = watch.map(|period| {
         let mut t = tokio::time::interval(period.max(Duration::from_millis(100)));
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -95,22 +133,32 @@ pub async fn inspect(
         if let Some(t) = ticker.as_mut() {
             t.tick().await;
         }
-        match provider.poll().await {
-            Ok(metrics) => {
-                let verdict = idle.observe(&metrics, Instant::now()).known();
-                write_line(out, &sample(kind, &label, &metrics, verdict))?;
+        let mut round: Vec<(QueueMetrics, Option<bool>)> = Vec::with_capacity(queues.len());
+        for queue in &mut queues {
+            match queue.provider.poll().await {
+                Ok(metrics) => {
+                    let verdict = queue.idle.observe(&metrics, Instant::now()).known();
+                    write_line(
+                        out,
+                        &sample(Some(queue.kind), &queue.label, &metrics, verdict),
+                    )?;
+                    round.push((metrics, verdict));
+                }
+                Err(error) if watch.is_some() => {
+                    queue.idle.reset();
+                    let failure = Failure {
+                        provider: queue.kind,
+                        queue: &queue.label,
+                        error: error.to_string(),
+                        sampled_at: jiff::Timestamp::now(),
+                    };
+                    write_line(out, &failure)?;
+                }
+                Err(error) => return Err(error.into()),
             }
-            Err(error) if watch.is_some() => {
-                idle.reset();
-                let failure = Failure {
-                    provider: kind,
-                    queue: &label,
-                    error: error.to_string(),
-                    sampled_at: jiff::Timestamp::now(),
-                };
-                write_line(out, &failure)?;
-            }
-            Err(error) => return Err(error.into()),
+        }
+        if queues.len() > 1 && round.len() == queues.len() {
+            write_line(out, &total(&total_label, &round))?;
         }
         if ticker.is_none() {
             return Ok(());
@@ -118,8 +166,26 @@ pub async fn inspect(
     }
 }
 
+/// The total line of one round in which every queue answered.
+fn total<'a>(label: &'a str, round: &[(QueueMetrics, Option<bool>)]) -> Total<'a> {
+    let metrics: Vec<&QueueMetrics> = round.iter().map(|(m, _)| m).collect();
+    let combined = super::registry::combined::combine_metrics(&metrics);
+    let idle = if round.iter().any(|(_, v)| *v == Some(false)) {
+        Some(false)
+    } else if round.iter().all(|(_, v)| *v == Some(true)) {
+        Some(true)
+    } else {
+        None
+    };
+    Total {
+        total: true,
+        // Queues of several providers have no one provider.
+        sample: sample(None, label, &combined, idle),
+    }
+}
+
 fn sample<'a>(
-    kind: ProviderKind,
+    kind: Option<ProviderKind>,
     label: &'a str,
     m: &QueueMetrics,
     idle: Option<bool>,

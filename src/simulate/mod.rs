@@ -78,7 +78,14 @@ pub fn load_wpa(yaml: &str) -> Result<WorkerPodAutoScaler, SimulateError> {
                 .to_string(),
         ));
     }
-    serde_json::from_value(document).map_err(|e| SimulateError::Manifest(e.to_string()))
+    let wpa: WorkerPodAutoScaler =
+        serde_json::from_value(document).map_err(|e| SimulateError::Manifest(e.to_string()))?;
+    // The trace holds the WPA's total backlog, whatever its queues; the queue fields are
+    // still checked, as the API server would.
+    wpa.spec
+        .queue_uris()
+        .map_err(|e| SimulateError::Manifest(format!("invalid spec: {e}")))?;
+    Ok(wpa)
 }
 
 /// Runs the trace through the engine, one decision per row.
@@ -172,4 +179,39 @@ pub fn plot_points(steps: &[Step]) -> Vec<plot::PlotPoint> {
             desired: s.desired,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod load_tests {
+    use super::*;
+
+    const SEVERAL: &str = "apiVersion: k8s.practo.dev/v1
+kind: WorkerPodAutoScaler
+metadata: {name: lms-worker, namespace: openedx}
+spec:
+  minReplicas: 1
+  maxReplicas: 8
+  targetMessagesPerWorker: 20
+  deploymentName: lms-worker
+  queueURIs:
+    - redis://redis:6379/0/edx.lms.core.default
+    - redis://redis:6379/0/edx.lms.core.high
+";
+
+    #[test]
+    fn a_wpa_with_several_queues_is_simulated_on_its_total_backlog() {
+        let wpa = load_wpa(SEVERAL).expect("loads");
+        assert_eq!(wpa.spec.queue_uris().expect("queues").len(), 2);
+        let with_both = SEVERAL.replace(
+            "  queueURIs:",
+            "  queueURI: redis://redis:6379/0/x\n  queueURIs:",
+        );
+        let error = load_wpa(&with_both).expect_err("both queue fields");
+        assert!(
+            error
+                .to_string()
+                .contains("exactly one of queueURI and queueURIs"),
+            "{error}"
+        );
+    }
 }

@@ -366,11 +366,14 @@ fn examples_are_typed_and_self_consistent() {
             let name = wpa["metadata"]["name"].as_str().unwrap_or_default();
             assert_eq!(wpa["apiVersion"], "k8s.practo.dev/v1", "{folder}/{name}");
             let spec = &wpa["spec"];
-            let uri = spec["queueURI"].as_str().unwrap_or_default();
-            assert!(
-                uri.starts_with(scheme),
-                "{folder}/{name}: queueURI {uri} should start with {scheme}"
-            );
+            let uris = queue_uris(wpa);
+            assert!(!uris.is_empty(), "{folder}/{name}: a queue");
+            for uri in &uris {
+                assert!(
+                    uri.starts_with(scheme),
+                    "{folder}/{name}: queue URI {uri} should start with {scheme}"
+                );
+            }
             let (min, max) = (spec["minReplicas"].as_i64(), spec["maxReplicas"].as_i64());
             assert!(
                 matches!((min, max), (Some(a), Some(b)) if a <= b && b > 0),
@@ -398,7 +401,7 @@ fn examples_are_typed_and_self_consistent() {
                     "{folder}/{name}: the Secret has the default keys"
                 );
             }
-            if uri.contains("svc") {
+            for uri in uris.iter().filter(|u| u.contains("svc")) {
                 assert!(
                     uri.contains(".svc.cluster.local"),
                     "{folder}/{name}: fully qualified service name"
@@ -418,11 +421,16 @@ fn examples_are_typed_and_self_consistent() {
                     "VPA only recommends"
                 );
             }
-            let queues: BTreeSet<&str> = customs(&objects, "WorkerPodAutoScaler")
+            let queues: BTreeSet<String> = customs(&objects, "WorkerPodAutoScaler")
                 .iter()
-                .filter_map(|w| w["spec"]["queueURI"].as_str())
-                .filter_map(|u| u.rsplit('/').next())
+                .flat_map(|w| queue_uris(w))
+                .filter_map(|u| u.rsplit('/').next().map(str::to_string))
                 .collect();
+            assert_eq!(
+                queues.len(),
+                6,
+                "openedx: every queue lms-worker and cms-worker consume: {queues:?}"
+            );
             for queue in &queues {
                 assert!(
                     [
@@ -433,11 +441,25 @@ fn examples_are_typed_and_self_consistent() {
                         "edx.cms.core.high",
                         "edx.cms.core.low"
                     ]
-                    .contains(queue),
+                    .contains(&queue.as_str()),
                     "openedx: {queue} is not an Open edX Celery queue"
                 );
             }
         }
+    }
+}
+
+/// A WPA's queue URIs: `queueURIs`, or the one `queueURI`.
+fn queue_uris(wpa: &Value) -> Vec<String> {
+    match wpa["spec"]["queueURIs"].as_array() {
+        Some(list) => list
+            .iter()
+            .filter_map(|u| u.as_str().map(str::to_string))
+            .collect(),
+        None => wpa["spec"]["queueURI"]
+            .as_str()
+            .map(|u| vec![u.to_string()])
+            .unwrap_or_default(),
     }
 }
 

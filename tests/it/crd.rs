@@ -286,6 +286,62 @@ fn queue_uri_scheme_is_checked() {
 }
 
 #[test]
+fn exactly_one_of_queue_uri_and_queue_uris() {
+    let lms = json!([
+        "redis://redis:6379/0/edx.lms.core.default",
+        "redis://redis:6379/0/edx.lms.core.high",
+        "redis://redis:6379/0/edx.lms.core.high_mem",
+    ]);
+    let several = with(without(base_spec(), "queueURI"), "queueURIs", lms.clone());
+    assert_eq!(cel_errors(several.clone()), Vec::<String>::new());
+    let parsed: wpa::crd::WorkerPodAutoScalerSpec =
+        serde_json::from_value(several.clone()).expect("spec parses");
+    assert_eq!(parsed.queue_uris().expect("queues").len(), 3);
+
+    let both = with(base_spec(), "queueURIs", lms);
+    let neither = without(base_spec(), "queueURI");
+    let empty_list = with(neither.clone(), "queueURIs", json!([]));
+    for (what, spec) in [("both", both), ("neither", neither), ("empty", empty_list)] {
+        let errors = cel_errors(spec.clone());
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("exactly one of queueURI and queueURIs")),
+            "{what}: {errors:?}"
+        );
+        // The controller's own check agrees (an API server without CEL).
+        let parsed: wpa::crd::WorkerPodAutoScalerSpec =
+            serde_json::from_value(spec).expect("spec parses");
+        assert!(parsed.queue_uris().is_err(), "{what}");
+    }
+
+    let bad_scheme = with(
+        without(base_spec(), "queueURI"),
+        "queueURIs",
+        json!(["redis://redis/0/a", "kafka://broker/topic"]),
+    );
+    let errors = cel_errors(bad_scheme);
+    assert!(
+        errors.iter().any(|e| e.contains("every queueURIs entry")),
+        "{errors:?}"
+    );
+    let schema = schema();
+    let list = &schema["properties"]["spec"]["properties"]["queueURIs"];
+    assert_eq!(list["maxItems"], json!(16));
+    assert_eq!(list["minItems"], json!(1));
+    assert_eq!(list["x-kubernetes-list-type"], "set");
+    assert_eq!(list["items"]["maxLength"], json!(2048));
+    // Repeats: the API server refuses them for a list of type set; the controller too.
+    let twice: wpa::crd::WorkerPodAutoScalerSpec = serde_json::from_value(with(
+        without(base_spec(), "queueURI"),
+        "queueURIs",
+        json!(["redis://r/0/a", "redis://r/0/a"]),
+    ))
+    .expect("spec parses");
+    assert!(twice.queue_uris().unwrap_err().contains("repeats"));
+}
+
+#[test]
 fn openapi_constraints_cover_the_numeric_bounds() {
     let schema = schema();
     let spec = &schema["properties"]["spec"];
@@ -295,14 +351,11 @@ fn openapi_constraints_cover_the_numeric_bounds() {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    for field in [
-        "minReplicas",
-        "maxReplicas",
-        "queueURI",
-        "targetMessagesPerWorker",
-    ] {
+    for field in ["minReplicas", "maxReplicas", "targetMessagesPerWorker"] {
         assert!(required.contains(&field), "{field} must be required");
     }
+    // One of the two queue fields, which a CEL rule enforces.
+    assert!(!required.contains(&"queueURI") && !required.contains(&"queueURIs"));
     let props = &spec["properties"];
     assert_eq!(props["minReplicas"]["minimum"], json!(0.0));
     assert_eq!(props["maxReplicas"]["minimum"], json!(1.0));

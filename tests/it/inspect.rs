@@ -34,7 +34,7 @@ async fn one_poll_prints_one_json_line() {
     let uri = format!("redis://127.0.0.1:{}/{DB}/{queue}", redis_port());
     let mut out = Vec::new();
     inspect(
-        &uri,
+        std::slice::from_ref(&uri),
         None,
         Credentials::default(),
         options(Duration::from_secs(60)),
@@ -74,13 +74,51 @@ async fn one_poll_prints_one_json_line() {
 }
 
 #[tokio::test]
+async fn several_queues_print_a_line_each_and_their_total() {
+    let (a, b) = (unique("inspect-a"), unique("inspect-b"));
+    celery_produce(&redis_broker(redis_port(), DB), &a, 3, &[]);
+    celery_produce(&redis_broker(redis_port(), DB), &b, 2, &[]);
+    let uris: Vec<String> = [&a, &b]
+        .iter()
+        .map(|q| format!("redis://127.0.0.1:{}/{DB}/{q}", redis_port()))
+        .collect();
+    let mut out = Vec::new();
+    inspect(
+        &uris,
+        None,
+        Credentials::default(),
+        options(Duration::from_secs(60)),
+        &mut out,
+    )
+    .await
+    .unwrap();
+    let lines = lines(&out);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(
+        (lines[0]["queue"].as_str(), lines[0]["visible"].as_u64()),
+        (Some(uris[0].as_str()), Some(3))
+    );
+    assert_eq!(
+        (lines[1]["queue"].as_str(), lines[1]["visible"].as_u64()),
+        (Some(uris[1].as_str()), Some(2))
+    );
+    let total = &lines[2];
+    assert_eq!(total["total"], true);
+    assert_eq!(total["visible"], 5);
+    assert_eq!(total["in_flight"], 0);
+    assert_eq!(total["idle"], false);
+    assert!(total.get("provider").is_none(), "{total}");
+    assert_eq!(total["queue"], format!("{}, {}", uris[0], uris[1]));
+}
+
+#[tokio::test]
 async fn watch_infers_idle_over_the_window() {
     let queue = unique("inspect-idle");
     let uri = format!("redis://127.0.0.1:{}/{DB}/{queue}", redis_port());
     let mut out = Vec::new();
     // Watching never ends by itself: stop it after a while, as Ctrl-C would.
     let run = inspect(
-        &uri,
+        std::slice::from_ref(&uri),
         Some(Duration::from_millis(200)),
         Credentials::default(),
         options(Duration::from_millis(600)),
@@ -103,7 +141,7 @@ async fn backlog_makes_watch_busy() {
     let uri = format!("redis://127.0.0.1:{}/{DB}/{queue}", redis_port());
     let mut out = Vec::new();
     let run = inspect(
-        &uri,
+        std::slice::from_ref(&uri),
         Some(Duration::from_millis(200)),
         Credentials::default(),
         options(Duration::ZERO),
@@ -124,7 +162,7 @@ async fn backlog_makes_watch_busy() {
 async fn exit_codes_for_bad_uri_and_unreachable_broker() {
     let mut out = Vec::new();
     let err = inspect(
-        "redis://user:topsecret@127.0.0.1/notadb/q",
+        &["redis://user:topsecret@127.0.0.1/notadb/q".to_string()],
         None,
         Credentials::default(),
         options(Duration::from_secs(60)),
@@ -138,7 +176,7 @@ async fn exit_codes_for_bad_uri_and_unreachable_broker() {
 
     let port = free_port();
     let err = inspect(
-        &format!("redis://user:topsecret@127.0.0.1:{port}/0/q"),
+        &[format!("redis://user:topsecret@127.0.0.1:{port}/0/q")],
         None,
         Credentials::default(),
         options(Duration::from_secs(60)),
@@ -158,7 +196,7 @@ async fn output_never_shows_the_password() {
     let uri = format!("redis://:pw-in-uri@127.0.0.1:{}/0/{queue}", server.port);
     let mut out = Vec::new();
     inspect(
-        &uri,
+        std::slice::from_ref(&uri),
         None,
         Credentials::default(),
         options(Duration::from_secs(60)),
@@ -183,7 +221,7 @@ async fn watch_reports_failed_polls_and_goes_on() {
     let watching = tokio::time::timeout(
         Duration::from_secs(4),
         inspect(
-            &uri,
+            std::slice::from_ref(&uri),
             Some(Duration::from_millis(200)),
             Credentials::default(),
             options(Duration::from_secs(60)),

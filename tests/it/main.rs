@@ -11,6 +11,7 @@ mod chart_render;
 mod cli;
 mod controller_e2e;
 mod controller_features;
+mod controller_queues;
 mod controller_startup;
 mod crd;
 mod faults;

@@ -32,7 +32,7 @@ fn registry(idle_window: Duration) -> Registry {
 
 fn sub(port: u16, db: u8, queue: &str, target: u64) -> Subscription {
     Subscription {
-        uri: QueueUri::parse(&format!("redis://127.0.0.1:{port}/{db}/{queue}")).unwrap(),
+        queues: vec![QueueUri::parse(&format!("redis://127.0.0.1:{port}/{db}/{queue}")).unwrap()],
         credentials: Credentials::default(),
         poll_interval: None,
         target_messages_per_worker: target,
@@ -94,7 +94,7 @@ async fn subscribers_of_one_queue_share_one_loop() {
     reg.set_observer(counter.clone());
     let queue = unique("shared");
     let spec = sub(redis_port(), DB, &queue, 5);
-    let label = spec.uri.redacted();
+    let label = spec.queues[0].redacted();
     let mut rx = reg.wakeups();
     reg.subscribe("ns/a", spec.clone()).unwrap();
     reg.subscribe("ns/b", spec.clone()).unwrap();
@@ -175,6 +175,72 @@ async fn backlog_on_an_empty_queue_wakes_subscribers_quickly() {
     let _: () = con.del(&queue).unwrap();
     reg.shutdown().await;
     assert_eq!(reg.active_loops(), 0);
+}
+
+#[tokio::test]
+async fn a_subscriber_on_several_queues_sees_their_sum_and_shares_their_loops() {
+    let reg = registry(Duration::from_secs(60));
+    let (a, b) = (unique("multi-a"), unique("multi-b"));
+    let one = sub(redis_port(), DB, &a, 10);
+    let mut both = sub(redis_port(), DB, &a, 10);
+    both.queues
+        .push(sub(redis_port(), DB, &b, 10).queues.remove(0));
+    let mut rx = reg.wakeups();
+    reg.subscribe("ns/one", one).unwrap();
+    reg.subscribe("ns/both", both.clone()).unwrap();
+    assert_eq!(reg.active_loops(), 2, "one loop per distinct queue");
+    wakeup_for(&mut rx, "ns/both", Duration::from_secs(10)).await;
+    let state = reg.state("ns/both").unwrap();
+    assert_eq!(state.metrics.as_ref().map(|m| m.visible), Some(0));
+
+    // 4 + 4 messages, then 7 + 7: each queue alone stays at one worker of 10, the sum
+    // goes from one worker to two, and that wakes the subscriber of both.
+    let mut con = redis_conn(redis_port(), DB);
+    let four: Vec<String> = (0..4).map(|i| i.to_string()).collect();
+    let three: Vec<String> = (0..3).map(|i| i.to_string()).collect();
+    let _: () = con.rpush(&a, &four).unwrap();
+    let _: () = con.rpush(&b, &four).unwrap();
+    eventually(Duration::from_secs(5), "the summed backlog", || async {
+        (reg.state("ns/both")?.metrics?.visible == 8).then_some(())
+    })
+    .await;
+    // Let the wakeups for 8 arrive, then forget them.
+    tokio::time::sleep(FAST * 2).await;
+    while rx.try_recv().is_ok() {}
+    let _: () = con.rpush(&a, &three).unwrap();
+    let _: () = con.rpush(&b, &three).unwrap();
+    wakeup_for(&mut rx, "ns/both", Duration::from_secs(5)).await;
+    eventually(Duration::from_secs(5), "both pushes seen", || async {
+        (reg.state("ns/both")?.metrics?.visible == 14).then_some(())
+    })
+    .await;
+    let per_queue: Vec<u64> = reg
+        .states("ns/both")
+        .iter()
+        .map(|s| s.metrics.as_ref().map_or(0, |m| m.visible))
+        .collect();
+    assert_eq!(per_queue, vec![7, 7]);
+    assert_eq!(
+        reg.state("ns/one").unwrap().metrics.map(|m| m.visible),
+        Some(7)
+    );
+
+    // Dropping queue b from the list stops its loop; queue a's stays for both.
+    let mut only_a = both.clone();
+    only_a.queues.truncate(1);
+    reg.subscribe("ns/both", only_a).unwrap();
+    assert_eq!(reg.active_loops(), 1);
+    reg.unsubscribe("ns/one");
+    reg.unsubscribe("ns/both");
+    assert_eq!(reg.active_loops(), 0);
+    // A queue listed twice is a configuration error.
+    let mut twice = both.clone();
+    twice.queues.push(twice.queues[0].clone());
+    assert!(matches!(
+        reg.subscribe("ns/twice", twice),
+        Err(QueueError::Config(_))
+    ));
+    let _: () = con.del(&[&a, &b]).unwrap();
 }
 
 #[tokio::test]
@@ -302,7 +368,7 @@ async fn bad_configuration_fails_subscribe() {
         Err(QueueError::Config(_))
     ));
     spec.target_messages_per_worker = 1;
-    spec.uri = QueueUri::parse("http+json://127.0.0.1:1/m").unwrap();
+    spec.queues = vec![QueueUri::parse("http+json://127.0.0.1:1/m").unwrap()];
     spec.credentials.authorization = Some("bad\nvalue".to_string());
     assert!(matches!(
         reg.subscribe("ns/bad", spec),
@@ -321,7 +387,7 @@ async fn a_shared_loop_polls_at_its_subscribers_smallest_interval() {
     reg.set_observer(counter.clone());
     let queue = unique("interval");
     let slow = sub(redis_port(), DB, &queue, 1);
-    let label = slow.uri.redacted();
+    let label = slow.queues[0].redacted();
     reg.subscribe("ns/slow", slow.clone()).unwrap();
     eventually(Duration::from_secs(10), "the first poll", || async {
         (counter.polls(&label) >= 1).then_some(())
@@ -412,7 +478,7 @@ async fn a_missing_queue_is_asked_again_at_the_poll_interval_not_after_backoff()
         .subscribe(
             "ns/missing",
             Subscription {
-                uri,
+                queues: vec![uri],
                 credentials: Credentials::default(),
                 poll_interval: None,
                 target_messages_per_worker: 1,

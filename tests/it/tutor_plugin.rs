@@ -448,6 +448,15 @@ fn check_wpa(
     let uris = spec["queueURIs"]
         .as_array()
         .unwrap_or_else(|| panic!("{origin}: queueURIs is a list"));
+    let listed: Vec<&str> = uris.iter().filter_map(Value::as_str).collect();
+    assert_eq!(
+        resource
+            .spec
+            .queue_uris()
+            .unwrap_or_else(|e| panic!("{origin}: {e}")),
+        listed,
+        "{origin}: the controller reads the same queues"
+    );
     let mut queues = Vec::new();
     for uri in uris {
         let uri = uri.as_str().expect("URI string");

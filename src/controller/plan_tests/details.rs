@@ -213,3 +213,75 @@ fn nothing_is_written_before_the_first_poll() {
         assert_eq!(plan.requeue, super::super::plan::FIRST_POLL_RECHECK);
     }
 }
+
+#[test]
+fn several_queues_show_each_queue_and_decide_on_their_sum() {
+    use crate::queue::registry::combined::combine;
+    let wpa = wpa(json!({}));
+    let (default, high) = (fresh(6, 1, false), fresh(3, 0, false));
+    let (default, high) = (default.expect("state"), high.expect("state"));
+    let mut world = world(&wpa, 1, Some(combine([&default, &high])));
+    world.per_queue = vec![
+        ("redis://r:6379/0/default".to_string(), default),
+        ("redis://r:6379/0/high".to_string(), high),
+    ];
+    let plan = plan_for(&wpa, &observed(Ok(world), History::default()));
+    let status = plan.status.as_ref().expect("status");
+    assert_eq!(status.current_messages, 10, "6 + 1 + 3");
+    assert_eq!(status.desired_replicas, 2, "ceil(10 / 5)");
+    let lines: Vec<(&str, i64, Option<i64>)> = status
+        .queues
+        .iter()
+        .map(|q| (q.queue.as_str(), q.messages, q.in_flight_messages))
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            ("redis://r:6379/0/default", 7, Some(1)),
+            ("redis://r:6379/0/high", 3, Some(0)),
+        ]
+    );
+    assert!(status.queues.iter().all(|q| q.error.is_none() && !q.idle));
+    let gauges = plan.gauges.as_ref().expect("gauges");
+    assert_eq!(
+        gauges.per_queue,
+        vec![
+            ("redis://r:6379/0/default".to_string(), 7),
+            ("redis://r:6379/0/high".to_string(), 3),
+        ]
+    );
+}
+
+#[test]
+fn one_failing_queue_of_several_holds_the_replicas_and_is_named() {
+    use crate::queue::registry::combined::combine;
+    let wpa = wpa(json!({}));
+    let ok = fresh(0, 0, true).expect("state");
+    let down = failing().expect("state");
+    let mut world = world(&wpa, 3, Some(combine([&ok, &down])));
+    world.per_queue = vec![
+        ("redis://r:6379/0/default".to_string(), ok),
+        ("redis://r:6379/0/high".to_string(), down),
+    ];
+    let plan = plan_for(&wpa, &observed(Ok(world), History::default()));
+    assert!(plan.scale.is_none(), "no scale-down while a queue fails");
+    let status = plan.status.as_ref().expect("status");
+    assert_eq!(status.desired_replicas, 3);
+    assert_eq!(
+        status.last_decision_reason.as_deref(),
+        Some(HOLD_NO_METRICS)
+    );
+    assert!(status.queues[0].error.is_none() && status.queues[0].idle);
+    assert!(status.queues[1].error.is_some() && !status.queues[1].idle);
+}
+
+#[test]
+fn one_queue_has_no_per_queue_lines() {
+    let wpa = wpa(json!({}));
+    let plan = plan_for(
+        &wpa,
+        &observed(Ok(world(&wpa, 0, fresh(3, 0, false))), History::default()),
+    );
+    assert!(plan.status.as_ref().expect("status").queues.is_empty());
+    assert!(plan.gauges.as_ref().expect("gauges").per_queue.is_empty());
+}

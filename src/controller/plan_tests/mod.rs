@@ -129,6 +129,7 @@ fn world(wpa: &WorkerPodAutoScaler, replicas: i32, queue: Option<QueueState>) ->
             version: Some(ResourceVersion::Revision(7)),
         },
         queue,
+        per_queue: Vec::new(),
     }
 }
 

@@ -2,7 +2,10 @@
 //!
 //! A queue is identified by its parsed URI plus the credentials used to read it. The
 //! first subscriber (a WPA, keyed like `"namespace/name"`) starts the loop, the last one
-//! to leave stops it, and a subscriber that switches queues moves to the other loop.
+//! to leave stops it, and a subscriber that switches queues moves to the other loop. A
+//! subscriber may watch several queues (a worker consuming several queues): it is a member
+//! of each one's loop, sees their combined state ([`combined`]) and is woken when that
+//! combined state changes.
 //! A loop polls at the smallest interval its subscribers ask for, keeps the latest state,
 //! and sends a subscriber's key on the wakeup channel when that state changes in a way
 //! the subscriber cares about: backlog (visible + in flight) between zero and non-zero,
@@ -77,7 +80,9 @@ impl PollSettings {
 /// What a subscriber wants to watch.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Subscription {
-    pub uri: QueueUri,
+    /// One or more queues the same workers consume, in the order the WPA lists them.
+    /// Must not be empty nor repeat a queue.
+    pub queues: Vec<QueueUri>,
     pub credentials: Credentials,
     /// `None`: the provider kind's default from [`PollSettings`].
     pub poll_interval: Option<Duration>,
@@ -135,7 +140,8 @@ struct State {
 }
 
 struct Subscriber {
-    key: LoopKey,
+    /// The loops of the subscriber's queues, in its order (never empty).
+    keys: Vec<LoopKey>,
     interval: Option<Duration>,
     target: u64,
     /// The replicas of the subscriber's target, as last reported; `None` before that.
@@ -175,20 +181,56 @@ struct Signature {
 }
 
 impl Signature {
+    #[cfg(test)]
     fn of(status: &QueueState, target: u64) -> Signature {
-        let backlog = status
-            .metrics
-            .as_ref()
-            .map_or(0, |m| m.visible.saturating_add(m.in_flight.unwrap_or(0)));
-        Signature {
-            polled: status.metrics.is_some() || status.error.is_some(),
-            has_backlog: backlog > 0,
-            workers: backlog.div_ceil(target.max(1)),
-            idle: status.idle,
-            stale: status.stale,
-            failing: status.error.is_some(),
-        }
+        Signature::of_all([status], target)
     }
+
+    /// The signature of several queues read as one: backlog summed, polled and idle only
+    /// when every queue is, stale or failing when any is.
+    fn of_all<'a>(statuses: impl IntoIterator<Item = &'a QueueState>, target: u64) -> Signature {
+        let mut signature = Signature {
+            polled: true,
+            has_backlog: false,
+            workers: 0,
+            idle: true,
+            stale: false,
+            failing: false,
+        };
+        let mut backlog = 0u64;
+        for status in statuses {
+            backlog = backlog.saturating_add(
+                status
+                    .metrics
+                    .as_ref()
+                    .map_or(0, |m| m.visible.saturating_add(m.in_flight.unwrap_or(0))),
+            );
+            signature.polled &= status.metrics.is_some() || status.error.is_some();
+            signature.idle &= status.idle;
+            signature.stale |= status.stale;
+            signature.failing |= status.error.is_some();
+        }
+        signature.has_backlog = backlog > 0;
+        signature.workers = backlog.div_ceil(target.max(1));
+        signature
+    }
+}
+
+/// The statuses of the loops of `keys` (a loop that is not registered counts as not polled).
+fn statuses_of<'a>(
+    loops: &'a HashMap<LoopKey, PollLoop>,
+    keys: &'a [LoopKey],
+) -> impl Iterator<Item = &'a QueueState> + 'a {
+    static NOT_POLLED: QueueState = QueueState {
+        metrics: None,
+        idle: false,
+        stale: false,
+        error: None,
+        last_success: None,
+        consecutive_failures: 0,
+    };
+    keys.iter()
+        .map(move |key| loops.get(key).map_or(&NOT_POLLED, |lp| &lp.status))
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -236,31 +278,50 @@ impl Registry {
                 "the poll interval must be longer than zero".to_string(),
             ));
         }
-        // Re-validating an unchanged queue on every reconcile would be wasted work.
+        if spec.queues.is_empty() {
+            return Err(QueueError::Config("no queue to watch".to_string()));
+        }
+        let keys: Vec<LoopKey> = spec
+            .queues
+            .into_iter()
+            .map(|uri| LoopKey {
+                uri,
+                credentials: spec.credentials.clone(),
+            })
+            .collect();
+        if let Some(repeated) = keys
+            .iter()
+            .enumerate()
+            .find_map(|(i, key)| keys[..i].contains(key).then_some(key))
+        {
+            return Err(QueueError::Config(format!(
+                "{} is listed twice",
+                repeated.uri.redacted()
+            )));
+        }
+        // Re-validating unchanged queues on every reconcile would be wasted work.
         let unchanged = lock(&self.inner.state)
             .subscribers
             .get(subscriber)
-            .is_some_and(|s| s.key.uri == spec.uri && s.key.credentials == spec.credentials);
+            .is_some_and(|s| s.keys == keys);
         if !unchanged {
-            super::validate(&spec.uri, &spec.credentials)?;
+            for key in &keys {
+                super::validate(&key.uri, &key.credentials)?;
+            }
         }
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             QueueError::Config("the queue registry needs a Tokio runtime".to_string())
         })?;
-        let key = LoopKey {
-            uri: spec.uri,
-            credentials: spec.credentials,
-        };
         let mut guard = lock(&self.inner.state);
         let attached = guard.attach(
             subscriber,
-            key,
+            keys,
             spec.poll_interval,
             spec.target_messages_per_worker,
             &self.inner.settings,
             || self.inner.next_loop_id.fetch_add(1, Ordering::Relaxed),
         );
-        if let Some(start) = attached.start {
+        for start in attached.starts {
             let task = runtime.spawn(poll_loop::run_loop(
                 Arc::downgrade(&self.inner),
                 start.key.clone(),
@@ -280,8 +341,8 @@ impl Registry {
     }
 
     /// Records how many replicas `subscriber`'s target has. When that makes every member
-    /// of its queue's loop known to be at zero, the loop polls at once (an SQS loop then
-    /// long-polls for the first message instead of sleeping through its interval).
+    /// of one of its queues' loops known to be at zero, that loop polls at once (an SQS
+    /// loop then long-polls for the first message instead of sleeping through its interval).
     pub fn report_workers(&self, subscriber: &str, replicas: u32) {
         let mut guard = lock(&self.inner.state);
         let State { subscribers, loops } = &mut *guard;
@@ -289,31 +350,47 @@ impl Registry {
             return;
         };
         entry.workers = Some(replicas);
-        let Some(lp) = loops.get_mut(&entry.key) else {
-            return;
-        };
-        let no_workers = every_member_at_zero(subscribers, lp);
-        if no_workers && !lp.no_workers {
-            lp.reschedule.notify_one();
+        for key in &subscribers[subscriber].keys {
+            let Some(lp) = loops.get_mut(key) else {
+                continue;
+            };
+            let no_workers = every_member_at_zero(subscribers, lp);
+            if no_workers && !lp.no_workers {
+                lp.reschedule.notify_one();
+            }
+            lp.no_workers = no_workers;
         }
-        lp.no_workers = no_workers;
     }
 
-    /// Stops watching for `subscriber`; the queue's loop stops if nobody else watches it.
+    /// Stops watching for `subscriber`; a queue's loop stops if nobody else watches it.
     pub fn unsubscribe(&self, subscriber: &str) {
         let mut guard = lock(&self.inner.state);
         let state = &mut *guard;
         if let Some(entry) = state.subscribers.remove(subscriber) {
-            detach(state, subscriber, &entry.key);
+            for key in &entry.keys {
+                detach(state, subscriber, key);
+            }
         }
     }
 
-    /// The latest state of `subscriber`'s queue; `None` if it is not subscribed. Before
-    /// the first poll completes the state has no metrics, no error and is not stale.
+    /// The latest state of `subscriber`'s queues read as one ([`combined::combine`]);
+    /// `None` if it is not subscribed. Before the first poll of every queue completes,
+    /// the state has no metrics (and no error unless a queue failed).
     pub fn state(&self, subscriber: &str) -> Option<QueueState> {
         let state = lock(&self.inner.state);
-        let key = &state.subscribers.get(subscriber)?.key;
-        state.loops.get(key).map(|lp| lp.status.clone())
+        let keys = &state.subscribers.get(subscriber)?.keys;
+        Some(combined::combine(statuses_of(&state.loops, keys)))
+    }
+
+    /// The latest state of each of `subscriber`'s queues, in its order; empty if it is
+    /// not subscribed.
+    pub fn states(&self, subscriber: &str) -> Vec<QueueState> {
+        let state = lock(&self.inner.state);
+        state
+            .subscribers
+            .get(subscriber)
+            .map(|s| statuses_of(&state.loops, &s.keys).cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Subscriber keys to reconcile now. On `Lagged`, reconcile everything.
@@ -352,114 +429,112 @@ struct LoopStart {
 
 /// What [`State::attach`] did.
 struct Attached {
-    /// The queue has been polled already: wake the subscriber now.
+    /// Every queue has been polled already: wake the subscriber now.
     wake: bool,
-    /// A new loop to spawn (registered, without its task yet).
-    start: Option<LoopStart>,
+    /// New loops to spawn (registered, without their tasks yet).
+    starts: Vec<LoopStart>,
 }
 
 impl State {
     /// The bookkeeping of a subscription, without spawning anything: records `subscriber`
-    /// on the loop of `key` (moving it off another loop, registering a new loop when
-    /// nobody polls `key` yet) and nudges a loop that must now poll sooner.
+    /// on the loops of `keys` (leaving loops of queues it no longer watches, registering a
+    /// loop for each queue nobody polls yet) and nudges loops that must now poll sooner.
     fn attach(
         &mut self,
         subscriber: &str,
-        key: LoopKey,
+        keys: Vec<LoopKey>,
         interval: Option<Duration>,
         target: u64,
         settings: &PollSettings,
-        next_id: impl FnOnce() -> u64,
+        mut next_id: impl FnMut() -> u64,
     ) -> Attached {
-        let kind = key.uri.kind();
         if let Some(existing) = self.subscribers.get(subscriber) {
-            if existing.key == key {
-                return self.update(subscriber, &key, interval, target, settings);
+            if existing.keys == keys {
+                return self.update(subscriber, interval, target, settings);
             }
-            let old = existing.key.clone();
+            let old = existing.keys.clone();
             self.subscribers.remove(subscriber);
-            detach(self, subscriber, &old);
-        }
-        let mut entry = Subscriber {
-            key: key.clone(),
-            interval,
-            target,
-            workers: None,
-            notified: None,
-        };
-        let mut attached = Attached {
-            wake: false,
-            start: None,
-        };
-        match self.loops.get_mut(&key) {
-            Some(lp) => {
-                // A member whose replicas are not known yet.
-                lp.no_workers = false;
-                let current = effective_interval(&self.subscribers, lp, kind, settings);
-                lp.members.insert(subscriber.to_string());
-                if interval.is_some_and(|i| i < current) {
-                    lp.reschedule.notify_one();
-                }
-                let now = Signature::of(&lp.status, target);
-                if now.polled {
-                    entry.notified = Some(now);
-                    attached.wake = true;
-                }
-            }
-            None => {
-                let start = LoopStart {
-                    key: key.clone(),
-                    id: next_id(),
-                    reschedule: Arc::new(Notify::new()),
-                };
-                self.loops.insert(
-                    key.clone(),
-                    PollLoop {
-                        id: start.id,
-                        members: HashSet::from([subscriber.to_string()]),
-                        status: QueueState::default(),
-                        no_workers: false,
-                        reschedule: start.reschedule.clone(),
-                        task: None,
-                    },
-                );
-                attached.start = Some(start);
+            for key in old.iter().filter(|key| !keys.contains(key)) {
+                detach(self, subscriber, key);
             }
         }
-        self.subscribers.insert(subscriber.to_string(), entry);
-        attached
+        let mut starts = Vec::new();
+        for key in &keys {
+            match self.loops.get_mut(key) {
+                Some(lp) => {
+                    // A member whose replicas are not known yet.
+                    lp.no_workers = false;
+                    let current =
+                        effective_interval(&self.subscribers, lp, key.uri.kind(), settings);
+                    lp.members.insert(subscriber.to_string());
+                    if interval.is_some_and(|i| i < current) {
+                        lp.reschedule.notify_one();
+                    }
+                }
+                None => {
+                    let start = LoopStart {
+                        key: key.clone(),
+                        id: next_id(),
+                        reschedule: Arc::new(Notify::new()),
+                    };
+                    self.loops.insert(
+                        key.clone(),
+                        PollLoop {
+                            id: start.id,
+                            members: HashSet::from([subscriber.to_string()]),
+                            status: QueueState::default(),
+                            no_workers: false,
+                            reschedule: start.reschedule.clone(),
+                            task: None,
+                        },
+                    );
+                    starts.push(start);
+                }
+            }
+        }
+        let now = Signature::of_all(statuses_of(&self.loops, &keys), target);
+        let wake = now.polled;
+        self.subscribers.insert(
+            subscriber.to_string(),
+            Subscriber {
+                keys,
+                interval,
+                target,
+                workers: None,
+                notified: wake.then_some(now),
+            },
+        );
+        Attached { wake, starts }
     }
 
-    /// A subscriber that stays on its queue changed its interval or target.
+    /// A subscriber that stays on its queues changed its interval or target.
     fn update(
         &mut self,
         subscriber: &str,
-        key: &LoopKey,
         interval: Option<Duration>,
         target: u64,
         settings: &PollSettings,
     ) -> Attached {
         let mut attached = Attached {
             wake: false,
-            start: None,
+            starts: Vec::new(),
         };
-        let current = self
-            .loops
-            .get(key)
-            .map(|lp| effective_interval(&self.subscribers, lp, key.uri.kind(), settings));
-        let Some(existing) = self.subscribers.get_mut(subscriber) else {
+        let State { subscribers, loops } = self;
+        let Some(keys) = subscribers.get(subscriber).map(|s| s.keys.clone()) else {
             return attached;
         };
-        existing.interval = interval;
-        existing.target = target;
-        if let Some(lp) = self.loops.get(key) {
-            if interval
-                .zip(current)
-                .is_some_and(|(wanted, current)| wanted < current)
-            {
-                lp.reschedule.notify_one();
+        for key in &keys {
+            if let Some(lp) = loops.get(key) {
+                let current = effective_interval(subscribers, lp, key.uri.kind(), settings);
+                if interval.is_some_and(|wanted| wanted < current) {
+                    lp.reschedule.notify_one();
+                }
             }
-            let now = Signature::of(&lp.status, existing.target);
+        }
+        let now = Signature::of_all(statuses_of(loops, &keys), target);
+        if let Some(existing) = subscribers.get_mut(subscriber) {
+            existing.interval = interval;
+            existing.target = target;
             if now.polled && existing.notified != Some(now) {
                 existing.notified = Some(now);
                 attached.wake = true;
@@ -522,6 +597,7 @@ impl Inner {
     }
 }
 
+pub mod combined;
 mod poll_loop;
 
 #[cfg(test)]
@@ -584,32 +660,107 @@ mod tests {
         let a = loop_key("redis://h/0/a");
         let b = loop_key("redis://h/0/b");
 
-        let first = state.attach("ns/one", a.clone(), None, 5, &settings, &mut next);
-        let start = first.start.expect("the first subscriber registers a loop");
+        let first = state.attach("ns/one", vec![a.clone()], None, 5, &settings, &mut next);
+        let [start] = <[LoopStart; 1]>::try_from(first.starts)
+            .ok()
+            .expect("the first subscriber registers a loop");
         assert_eq!((start.key.clone(), start.id), (a.clone(), 0));
         assert!(!first.wake, "nothing polled yet");
         assert!(state.loops[&a].task.is_none(), "attach spawns nothing");
 
-        let second = state.attach("ns/two", a.clone(), None, 5, &settings, &mut next);
-        assert!(second.start.is_none(), "one loop per distinct queue");
+        let second = state.attach("ns/two", vec![a.clone()], None, 5, &settings, &mut next);
+        assert!(second.starts.is_empty(), "one loop per distinct queue");
         assert_eq!(state.loops[&a].members.len(), 2);
 
         // Once the queue has been polled, a newcomer is woken at once.
         state.loops.get_mut(&a).expect("loop").status.metrics = Some(metrics(3, Some(0)));
-        let third = state.attach("ns/three", a.clone(), None, 5, &settings, &mut next);
-        assert!(third.wake && third.start.is_none());
+        let third = state.attach("ns/three", vec![a.clone()], None, 5, &settings, &mut next);
+        assert!(third.wake && third.starts.is_empty());
         // The same subscription again is not news.
-        let again = state.attach("ns/three", a.clone(), None, 5, &settings, &mut next);
-        assert!(!again.wake && again.start.is_none());
+        let again = state.attach("ns/three", vec![a.clone()], None, 5, &settings, &mut next);
+        assert!(!again.wake && again.starts.is_empty());
 
         // Moving every subscriber to another queue stops the old loop.
         for name in ["ns/one", "ns/two", "ns/three"] {
-            state.attach(name, b.clone(), None, 5, &settings, &mut next);
+            state.attach(name, vec![b.clone()], None, 5, &settings, &mut next);
         }
         assert!(!state.loops.contains_key(&a));
         assert_eq!(state.loops[&b].id, 1);
         assert_eq!(state.loops[&b].members.len(), 3);
         assert_eq!(state.subscribers.len(), 3);
+    }
+
+    #[test]
+    fn a_subscriber_on_several_queues_joins_each_loop_and_is_woken_for_the_combined_view() {
+        let settings = PollSettings::default();
+        let mut state = State::default();
+        let mut ids = 0..;
+        let mut next = || ids.next().expect("ids");
+        let (a, b, c) = (
+            loop_key("redis://h/0/a"),
+            loop_key("redis://h/0/b"),
+            loop_key("redis://h/0/c"),
+        );
+        state.attach("ns/single", vec![a.clone()], None, 5, &settings, &mut next);
+        let multi = state.attach(
+            "ns/multi",
+            vec![a.clone(), b.clone()],
+            None,
+            5,
+            &settings,
+            &mut next,
+        );
+        let started: Vec<LoopKey> = multi.starts.iter().map(|s| s.key.clone()).collect();
+        assert_eq!(started, vec![b.clone()], "queue a already has its loop");
+        assert_eq!(state.loops[&a].members.len(), 2);
+
+        // Only one of its queues polled: nothing to wake the multi-queue subscriber for.
+        state.loops.get_mut(&a).expect("a").status.metrics = Some(metrics(4, Some(0)));
+        let only_a = Signature::of_all(statuses_of(&state.loops, &[a.clone(), b.clone()]), 5);
+        assert!(!only_a.polled);
+        state.loops.get_mut(&b).expect("b").status.metrics = Some(metrics(3, Some(0)));
+        let both = Signature::of_all(statuses_of(&state.loops, &[a.clone(), b.clone()]), 5);
+        assert!(both.polled && both.has_backlog);
+        assert_eq!(
+            both.workers, 2,
+            "ceil((4 + 3) / 5): the sum, not each queue"
+        );
+        let again = state.attach(
+            "ns/multi",
+            vec![a.clone(), b.clone()],
+            None,
+            5,
+            &settings,
+            &mut next,
+        );
+        assert!(again.wake, "every queue polled now");
+
+        // Moving to [b, c]: leaves a (kept alive by ns/single), keeps b, starts c.
+        let moved = state.attach(
+            "ns/multi",
+            vec![b.clone(), c.clone()],
+            None,
+            5,
+            &settings,
+            &mut next,
+        );
+        let started: Vec<LoopKey> = moved.starts.iter().map(|s| s.key.clone()).collect();
+        assert_eq!(started, vec![c.clone()]);
+        assert!(!moved.wake, "queue c was never polled");
+        assert_eq!(state.loops[&a].members.len(), 1);
+        assert!(state.loops[&b].members.contains("ns/multi"));
+        assert_eq!(
+            state.subscribers["ns/multi"].keys,
+            vec![b.clone(), c.clone()]
+        );
+
+        // Leaving stops the loops only it watched.
+        let entry = state.subscribers.remove("ns/multi").expect("multi");
+        for key in &entry.keys {
+            detach(&mut state, "ns/multi", key);
+        }
+        assert!(state.loops.contains_key(&a));
+        assert!(!state.loops.contains_key(&b) && !state.loops.contains_key(&c));
     }
 
     #[test]
@@ -619,7 +770,7 @@ mod tests {
         let key = loop_key("redis://h/0/a");
         let mut ids = 0..;
         for name in ["ns/one", "ns/two"] {
-            state.attach(name, key.clone(), None, 5, &settings, || {
+            state.attach(name, vec![key.clone()], None, 5, &settings, || {
                 ids.next().expect("ids")
             });
         }
@@ -698,7 +849,7 @@ mod tests {
         let registry = Registry::new(PollSettings::default(), ProviderOptions::default());
         let uri = QueueUri::parse("redis://127.0.0.1/1/q").unwrap();
         let spec = |target, interval| Subscription {
-            uri: uri.clone(),
+            queues: vec![uri.clone()],
             credentials: Credentials::default(),
             poll_interval: interval,
             target_messages_per_worker: target,

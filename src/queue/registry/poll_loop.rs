@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 
 use super::super::idle::IdleTracker;
 use super::super::{ProviderOptions, QueueError, QueueMetrics, QueueProvider};
-use super::{Inner, LoopKey, Signature, State, effective_interval, lock};
+use super::{Inner, LoopKey, Signature, State, effective_interval, lock, statuses_of};
 
 /// After this many failures in a row the provider is rebuilt from scratch, in case its
 /// client cannot recover by itself.
@@ -130,22 +130,26 @@ pub(super) async fn run_loop(inner: Weak<Inner>, key: LoopKey, id: u64, reschedu
                 }
             }
             let interval = effective_interval(subscribers, lp, kind, &settings);
-            let mut wake = Vec::new();
-            for name in &lp.members {
-                let Some(sub) = subscribers.get_mut(name) else {
-                    continue;
-                };
-                let now = Signature::of(&lp.status, sub.target);
-                if sub.notified != Some(now) {
-                    sub.notified = Some(now);
-                    wake.push(name.clone());
-                }
-            }
             let transient = lp
                 .status
                 .error
                 .as_ref()
                 .is_some_and(QueueError::is_transient);
+            let mut wake = Vec::new();
+            let loops = &*loops;
+            if let Some(lp) = loops.get(&key) {
+                for name in &lp.members {
+                    let Some(sub) = subscribers.get_mut(name) else {
+                        continue;
+                    };
+                    // A member watching several queues is woken for their combined view.
+                    let now = Signature::of_all(statuses_of(loops, &sub.keys), sub.target);
+                    if now.polled && sub.notified != Some(now) {
+                        sub.notified = Some(now);
+                        wake.push(name.clone());
+                    }
+                }
+            }
             (interval, wake, transient)
         };
         for name in wake {
