@@ -247,7 +247,7 @@ fn check_crd(values: &[Value], origin: &str) -> CustomResourceDefinition {
     let mut artifact = serde_json::to_value(artifacts_crd()).expect("CRD serializes");
     assert_eq!(
         rendered["metadata"]["labels"][NAME_LABEL], CONTROLLER,
-        "{origin}: CRD label (`tutor k8s start {CONTROLLER}` applies it)"
+        "{origin}: CRD label (crd-labels.yml)"
     );
     for value in [&mut rendered, &mut artifact] {
         let metadata = value["metadata"].as_object_mut().expect("metadata");
@@ -557,8 +557,9 @@ fn check_scenario(dir: &Path, name: &str) {
             "{name}: nothing cluster-wide but the CRD"
         );
     }
-    // `tutor k8s start workerpodautoscaler` applies exactly the controller objects and the
-    // Secret: the CRD must exist before the WPAs can be applied.
+    // Everything the plugin adds but the WPAs carries the controller's name label: the
+    // README's uninstall selects on it, and `tutor k8s start workerpodautoscaler` applies
+    // just these objects.
     let mut selected: Vec<(String, String)> = values
         .iter()
         .filter(|v| label(v, NAME_LABEL).as_deref() == Some(CONTROLLER))
