@@ -192,14 +192,14 @@ def merge(base: t.Any, patch: t.Any, key: str = "") -> t.Any:
         return out
     if isinstance(patch, list) and isinstance(base, list) and key in MERGE_KEYS:
         field = MERGE_KEYS[key]
-        out = [copy.deepcopy(item) for item in base]
+        items = [copy.deepcopy(item) for item in base]
         for item in patch:
-            match = next((i for i, b in enumerate(out) if b.get(field) == item.get(field)), None)
+            match = next((i for i, b in enumerate(items) if b.get(field) == item.get(field)), None)
             if match is None:
-                out.append(copy.deepcopy(item))
+                items.append(copy.deepcopy(item))
             else:
-                out[match] = merge(out[match], item, "")
-        return out
+                items[match] = merge(items[match], item, "")
+        return items
     return copy.deepcopy(patch)
 
 

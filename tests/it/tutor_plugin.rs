@@ -801,6 +801,33 @@ fn tutor_plugin_follows_the_crate() {
             .contains(&format!("__version__ = \"{version}\"")),
         "tutorwpa/__about__.py: __version__ = \"{version}\""
     );
+    // Every setting in the plugin's DEFAULTS is documented in its README's table.
+    let source = read(&plugin.join("tutorwpa/plugin.py"));
+    let defaults = source
+        .split("DEFAULTS: dict[str, t.Any] = {")
+        .nth(1)
+        .and_then(|rest| rest.split("\n}").next())
+        .expect("plugin.py defines DEFAULTS");
+    let readme = read(&plugin.join("README.md"));
+    let mut documented = 0;
+    for line in defaults.lines() {
+        let Some(key) = line
+            .trim()
+            .strip_prefix('"')
+            .and_then(|l| l.split('"').next())
+        else {
+            continue;
+        };
+        if key == "VERSION" {
+            continue; // internal: the image tag default
+        }
+        assert!(
+            readme.contains(&format!("| `WPA_{key}` |")),
+            "integrations/tutor/README.md documents WPA_{key}"
+        );
+        documented += 1;
+    }
+    assert!(documented >= 16, "found {documented} settings in DEFAULTS");
     assert!(
         read(&plugin.join("tutorwpa/templates/wpa/k8s/crd.yml"))
             == read(&repo().join("artifacts/crd.yaml")),
