@@ -11,12 +11,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-    CustomResourceDefinition, JSONSchemaProps,
-};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use manifests::{
     Object, allows, assert_controller_rules, assert_hardened_controller, assert_least_privilege,
-    customs, deployments, only_container, parse_documents,
+    check_schema, customs, deployments, only_container, parse_documents,
 };
 use serde_json::Value;
 
@@ -279,78 +277,6 @@ fn chart_app_version_follows_the_crate() {
     ))
     .expect("Chart.yaml");
     assert_eq!(chart["appVersion"], env!("CARGO_PKG_VERSION"));
-}
-
-/// Checks `value` against a CRD structural schema: types, known fields,
-/// required fields, enums, bounds and int-or-string. (CEL rules are the CRD
-/// tests' business.)
-fn check_schema(value: &Value, schema: &JSONSchemaProps, path: &str, errors: &mut Vec<String>) {
-    if value.is_null() {
-        if schema.nullable != Some(true) {
-            errors.push(format!("{path}: null is not allowed"));
-        }
-        return;
-    }
-    if schema.x_kubernetes_int_or_string == Some(true) {
-        if !(value.is_i64() || value.is_u64() || value.is_string()) {
-            errors.push(format!("{path}: expected an integer or a string"));
-        }
-        return;
-    }
-    if let Some(allowed) = &schema.enum_
-        && !allowed.iter().any(|a| a.0 == *value)
-    {
-        errors.push(format!("{path}: {value} is not one of the allowed values"));
-    }
-    match schema.type_.as_deref() {
-        Some("object") => {
-            let Some(map) = value.as_object() else {
-                errors.push(format!("{path}: expected an object"));
-                return;
-            };
-            for required in schema.required.iter().flatten() {
-                if !map.contains_key(required) {
-                    errors.push(format!("{path}: missing required field {required}"));
-                }
-            }
-            let properties = schema.properties.clone().unwrap_or_default();
-            for (key, item) in map {
-                match properties.get(key) {
-                    Some(sub) => check_schema(item, sub, &format!("{path}.{key}"), errors),
-                    None if schema.x_kubernetes_preserve_unknown_fields == Some(true)
-                        || schema.additional_properties.is_some() => {}
-                    None => errors.push(format!("{path}.{key}: unknown field")),
-                }
-            }
-        }
-        Some("array") => {
-            let Some(items) = value.as_array() else {
-                errors.push(format!("{path}: expected an array"));
-                return;
-            };
-            if let Some(k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrArray::Schema(sub)) =
-                &schema.items
-            {
-                for (i, item) in items.iter().enumerate() {
-                    check_schema(item, sub, &format!("{path}[{i}]"), errors);
-                }
-            }
-        }
-        Some("integer") if !(value.is_i64() || value.is_u64()) => {
-            errors.push(format!("{path}: expected an integer"))
-        }
-        Some("number") if !value.is_number() => errors.push(format!("{path}: expected a number")),
-        Some("string") if !value.is_string() => errors.push(format!("{path}: expected a string")),
-        Some("boolean") if !value.is_boolean() => {
-            errors.push(format!("{path}: expected a boolean"))
-        }
-        _ => {}
-    }
-    if let Some(n) = value.as_f64()
-        && (schema.minimum.is_some_and(|m| n < m) || schema.maximum.is_some_and(|m| n > m))
-    {
-        errors.push(format!("{path}: {n} is out of bounds"));
-    }
 }
 
 fn generated_crd() -> CustomResourceDefinition {

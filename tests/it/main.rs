@@ -27,3 +27,4 @@ mod queue_registry;
 mod queue_sqs;
 mod scaler_properties;
 mod simulate_practo;
+mod tutor_plugin;

@@ -13,7 +13,9 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Container, Namespace, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -60,6 +62,11 @@ impl Object {
 pub fn parse_documents(text: &str, origin: &str) -> Result<Vec<Object>, String> {
     let values: Vec<Value> =
         serde_saphyr::from_multiple(text).map_err(|e| format!("{origin}: not valid YAML: {e}"))?;
+    parse_values(values, origin)
+}
+
+/// Parses already loaded documents into their typed objects (see [`parse_documents`]).
+pub fn parse_values(values: Vec<Value>, origin: &str) -> Result<Vec<Object>, String> {
     let mut objects = Vec::new();
     for (i, value) in values.into_iter().enumerate() {
         if value.is_null() {
@@ -334,5 +341,91 @@ pub fn assert_controller_rules(rules: &[PolicyRule], origin: &str) {
                 "{origin}: events ({group}) {verb}"
             );
         }
+    }
+}
+
+/// Checks `value` against a CRD structural schema: types, known fields,
+/// required fields, enums, numeric bounds, array and string lengths and
+/// int-or-string. (CEL rules are the CRD tests' business.)
+pub fn check_schema(value: &Value, schema: &JSONSchemaProps, path: &str, errors: &mut Vec<String>) {
+    if value.is_null() {
+        if schema.nullable != Some(true) {
+            errors.push(format!("{path}: null is not allowed"));
+        }
+        return;
+    }
+    if schema.x_kubernetes_int_or_string == Some(true) {
+        if !(value.is_i64() || value.is_u64() || value.is_string()) {
+            errors.push(format!("{path}: expected an integer or a string"));
+        }
+        return;
+    }
+    if let Some(allowed) = &schema.enum_
+        && !allowed.iter().any(|a| a.0 == *value)
+    {
+        errors.push(format!("{path}: {value} is not one of the allowed values"));
+    }
+    match schema.type_.as_deref() {
+        Some("object") => {
+            let Some(map) = value.as_object() else {
+                errors.push(format!("{path}: expected an object"));
+                return;
+            };
+            for required in schema.required.iter().flatten() {
+                if !map.contains_key(required) {
+                    errors.push(format!("{path}: missing required field {required}"));
+                }
+            }
+            let properties = schema.properties.clone().unwrap_or_default();
+            for (key, item) in map {
+                match properties.get(key) {
+                    Some(sub) => check_schema(item, sub, &format!("{path}.{key}"), errors),
+                    None if schema.x_kubernetes_preserve_unknown_fields == Some(true)
+                        || schema.additional_properties.is_some() => {}
+                    None => errors.push(format!("{path}.{key}: unknown field")),
+                }
+            }
+        }
+        Some("array") => {
+            let Some(items) = value.as_array() else {
+                errors.push(format!("{path}: expected an array"));
+                return;
+            };
+            let len = items.len() as i64;
+            if schema.min_items.is_some_and(|m| len < m)
+                || schema.max_items.is_some_and(|m| len > m)
+            {
+                errors.push(format!("{path}: {len} items is out of bounds"));
+            }
+            if let Some(JSONSchemaPropsOrArray::Schema(sub)) = &schema.items {
+                for (i, item) in items.iter().enumerate() {
+                    check_schema(item, sub, &format!("{path}[{i}]"), errors);
+                }
+            }
+        }
+        Some("integer") if !(value.is_i64() || value.is_u64()) => {
+            errors.push(format!("{path}: expected an integer"))
+        }
+        Some("number") if !value.is_number() => errors.push(format!("{path}: expected a number")),
+        Some("string") => match value.as_str() {
+            None => errors.push(format!("{path}: expected a string")),
+            Some(text) => {
+                let len = text.chars().count() as i64;
+                if schema.min_length.is_some_and(|m| len < m)
+                    || schema.max_length.is_some_and(|m| len > m)
+                {
+                    errors.push(format!("{path}: length {len} is out of bounds"));
+                }
+            }
+        },
+        Some("boolean") if !value.is_boolean() => {
+            errors.push(format!("{path}: expected a boolean"))
+        }
+        _ => {}
+    }
+    if let Some(n) = value.as_f64()
+        && (schema.minimum.is_some_and(|m| n < m) || schema.maximum.is_some_and(|m| n > m))
+    {
+        errors.push(format!("{path}: {n} is out of bounds"));
     }
 }
