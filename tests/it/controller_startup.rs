@@ -5,7 +5,7 @@ use crate::support;
 
 use std::time::{Duration, Instant};
 
-use support::apiserver::ApiServerDouble;
+use support::apiserver::{ApiServerDouble, Gvr};
 use support::brokers::{redis_conn, redis_port, unique};
 use support::controller::{ControllerProcess, metric_value};
 use support::e2e::{self, spec, start_server};
@@ -179,6 +179,87 @@ async fn no_scale_write_starts_after_sigterm() {
         "{}",
         controller.log_text()
     );
+    delete_lists(&prefix, 0..WPAS);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_that_loses_its_lease_sends_none_of_its_waiting_writes() {
+    let server = start_server().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let prefix = unique("startup-lease");
+    add_workers(&server, &prefix, WPAS);
+    let mut controller = ControllerProcess::start(
+        &server,
+        dir.path(),
+        "old-leader",
+        &[
+            "--leader-elect",
+            "--leader-election-namespace=kube-system",
+            "--leader-election-lease-duration=3",
+            // One scale write every 2 s: the burst below queues up in the budget.
+            "--k8s-api-scale-qps=0.5",
+            "--k8s-api-scale-burst=1",
+        ],
+    );
+    wait_all_polled(&controller, Duration::from_secs(30)).await;
+    let mut conn = redis_conn(redis_port(), DB);
+    for i in 0..WPAS {
+        e2e::lpush_jobs(&mut conn, &list(&prefix, i), 1);
+    }
+    let first = Instant::now();
+    while (0..WPAS).all(|i| server.scale_patches(NS, &name(i)).is_empty()) {
+        assert!(
+            first.elapsed() < Duration::from_secs(20),
+            "no scale write at all"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Another controller takes the lease (as a new leader would after a partition).
+    let stolen = jiff::Timestamp::now();
+    server
+        .modify(
+            &Gvr::LEASES,
+            Some("kube-system"),
+            "workerpodautoscaler",
+            |lease| {
+                lease["spec"]["holderIdentity"] = serde_json::json!("new-leader");
+                lease["spec"]["leaseDurationSeconds"] = serde_json::json!(3600);
+                lease["spec"]["renewTime"] =
+                    serde_json::json!(stolen.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string());
+            },
+        )
+        .expect("lease taken over");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !controller.has_exited() {
+        assert!(
+            Instant::now() < deadline,
+            "the old leader keeps running:\n{}",
+            controller.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        controller.log_text().contains("lost the leader lease"),
+        "{}",
+        controller.log_text()
+    );
+    let scaled = (0..WPAS)
+        .filter(|&i| !server.scale_patches(NS, &name(i)).is_empty())
+        .count();
+    assert!(
+        scaled < WPAS / 2,
+        "{scaled} scaled: the test needs writes waiting"
+    );
+    // It notices within its renew period (1 s here); a write already on the wire may land
+    // just after. None of the many waiting writes may follow.
+    let late: Vec<String> = server
+        .writes()
+        .iter()
+        .filter(|r| !r.path.contains("/leases/"))
+        .filter(|r| r.at > stolen + jiff::SignedDuration::from_millis(2500))
+        .map(|r| format!("{} {} at {}", r.method, r.path, r.at))
+        .collect();
+    assert!(late.is_empty(), "writes after the lease was lost: {late:?}");
     delete_lists(&prefix, 0..WPAS);
 }
 
