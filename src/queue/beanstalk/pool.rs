@@ -3,7 +3,7 @@
 //! A connection per tube cost a socket, its buffers and a slot in beanstalkd's client
 //! table for every WPA (most of the controller's memory at thousands of WPAs on
 //! beanstalkd). beanstalkd answers a connection's commands in order, so one pipelined
-//! connection (see [`super::connection`]) carries every tube's `stats-tube` at once.
+//! connection (`connection.rs`) carries every tube's `stats-tube` at once.
 //!
 //! The pool keeps only weak references: a server's connection closes when the last
 //! provider using it is dropped. Connecting is single-flight per server: thousands of poll
@@ -99,7 +99,7 @@ pub struct BeanstalkConnections {
 
 impl BeanstalkConnections {
     /// The shared entry for the server at `addr` (`host:port`), created if no provider
-    /// holds one. Connects lazily (see [`Server::connection`]).
+    /// holds one. Connects lazily, on the first request.
     pub(crate) fn server(&self, addr: &str) -> Arc<Server> {
         let mut servers = self.lock();
         if let Some(server) = servers.get(addr).and_then(Weak::upgrade) {
