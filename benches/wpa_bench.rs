@@ -115,6 +115,11 @@ struct Args {
     /// 150 s). 5000 statuses at the default 5 QPS need about 1000 s.
     #[arg(long, default_value_t = 300)]
     startup_limit: u64,
+    /// Seconds of the startup scenario's steady-state window, measured once every WPA has
+    /// a status and one resync period has passed (so it needs a `--startup-limit` of about
+    /// N / 5 + 100 s); 0 skips it.
+    #[arg(long, default_value_t = 60)]
+    startup_steady_window: u64,
     /// Seconds of the steady-state measurement window of the scale scenario.
     #[arg(long, default_value_t = 60)]
     window: u64,
@@ -437,6 +442,18 @@ async fn startup_scenario(args: &Args, dir: &std::path::Path, report: &mut Repor
         "CPU (cores, whole run)",
         "peak RSS",
     ]);
+    let mut steady = Table::new(&[
+        "provider",
+        "WPAs",
+        "window",
+        "CPU (cores)",
+        "RSS at the end",
+        "peak RSS (whole run)",
+        "API requests/min",
+        "controller polls/min",
+        "broker poll calls/min (all clients)",
+        "broker connections (all clients)",
+    ]);
     for provider in &args.startup_providers {
         let flavor = match provider {
             Provider::Redis => Flavor::Redis,
@@ -448,7 +465,8 @@ async fn startup_scenario(args: &Args, dir: &std::path::Path, report: &mut Repor
         for &wpas in &args.startup_wpas {
             eprintln!("startup: {} with {wpas} WPAs", flavor.label());
             let limit = Duration::from_secs(args.startup_limit.max(150));
-            let o = startup::run(flavor, wpas, limit, args.redis_port, dir).await?;
+            let steady_window = Duration::from_secs(args.startup_steady_window);
+            let o = startup::run(flavor, wpas, limit, steady_window, args.redis_port, dir).await?;
             let summary = o.burst_summary();
             let cell = |f: fn(&Summary) -> Duration| {
                 summary.as_ref().map_or("-".to_string(), |s| ms(f(s)))
@@ -472,6 +490,31 @@ async fn startup_scenario(args: &Args, dir: &std::path::Path, report: &mut Repor
                 format!("{:.3}", o.cpu),
                 format!("{:.1} MiB", procstat::mib(o.peak_rss)),
             ]);
+            let optional = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
+            steady.row(match &o.steady {
+                Some(s) => vec![
+                    o.flavor.metric_provider().to_string(),
+                    o.wpas.to_string(),
+                    format!("{:.0} s", s.window.as_secs_f64()),
+                    format!("{:.3}", s.cpu),
+                    format!("{:.1} MiB", procstat::mib(s.rss)),
+                    format!("{:.1} MiB", procstat::mib(s.peak_rss)),
+                    format!("{:.1}", s.requests_per_minute),
+                    optional(s.polls_per_minute),
+                    optional(s.broker_calls_per_minute),
+                    s.broker_connections
+                        .map_or("-".to_string(), |c| c.to_string()),
+                ],
+                None => {
+                    let mut row = vec![
+                        o.flavor.metric_provider().to_string(),
+                        o.wpas.to_string(),
+                        "not measured (not every WPA had a status)".to_string(),
+                    ];
+                    row.resize(10, "-".to_string());
+                    row
+                }
+            });
         }
     }
     report.emit(
@@ -479,5 +522,11 @@ async fn startup_scenario(args: &Args, dir: &std::path::Path, report: &mut Repor
          burst of one message into 100 queues at 60 s\n",
     );
     report.emit(&table.render());
+    if args.startup_steady_window > 0 {
+        report.emit(
+            "\n### Steady state after the start (every WPA has a status, one resync later; same default flags)\n",
+        );
+        report.emit(&steady.render());
+    }
     Ok(())
 }

@@ -265,6 +265,41 @@ impl Broker {
         Ok(())
     }
 
+    /// Poll requests the broker has served so far, all clients together (Redis: `HKEYS`
+    /// calls, sent once per poll; beanstalkd: `stats-tube` commands), and the clients
+    /// connected to it now. `None` for brokers this is not counted for.
+    pub async fn served(&mut self) -> Result<Option<(u64, u64)>> {
+        Ok(match self {
+            Broker::Redis { conn, .. } => {
+                let info: String = redis::cmd("INFO")
+                    .arg("all")
+                    .query_async(conn)
+                    .await
+                    .context("INFO")?;
+                let field = |prefix: &str, key: &str| -> u64 {
+                    info.lines()
+                        .find_map(|l| l.strip_prefix(prefix))
+                        .and_then(|rest| {
+                            rest.split(',')
+                                .find_map(|f| f.strip_prefix(key))
+                                .and_then(|n| n.trim().parse().ok())
+                        })
+                        .unwrap_or(0)
+                };
+                Some((
+                    field("cmdstat_hkeys:", "calls="),
+                    field("connected_clients:", ""),
+                ))
+            }
+            Broker::Beanstalk { client } => {
+                let stats = client.stats();
+                let count = |key: &str| stats.get(key).and_then(|v| v.parse().ok()).unwrap_or(0);
+                Some((count("cmd-stats-tube"), count("current-connections")))
+            }
+            Broker::Rabbit { .. } | Broker::Sqs { .. } => None,
+        })
+    }
+
     /// Removes the queue (best effort: a leftover only costs the broker a little memory).
     pub async fn remove(&mut self, queue: &Queue) {
         match self {

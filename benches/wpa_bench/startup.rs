@@ -1,7 +1,8 @@
 //! Scenario 3: a controller start with N WPAs under default flags (API pacing 5 QPS / burst
 //! 10 included). How long until every queue is polled, until every WPA has a status, and how
 //! fast is a burst into 100 queues scaled 60 s after the start, while start-up status writes
-//! may still be waiting for the API budget?
+//! may still be waiting for the API budget? Once every WPA has a status, one resync period
+//! later, an optional window measures the steady state under the same default flags.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -24,6 +25,28 @@ const BURST_AT: Duration = Duration::from_secs(60);
 const BURST_QUEUES: usize = 100;
 /// How long the burst's scale writes are waited for.
 const BURST_WINDOW: Duration = Duration::from_secs(90);
+/// The controller's resync period in this scenario (practo's default).
+const RESYNC: Duration = Duration::from_secs(20);
+
+/// The steady state after the start: every WPA has a status, a resync period has passed.
+pub struct Steady {
+    pub window: Duration,
+    /// Controller CPU in the window, fraction of one core.
+    pub cpu: f64,
+    /// Resident set at the end of the window.
+    pub rss: u64,
+    /// Peak resident set of the whole run, start included.
+    pub peak_rss: u64,
+    /// API requests per minute (reads, writes and watches).
+    pub requests_per_minute: f64,
+    /// Polls per minute, from the controller's own poll counter.
+    pub polls_per_minute: Option<f64>,
+    /// Poll requests per minute the broker served (all its clients; see
+    /// [`Broker::served`]).
+    pub broker_calls_per_minute: Option<f64>,
+    /// Clients connected to the broker at the end of the window (all of them).
+    pub broker_connections: Option<u64>,
+}
 
 pub struct Outcome {
     pub wpas: usize,
@@ -44,6 +67,8 @@ pub struct Outcome {
     /// Controller CPU over the whole run, fraction of one core.
     pub cpu: f64,
     pub peak_rss: u64,
+    /// `None` when not asked for, or when not every WPA got a status within the limit.
+    pub steady: Option<Steady>,
 }
 
 impl Outcome {
@@ -67,6 +92,7 @@ pub async fn run(
     flavor: Flavor,
     wpas: usize,
     limit: Duration,
+    steady_window: Duration,
     redis_port: u16,
     dir: &Path,
 ) -> Result<Outcome> {
@@ -190,6 +216,22 @@ pub async fn run(
     let statuses = (0..wpas)
         .filter(|i| has_status(&server, &format!("w{i}")))
         .count();
+    let steady = if steady_window.is_zero() || all_statuses.is_none() {
+        None
+    } else {
+        // One resync period so every WPA went through a steady-state reconcile.
+        tokio::time::sleep(RESYNC + Duration::from_secs(5)).await;
+        Some(
+            measure_steady(
+                &mut controller,
+                &server,
+                &mut broker,
+                &provider_polls,
+                steady_window,
+            )
+            .await?,
+        )
+    };
     controller.terminate();
     for queue in &queues {
         broker.remove(queue).await;
@@ -206,5 +248,52 @@ pub async fn run(
         requests_per_minute: in_window as f64 / BURST_WINDOW.as_secs_f64() * 60.0,
         cpu,
         peak_rss,
+        steady,
+    })
+}
+
+async fn measure_steady(
+    controller: &mut ControllerProcess,
+    server: &ApiServerDouble,
+    broker: &mut Broker,
+    provider_polls: &str,
+    window: Duration,
+) -> Result<Steady> {
+    let pid = controller.pid();
+    let served_before = broker.served().await?;
+    let polls_before = metric_value(&controller.metrics().await, provider_polls);
+    let cpu_before = procstat::cpu_time(pid)?;
+    let wall_start = jiff::Timestamp::now();
+    let started = Instant::now();
+    tokio::time::sleep(window).await;
+    let measured = started.elapsed();
+    let cpu_after = procstat::cpu_time(pid)?;
+    let wall_end = jiff::Timestamp::now();
+    let rss = procstat::vm_bytes(pid, "VmRSS")?;
+    let peak_rss = procstat::vm_bytes(pid, "VmHWM")?;
+    let polls_after = metric_value(&controller.metrics().await, provider_polls);
+    let served_after = broker.served().await?;
+    if controller.has_exited() {
+        bail!("the controller exited during the steady window");
+    }
+    let minutes = measured.as_secs_f64() / 60.0;
+    let requests = server
+        .recorded()
+        .iter()
+        .filter(|r| r.at >= wall_start && r.at <= wall_end)
+        .count();
+    Ok(Steady {
+        window: measured,
+        cpu: (cpu_after - cpu_before).as_secs_f64() / measured.as_secs_f64(),
+        rss,
+        peak_rss,
+        requests_per_minute: requests as f64 / minutes,
+        polls_per_minute: polls_before
+            .zip(polls_after)
+            .map(|(before, after)| (after - before) / minutes),
+        broker_calls_per_minute: served_before
+            .zip(served_after)
+            .map(|((before, _), (after, _))| after.saturating_sub(before) as f64 / minutes),
+        broker_connections: served_after.map(|(_, connections)| connections),
     })
 }

@@ -128,6 +128,9 @@ pub struct ProviderOptions {
     pub idle_window: Duration,
     /// Redis connections shared by the queues built with these options (and their clones).
     pub redis_connections: redis::pool::RedisConnections,
+    /// beanstalkd connections shared by the queues built with these options (and their
+    /// clones): one per server.
+    pub beanstalk_connections: beanstalk::pool::BeanstalkConnections,
 }
 
 impl Default for ProviderOptions {
@@ -141,6 +144,7 @@ impl Default for ProviderOptions {
             request_timeout: Duration::from_secs(5),
             idle_window: Duration::from_secs(60),
             redis_connections: redis::pool::RedisConnections::default(),
+            beanstalk_connections: beanstalk::pool::BeanstalkConnections::default(),
         }
     }
 }

@@ -387,3 +387,239 @@ async fn silent_server_times_out_as_unavailable() {
     assert!(matches!(err, QueueError::Unavailable { .. }), "{err:?}");
     holder.abort();
 }
+
+/// A server statistic from beanstalkd's `stats` (e.g. `current-connections`).
+async fn server_stat(client: &mut Client, key: &str) -> u64 {
+    let answer = client.command("stats").await;
+    let size: usize = answer
+        .strip_prefix("OK ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("stats answered {answer:?}"));
+    let mut body = vec![0u8; size + 2];
+    client.conn.read_exact(&mut body).await.expect("stats body");
+    let body = String::from_utf8(body).expect("UTF-8 stats");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}: ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("stats lacks {key}"))
+}
+
+/// Puts `i` ready jobs into tube `{prefix}-{i}` for every `i < count` (tube 0 stays
+/// unused).
+async fn fill_tubes(port: u16, prefix: &str, count: usize) {
+    let mut producer = Client::connect(port).await;
+    for i in 0..count {
+        for j in 0..i {
+            producer
+                .put(&format!("{prefix}-{i}"), 0, &format!("job {j}"))
+                .await;
+        }
+    }
+}
+
+/// `count` providers on `port`, tube `i` holding `i` ready jobs (tube 0 was never used).
+async fn tubes_with_distinct_counts(
+    port: u16,
+    count: usize,
+    opts: &ProviderOptions,
+) -> (String, Vec<(usize, BeanstalkProvider)>) {
+    let prefix = unique("wpa-shared");
+    fill_tubes(port, &prefix, count).await;
+    let mut providers = Vec::new();
+    for i in 0..count {
+        let provider = BeanstalkProvider::connect(&uri(port, &format!("{prefix}-{i}")), opts)
+            .await
+            .unwrap();
+        providers.push((i, provider));
+    }
+    (prefix, providers)
+}
+
+/// Polls every provider at once and checks each got its own tube's count.
+async fn poll_all_and_check(providers: &mut [(usize, BeanstalkProvider)]) {
+    let results = futures::future::join_all(
+        providers
+            .iter_mut()
+            .map(|(i, p)| async move { (*i, p.poll().await) }),
+    )
+    .await;
+    for (i, result) in results {
+        let m = result.unwrap_or_else(|e| panic!("tube {i}: {e}"));
+        assert_eq!(m.visible, i as u64, "tube {i} got another tube's reply");
+        assert_eq!(m.idle, Some(i == 0), "tube {i}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tubes_on_one_server_share_one_pipelined_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, port) = start_beanstalkd(dir.path());
+    wait_for_port(port, WAIT).await;
+    let mut observer = Client::connect(port).await;
+    let opts = opts();
+    let (_, mut providers) = tubes_with_distinct_counts(port, 60, &opts).await;
+    assert_eq!(opts.beanstalk_connections.live(), 1);
+    // The observer, the producer is gone; plus our one shared connection.
+    eventually(WAIT, "one connection of ours", async || {
+        (server_stat(&mut observer, "current-connections").await == 2).then_some(())
+    })
+    .await;
+    let opened = server_stat(&mut observer, "total-connections").await;
+
+    for _ in 0..5 {
+        poll_all_and_check(&mut providers).await;
+    }
+    // Polls given up half-way leave their replies in the pipeline: later ones must not
+    // get them.
+    for (_, p) in providers.iter_mut().step_by(2) {
+        let _ = tokio::time::timeout(Duration::from_micros(1), p.poll()).await;
+    }
+    poll_all_and_check(&mut providers).await;
+    assert_eq!(server_stat(&mut observer, "current-connections").await, 2);
+    // No connection was opened for all these polls.
+    assert_eq!(
+        server_stat(&mut observer, "total-connections").await,
+        opened
+    );
+
+    // The last provider closes the connection.
+    providers.truncate(1);
+    assert_eq!(opts.beanstalk_connections.live(), 1);
+    providers.clear();
+    assert_eq!(opts.beanstalk_connections.live(), 0);
+    eventually(WAIT, "our connection to close", async || {
+        (server_stat(&mut observer, "current-connections").await == 1).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_our_one_connection_is_subtracted_from_the_default_tubes_watchers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, port) = start_beanstalkd(dir.path());
+    wait_for_port(port, WAIT).await;
+    let opts = opts();
+    let (_, mut others) = tubes_with_distinct_counts(port, 10, &opts).await;
+    poll_all_and_check(&mut others).await;
+    let mut default = BeanstalkProvider::connect(&uri(port, "default"), &opts)
+        .await
+        .unwrap();
+    // Eleven providers, one connection: once the producer's connection is gone, nobody
+    // else watches "default" (one connection per provider would leave 10 watchers).
+    let m = eventually(WAIT, "only our connection to watch default", async || {
+        let m = default.poll().await.unwrap();
+        (m.consumers == Some(0)).then_some(m)
+    })
+    .await;
+    assert_eq!(m.idle, Some(true));
+    // Every other connection watches it (beanstalkd's rule), a worker's included.
+    let _worker = Client::connect(port).await;
+    let m = eventually(WAIT, "the worker to watch default", async || {
+        let m = default.poll().await.unwrap();
+        (m.consumers == Some(1)).then_some(m)
+    })
+    .await;
+    assert_eq!(m.idle, Some(false));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_tubes_recover_together_after_the_server_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, port) = start_beanstalkd(dir.path());
+    wait_for_port(port, WAIT).await;
+    let opts = opts();
+    let (prefix, mut providers) = tubes_with_distinct_counts(port, 20, &opts).await;
+    poll_all_and_check(&mut providers).await;
+
+    // Killed while the connection is idle, restarted before the next poll: that poll
+    // already succeeds (no failed round first), on one new connection.
+    server.kill();
+    server.restart();
+    wait_for_port(port, WAIT).await;
+    // beanstalkd keeps jobs in memory: refill the restarted server.
+    fill_tubes(port, &prefix, 20).await;
+    poll_all_and_check(&mut providers).await;
+    let mut observer = Client::connect(port).await;
+    assert_eq!(opts.beanstalk_connections.live(), 1);
+    // Ours and the observer (the producer's is on its way out).
+    eventually(WAIT, "one connection of ours", async || {
+        (server_stat(&mut observer, "current-connections").await == 2).then_some(())
+    })
+    .await;
+
+    // Down: every poll fails as unavailable, in time; back up: every poll succeeds.
+    drop(observer);
+    server.kill();
+    let started = Instant::now();
+    let results = futures::future::join_all(providers.iter_mut().map(|(_, p)| p.poll())).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    for result in results {
+        let err = result.unwrap_err();
+        assert!(matches!(err, QueueError::Unavailable { .. }), "{err:?}");
+    }
+    server.restart();
+    wait_for_port(port, WAIT).await;
+    let results = futures::future::join_all(providers.iter_mut().map(|(_, p)| p.poll())).await;
+    for result in results {
+        // Nothing was put into the restarted server: every tube reads empty.
+        assert_empty_and_idle(&result.unwrap(), "after the restart");
+    }
+    let mut observer = Client::connect(port).await;
+    assert_eq!(server_stat(&mut observer, "current-connections").await, 2);
+    assert_eq!(opts.beanstalk_connections.live(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_stops_answering_fails_every_pending_poll_in_time() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
+    let timeout = Duration::from_millis(500);
+    let opts = ProviderOptions {
+        request_timeout: timeout,
+        ..ProviderOptions::default()
+    };
+    let mut providers = Vec::new();
+    for i in 0..20 {
+        let tube = format!("jobs-{i}");
+        providers.push(
+            BeanstalkProvider::connect(&uri(port, &tube), &opts)
+                .await
+                .unwrap(),
+        );
+    }
+    // Twenty providers, one connection.
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    for round in 1..=3 {
+        let started = Instant::now();
+        let results = futures::future::join_all(providers.iter_mut().map(|p| p.poll())).await;
+        let took = started.elapsed();
+        assert!(
+            took >= timeout && took < timeout * 2,
+            "round {round}: {took:?}"
+        );
+        for result in results {
+            match result {
+                Err(QueueError::Unavailable { detail, .. }) => {
+                    assert!(detail.contains("within"), "{detail}")
+                }
+                other => panic!("round {round}: expected Unavailable, got {other:?}"),
+            }
+        }
+        // The hung connection was discarded: the next round opens one new connection.
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), round);
+    }
+    holder.abort();
+}

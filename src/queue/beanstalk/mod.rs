@@ -1,5 +1,6 @@
 //! beanstalkd provider: one `stats-tube <tube>` command per poll over a small,
-//! bounded protocol client (no maintained Rust client fits).
+//! bounded protocol client (no maintained Rust client fits). Every tube of a server is
+//! polled over one shared, pipelined connection ([`pool`]).
 //!
 //! Measures, for one tube: `current-jobs-ready` (visible), `current-jobs-reserved`
 //! (in flight), `current-jobs-delayed` (delayed), `current-watching` (consumers: the
@@ -18,56 +19,48 @@
 //! practo), not an error: visible 0, in flight 0, no consumers, idle.
 //!
 //! Cannot see: buried jobs (not deliverable until kicked, so not counted), a publish
-//! rate (`sent_per_minute` is `None`), and which watchers are worker pods. Our own
-//! connection watches the `default` tube (beanstalkd makes every connection watch it), so
-//! for that tube it is subtracted from `current-watching`.
+//! rate (`sent_per_minute` is `None`), and which watchers are worker pods. beanstalkd
+//! makes every connection watch the `default` tube, ours included; since all our tubes on
+//! a server share one connection, exactly one of the watchers of `default` is ours, and
+//! it is subtracted from `current-watching` for that tube. (Another process polling the
+//! server, or the same server written as two different hosts, adds connections that
+//! count as watchers; so does the old connection for the moment a broken one is being
+//! replaced.)
 
 use std::collections::HashMap;
-use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
+mod connection;
+pub mod pool;
 pub mod uri;
 
+use self::connection::{Failure, Reply, shorten};
+use self::pool::Server;
 use super::kinds::{ConnectFuture, ProviderSpec, nothing_to_validate, wrong_kind};
 use super::uri::{BeanstalkUri, QueueUri};
 use super::{Credentials, ProviderKind, ProviderOptions, QueueError, QueueMetrics, QueueProvider};
 
-/// Longest response line we accept (`OK <bytes>\r\n` or an error word).
-const MAX_LINE: u64 = 256;
-/// Largest `stats-tube` body we accept; real ones are under 1 KiB.
-const MAX_BODY: usize = 64 * 1024;
 /// Longest tube name beanstalkd allows.
 const MAX_TUBE: usize = 200;
 
-/// Polls one beanstalkd tube. Keeps one connection; a broken one is replaced on the next
-/// poll (and once within a poll, so a restarted server is seen at once).
+/// Polls one beanstalkd tube over its server's shared connection ([`pool`]). A broken
+/// connection is replaced on the next poll (and once within a poll, so a restarted server
+/// is seen at once).
 pub struct BeanstalkProvider {
-    addr: String,
-    tube: String,
+    /// Keeps the server's connection in the pool while this provider lives.
+    server: Arc<Server>,
+    tube: Arc<str>,
     label: String,
     timeout: Duration,
-    conn: Option<BufReader<TcpStream>>,
-}
-
-/// Why one exchange failed, before it is turned into a [`QueueError`].
-enum Failure {
-    /// Transport trouble: the connection is useless afterwards.
-    Io(String),
-    /// The server closed the connection before answering.
-    Closed,
-    /// The answer broke the protocol: the connection is useless afterwards.
-    Protocol(String),
-    /// `NOT_FOUND`: the tube does not exist (the connection stays usable).
-    NotFound,
 }
 
 impl BeanstalkProvider {
-    /// Validates the tube name and opens the connection, so an unreachable server shows
-    /// up at once (`Unavailable`); later polls reconnect on their own.
+    /// Validates the tube name and makes sure the server's shared connection is open, so
+    /// an unreachable server shows up at once (`Unavailable`); later polls reconnect on
+    /// their own.
     pub async fn connect(uri: &BeanstalkUri, opts: &ProviderOptions) -> Result<Self, QueueError> {
         validate_tube(&uri.tube)?;
         let host = if uri.host.contains(':') && !uri.host.starts_with('[') {
@@ -75,78 +68,45 @@ impl BeanstalkProvider {
         } else {
             uri.host.clone()
         };
-        let mut provider = Self {
-            addr: format!("{host}:{}", uri.port),
-            tube: uri.tube.clone(),
-            label: format!("beanstalk://{host}:{}/{}", uri.port, uri.tube),
+        let addr = format!("{host}:{}", uri.port);
+        let provider = Self {
+            server: opts.beanstalk_connections.server(&addr),
+            tube: Arc::from(uri.tube.as_str()),
+            label: format!("beanstalk://{addr}/{}", uri.tube),
             timeout: opts.request_timeout,
-            conn: None,
         };
-        provider.ensure_connected().await?;
+        provider
+            .server
+            .connection(provider.timeout)
+            .await
+            .map_err(|failure| provider.error(failure))?;
         Ok(provider)
     }
 
-    async fn ensure_connected(&mut self) -> Result<&mut BufReader<TcpStream>, QueueError> {
-        if self.conn.is_none() {
-            let stream = tokio::time::timeout(self.timeout, TcpStream::connect(&self.addr))
-                .await
-                .map_err(|_| self.unavailable("timed out connecting"))?
-                .map_err(|e| self.unavailable(&format!("connect: {e}")))?;
-            // Small request/response exchanges: do not wait for Nagle.
-            stream
-                .set_nodelay(true)
-                .map_err(|e| self.unavailable(&format!("set_nodelay: {e}")))?;
-            self.conn = Some(BufReader::new(stream));
-        }
-        // Just filled above when it was empty.
-        self.conn.as_mut().ok_or_else(|| QueueError::Unavailable {
-            queue: self.label.clone(),
-            detail: "no connection".into(),
-        })
-    }
-
-    fn unavailable(&self, detail: &str) -> QueueError {
-        QueueError::Unavailable {
-            queue: self.label.clone(),
-            detail: detail.to_string(),
+    fn error(&self, failure: Failure) -> QueueError {
+        match failure {
+            Failure::Protocol(detail) => QueueError::BadResponse {
+                queue: self.label.clone(),
+                detail,
+            },
+            other => QueueError::Unavailable {
+                queue: self.label.clone(),
+                detail: other.to_string(),
+            },
         }
     }
 
-    /// One `stats-tube` exchange on the current (possibly new) connection; `None` when the
-    /// tube does not exist.
-    async fn stats_once(&mut self) -> Result<Option<HashMap<String, String>>, QueueError> {
-        let timeout = self.timeout;
-        let command = format!("stats-tube {}\r\n", self.tube);
-        let conn = self.ensure_connected().await?;
-        let result = match tokio::time::timeout(timeout, exchange(conn, &command)).await {
-            Ok(r) => r,
-            Err(_) => Err(Failure::Io(format!("no answer within {timeout:?}"))),
-        };
-        match result {
-            Ok(body) => parse_stats(&body)
-                .map(Some)
-                .map_err(|detail| QueueError::BadResponse {
-                    queue: self.label.clone(),
-                    detail,
-                }),
-            // A tube exists only while it holds jobs or a client uses or watches it: at
-            // zero workers and no backlog it is gone. That is an empty queue, not an error
-            // (practo reads it the same way); the connection stays usable.
-            Err(Failure::NotFound) => Ok(None),
-            Err(failure) => {
-                // The stream may hold half a frame: never reuse it.
-                self.conn = None;
-                Err(match failure {
-                    Failure::Io(detail) => self.unavailable(&detail),
-                    Failure::Closed => self.unavailable("connection closed by the server"),
-                    Failure::Protocol(detail) => QueueError::BadResponse {
-                        queue: self.label.clone(),
-                        detail,
-                    },
-                    Failure::NotFound => self.unavailable("unexpected NOT_FOUND"),
-                })
-            }
-        }
+    /// One `stats-tube` on the shared connection. A failure says whether the connection
+    /// was opened for this request (`true`) or was already open.
+    async fn stats_once(&self) -> Result<Reply, (Failure, bool)> {
+        let (conn, fresh) = self
+            .server
+            .connection(self.timeout)
+            .await
+            .map_err(|failure| (failure, true))?;
+        conn.stats_tube(&self.tube, self.timeout)
+            .await
+            .map_err(|failure| (failure, fresh))
     }
 }
 
@@ -157,25 +117,32 @@ impl QueueProvider for BeanstalkProvider {
     }
 
     async fn poll(&mut self) -> Result<QueueMetrics, QueueError> {
-        let reused = self.conn.is_some();
-        let stats = match self.stats_once().await {
+        let reply = match self.stats_once().await {
+            Ok(reply) => reply,
             // A kept connection may have died with a restarted server: retry once on a
-            // fresh one before reporting the server unavailable.
-            Err(QueueError::Unavailable { .. }) if reused => {
-                tracing::debug!(queue = %self.label, "beanstalkd connection broken, reconnecting");
-                self.stats_once().await?
+            // fresh one before reporting the server unavailable. Not after a timeout: a
+            // server that hangs would only hang again, and the poll must end in time.
+            Err((Failure::Broken(detail), false)) => {
+                tracing::debug!(queue = %self.label, %detail, "beanstalkd connection broken, reconnecting");
+                self.stats_once()
+                    .await
+                    .map_err(|(failure, _)| self.error(failure))?
             }
-            other => other?,
+            Err((failure, _)) => return Err(self.error(failure)),
         };
-        let Some(stats) = stats else {
-            return Ok(missing_tube_metrics());
+        let body = match reply {
+            Reply::Body(body) => body,
+            // A tube exists only while it holds jobs or a client uses or watches it: at
+            // zero workers and no backlog it is gone. That is an empty queue, not an error
+            // (practo reads it the same way).
+            Reply::NotFound => return Ok(missing_tube_metrics()),
         };
-        metrics_from_stats(&stats, self.tube == "default").map_err(|detail| {
-            QueueError::BadResponse {
-                queue: self.label.clone(),
-                detail,
-            }
-        })
+        let bad = |detail| QueueError::BadResponse {
+            queue: self.label.clone(),
+            detail,
+        };
+        let stats = parse_stats(&body).map_err(bad)?;
+        metrics_from_stats(&stats, &*self.tube == "default").map_err(bad)
     }
 }
 
@@ -194,73 +161,9 @@ fn validate_tube(tube: &str) -> Result<(), QueueError> {
     Ok(())
 }
 
-fn io_failure(e: io::Error) -> Failure {
-    Failure::Io(e.to_string())
-}
-
-/// Sends `command` and reads one `OK <bytes>` frame (or an error line), bounded.
-async fn exchange(conn: &mut BufReader<TcpStream>, command: &str) -> Result<String, Failure> {
-    conn.get_mut()
-        .write_all(command.as_bytes())
-        .await
-        .map_err(io_failure)?;
-    let mut line = Vec::new();
-    (&mut *conn)
-        .take(MAX_LINE)
-        .read_until(b'\n', &mut line)
-        .await
-        .map_err(io_failure)?;
-    if line.is_empty() {
-        return Err(Failure::Closed);
-    }
-    let Some(line) = line.strip_suffix(b"\r\n") else {
-        return Err(Failure::Protocol(if line.len() as u64 >= MAX_LINE {
-            format!("response line longer than {MAX_LINE} bytes")
-        } else {
-            "truncated response line".to_string()
-        }));
-    };
-    let line = std::str::from_utf8(line)
-        .map_err(|_| Failure::Protocol("response line is not UTF-8".into()))?;
-    let size = match line.split_once(' ') {
-        Some(("OK", size)) => size
-            .parse::<usize>()
-            .map_err(|_| Failure::Protocol(format!("bad body size in {:?}", shorten(line))))?,
-        None if line == "NOT_FOUND" => return Err(Failure::NotFound),
-        _ => {
-            return Err(Failure::Protocol(format!(
-                "unexpected response {:?}",
-                shorten(line)
-            )));
-        }
-    };
-    if size > MAX_BODY {
-        return Err(Failure::Protocol(format!(
-            "body of {size} bytes exceeds the {MAX_BODY}-byte limit"
-        )));
-    }
-    let mut body = vec![0u8; size + 2];
-    conn.read_exact(&mut body).await.map_err(|e| {
-        if e.kind() == io::ErrorKind::UnexpectedEof {
-            Failure::Protocol(format!("truncated body: expected {size} bytes"))
-        } else {
-            io_failure(e)
-        }
-    })?;
-    if !body.ends_with(b"\r\n") {
-        return Err(Failure::Protocol("body does not end with CRLF".into()));
-    }
-    body.truncate(size);
-    String::from_utf8(body).map_err(|_| Failure::Protocol("body is not UTF-8".into()))
-}
-
-/// Keeps error messages short when a server sends a long line of garbage.
-fn shorten(s: &str) -> String {
-    s.chars().take(64).collect()
-}
-
-/// Parses the flat YAML mapping beanstalkd sends (`---` then `key: value` lines).
-fn parse_stats(body: &str) -> Result<HashMap<String, String>, String> {
+/// Parses the flat YAML mapping beanstalkd sends (`---` then `key: value` lines). Borrows
+/// from `body`: every tube is parsed every second, so no string is copied.
+fn parse_stats(body: &str) -> Result<HashMap<&str, &str>, String> {
     let mut lines = body.lines();
     if lines.next().map(str::trim_end) != Some("---") {
         return Err("stats body does not start with a YAML document marker".into());
@@ -274,12 +177,12 @@ fn parse_stats(body: &str) -> Result<HashMap<String, String>, String> {
             .split_once(':')
             .ok_or_else(|| format!("stats line without ':': {:?}", shorten(line)))?;
         let value = value.trim().trim_matches('"');
-        map.insert(key.trim().to_string(), value.to_string());
+        map.insert(key.trim(), value);
     }
     Ok(map)
 }
 
-fn count(stats: &HashMap<String, String>, key: &str) -> Result<u64, String> {
+fn count(stats: &HashMap<&str, &str>, key: &str) -> Result<u64, String> {
     let value = stats
         .get(key)
         .ok_or_else(|| format!("stats-tube lacks {key}"))?;
@@ -303,7 +206,7 @@ fn missing_tube_metrics() -> QueueMetrics {
 }
 
 fn metrics_from_stats(
-    stats: &HashMap<String, String>,
+    stats: &HashMap<&str, &str>,
     default_tube: bool,
 ) -> Result<QueueMetrics, String> {
     let ready = count(stats, "current-jobs-ready")?;
@@ -312,7 +215,7 @@ fn metrics_from_stats(
     let mut watching = count(stats, "current-watching")?;
     let waiting = count(stats, "current-waiting")?;
     if default_tube {
-        // Our own connection watches "default" without ever reserving.
+        // Our one connection to this server watches "default" without ever reserving.
         watching = watching.saturating_sub(1);
     }
     // Nothing ready or reserved and no watcher: no worker has anything to do.

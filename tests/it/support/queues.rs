@@ -61,6 +61,22 @@ impl BeanstalkClient {
         true
     }
 
+    /// The server's `stats` (`current-connections`, `cmd-stats-tube`, ...).
+    pub fn stats(&mut self) -> std::collections::HashMap<String, String> {
+        let answer = self.command("stats");
+        let size: usize = answer
+            .strip_prefix("OK ")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("stats answered {answer:?}"));
+        let mut body = vec![0u8; size + 2];
+        self.conn.read_exact(&mut body).expect("stats body");
+        String::from_utf8_lossy(&body)
+            .lines()
+            .filter_map(|l| l.split_once(": "))
+            .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+            .collect()
+    }
+
     /// Puts one ready job into `tube`.
     pub fn put(&mut self, tube: &str, body: &str) {
         assert_eq!(

@@ -1,0 +1,455 @@
+//! One pipelined beanstalkd connection, shared by every tube polled on its server.
+//!
+//! beanstalkd answers a connection's commands in the order they were sent, so requests
+//! need not wait for each other: a writer sends them as they come (a burst in one write)
+//! and a reader hands each reply to the oldest request still waiting, in FIFO order. Both
+//! run in one task per connection, which also owns the socket; the socket closes when the
+//! task ends.
+//!
+//! Any failure of the connection (I/O error, end of stream, a reply that breaks the
+//! framing, a request that timed out) ends it for good: the failure is recorded as the
+//! connection's cause, every request still waiting fails with it, and the pool opens a
+//! new connection for the next request.
+
+use std::io;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
+
+/// Longest response line we accept (`OK <bytes>\r\n` or an error word).
+const MAX_LINE: u64 = 256;
+/// Largest `stats-tube` body we accept; real ones are under 1 KiB.
+const MAX_BODY: usize = 64 * 1024;
+/// Requests queued for the writer before senders wait (they are bounded by the request
+/// timeout either way).
+const QUEUED_REQUESTS: usize = 1024;
+/// The writer gathers queued requests into one write up to about this many bytes.
+const WRITE_BATCH: usize = 16 * 1024;
+/// How long the writer waits for more requests after the first of a batch. Thousands of
+/// tubes polled every second arrive one by one; gathering them costs each poll at most
+/// this much latency and saves most of the write and read system calls and task wake-ups
+/// on both sides (beanstalkd answers a batch in one go, too).
+const GATHER: Duration = Duration::from_millis(2);
+
+/// Why a request or a connection failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    /// The server could not be reached (connect failed or timed out).
+    #[error("{0}")]
+    Unreachable(String),
+    /// The connection broke (I/O error, closed by the server, or dropped after another
+    /// request's bad reply). A fresh connection may well work.
+    #[error("{0}")]
+    Broken(String),
+    /// The server did not answer in time; the connection was discarded.
+    #[error("no answer within {0:?}")]
+    TimedOut(Duration),
+    /// This request's reply broke the protocol; the connection was discarded.
+    #[error("{0}")]
+    Protocol(String),
+}
+
+/// A well-formed reply to `stats-tube`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// `OK <bytes>` and its body.
+    Body(String),
+    /// `NOT_FOUND`: no such tube.
+    NotFound,
+}
+
+type ReplySender = oneshot::Sender<Result<Reply, Failure>>;
+
+struct Request {
+    tube: Arc<str>,
+    reply: ReplySender,
+}
+
+/// A handle on one open connection; the connection's task ends when the last handle is
+/// dropped (or when it fails).
+pub struct Connection {
+    requests: mpsc::Sender<Request>,
+    /// Set once, when the connection fails; requests that find their reply channel gone
+    /// report it.
+    cause: Arc<OnceLock<Failure>>,
+    task: AbortHandle,
+}
+
+impl Connection {
+    /// Connects to `addr` within `timeout` and starts the connection's task.
+    pub async fn open(addr: &str, timeout: Duration) -> Result<Connection, Failure> {
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| Failure::Unreachable(format!("timed out connecting after {timeout:?}")))?
+            .map_err(|e| Failure::Unreachable(format!("connect: {e}")))?;
+        // Small request/response exchanges: do not wait for Nagle.
+        stream
+            .set_nodelay(true)
+            .map_err(|e| Failure::Unreachable(format!("set_nodelay: {e}")))?;
+        let (requests, queued) = mpsc::channel(QUEUED_REQUESTS);
+        let cause = Arc::new(OnceLock::new());
+        let task = tokio::spawn(drive(stream, queued, Arc::clone(&cause))).abort_handle();
+        Ok(Connection {
+            requests,
+            cause,
+            task,
+        })
+    }
+
+    /// Whether the connection can still take requests.
+    pub fn is_open(&self) -> bool {
+        self.cause.get().is_none() && !self.requests.is_closed()
+    }
+
+    /// Sends `stats-tube <tube>` and waits for its reply, at most `timeout`. Any failure
+    /// but a well-formed reply discards the connection.
+    pub async fn stats_tube(&self, tube: &Arc<str>, timeout: Duration) -> Result<Reply, Failure> {
+        let (reply, answer) = oneshot::channel();
+        let exchange = async {
+            let request = Request {
+                tube: Arc::clone(tube),
+                reply,
+            };
+            self.requests
+                .send(request)
+                .await
+                .map_err(|_| self.failure())?;
+            // The sender is dropped unanswered only when the connection ended.
+            answer.await.map_err(|_| self.failure())?
+        };
+        let result = match tokio::time::timeout(timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(Failure::TimedOut(timeout)),
+        };
+        if let Err(failure) = &result {
+            // Idempotent; makes sure the pool sees the connection as gone before the
+            // caller retries.
+            self.discard(failure.clone());
+        }
+        result
+    }
+
+    /// Ends the connection, failing every waiting request with `cause` (unless it already
+    /// failed for another reason).
+    fn discard(&self, cause: Failure) {
+        let _ = self.cause.set(as_cause(cause));
+        self.task.abort();
+    }
+
+    fn failure(&self) -> Failure {
+        self.cause
+            .get()
+            .cloned()
+            .unwrap_or_else(|| Failure::Broken("connection closed".into()))
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // Nobody can send requests any more; the writer may be stuck on a full socket.
+        self.task.abort();
+    }
+}
+
+/// The connection's task: writer and reader side by side until either fails (or every
+/// handle is gone). Dropping the queues at the end fails the requests still in them.
+async fn drive(
+    stream: TcpStream,
+    mut queued: mpsc::Receiver<Request>,
+    cause: Arc<OnceLock<Failure>>,
+) {
+    let (read, write) = stream.into_split();
+    // Reply senders in the order their commands were written.
+    let (pending_tx, mut pending) = mpsc::unbounded_channel();
+    let failure = tokio::select! {
+        failure = write_loop(write, &mut queued, pending_tx) => failure,
+        failure = read_loop(BufReader::new(read), &mut pending, &cause) => Some(failure),
+    };
+    if let Some(failure) = failure {
+        let _ = cause.set(failure);
+    }
+}
+
+/// Writes queued requests, registering each reply sender before its command goes out
+/// (so a reply never arrives before its sender is in line). Returns `None` once every
+/// handle is gone.
+async fn write_loop(
+    mut write: OwnedWriteHalf,
+    queued: &mut mpsc::Receiver<Request>,
+    pending: mpsc::UnboundedSender<ReplySender>,
+) -> Option<Failure> {
+    let mut buf = Vec::new();
+    loop {
+        let first = queued.recv().await?;
+        buf.clear();
+        let mut next = Some(first);
+        let mut gathered = false;
+        loop {
+            while let Some(Request { tube, reply }) = next {
+                buf.extend_from_slice(b"stats-tube ");
+                buf.extend_from_slice(tube.as_bytes());
+                buf.extend_from_slice(b"\r\n");
+                // The reader only goes away with this task.
+                pending.send(reply).ok()?;
+                next = if buf.len() < WRITE_BATCH {
+                    queued.try_recv().ok()
+                } else {
+                    None
+                };
+            }
+            if gathered || buf.len() >= WRITE_BATCH {
+                break;
+            }
+            tokio::time::sleep(GATHER).await;
+            gathered = true;
+            next = queued.try_recv().ok();
+        }
+        if let Err(e) = write.write_all(&buf).await {
+            return Some(Failure::Broken(format!("write: {e}")));
+        }
+    }
+}
+
+/// Reads replies and hands each to the oldest waiting request. Returns why it stopped;
+/// a failed reply is also given to the request it belonged to.
+async fn read_loop(
+    mut read: BufReader<OwnedReadHalf>,
+    pending: &mut mpsc::UnboundedReceiver<ReplySender>,
+    cause: &OnceLock<Failure>,
+) -> Failure {
+    loop {
+        let frame = read_frame(&mut read).await;
+        let Ok(reply_to) = pending.try_recv() else {
+            // Bytes (or the end of the stream) when nothing was asked.
+            return match frame {
+                Err(Failure::Broken(detail)) => Failure::Broken(detail),
+                Err(failure) => Failure::Broken(format!("unsolicited data: {failure}")),
+                Ok(_) => Failure::Broken("unsolicited reply".into()),
+            };
+        };
+        match frame {
+            // The requester may have given up (timeout, cancelled poll): nothing to do.
+            Ok(reply) => {
+                let _ = reply_to.send(Ok(reply));
+            }
+            Err(failure) => {
+                // Recorded before answering, so a retry never picks this connection.
+                let _ = cause.set(as_cause(failure.clone()));
+                let _ = reply_to.send(Err(failure.clone()));
+                return failure;
+            }
+        }
+    }
+}
+
+/// What a request's failure means for the other requests on the connection.
+fn as_cause(failure: Failure) -> Failure {
+    match failure {
+        // They did nothing wrong: for them the connection just broke.
+        Failure::Protocol(detail) => {
+            Failure::Broken(format!("connection dropped after a bad reply: {detail}"))
+        }
+        other => other,
+    }
+}
+
+fn broken(e: io::Error) -> Failure {
+    Failure::Broken(e.to_string())
+}
+
+/// Reads one `OK <bytes>` frame or `NOT_FOUND`, bounded by [`MAX_LINE`] and [`MAX_BODY`].
+pub(crate) async fn read_frame<R>(read: &mut BufReader<R>) -> Result<Reply, Failure>
+where
+    R: tokio::io::AsyncRead + Unpin,
+{
+    let mut line = Vec::new();
+    (&mut *read)
+        .take(MAX_LINE)
+        .read_until(b'\n', &mut line)
+        .await
+        .map_err(broken)?;
+    if line.is_empty() {
+        return Err(Failure::Broken("connection closed by the server".into()));
+    }
+    let Some(line) = line.strip_suffix(b"\r\n") else {
+        return Err(Failure::Protocol(if line.len() as u64 >= MAX_LINE {
+            format!("response line longer than {MAX_LINE} bytes")
+        } else {
+            "truncated response line".to_string()
+        }));
+    };
+    let line = std::str::from_utf8(line)
+        .map_err(|_| Failure::Protocol("response line is not UTF-8".into()))?;
+    let size = match line.split_once(' ') {
+        Some(("OK", size)) => size
+            .parse::<usize>()
+            .map_err(|_| Failure::Protocol(format!("bad body size in {:?}", shorten(line))))?,
+        None if line == "NOT_FOUND" => return Ok(Reply::NotFound),
+        _ => {
+            return Err(Failure::Protocol(format!(
+                "unexpected response {:?}",
+                shorten(line)
+            )));
+        }
+    };
+    if size > MAX_BODY {
+        return Err(Failure::Protocol(format!(
+            "body of {size} bytes exceeds the {MAX_BODY}-byte limit"
+        )));
+    }
+    let mut body = vec![0u8; size + 2];
+    read.read_exact(&mut body).await.map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            Failure::Protocol(format!("truncated body: expected {size} bytes"))
+        } else {
+            broken(e)
+        }
+    })?;
+    if !body.ends_with(b"\r\n") {
+        return Err(Failure::Protocol("body does not end with CRLF".into()));
+    }
+    body.truncate(size);
+    String::from_utf8(body)
+        .map(Reply::Body)
+        .map_err(|_| Failure::Protocol("body is not UTF-8".into()))
+}
+
+/// Keeps error messages short when a server sends a long line of garbage.
+pub(crate) fn shorten(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn frame(bytes: &[u8]) -> Result<Reply, Failure> {
+        read_frame(&mut BufReader::new(bytes)).await
+    }
+
+    #[tokio::test]
+    async fn reads_bounded_frames() {
+        assert_eq!(
+            frame(b"OK 3\r\nabc\r\n").await,
+            Ok(Reply::Body("abc".into()))
+        );
+        assert_eq!(frame(b"NOT_FOUND\r\n").await, Ok(Reply::NotFound));
+        assert!(matches!(frame(b"").await, Err(Failure::Broken(_))));
+        let protocol = |r: Result<Reply, Failure>| match r {
+            Err(Failure::Protocol(detail)) => detail,
+            other => panic!("expected a protocol error, got {other:?}"),
+        };
+        assert!(protocol(frame(b"OK 3\r\nab").await).contains("truncated body"));
+        assert!(protocol(frame(b"OK 3").await).contains("truncated response line"));
+        assert!(protocol(frame(b"OK 3\r\nabcXY").await).contains("CRLF"));
+        assert!(protocol(frame(b"OK 99999999\r\n").await).contains("limit"));
+        assert!(protocol(frame(&[b'x'; 300]).await).contains("longer"));
+        assert!(protocol(frame(b"OK x\r\n").await).contains("bad body size"));
+        assert!(protocol(frame(b"BAD_FORMAT\r\n").await).contains("unexpected response"));
+    }
+
+    /// A server that reads `n` commands before it answers any, then answers each with a
+    /// body naming its tube (`NOT_FOUND` for tubes starting with `missing`).
+    async fn answers_after(n: usize) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let mut stream = BufReader::new(stream);
+            let mut tubes = Vec::new();
+            for _ in 0..n {
+                let mut line = String::new();
+                stream.read_line(&mut line).await.unwrap();
+                let tube = line.trim_end().strip_prefix("stats-tube ").unwrap();
+                tubes.push(tube.to_string());
+            }
+            let mut out = Vec::new();
+            for tube in tubes {
+                if tube.starts_with("missing") {
+                    out.extend_from_slice(b"NOT_FOUND\r\n");
+                } else {
+                    out.extend_from_slice(format!("OK {}\r\n{tube}\r\n", tube.len()).as_bytes());
+                }
+            }
+            stream.get_mut().write_all(&out).await.unwrap();
+            // Keep the connection open until the client is done.
+            let _ = stream.read_u8().await;
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn requests_are_pipelined_and_replies_matched_in_order() {
+        let n = 50;
+        let addr = answers_after(n).await;
+        let conn = Connection::open(&addr, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let tubes: Vec<Arc<str>> = (0..n)
+            .map(|i| {
+                if i % 3 == 0 {
+                    Arc::from(format!("missing-{i}"))
+                } else {
+                    Arc::from(format!("tube-{i}"))
+                }
+            })
+            .collect();
+        // A client that waited for each reply before sending the next command would never
+        // get the first one.
+        let replies = futures::future::join_all(
+            tubes
+                .iter()
+                .map(|tube| conn.stats_tube(tube, Duration::from_secs(5))),
+        )
+        .await;
+        for (tube, reply) in tubes.iter().zip(replies) {
+            let expected = if tube.starts_with("missing") {
+                Reply::NotFound
+            } else {
+                Reply::Body(tube.to_string())
+            };
+            assert_eq!(reply, Ok(expected), "{tube}");
+        }
+        assert!(conn.is_open());
+    }
+
+    #[tokio::test]
+    async fn a_timeout_discards_the_connection_and_fails_every_waiting_request() {
+        // Answers only after three commands; two come.
+        let addr = answers_after(3).await;
+        let conn = Connection::open(&addr, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let (slow, fast): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+        let (first, second) = tokio::join!(
+            conn.stats_tube(&slow, Duration::from_secs(30)),
+            conn.stats_tube(&fast, Duration::from_millis(100)),
+        );
+        assert_eq!(second, Err(Failure::TimedOut(Duration::from_millis(100))));
+        // The other request did not wait for its own 30 s.
+        assert_eq!(first, Err(Failure::TimedOut(Duration::from_millis(100))));
+        assert!(!conn.is_open());
+        assert!(
+            conn.stats_tube(&slow, Duration::from_secs(5))
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn replies_are_read_in_order_from_one_buffer() {
+        let mut read = BufReader::new(&b"OK 1\r\na\r\nNOT_FOUND\r\nOK 2\r\nbc\r\n"[..]);
+        assert_eq!(read_frame(&mut read).await, Ok(Reply::Body("a".into())));
+        assert_eq!(read_frame(&mut read).await, Ok(Reply::NotFound));
+        assert_eq!(read_frame(&mut read).await, Ok(Reply::Body("bc".into())));
+        assert!(matches!(
+            read_frame(&mut read).await,
+            Err(Failure::Broken(_))
+        ));
+    }
+}
