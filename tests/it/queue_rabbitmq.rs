@@ -20,6 +20,8 @@ use wpa::queue::{
 };
 
 const WAIT: Duration = Duration::from_secs(45);
+/// How long a private RabbitMQ node may take to boot (as `wait_for_port`).
+const BOOT_WAIT: Duration = Duration::from_secs(90);
 
 fn opts() -> ProviderOptions {
     ProviderOptions {
@@ -398,9 +400,21 @@ async fn recovers_after_the_broker_restarts() {
     node.restart();
     wait_for_port(port, Duration::from_secs(90)).await;
     // Durable queue, persistent confirmed messages: both survive; the same provider
-    // reconnects by itself.
-    let m = eventually(WAIT, "the provider to reconnect", async || {
-        provider.poll().await.ok()
+    // reconnects by itself. The port opens before the node has recovered its queues, and a
+    // restarted node boots slowly on a loaded machine (it took over 45 s in a full CI run):
+    // what is tested is that the provider gets there, so the wait is as long as the boot's.
+    // Each new kind of failure is printed, so a timeout shows where it was stuck.
+    let mut last_error: Option<String> = None;
+    let m = eventually(BOOT_WAIT, "the provider to reconnect", async || {
+        let error = match provider.poll().await {
+            Ok(m) => return Some(m),
+            Err(e) => e.to_string(),
+        };
+        if last_error.as_ref() != Some(&error) {
+            eprintln!("poll after the restart failed: {error}");
+            last_error = Some(error);
+        }
+        None
     })
     .await;
     assert_eq!((m.visible, m.consumers), (2, Some(0)));
