@@ -552,9 +552,13 @@ async fn many_tubes_recover_together_after_the_server_restarts() {
     server.kill();
     let started = Instant::now();
     let results = futures::future::join_all(providers.iter_mut().map(|(_, p)| p.poll())).await;
+    // Bounded by the timeouts, not hanging: a request may still go out on the old socket
+    // before the kill has closed it and wait the whole request timeout, then the retry's
+    // connect is refused (slack for a loaded machine on top).
+    let bound = opts.request_timeout * 2 + Duration::from_secs(2);
     assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "{:?}",
+        started.elapsed() < bound,
+        "{:?} (bound {bound:?})",
         started.elapsed()
     );
     for result in results {
@@ -606,8 +610,10 @@ async fn a_server_that_stops_answering_fails_every_pending_poll_in_time() {
         let started = Instant::now();
         let results = futures::future::join_all(providers.iter_mut().map(|p| p.poll())).await;
         let took = started.elapsed();
+        // One timeout for all twenty, not one after another (that would be 10 s); slack
+        // for a loaded machine.
         assert!(
-            took >= timeout && took < timeout * 2,
+            took >= timeout && took < timeout + Duration::from_secs(3),
             "round {round}: {took:?}"
         );
         for result in results {
