@@ -18,7 +18,7 @@ use super::problem::{
 };
 use super::target::{TargetError, TargetRef, TargetState};
 use crate::crd::{WorkerPodAutoScaler, WorkerPodAutoScalerStatus};
-use crate::queue::registry::{QueueState, Subscription};
+use crate::queue::registry::{QueueState, Subscription, combined};
 use crate::queue::{Credentials, QueueUri};
 use crate::scaler::{History, Policy};
 
@@ -113,11 +113,11 @@ async fn read_world(
     // SQS waits for the first message in a long poll only while no worker runs (practo).
     ctx.registry
         .report_workers(key.id(), u32::try_from(state.replicas).unwrap_or(0));
-    let per_queue = if spec.queues_redacted.len() > 1 {
-        spec.queues_redacted
-            .into_iter()
-            .zip(ctx.registry.states(key.id()))
-            .collect()
+    // Each queue's state once; with several, their combined view is computed from these.
+    let states = ctx.registry.states(key.id());
+    let queue = (!states.is_empty()).then(|| combined::combine(&states));
+    let per_queue = if states.len() > 1 {
+        spec.queues_redacted.into_iter().zip(states).collect()
     } else {
         Vec::new()
     };
@@ -126,7 +126,7 @@ async fn read_world(
         target: spec.target,
         queue_redacted: spec.queue_redacted,
         target_state: state,
-        queue: ctx.registry.state(key.id()),
+        queue,
         per_queue,
     }))
 }

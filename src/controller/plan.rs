@@ -363,9 +363,7 @@ fn plan_world(
     if let Some(queue) = &world.queue
         && let Some(metrics) = &queue.metrics
     {
-        let backlog = metrics
-            .visible
-            .saturating_add(metrics.in_flight.unwrap_or(0));
+        let backlog = metrics.backlog();
         status.current_messages = i64::try_from(backlog).unwrap_or(i64::MAX);
         status.in_flight_messages = metrics
             .in_flight
@@ -390,7 +388,7 @@ fn plan_world(
         gauges.per_queue = world
             .per_queue
             .iter()
-            .map(|(queue, state)| (queue.clone(), backlog_of(state)))
+            .map(|(queue, state)| (queue.clone(), state.backlog()))
             .collect();
     }
     status.current_replicas = current;
@@ -402,20 +400,12 @@ fn plan_world(
     plan
 }
 
-/// Visible plus in-flight messages of a queue's last good sample (0 before one).
-fn backlog_of(state: &QueueState) -> u64 {
-    state
-        .metrics
-        .as_ref()
-        .map_or(0, |m| m.visible.saturating_add(m.in_flight.unwrap_or(0)))
-}
-
 /// One queue's line in the status of a WPA that watches several.
 fn queue_status(queue: &str, state: &QueueState) -> QueueStatus {
     let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     QueueStatus {
         queue: queue.to_string(),
-        messages: clamp(backlog_of(state)),
+        messages: clamp(state.backlog()),
         in_flight_messages: state.metrics.as_ref().and_then(|m| m.in_flight).map(clamp),
         idle: state.idle,
         error: state.error.as_ref().map(ToString::to_string),

@@ -52,6 +52,14 @@ pub struct QueueMetrics {
     pub sampled_at: jiff::Timestamp,
 }
 
+impl QueueMetrics {
+    /// What the workers have to do: visible plus in-flight messages (in flight counts as
+    /// zero where the broker cannot tell).
+    pub fn backlog(&self) -> u64 {
+        self.visible.saturating_add(self.in_flight.unwrap_or(0))
+    }
+}
+
 /// Why a poll failed. Never turned into zeros: the registry keeps the last metrics and
 /// marks them stale with this error.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]

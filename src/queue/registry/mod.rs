@@ -106,6 +106,13 @@ pub struct QueueState {
     pub consecutive_failures: u32,
 }
 
+impl QueueState {
+    /// The backlog of the last good sample (0 before one).
+    pub fn backlog(&self) -> u64 {
+        self.metrics.as_ref().map_or(0, QueueMetrics::backlog)
+    }
+}
+
 /// Hook for poll latency and errors (e.g. Prometheus). Called from the poll loops after
 /// every poll; keep it quick and non-blocking. `queue` is the redacted URI.
 pub trait PollObserver: Send + Sync + 'static {
@@ -199,12 +206,7 @@ impl Signature {
         };
         let mut backlog = 0u64;
         for status in statuses {
-            backlog = backlog.saturating_add(
-                status
-                    .metrics
-                    .as_ref()
-                    .map_or(0, |m| m.visible.saturating_add(m.in_flight.unwrap_or(0))),
-            );
+            backlog = backlog.saturating_add(status.backlog());
             signature.polled &= status.metrics.is_some() || status.error.is_some();
             signature.idle &= status.idle;
             signature.stale |= status.stale;
