@@ -88,18 +88,7 @@ impl IdleTracker {
 mod tests {
     use super::*;
 
-    fn metrics(visible: u64, in_flight: Option<u64>, idle: Option<bool>) -> QueueMetrics {
-        QueueMetrics {
-            visible,
-            in_flight,
-            delayed: None,
-            sent_per_minute: None,
-            consumers: None,
-            idle,
-            partial: None,
-            sampled_at: jiff::Timestamp::UNIX_EPOCH,
-        }
-    }
+    use crate::queue::test_support::sample as metrics;
 
     const WINDOW: Duration = Duration::from_secs(60);
 

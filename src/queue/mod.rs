@@ -60,6 +60,26 @@ impl QueueMetrics {
     }
 }
 
+/// Samples for the unit tests of the queue modules.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::QueueMetrics;
+
+    /// A sample with these counts and idle evidence, nothing else known, taken at the epoch.
+    pub(crate) fn sample(visible: u64, in_flight: Option<u64>, idle: Option<bool>) -> QueueMetrics {
+        QueueMetrics {
+            visible,
+            in_flight,
+            delayed: None,
+            sent_per_minute: None,
+            consumers: None,
+            idle,
+            partial: None,
+            sampled_at: jiff::Timestamp::UNIX_EPOCH,
+        }
+    }
+}
+
 /// Why a poll failed. Never turned into zeros: the registry keeps the last metrics and
 /// marks them stale with this error.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]

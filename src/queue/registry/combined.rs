@@ -85,18 +85,7 @@ mod tests {
         jiff::Timestamp::from_second(seconds).unwrap()
     }
 
-    fn metrics(visible: u64, in_flight: Option<u64>, idle: Option<bool>) -> QueueMetrics {
-        QueueMetrics {
-            visible,
-            in_flight,
-            delayed: None,
-            sent_per_minute: None,
-            consumers: None,
-            idle,
-            partial: None,
-            sampled_at: at(100),
-        }
-    }
+    use crate::queue::test_support::sample as metrics;
 
     fn polled(visible: u64, in_flight: Option<u64>, idle: bool) -> QueueState {
         QueueState {
@@ -141,6 +130,7 @@ mod tests {
     #[test]
     fn counts_no_queue_can_tell_stay_unknown_and_consumers_are_not_summed() {
         let mut a = metrics(1, None, None);
+        a.sampled_at = at(100);
         a.consumers = Some(4);
         a.sent_per_minute = Some(30);
         a.partial = Some("management API down".into());

@@ -606,18 +606,7 @@ mod poll_loop;
 mod tests {
     use super::*;
 
-    fn metrics(visible: u64, in_flight: Option<u64>) -> QueueMetrics {
-        QueueMetrics {
-            visible,
-            in_flight,
-            delayed: None,
-            sent_per_minute: None,
-            consumers: None,
-            idle: None,
-            partial: None,
-            sampled_at: jiff::Timestamp::UNIX_EPOCH,
-        }
-    }
+    use crate::queue::test_support::sample;
 
     #[test]
     fn signature_tracks_what_subscribers_care_about() {
@@ -625,18 +614,18 @@ mod tests {
         let s0 = Signature::of(&empty, 10);
         assert!(!s0.polled);
         let mut st = QueueState {
-            metrics: Some(metrics(0, Some(0))),
+            metrics: Some(sample(0, Some(0), None)),
             ..QueueState::default()
         };
         let zero = Signature::of(&st, 10);
         assert!(zero.polled && !zero.has_backlog && zero.workers == 0);
-        st.metrics = Some(metrics(5, Some(4)));
+        st.metrics = Some(sample(5, Some(4), None));
         let nine = Signature::of(&st, 10);
         assert_eq!((nine.has_backlog, nine.workers), (true, 1));
-        st.metrics = Some(metrics(10, None));
+        st.metrics = Some(sample(10, None, None));
         // Same worker count: no change worth a wakeup.
         assert_eq!(Signature::of(&st, 10), nine);
-        st.metrics = Some(metrics(11, None));
+        st.metrics = Some(sample(11, None, None));
         assert_eq!(Signature::of(&st, 10).workers, 2);
         // A target of 0 is treated as 1 rather than dividing by zero.
         assert_eq!(Signature::of(&st, 0).workers, 11);
@@ -675,7 +664,7 @@ mod tests {
         assert_eq!(state.loops[&a].members.len(), 2);
 
         // Once the queue has been polled, a newcomer is woken at once.
-        state.loops.get_mut(&a).expect("loop").status.metrics = Some(metrics(3, Some(0)));
+        state.loops.get_mut(&a).expect("loop").status.metrics = Some(sample(3, Some(0), None));
         let third = state.attach("ns/three", vec![a.clone()], None, 5, &settings, &mut next);
         assert!(third.wake && third.starts.is_empty());
         // The same subscription again is not news.
@@ -717,10 +706,10 @@ mod tests {
         assert_eq!(state.loops[&a].members.len(), 2);
 
         // Only one of its queues polled: nothing to wake the multi-queue subscriber for.
-        state.loops.get_mut(&a).expect("a").status.metrics = Some(metrics(4, Some(0)));
+        state.loops.get_mut(&a).expect("a").status.metrics = Some(sample(4, Some(0), None));
         let only_a = Signature::of_all(statuses_of(&state.loops, &[a.clone(), b.clone()]), 5);
         assert!(!only_a.polled);
-        state.loops.get_mut(&b).expect("b").status.metrics = Some(metrics(3, Some(0)));
+        state.loops.get_mut(&b).expect("b").status.metrics = Some(sample(3, Some(0), None));
         let both = Signature::of_all(statuses_of(&state.loops, &[a.clone(), b.clone()]), 5);
         assert!(both.polled && both.has_backlog);
         assert_eq!(
