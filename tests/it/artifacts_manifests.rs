@@ -9,22 +9,15 @@ use crate::manifests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use manifests::{
     Object, allows, assert_controller_rules, assert_hardened_controller, assert_least_privilege,
-    check_schema, customs, deployments, only_container, parse_documents,
+    assert_single_controller, check_schema, customs, deployments, only_container, parse_documents,
+    read, repo,
 };
 use serde_json::Value;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn read(path: &Path) -> String {
-    fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-}
 
 fn artifact(name: &str) -> Vec<Object> {
     let path = repo().join("artifacts").join(name);
@@ -50,25 +43,9 @@ fn install_manifests_are_typed_hardened_and_consistent() {
         deployment.metadata.namespace.as_deref(),
         Some("kube-system")
     );
+    assert_single_controller(deployment, "deployment-template.yaml");
     let spec = deployment.spec.as_ref().expect("spec");
-    assert_eq!(spec.replicas, Some(1));
-    assert_eq!(
-        spec.strategy.as_ref().and_then(|s| s.type_.as_deref()),
-        Some("Recreate"),
-        "one controller without leader election must never overlap with another"
-    );
     let container = only_container(deployment);
-    assert_eq!(
-        container.image.as_deref(),
-        Some(
-            format!(
-                "ghcr.io/worker-pod-autoscaler/workerpodautoscaler:{}",
-                env!("CARGO_PKG_VERSION")
-            )
-            .as_str()
-        ),
-        "image tag follows the crate version"
-    );
     assert_eq!(
         container
             .args

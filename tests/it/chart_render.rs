@@ -11,39 +11,17 @@
 use crate::manifests;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use manifests::{
     Object, allows, assert_controller_rules, assert_hardened_controller, assert_least_privilege,
-    count_kind, customs, deployments, only_container, parse_documents,
+    count_kind, customs, deployments, only_container, parse_documents, render_with, repo,
 };
 use serde_json::Value;
 
 const RELEASE_NAMESPACE: &str = "kube-system";
 const FULLNAME: &str = "wpa-worker-pod-autoscaler";
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Runs hack/check-chart.sh into a temporary folder and returns it.
-fn render_chart() -> tempfile::TempDir {
-    let out = tempfile::tempdir().expect("temp dir");
-    let output = Command::new("bash")
-        .arg(repo().join("hack/check-chart.sh"))
-        .arg("--out")
-        .arg(out.path())
-        .output()
-        .expect("run hack/check-chart.sh");
-    assert!(
-        output.status.success(),
-        "hack/check-chart.sh failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    out
-}
 
 fn scenarios(out: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(out)
@@ -518,7 +496,7 @@ fn check_scenario(name: &str, objects: &[Object], values: &Value) {
 
 #[test]
 fn chart_renders_typed_hardened_objects_for_every_value_set() {
-    let out = render_chart();
+    let out = render_with("check-chart.sh");
     let names = scenarios(out.path());
     for required in [
         "default",
@@ -659,7 +637,7 @@ fn chart_defaults_are_the_binarys_defaults() {
 /// accepted args get as far as loading the kube config.
 #[test]
 fn rendered_args_are_accepted_by_the_binary() {
-    let out = render_chart();
+    let out = render_with("check-chart.sh");
     for name in scenarios(out.path()) {
         let dir = out.path().join(&name);
         let objects = parse_documents(

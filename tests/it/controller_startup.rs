@@ -53,6 +53,35 @@ fn status_writes(server: &ApiServerDouble) -> usize {
         .count()
 }
 
+/// Puts one job into every worker's list and waits for the first scale write (with the
+/// caller's tight scale pacing, most of the others are left waiting for tokens).
+async fn push_everywhere_until_the_first_scale(server: &ApiServerDouble, prefix: &str) {
+    let mut conn = redis_conn(redis_port(), DB);
+    for i in 0..WPAS {
+        e2e::lpush_jobs(&mut conn, &list(prefix, i), 1);
+    }
+    let first = Instant::now();
+    while (0..WPAS).all(|i| server.scale_patches(NS, &name(i)).is_empty()) {
+        assert!(
+            first.elapsed() < Duration::from_secs(20),
+            "no scale write at all"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Fewer than half the workers were scaled: the test had writes waiting when it stopped
+/// the controller.
+fn assert_writes_were_waiting(server: &ApiServerDouble) {
+    let scaled = (0..WPAS)
+        .filter(|&i| !server.scale_patches(NS, &name(i)).is_empty())
+        .count();
+    assert!(
+        scaled < WPAS / 2,
+        "{scaled} scaled: the test needs writes waiting"
+    );
+}
+
 /// Waits until the controller polls every WPA's queue (`wpa_queue_poll_loops`).
 async fn wait_all_polled(controller: &ControllerProcess, within: Duration) -> Duration {
     let started = Instant::now();
@@ -140,30 +169,12 @@ async fn no_scale_write_starts_after_sigterm() {
         ],
     );
     wait_all_polled(&controller, Duration::from_secs(20)).await;
-    let mut conn = redis_conn(redis_port(), DB);
-    for i in 0..WPAS {
-        e2e::lpush_jobs(&mut conn, &list(&prefix, i), 1);
-    }
     // Let the first scale writes through, with many more waiting for tokens.
-    let first = Instant::now();
-    while (0..WPAS).all(|i| server.scale_patches(NS, &name(i)).is_empty()) {
-        assert!(
-            first.elapsed() < Duration::from_secs(20),
-            "no scale write at all"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    push_everywhere_until_the_first_scale(&server, &prefix).await;
     let signalled = jiff::Timestamp::now();
     let code = controller.terminate();
     assert_eq!(code, Some(0), "log:\n{}", controller.log_text());
-    let scaled: Vec<usize> = (0..WPAS)
-        .filter(|&i| !server.scale_patches(NS, &name(i)).is_empty())
-        .collect();
-    assert!(
-        scaled.len() < WPAS / 2,
-        "{} scaled: the test needs writes waiting",
-        scaled.len()
-    );
+    assert_writes_were_waiting(&server);
     // A write already on the wire may land just after the signal; none may start later.
     let late: Vec<String> = server
         .requests("PATCH", "/scale")
@@ -202,18 +213,8 @@ async fn a_leader_that_loses_its_lease_sends_none_of_its_waiting_writes() {
         ],
     );
     wait_all_polled(&controller, Duration::from_secs(30)).await;
-    let mut conn = redis_conn(redis_port(), DB);
-    for i in 0..WPAS {
-        e2e::lpush_jobs(&mut conn, &list(&prefix, i), 1);
-    }
-    let first = Instant::now();
-    while (0..WPAS).all(|i| server.scale_patches(NS, &name(i)).is_empty()) {
-        assert!(
-            first.elapsed() < Duration::from_secs(20),
-            "no scale write at all"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Let the first scale writes through, with many more waiting for tokens.
+    push_everywhere_until_the_first_scale(&server, &prefix).await;
     // Another controller takes the lease (as a new leader would after a partition).
     let stolen = jiff::Timestamp::now();
     server
@@ -243,13 +244,7 @@ async fn a_leader_that_loses_its_lease_sends_none_of_its_waiting_writes() {
         "{}",
         controller.log_text()
     );
-    let scaled = (0..WPAS)
-        .filter(|&i| !server.scale_patches(NS, &name(i)).is_empty())
-        .count();
-    assert!(
-        scaled < WPAS / 2,
-        "{scaled} scaled: the test needs writes waiting"
-    );
+    assert_writes_were_waiting(&server);
     // It notices within its renew period (1 s here); a write already on the wire may land
     // just after. None of the many waiting writes may follow.
     let late: Vec<String> = server

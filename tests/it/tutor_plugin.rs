@@ -14,8 +14,7 @@ use crate::manifests;
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use k8s_openapi::api::rbac::v1::PolicyRule;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
@@ -24,7 +23,8 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 use kube::core::cel::Validator;
 use manifests::{
     Object, assert_controller_rules, assert_hardened_controller, assert_least_privilege,
-    check_schema, deployments, only_container, parse_documents, parse_values,
+    assert_single_controller, check_schema, deployments, only_container, parse_documents,
+    parse_values, read, render_with, repo,
 };
 use serde_json::{Value, json};
 use wpa::crd::WorkerPodAutoScaler;
@@ -56,32 +56,6 @@ const SCENARIOS: [&str; 10] = [
     "refused-hpa-on-worker",
     "refused-min-above-max",
 ];
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn read(path: &Path) -> String {
-    fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-}
-
-/// Runs hack/check-tutor.sh into a temporary folder and returns it.
-fn render() -> tempfile::TempDir {
-    let out = tempfile::tempdir().expect("temp dir");
-    let output = Command::new("bash")
-        .arg(repo().join("hack/check-tutor.sh"))
-        .arg("--out")
-        .arg(out.path())
-        .output()
-        .expect("run hack/check-tutor.sh");
-    assert!(
-        output.status.success(),
-        "hack/check-tutor.sh failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    out
-}
 
 /// The settings of one scenario, with Tutor's and the plugin's defaults for what it does
 /// not set (an independent statement of the defaults the README documents).
@@ -285,25 +259,9 @@ fn check_controller(values: &[Value], expected: &Expected, origin: &str) {
         Some(ns),
         "{origin}"
     );
+    assert_single_controller(&deployment, origin);
     let spec = deployment.spec.as_ref().expect("spec");
-    assert_eq!(spec.replicas, Some(1), "{origin}: one controller");
-    assert_eq!(
-        spec.strategy.as_ref().and_then(|s| s.type_.as_deref()),
-        Some("Recreate"),
-        "{origin}: no overlap without leader election"
-    );
     let container = only_container(&deployment);
-    assert_eq!(
-        container.image.as_deref(),
-        Some(
-            format!(
-                "ghcr.io/worker-pod-autoscaler/workerpodautoscaler:{}",
-                env!("CARGO_PKG_VERSION")
-            )
-            .as_str()
-        ),
-        "{origin}: image tag follows the crate version"
-    );
     let mut want_args = vec![
         "run".to_owned(),
         "--metrics-port=:8787".to_owned(),
@@ -715,7 +673,7 @@ fn check_scenario(dir: &Path, name: &str) {
 
 #[test]
 fn tutor_plugin_renders_valid_wpas_and_controller() {
-    let out = render();
+    let out = render_with("check-tutor.sh");
     let mut names: Vec<String> = fs::read_dir(out.path())
         .expect("render output")
         .filter_map(|e| e.ok())

@@ -7,6 +7,8 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
@@ -55,6 +57,58 @@ impl Object {
             Object::Custom(kind, _) => kind,
         }
     }
+}
+
+/// The repository's root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// Runs a render script of hack/ (`bash hack/<script> --out DIR`) into a temporary folder
+/// and returns the folder; panics with the script's output when it fails.
+pub fn render_with(script: &str) -> tempfile::TempDir {
+    let out = tempfile::tempdir().expect("temp dir");
+    let output = Command::new("bash")
+        .arg(repo().join("hack").join(script))
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .unwrap_or_else(|e| panic!("run hack/{script}: {e}"));
+    assert!(
+        output.status.success(),
+        "hack/{script} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    out
+}
+
+/// The controller Deployment without leader election: one replica, replaced rather than
+/// rolled (two must never overlap), running the image of this crate's version.
+pub fn assert_single_controller(deployment: &Deployment, origin: &str) {
+    let spec = deployment.spec.as_ref().expect("spec");
+    assert_eq!(spec.replicas, Some(1), "{origin}: one controller");
+    assert_eq!(
+        spec.strategy.as_ref().and_then(|s| s.type_.as_deref()),
+        Some("Recreate"),
+        "{origin}: one controller without leader election must never overlap with another"
+    );
+    let container = only_container(deployment);
+    assert_eq!(
+        container.image.as_deref(),
+        Some(
+            format!(
+                "ghcr.io/worker-pod-autoscaler/workerpodautoscaler:{}",
+                env!("CARGO_PKG_VERSION")
+            )
+            .as_str()
+        ),
+        "{origin}: image tag follows the crate version"
+    );
 }
 
 /// Splits YAML text into documents and parses each one into its typed object.
