@@ -1,7 +1,7 @@
 //! Request recording: every HTTP request the double answers, with its outcome, so tests can
 //! assert on what a client actually sent (e.g. which scale patches a controller made).
 
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock, RwLockReadGuard};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::Value;
@@ -54,6 +54,11 @@ impl RecordedRequest {
 pub struct Recorder {
     requests: Mutex<Vec<RecordedRequest>>,
     enabled: AtomicBool,
+    /// Held shared by a request from the moment it changes the store until it is recorded,
+    /// and exclusively by readers of the recordings: a test that saw a change in the store
+    /// then always finds the request that made it (a scale PATCH was once seen in the
+    /// Deployment but not yet in the recordings).
+    answering: RwLock<()>,
 }
 
 impl Default for Recorder {
@@ -61,6 +66,7 @@ impl Default for Recorder {
         Recorder {
             requests: Mutex::new(Vec::new()),
             enabled: AtomicBool::new(true),
+            answering: RwLock::new(()),
         }
     }
 }
@@ -77,7 +83,14 @@ impl Recorder {
         self.enabled.store(enabled, Ordering::Relaxed);
     }
 
+    /// Taken before a request touches the store and kept until it was pushed.
+    pub fn answering(&self) -> RwLockReadGuard<'_, ()> {
+        self.answering.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every recorded request, after the requests being answered now were recorded.
     pub fn all(&self) -> Vec<RecordedRequest> {
+        let _settled = self.answering.write().unwrap_or_else(|e| e.into_inner());
         self.lock().clone()
     }
 

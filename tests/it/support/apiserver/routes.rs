@@ -116,6 +116,9 @@ async fn handle(
         tokio::time::sleep(outcome.latency).await;
     }
     let mut fault = outcome.describe();
+    // No await from here on: the guard keeps readers of the recordings out until this
+    // request, whose change may already be visible in the store, is recorded.
+    let _answering = shared.recorder.answering();
     let response = match outcome.status {
         Some(code) => {
             ApiError::from_code(code, format!("injected fault: HTTP {code}")).into_response()
