@@ -7,8 +7,10 @@ script must go through Celery/kombu (not raw broker commands).
 Usage:
   produce.py --broker URL --queue NAME --count N [--priority P]
              [--priority-steps 0,3,6,9] [--sep SEP] [--prefix PREFIX] [--max-priority N]
+             [--task NAME --args JSON_LIST]
 
-Prints one JSON line: {"sent": N}.
+Sends `wpa.test.noop(i)` by default; with --task, that task with the same --args each time.
+Prints one JSON line: {"sent": N, "ids": [task ids]}.
 """
 import argparse
 import json
@@ -29,7 +31,11 @@ def main() -> int:
     parser.add_argument("--prefix", default=None, help="kombu global_keyprefix (Redis)")
     parser.add_argument("--max-priority", type=int, default=None,
                         help="x-max-priority of the queue (RabbitMQ)")
+    parser.add_argument("--task", default="wpa.test.noop")
+    parser.add_argument("--args", default=None,
+                        help="JSON list of task arguments (default: [i])")
     args = parser.parse_args()
+    fixed_args = json.loads(args.args) if args.args is not None else None
 
     app = Celery("wpa_test_producer", broker=args.broker)
     transport_options = {}
@@ -50,11 +56,14 @@ def main() -> int:
     options = {"queue": args.queue, "routing_key": args.queue}
     if args.priority is not None:
         options["priority"] = args.priority
+    ids = []
     with app.connection_for_write() as conn:
         producer = app.amqp.Producer(conn)
         for i in range(args.count):
-            app.send_task("wpa.test.noop", args=[i], producer=producer, **options)
-    print(json.dumps({"sent": args.count}))
+            task_args = fixed_args if fixed_args is not None else [i]
+            result = app.send_task(args.task, args=task_args, producer=producer, **options)
+            ids.append(result.id)
+    print(json.dumps({"sent": args.count, "ids": ids}))
     return 0
 
 

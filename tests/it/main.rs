@@ -6,6 +6,8 @@ mod manifests;
 mod support;
 
 mod apiserver_double;
+mod apiserver_pods;
+mod apiserver_pods_celery;
 mod artifacts_manifests;
 mod chart_render;
 mod cli;

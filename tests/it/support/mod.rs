@@ -5,6 +5,8 @@ pub mod apiserver;
 pub mod broker_procs;
 pub mod brokers;
 pub mod brokers_amqp;
+pub mod celery_pods;
+pub mod celery_tasks;
 pub mod cloudwatch;
 pub mod controller;
 pub mod e2e;

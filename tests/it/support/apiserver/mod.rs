@@ -19,6 +19,8 @@
 //!   apply with a loose field-ownership model (enough for apply conflicts).
 //! - `faults.rs`, `recording.rs`, `workload.rs`: fault injection, request recording and
 //!   optional simulated workload status.
+//! - `pods/`: optional simulated Pods that follow workload replicas, removed in the real
+//!   ReplicaSet controller's order (pod-deletion-cost), with events for pod runners.
 //! - `resources.rs`: which resources exist; `discovery.rs`: discovery documents.
 //!
 //! Objects are untyped JSON on purpose: the double serves any resource a test registers, and
@@ -54,6 +56,11 @@
 //! server.drop_watches();
 //! // Workloads report their desired replicas as available after 500 ms.
 //! server.simulate_workloads(Some(Duration::from_millis(500)));
+//! // Workloads get Pods that follow their replicas; removed Pods terminate for 2 s.
+//! server.simulate_pods(true);
+//! server.set_pod_termination_grace(Duration::from_secs(2));
+//! let mut events = server.pod_events(); // PodEvent::{Created, Terminating, Deleted}
+//! server.set_pod_deletion_cost("ns", &server.live_pod_names(&Gvr::DEPLOYMENTS, "ns", "worker")[0], 100)?;
 //! // Wait for what a controller eventually writes.
 //! server.wait_for(Duration::from_secs(30), |s| {
 //!     s.get(&Gvr::DEPLOYMENTS, Some("ns"), "worker").filter(|d| d["spec"]["replicas"] == 5)
@@ -67,6 +74,7 @@ mod managed;
 pub mod objects;
 mod ops;
 mod patch;
+pub mod pods;
 pub mod recording;
 pub mod resources;
 mod routes;
@@ -87,6 +95,8 @@ use serde_json::Value;
 
 #[allow(unused_imports)]
 pub use faults::{Fault, FaultId};
+#[allow(unused_imports)]
+pub use pods::{PodEvent, PodRef, PodSummary, WorkloadKind};
 #[allow(unused_imports)]
 pub use recording::RecordedRequest;
 #[allow(unused_imports)]

@@ -5,6 +5,7 @@ use std::sync::{Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use super::faults::Faults;
+use super::pods::PodSim;
 use super::recording::Recorder;
 use super::resources::{Gvr, Registry, ResourceDef};
 use super::store::{DEFAULT_HISTORY_LIMIT, Store};
@@ -16,6 +17,11 @@ pub struct Settings {
     pub bookmark_interval: Duration,
     /// `Some(delay)`: simulate workload controllers (see `workload.rs`).
     pub workload_delay: Option<Duration>,
+    /// Create and delete Pods for workloads as their replicas change (see `pods/`).
+    pub simulate_pods: bool,
+    /// How long a simulated Pod stays terminating (deletionTimestamp set) before it is
+    /// removed; zero removes it in the same call.
+    pub pod_termination_grace: Duration,
 }
 
 impl Default for Settings {
@@ -23,6 +29,8 @@ impl Default for Settings {
         Settings {
             bookmark_interval: Duration::from_secs(2),
             workload_delay: None,
+            simulate_pods: false,
+            pod_termination_grace: Duration::ZERO,
         }
     }
 }
@@ -38,6 +46,8 @@ pub struct Shared {
     /// How many upcoming watch resumes get a 410 Gone.
     pub gone_on_resume: AtomicUsize,
     pub open_watches: AtomicUsize,
+    /// Bookkeeping of the simulated Pods (used only with `Settings::simulate_pods`).
+    pub pods: PodSim,
 }
 
 impl Shared {
@@ -51,6 +61,7 @@ impl Shared {
             watch_epoch: tokio::sync::watch::Sender::new(0),
             gone_on_resume: AtomicUsize::new(0),
             open_watches: AtomicUsize::new(0),
+            pods: PodSim::default(),
         }
     }
 

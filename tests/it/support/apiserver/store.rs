@@ -275,6 +275,49 @@ impl Store {
         Ok(object)
     }
 
+    /// Marks an object as being deleted (deletionTimestamp, deletionGracePeriodSeconds)
+    /// without removing it, as the real API server does for a graceful Pod deletion; a later
+    /// [`Store::delete`] removes it. Returns the object before and after.
+    pub fn mark_terminating(
+        &mut self,
+        def: &ResourceDef,
+        key: &ObjectKey,
+        grace_seconds: u64,
+    ) -> Result<(Value, Value), ApiError> {
+        let Some(old) = self.objects.get(key).cloned() else {
+            return Err(ApiError::not_found(&def.gvr, &key.name));
+        };
+        if old.pointer("/metadata/deletionTimestamp").is_some() {
+            return Ok((old.clone(), old));
+        }
+        let rv = self.next_resource_version();
+        let mut object = old.clone();
+        set_pointer(
+            &mut object,
+            "/metadata/deletionTimestamp",
+            Value::from(now_timestamp()),
+        );
+        set_pointer(
+            &mut object,
+            "/metadata/deletionGracePeriodSeconds",
+            Value::from(grace_seconds),
+        );
+        set_pointer(
+            &mut object,
+            "/metadata/resourceVersion",
+            Value::from(rv.to_string()),
+        );
+        self.objects.insert(key.clone(), object.clone());
+        self.push_event(
+            rv,
+            key.clone(),
+            EventType::Modified,
+            object.clone(),
+            Some(old.clone()),
+        );
+        Ok((old, object))
+    }
+
     /// History events after `resource_version`, or `None` when some of them were compacted.
     pub fn events_since(&self, resource_version: u64) -> Option<Vec<Arc<StoredEvent>>> {
         if resource_version < self.compacted_through {

@@ -23,6 +23,7 @@ impl Shared {
         old: Option<&Value>,
         new: Option<&Value>,
     ) {
+        self.pods_after_write(def, old, new);
         let Some(delay) = self.settings().workload_delay else {
             return;
         };
