@@ -7,6 +7,9 @@ script must go through Celery/kombu (not raw broker commands).
 Usage:
   produce.py --broker URL --queue NAME --count N [--priority P]
              [--priority-steps 0,3,6,9] [--sep SEP] [--prefix PREFIX] [--max-priority N]
+             [--sleep SECONDS]
+
+Sends `wpa.test.noop` tasks, or with --sleep `wpa.test.sleep` tasks taking SECONDS.
 
 Prints one JSON line: {"sent": N}.
 """
@@ -29,6 +32,8 @@ def main() -> int:
     parser.add_argument("--prefix", default=None, help="kombu global_keyprefix (Redis)")
     parser.add_argument("--max-priority", type=int, default=None,
                         help="x-max-priority of the queue (RabbitMQ)")
+    parser.add_argument("--sleep", type=float, default=None,
+                        help="send wpa.test.sleep(SECONDS) instead of wpa.test.noop(i)")
     args = parser.parse_args()
 
     app = Celery("wpa_test_producer", broker=args.broker)
@@ -53,7 +58,11 @@ def main() -> int:
     with app.connection_for_write() as conn:
         producer = app.amqp.Producer(conn)
         for i in range(args.count):
-            app.send_task("wpa.test.noop", args=[i], producer=producer, **options)
+            if args.sleep is None:
+                app.send_task("wpa.test.noop", args=[i], producer=producer, **options)
+            else:
+                app.send_task("wpa.test.sleep", args=[args.sleep], producer=producer,
+                              **options)
     print(json.dumps({"sent": args.count}))
     return 0
 
