@@ -1,8 +1,8 @@
 //! Request recording: every HTTP request the double answers, with its outcome, so tests can
 //! assert on what a client actually sent (e.g. which scale patches a controller made).
 
-use std::sync::{Mutex, RwLock, RwLockReadGuard};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, RwLock, RwLockReadGuard};
 
 use serde_json::Value;
 
