@@ -7,7 +7,7 @@ use crate::support;
 use std::time::Duration;
 
 use support::brokers::{CeleryWorker, RedisServer, celery_produce, redis_port, unique};
-use support::brokers_amqp::{create_vhost, delete_vhost};
+use support::brokers_amqp::{close_connections, create_vhost, delete_vhost};
 use tokio::sync::mpsc;
 use wpa::queue::{Credentials, QueueUri};
 use wpa::workers::{
@@ -134,6 +134,12 @@ async fn worker_lifecycle(heard: &mut Heard, broker: &str, keyprefix: Option<&st
         worker.exited().then_some(())
     })
     .await;
+    // One subscription all along: the liveness PINGs (every 2 s here) were answered.
+    assert_eq!(
+        *heard.handle.subscriptions().borrow(),
+        1,
+        "the listener reconnected"
+    );
     host
 }
 
@@ -245,6 +251,43 @@ async fn workers_redis_listener_resubscribes_after_client_kill() {
             heartbeat_with(0),
         )
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_rabbitmq_listener_reconnects_after_its_connection_is_closed() {
+    let vhost = unique("wpa-ev");
+    create_vhost(&vhost).await;
+    let mut heard = listen(source(&format!(
+        "amqp://guest:guest@127.0.0.1:5672/{vhost}/q"
+    )))
+    .await;
+    // Only the listener is connected to this fresh vhost; the management API lists a new
+    // connection after a moment.
+    support::brokers::eventually(
+        BEATS,
+        "the listener's connection to be closed",
+        async || (close_connections(&vhost).await > 0).then_some(()),
+    )
+    .await;
+    wait_subscribed(&heard.handle, 2).await;
+
+    let queue = unique("wpa-ev");
+    let host = format!("celery@{}", unique("wpa-test"));
+    let worker = CeleryWorker::with_events(
+        &format!("amqp://guest:guest@127.0.0.1:5672/{vhost}"),
+        &queue,
+        &host,
+        None,
+    );
+    heard
+        .next(&host, STARTUP, "worker-online", kind(BeatKind::Online))
+        .await;
+    heard
+        .next(&host, BEATS, "a heartbeat", heartbeat_with(0))
+        .await;
+    drop(worker);
+    heard.handle.stop().await;
+    delete_vhost(&vhost).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
