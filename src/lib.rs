@@ -2,6 +2,8 @@
 //!
 //! Data flows one way: `queue` (providers, registry) -> `scaler` (pure decision) ->
 //! `controller` (Kubernetes I/O). `crd` holds the WorkerPodAutoScaler types shared by all.
+//! `workers` listens to Celery worker events (who is alive, how many tasks each runs) on the
+//! broker of a queue.
 
 #![forbid(unsafe_code)]
 
@@ -11,3 +13,4 @@ pub mod crd;
 pub mod queue;
 pub mod scaler;
 pub mod simulate;
+pub mod workers;

@@ -7,7 +7,9 @@ script must go through Celery/kombu (not raw broker commands).
 Usage:
   produce.py --broker URL --queue NAME --count N [--priority P]
              [--priority-steps 0,3,6,9] [--sep SEP] [--prefix PREFIX] [--max-priority N]
-             [--task NAME --args JSON_LIST]
+             [--task NAME --args JSON_LIST] [--sleep SECONDS]
+
+--sleep SECONDS is short for --task wpa.test.sleep --args [SECONDS].
 
 Sends `wpa.test.noop(i)` by default; with --task, that task with the same --args each time.
 Prints one JSON line: {"sent": N, "ids": [task ids]}.
@@ -34,8 +36,12 @@ def main() -> int:
     parser.add_argument("--task", default="wpa.test.noop")
     parser.add_argument("--args", default=None,
                         help="JSON list of task arguments (default: [i])")
+    parser.add_argument("--sleep", type=float, default=None,
+                        help="send wpa.test.sleep(SECONDS) instead of wpa.test.noop(i)")
     args = parser.parse_args()
     fixed_args = json.loads(args.args) if args.args is not None else None
+    if args.sleep is not None:
+        args.task, fixed_args = "wpa.test.sleep", [args.sleep]
 
     app = Celery("wpa_test_producer", broker=args.broker)
     transport_options = {}

@@ -6,6 +6,7 @@ Settings from the environment:
 - WPA_TEST_ACKS_LATE: "1" (default) acknowledges a task after it ran, so a running task
   stays in kombu's `unacked` hash and the broker sees it as in flight; "0" acknowledges it
   when the worker takes it (Celery's default), so a worker killed mid-task loses it.
+- WPA_TEST_KEYPREFIX: kombu's Redis `global_keyprefix`, when set.
 - WPA_TEST_TASK_SECONDS: how long `wpa.test.noop` sleeps (default 1).
 - WPA_TEST_RECORD_REDIS, WPA_TEST_RECORD_KEY: where `wpa.test.sleep` records its runs
   (Redis lists KEY:started and KEY:finished of JSON lines), so a test can count tasks that
@@ -23,6 +24,8 @@ from celery import Celery
 app = Celery("wpa_test_worker", broker=os.environ["WPA_TEST_BROKER"])
 app.conf.task_acks_late = os.environ.get("WPA_TEST_ACKS_LATE", "1") == "1"
 app.conf.worker_prefetch_multiplier = 1
+if os.environ.get("WPA_TEST_KEYPREFIX"):
+    app.conf.broker_transport_options = {"global_keyprefix": os.environ["WPA_TEST_KEYPREFIX"]}
 
 _recorder = None
 

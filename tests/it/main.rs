@@ -30,3 +30,4 @@ mod queue_sqs;
 mod scaler_properties;
 mod simulate_practo;
 mod tutor_plugin;
+mod workers_celery;

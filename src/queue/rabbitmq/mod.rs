@@ -118,51 +118,21 @@ impl RabbitmqProvider {
                 "the AMQP queue URI names no queue".into(),
             ));
         }
-        let (username, password) = match (&creds.username, &creds.password) {
-            (Some(u), p) => (u.clone(), p.clone().unwrap_or_default()),
-            (None, Some(p)) => (
-                uri.username.clone().unwrap_or_else(|| "guest".into()),
-                p.clone(),
-            ),
-            (None, None) => (
-                uri.username.clone().unwrap_or_else(|| "guest".into()),
-                uri.password.clone().unwrap_or_else(|| {
-                    if uri.username.is_some() {
-                        String::new()
-                    } else {
-                        "guest".into()
-                    }
-                }),
-            ),
-        };
+        let (username, password) = resolve_credentials(uri, creds);
         let scheme = if uri.tls { "amqps" } else { "amqp" };
         let vhost_segment = utf8_percent_encode(&uri.vhost, PATH_SEGMENT).to_string();
         let label = format!(
             "{scheme}://{}:{}/{vhost_segment}/{}",
             uri.host, uri.port, uri.queue
         );
-        let timeout_ms = u64::try_from(opts.request_timeout.as_millis()).unwrap_or(u64::MAX);
-        let amqp_uri = AMQPUri {
-            scheme: if uri.tls {
-                AMQPScheme::AMQPS
-            } else {
-                AMQPScheme::AMQP
-            },
-            authority: AMQPAuthority {
-                userinfo: AMQPUserInfo {
-                    username: username.clone(),
-                    password: password.clone(),
-                },
-                host: uri.host.clone(),
-                port: uri.port,
-            },
-            vhost: uri.vhost.clone(),
-            query: AMQPQueryString {
-                heartbeat: Some(HEARTBEAT_SECONDS),
-                connection_timeout: Some(timeout_ms),
-                ..AMQPQueryString::default()
-            },
-        };
+        let amqp_uri = amqp_uri(
+            uri.tls,
+            &uri.host,
+            uri.port,
+            &uri.vhost,
+            (&username, &password),
+            opts.request_timeout,
+        );
         let management = match &uri.management {
             Some(base) => {
                 let http = reqwest::Client::builder()
@@ -292,33 +262,96 @@ impl RabbitmqProvider {
     }
 
     fn map_amqp_error(&self, err: &lapin::Error) -> QueueError {
-        let queue = self.label.clone();
-        match err.kind() {
-            ErrorKind::ProtocolError(amqp) => match amqp.kind() {
-                AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND) => QueueError::NotFound { queue },
-                AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED) => QueueError::Denied {
-                    queue,
-                    detail: amqp.get_message().to_string(),
-                },
-                _ => QueueError::BadResponse {
-                    queue,
-                    detail: amqp.to_string(),
-                },
+        map_amqp_error(&self.label, err)
+    }
+}
+
+/// The user name and password to log in with: a Secret's values win over the URI's
+/// userinfo; with neither, RabbitMQ's `guest`/`guest` (a user name without a password
+/// logs in with an empty one).
+pub(crate) fn resolve_credentials(uri: &AmqpUri, creds: &Credentials) -> (String, String) {
+    match (&creds.username, &creds.password) {
+        (Some(u), p) => (u.clone(), p.clone().unwrap_or_default()),
+        (None, Some(p)) => (
+            uri.username.clone().unwrap_or_else(|| "guest".into()),
+            p.clone(),
+        ),
+        (None, None) => (
+            uri.username.clone().unwrap_or_else(|| "guest".into()),
+            uri.password.clone().unwrap_or_else(|| {
+                if uri.username.is_some() {
+                    String::new()
+                } else {
+                    "guest".into()
+                }
+            }),
+        ),
+    }
+}
+
+/// lapin's connection settings for a broker: our heartbeat, and `timeout` for the
+/// connection handshake.
+pub(crate) fn amqp_uri(
+    tls: bool,
+    host: &str,
+    port: u16,
+    vhost: &str,
+    (username, password): (&str, &str),
+    timeout: Duration,
+) -> AMQPUri {
+    let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+    AMQPUri {
+        scheme: if tls {
+            AMQPScheme::AMQPS
+        } else {
+            AMQPScheme::AMQP
+        },
+        authority: AMQPAuthority {
+            userinfo: AMQPUserInfo {
+                username: username.to_string(),
+                password: password.to_string(),
             },
-            ErrorKind::AuthProviderError(detail) => QueueError::Denied {
+            host: host.to_string(),
+            port,
+        },
+        vhost: vhost.to_string(),
+        query: AMQPQueryString {
+            heartbeat: Some(HEARTBEAT_SECONDS),
+            connection_timeout: Some(timeout_ms),
+            ..AMQPQueryString::default()
+        },
+    }
+}
+
+/// Maps a lapin error to the provider contract's error kinds; `label` names the queue
+/// (or broker) without credentials.
+pub(crate) fn map_amqp_error(label: &str, err: &lapin::Error) -> QueueError {
+    let queue = label.to_string();
+    match err.kind() {
+        ErrorKind::ProtocolError(amqp) => match amqp.kind() {
+            AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND) => QueueError::NotFound { queue },
+            AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED) => QueueError::Denied {
                 queue,
-                detail: detail.clone(),
+                detail: amqp.get_message().to_string(),
             },
-            // lapin's parser errors are opaque ("ParserErrors { .. }"): say what they mean.
-            ErrorKind::ParsingError(e) => QueueError::BadResponse {
+            _ => QueueError::BadResponse {
                 queue,
-                detail: format!("not an AMQP 0-9-1 answer ({e})"),
+                detail: amqp.to_string(),
             },
-            _ => QueueError::Unavailable {
-                queue,
-                detail: err.to_string(),
-            },
-        }
+        },
+        ErrorKind::AuthProviderError(detail) => QueueError::Denied {
+            queue,
+            detail: detail.clone(),
+        },
+        // lapin's parser errors are opaque ("ParserErrors { .. }"): say what they mean.
+        ErrorKind::ParsingError(e) => QueueError::BadResponse {
+            queue,
+            detail: format!("not an AMQP 0-9-1 answer ({e})"),
+        },
+        _ => QueueError::Unavailable {
+            queue,
+            detail: err.to_string(),
+        },
     }
 }
 

@@ -105,41 +105,15 @@ impl RedisProvider {
         opts: &ProviderOptions,
     ) -> Result<Self, QueueError> {
         let label = QueueUri::Redis(uri.clone()).redacted();
-        let addr = if uri.tls {
-            // redis-rs builds its rustls config from the process-wide crypto provider;
-            // make sure there is one (main installs the same provider at startup).
-            if rustls::crypto::CryptoProvider::get_default().is_none() {
-                let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-            }
-            let host = if uri.host.contains(':') {
-                format!("[{}]", uri.host)
-            } else {
-                uri.host.clone()
-            };
-            format!("rediss://{host}:{}", uri.port).into_connection_info()
-        } else {
-            ConnectionAddr::Tcp(uri.host.clone(), uri.port).into_connection_info()
-        }
-        .map_err(|e| map_error(&label, &e))?;
-        let username = creds.username.as_ref().or(uri.username.as_ref());
-        let password = creds.password.as_ref().or(uri.password.as_ref());
-        let mut settings = RedisConnectionInfo::default().set_db(uri.db);
-        if let Some(user) = username {
-            settings = settings.set_username(user);
-        }
-        if let Some(password) = password {
-            settings = settings.set_password(password);
-        }
-        let client =
-            Client::open(addr.set_redis_settings(settings)).map_err(|e| map_error(&label, &e))?;
         let key = ConnectionKey {
             tls: uri.tls,
             host: uri.host.clone(),
             port: uri.port,
             db: uri.db,
-            username: username.cloned(),
-            password: password.cloned(),
+            username: creds.username.as_ref().or(uri.username.as_ref()).cloned(),
+            password: creds.password.as_ref().or(uri.password.as_ref()).cloned(),
         };
+        let client = client(&key, &label)?;
         let timeout = opts.request_timeout;
         // Boxed: every queue waiting for the shared connection would otherwise hold room
         // for the connecting future, which only the first one runs.
@@ -382,6 +356,35 @@ impl RedisProvider {
 }
 
 /// Opens a connection manager, bounded in time.
+/// A client for the server, database and identity of `key` (TLS verified against the
+/// system's roots). `label` names the server in errors; it must not hold the password.
+pub(crate) fn client(key: &ConnectionKey, label: &str) -> Result<Client, QueueError> {
+    let addr = if key.tls {
+        // redis-rs builds its rustls config from the process-wide crypto provider;
+        // make sure there is one (main installs the same provider at startup).
+        if rustls::crypto::CryptoProvider::get_default().is_none() {
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        }
+        let host = if key.host.contains(':') {
+            format!("[{}]", key.host)
+        } else {
+            key.host.clone()
+        };
+        format!("rediss://{host}:{}", key.port).into_connection_info()
+    } else {
+        ConnectionAddr::Tcp(key.host.clone(), key.port).into_connection_info()
+    }
+    .map_err(|e| map_error(label, &e))?;
+    let mut settings = RedisConnectionInfo::default().set_db(key.db);
+    if let Some(user) = &key.username {
+        settings = settings.set_username(user);
+    }
+    if let Some(password) = &key.password {
+        settings = settings.set_password(password);
+    }
+    Client::open(addr.set_redis_settings(settings)).map_err(|e| map_error(label, &e))
+}
+
 async fn open_connection(
     client: Client,
     timeout: Duration,
@@ -511,7 +514,7 @@ fn has_code(e: &RedisError, codes: &[&str]) -> bool {
 }
 
 /// Maps a Redis error to the provider contract's error kinds.
-fn map_error(label: &str, e: &RedisError) -> QueueError {
+pub(crate) fn map_error(label: &str, e: &RedisError) -> QueueError {
     let queue = label.to_string();
     let detail = e.to_string();
     if e.kind() == ErrorKind::AuthenticationFailed

@@ -279,8 +279,36 @@ pub struct CeleryWorker {
 }
 
 impl CeleryWorker {
+    /// A worker that sends no events (`--without-heartbeat`), named `<queue>@localhost`.
     pub fn start(broker: &str, queue: &str, concurrency: u32, task_seconds: f64) -> CeleryWorker {
-        let child = Command::new("python3")
+        let mut command = Self::command(broker, queue, concurrency);
+        command
+            .arg("--without-heartbeat")
+            .args(["--hostname", &format!("{queue}@localhost")])
+            .env("WPA_TEST_TASK_SECONDS", task_seconds.to_string());
+        Self::spawn(command)
+    }
+
+    /// A worker that sends worker events (online, heartbeats every 2 s, offline), started
+    /// as Tutor starts its workers (`--without-gossip --without-mingle`), with
+    /// `--hostname hostname` and kombu's Redis `global_keyprefix` set to `keyprefix`.
+    pub fn with_events(
+        broker: &str,
+        queue: &str,
+        hostname: &str,
+        keyprefix: Option<&str>,
+    ) -> CeleryWorker {
+        let mut command = Self::command(broker, queue, 2);
+        command.args(["--hostname", hostname]);
+        if let Some(prefix) = keyprefix {
+            command.env("WPA_TEST_KEYPREFIX", prefix);
+        }
+        Self::spawn(command)
+    }
+
+    fn command(broker: &str, queue: &str, concurrency: u32) -> Command {
+        let mut command = Command::new("python3");
+        command
             .args(["-m", "celery", "-A", "worker_app", "worker", "-Q", queue])
             .args([
                 "--pool",
@@ -288,25 +316,37 @@ impl CeleryWorker {
                 "--concurrency",
                 &concurrency.to_string(),
             ])
-            .args([
-                "--without-heartbeat",
-                "--without-gossip",
-                "--without-mingle",
-            ])
-            .args([
-                "--loglevel",
-                "WARNING",
-                "--hostname",
-                &format!("{queue}@localhost"),
-            ])
+            .args(["--without-gossip", "--without-mingle"])
+            .args(["--loglevel", "WARNING"])
             .current_dir(script(""))
             .env("WPA_TEST_BROKER", broker)
-            .env("WPA_TEST_TASK_SECONDS", task_seconds.to_string())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start a celery worker");
+            .stderr(Stdio::null());
+        command
+    }
+
+    fn spawn(mut command: Command) -> CeleryWorker {
+        let child = command.spawn().expect("start a celery worker");
         CeleryWorker { child }
+    }
+
+    /// Asks for a warm shutdown as Kubernetes does (SIGTERM).
+    #[allow(unsafe_code)]
+    pub fn sigterm(&self) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
+        assert!(pid > 1, "refusing to signal pid {pid}");
+        // SAFETY: kill(2) takes plain integers; a positive pid names one process.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
+
+    /// Whether the worker process has exited (without blocking).
+    pub fn exited(&mut self) -> bool {
+        self.child
+            .try_wait()
+            .expect("wait for the worker")
+            .is_some()
     }
 }
 

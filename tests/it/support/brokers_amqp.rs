@@ -191,3 +191,34 @@ pub fn celery_produce(queue: &str, count: usize, priority: Option<u8>, max_prior
         "produce.py said {stdout}"
     );
 }
+
+/// Force-closes every client connection on `vhost` through the management API (as an
+/// operator or a broker restart would); returns how many were closed.
+pub async fn close_connections(vhost: &str) -> usize {
+    let http = reqwest::Client::new();
+    let listed: Vec<serde_json::Value> = http
+        .get(format!(
+            "{MANAGEMENT}/api/vhosts/{}/connections",
+            segment(vhost)
+        ))
+        .basic_auth("guest", Some("guest"))
+        .send()
+        .await
+        .expect("GET connections")
+        .json()
+        .await
+        .expect("connections JSON");
+    let mut closed = 0;
+    for connection in listed {
+        let name = connection["name"].as_str().expect("connection name");
+        let r = http
+            .delete(format!("{MANAGEMENT}/api/connections/{}", segment(name)))
+            .basic_auth("guest", Some("guest"))
+            .send()
+            .await
+            .expect("DELETE connection");
+        assert!(r.status().is_success(), "closing {name}: {}", r.status());
+        closed += 1;
+    }
+    closed
+}

@@ -1,0 +1,188 @@
+//! Keeps a listener connected: reconnects with exponential backoff and jitter (as the
+//! registry's poll loops back off from an unreachable broker), and stops when told to or
+//! when nobody receives the events any more.
+
+use std::future::Future;
+use std::time::Duration;
+
+use backon::BackoffBuilder;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use super::source::EventSource;
+use super::{ListenError, WorkerBeat, amqp, redis};
+
+/// Timing of the listeners.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenSettings {
+    /// Limit for connecting and subscribing, and for a Redis PING to be answered.
+    pub connect_timeout: Duration,
+    /// How often an idle Redis pub/sub connection is checked with PING. (AMQP connections
+    /// have their own heartbeat.)
+    pub ping_interval: Duration,
+    /// First delay before reconnecting; doubles (with jitter) up to `max_backoff` while
+    /// attempts keep failing.
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for ListenSettings {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            ping_interval: Duration::from_secs(15),
+            min_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Follows the worker events of one [`EventSource`] and sends them to `beats`.
+pub struct Listener {
+    source: EventSource,
+    beats: mpsc::Sender<WorkerBeat>,
+    settings: ListenSettings,
+    subscribed: watch::Sender<u64>,
+}
+
+impl Listener {
+    pub fn new(
+        source: EventSource,
+        beats: mpsc::Sender<WorkerBeat>,
+        settings: ListenSettings,
+    ) -> Self {
+        Self {
+            source,
+            beats,
+            settings,
+            subscribed: watch::Sender::new(0),
+        }
+    }
+
+    pub fn source(&self) -> &EventSource {
+        &self.source
+    }
+
+    /// How many times a subscription has been set up so far: it changes on every
+    /// (re)connection, so a caller can wait until events can arrive.
+    pub fn subscriptions(&self) -> watch::Receiver<u64> {
+        self.subscribed.subscribe()
+    }
+
+    /// One connection: listens until it fails (`Err`, to be retried) or nobody receives
+    /// the events any more (`Ok`).
+    pub async fn listen_once(&self) -> Result<(), ListenError> {
+        match &self.source {
+            EventSource::Redis(source) => {
+                redis::listen(source, &self.beats, &self.subscribed, &self.settings).await
+            }
+            EventSource::Rabbitmq(source) => {
+                amqp::listen(source, &self.beats, &self.subscribed, &self.settings).await
+            }
+        }
+    }
+
+    /// Listens, reconnecting with backoff, until `stop` resolves or the receiver of the
+    /// events is dropped.
+    pub async fn run(self, stop: impl Future<Output = ()>) {
+        let broker = self.source.redacted();
+        let mut stop = std::pin::pin!(stop);
+        let mut backoff: Option<backon::ExponentialBackoff> = None;
+        // The error last logged at warn level: a broker that stays down is logged once.
+        let mut logged: Option<ListenError> = None;
+        let mut failing = false;
+        loop {
+            let before = *self.subscribed.borrow();
+            let result = tokio::select! {
+                () = &mut stop => return,
+                result = self.listen_once() => result,
+            };
+            let error = match result {
+                Ok(()) => {
+                    tracing::debug!(broker = %broker, "nobody receives worker events; stopping");
+                    return;
+                }
+                Err(error) => error,
+            };
+            if *self.subscribed.borrow() != before {
+                // The connection worked for a while: reconnect at once-ish, and say so
+                // if it had been failing before.
+                if failing {
+                    tracing::info!(broker = %broker, "worker events flowed again");
+                }
+                backoff = None;
+                logged = None;
+            }
+            failing = true;
+            if logged.as_ref() == Some(&error) {
+                tracing::debug!(broker = %broker, %error, "worker events: still failing");
+            } else {
+                tracing::warn!(broker = %broker, %error, "worker events interrupted; reconnecting");
+                logged = Some(error);
+            }
+            let cap = self.settings.max_backoff;
+            let delay = backoff
+                .get_or_insert_with(|| {
+                    backon::ExponentialBuilder::default()
+                        .with_min_delay(self.settings.min_backoff.min(cap))
+                        .with_max_delay(cap)
+                        .with_factor(2.0)
+                        .with_jitter()
+                        .without_max_times()
+                        .build()
+                })
+                .next()
+                .unwrap_or(cap)
+                .min(cap);
+            tokio::select! {
+                () = &mut stop => return,
+                () = self.beats.closed() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// Runs [`Listener::run`] on its own task until the handle is dropped or stopped.
+    pub fn spawn(self) -> ListenerHandle {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let subscriptions = self.subscriptions();
+        // A dropped sender ends the wait just like a sent value.
+        let task = tokio::spawn(self.run(async move {
+            let _ = stopped.await;
+        }));
+        ListenerHandle {
+            stop: Some(stop),
+            task: Some(task),
+            subscriptions,
+        }
+    }
+}
+
+/// A spawned listener; dropping it stops the listener.
+pub struct ListenerHandle {
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+    subscriptions: watch::Receiver<u64>,
+}
+
+impl ListenerHandle {
+    /// See [`Listener::subscriptions`].
+    pub fn subscriptions(&self) -> watch::Receiver<u64> {
+        self.subscriptions.clone()
+    }
+
+    /// Stops the listener and waits until its connection is closed.
+    pub async fn stop(mut self) {
+        self.stop.take();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for ListenerHandle {
+    fn drop(&mut self) {
+        // The task sees the stop at its next await and closes its connection itself.
+        self.stop.take();
+    }
+}
