@@ -48,6 +48,7 @@ pub const PAUSED_ANNOTATION: &str = "k8s.practo.dev/paused";
         type_ = "integer",
         json_path = ".status.DesiredReplicas"
     ),
+    printcolumn(name = "Busy", type_ = "integer", json_path = ".status.workers.busy"),
     printcolumn(
         name = "Decision",
         type_ = "string",
@@ -139,6 +140,25 @@ pub struct WorkerPodAutoScalerSpec {
     /// Broker credentials from a Secret in the WPA's namespace (never inline passwords).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<CredentialsSecretRef>,
+    /// Where the controller learns which workers are running tasks, so that a scale-down
+    /// never removes a busy one: `Auto` (the default) listens to Celery's worker heartbeats
+    /// on the queue's Redis or RabbitMQ broker; `CeleryEvents` is the same, said explicitly;
+    /// `Off` decides on queue figures alone, exactly as practo. SQS, beanstalkd and HTTP
+    /// queues have no such signal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "worker_signal_schema")]
+    pub worker_signal: Option<WorkerSignal>,
+}
+
+/// `spec.workerSignal`.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+pub enum WorkerSignal {
+    #[default]
+    Auto,
+    CeleryEvents,
+    Off,
 }
 
 impl WorkerPodAutoScalerSpec {
@@ -290,6 +310,15 @@ fn queue_uris_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     })
 }
 
+fn worker_signal_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "Where the controller learns which workers are running tasks, so that a scale-down\nnever removes a busy one: `Auto` (the default) listens to Celery's worker heartbeats\non the queue's Redis or RabbitMQ broker; `CeleryEvents` is the same, said explicitly;\n`Off` decides on queue figures alone, exactly as practo. SQS, beanstalkd and HTTP\nqueues have no such signal.",
+        "type": "string",
+        "nullable": true,
+        "enum": ["Auto", "CeleryEvents", "Off"],
+    })
+}
+
 /// An optional string enum without the `null` member schemars would add: the API server wants
 /// enum members of the declared type.
 fn select_policy_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
@@ -379,6 +408,29 @@ pub struct WorkerPodAutoScalerStatus {
     /// Each queue's figures when the WPA watches several (`queueURIs`), in spec order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub queues: Vec<QueueStatus>,
+    /// What the workers report (`spec.workerSignal`); absent where there is no signal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<WorkersStatus>,
+}
+
+/// The target's pods by what their workers report.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkersStatus {
+    /// Where the reports come from, e.g. `CeleryEvents`.
+    pub source: String,
+    /// Pods whose workers run tasks: a scale-down keeps them.
+    pub busy: i32,
+    /// Pods whose workers report no task: removed first.
+    pub idle: i32,
+    /// Pods no worker reports for (starting, heartbeats off): neither idle nor protected.
+    pub unknown: i32,
+    /// Tasks executing now on the target's workers.
+    pub active_tasks: i64,
+    /// Why the reports cannot be used now (the broker's events cannot be read, the
+    /// controller started moments ago); absent while they can.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// One queue of a WPA that watches several.

@@ -2,15 +2,22 @@
 //! API, in order of importance: the scale, then Events, then the status (handed to the
 //! status writer, which writes it in the background).
 
-use kube::Resource;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
 use tracing::{debug, info, warn};
 
 use super::Error;
 use super::context::Context;
 use super::key::WpaKey;
 use super::observe::Observed;
-use super::plan::{Plan, PlannedEvent};
+use super::plan::{Plan, PlannedEvent, PodCost};
+use super::pods::DELETION_COST_ANNOTATION;
 use crate::crd::WorkerPodAutoScaler;
 
 pub async fn apply(
@@ -28,6 +35,11 @@ pub async fn apply(
         return Ok(());
     }
     if let (Some(change), Ok(world)) = (&plan.scale, &observed.world) {
+        if let Err(e) = set_pod_costs(ctx, key, &plan.pod_costs).await {
+            // Without the costs the ReplicaSet could remove a busy pod: no scale-down now.
+            warn!(error = %e, "cannot set the pods' deletion costs; the scale-down waits");
+            return Err(e);
+        }
         match ctx
             .targets
             .scale(key.namespace(), &world.target, change.to)
@@ -43,6 +55,13 @@ pub async fn apply(
                 );
                 ctx.metrics
                     .count_scale(&ctx.labels(key).as_labels(), change.is_up());
+                let protected = world.workers.as_ref().and_then(|w| w.activity);
+                if let Some(activity) = protected.filter(|_| !change.is_up()) {
+                    ctx.metrics
+                        .busy_pods_protected
+                        .with_label_values(&[key.name(), key.namespace()])
+                        .inc_by(f64::from(activity.busy));
+                }
             }
             Err(_) if ctx.shutdown.requested() => {
                 info!(
@@ -81,6 +100,49 @@ pub async fn apply(
     }
     if let Some(status) = plan.status {
         ctx.status_writer.submit(key, status);
+    }
+    Ok(())
+}
+
+/// How long a scale-down waits for the pod cache to show the costs just set (the
+/// ReplicaSet controller's cache is fed by the same kind of watch).
+const COSTS_VISIBLE_WAIT: Duration = Duration::from_secs(3);
+
+/// Sets the deletion costs, then waits (bounded) until the pod cache shows them, so that
+/// the ReplicaSet controller, which ranks victims from its own cache, sees them before the
+/// scale-down. A pod deleted meanwhile needs no cost.
+async fn set_pod_costs(ctx: &Context, key: &WpaKey, costs: &[PodCost]) -> Result<(), Error> {
+    if costs.is_empty() {
+        return Ok(());
+    }
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), key.namespace());
+    for PodCost { pod, cost } in costs {
+        let patch = Patch::Merge(json!({
+            "metadata": {"annotations": {DELETION_COST_ANNOTATION: cost.to_string()}}
+        }));
+        match pods.patch(pod, &PatchParams::default(), &patch).await {
+            Ok(_) => debug!(pod = %pod, cost, "deletion cost set"),
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(source) => {
+                return Err(Error::PodCost {
+                    pod: pod.clone(),
+                    source,
+                });
+            }
+        }
+    }
+    let visible = || {
+        costs.iter().all(|PodCost { pod, cost }| {
+            ctx.pods
+                .get(&ObjectRef::new(pod).within(key.namespace()))
+                .is_none_or(|p| {
+                    p.annotations().get(DELETION_COST_ANNOTATION) == Some(&cost.to_string())
+                })
+        })
+    };
+    let deadline = tokio::time::Instant::now() + COSTS_VISIBLE_WAIT;
+    while !visible() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
 }

@@ -3,6 +3,9 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
 
 use kube::Client;
 use kube::runtime::events::Recorder;
@@ -13,12 +16,14 @@ use super::key::WpaKey;
 use super::memory::Memories;
 use super::metrics::{Metrics, WpaLabels};
 use super::plan::PlanSettings;
+use super::pods::PodCacheState;
 use super::shutdown::Shutdown;
 use super::status_writer::StatusWriter;
 use super::target::Targets;
 use crate::crd::WorkerPodAutoScaler;
 use crate::queue::ProviderKind;
 use crate::queue::registry::Registry;
+use crate::workers::WorkerSignals;
 
 pub struct Context {
     pub client: Client,
@@ -33,6 +38,14 @@ pub struct Context {
     pub memories: Memories,
     pub status_writer: Arc<StatusWriter>,
     pub shutdown: Shutdown,
+    /// The brokers' worker-event listeners.
+    pub workers: WorkerSignals,
+    /// The pods (pruned to what worker-aware scale-in reads).
+    pub pods: Store<Pod>,
+    /// Whether the pod cache can be trusted yet.
+    pub pod_cache: Arc<PodCacheState>,
+    /// `--idle-window`: a worker that ran a task this recently is not idle.
+    pub idle_window: Duration,
 }
 
 /// Metric labels of one WPA, owning its queue label.
@@ -59,6 +72,12 @@ impl Context {
         }
     }
 
+    pub fn update_worker_listener_gauge(&self) {
+        self.metrics
+            .worker_listeners
+            .set(i64::try_from(self.workers.listeners()).unwrap_or(i64::MAX));
+    }
+
     pub fn update_poll_loop_gauge(&self) {
         self.metrics
             .poll_loops
@@ -68,6 +87,8 @@ impl Context {
     /// Stops polling for a WPA that is gone and drops its metrics; its target is left as is.
     pub fn forget(&self, key: &WpaKey) {
         self.registry.unsubscribe(key.id());
+        self.workers.detach(key.id());
+        self.update_worker_listener_gauge();
         self.status_writer.forget(key);
         self.update_poll_loop_gauge();
         if let Some(queue_label) = self.memories.remove(key) {

@@ -8,6 +8,12 @@ use super::target;
 pub enum Error {
     #[error(transparent)]
     Target(#[from] target::TargetError),
+    #[error("cannot set the deletion cost of pod {pod}: {source}")]
+    PodCost {
+        pod: String,
+        #[source]
+        source: kube::Error,
+    },
 }
 
 /// Errors that stop `run`.

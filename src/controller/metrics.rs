@@ -32,6 +32,12 @@ pub struct Metrics {
     pub api_requests: CounterVec,
     /// WPA statuses waiting to be written.
     pub status_writes_pending: prometheus::IntGauge,
+    /// The target's pods by what their workers report (busy, idle, unknown).
+    pub worker_pods: prometheus::IntGaugeVec,
+    /// Busy pods a scale-down kept.
+    pub busy_pods_protected: CounterVec,
+    /// Broker worker-event listeners running.
+    pub worker_listeners: prometheus::IntGauge,
 }
 
 /// The label values of one WPA.
@@ -59,6 +65,8 @@ pub struct WpaGauges {
     pub current: i32,
     pub desired: i32,
     pub available: i32,
+    /// The target's pods by what their workers report, where there is a worker signal.
+    pub workers: Option<crate::scaler::WorkerActivity>,
 }
 
 impl Metrics {
@@ -136,6 +144,31 @@ impl Metrics {
                 registry.register(Box::new(g.clone()))?;
                 g
             },
+            worker_pods: {
+                let g = prometheus::IntGaugeVec::new(
+                    Opts::new(
+                        "wpa_worker_pods",
+                        "The target's pods by what their workers report: busy (running tasks), \
+                         idle, unknown (no report); only for WPAs with a worker signal",
+                    ),
+                    &["name", "namespace", "state"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            busy_pods_protected: counter(
+                "wpa_busy_pods_protected_total",
+                "Busy pods kept by a scale-down (their deletion cost set high, the count held)",
+                &["name", "namespace"],
+            )?,
+            worker_listeners: {
+                let g = prometheus::IntGauge::new(
+                    "wpa_worker_event_listeners",
+                    "Brokers whose worker events are being listened to (one each, shared)",
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
             poll_loops: {
                 let g = prometheus::IntGauge::new(
                     "wpa_queue_poll_loops",
@@ -170,6 +203,28 @@ impl Metrics {
                 .map(|(queue, backlog)| (queue.clone(), *backlog as f64))
                 .collect(),
         );
+        match &gauges.workers {
+            Some(workers) => {
+                for (state, count) in [
+                    ("busy", workers.busy),
+                    ("idle", workers.idle),
+                    ("unknown", workers.unknown),
+                ] {
+                    self.worker_pods
+                        .with_label_values(&[labels.name, labels.namespace, state])
+                        .set(i64::from(count));
+                }
+            }
+            None => self.forget_worker_pods(labels),
+        }
+    }
+
+    fn forget_worker_pods(&self, labels: &WpaLabels<'_>) {
+        for state in ["busy", "idle", "unknown"] {
+            let _ = self
+                .worker_pods
+                .remove_label_values(&[labels.name, labels.namespace, state]);
+        }
     }
 
     pub fn observe_reconcile(&self, labels: &WpaLabels<'_>, took: Duration, ok: bool) {
@@ -200,6 +255,10 @@ impl Metrics {
     pub fn forget(&self, labels: &WpaLabels<'_>) {
         let values = labels.values();
         self.wpa_gauges.remove(values);
+        self.forget_worker_pods(labels);
+        let _ = self
+            .busy_pods_protected
+            .remove_label_values(&[labels.name, labels.namespace]);
         let _ = self.loop_duration.remove_label_values(&values);
         let _ = self.loop_count_success.remove_label_values(&values);
         for direction in ["up", "down"] {
@@ -280,6 +339,7 @@ mod tests {
                 current: 1,
                 desired: 3,
                 available: 1,
+                workers: None,
             },
         );
         metrics.observe_reconcile(&labels, Duration::from_millis(3), true);
@@ -331,12 +391,25 @@ mod tests {
                 current: 0,
                 desired: 0,
                 available: 0,
+                workers: Some(crate::scaler::WorkerActivity {
+                    busy: 2,
+                    idle: 1,
+                    ..Default::default()
+                }),
             },
         );
         let text = metrics.render().expect("renders");
         assert!(
             text.contains(r#"wpa_worker_idle{name="v",namespace="ns",queue_name="q2"} 1"#),
             "{text}"
+        );
+        assert!(
+            text.contains(r#"wpa_worker_pods{name="v",namespace="ns",state="busy"} 2"#),
+            "{text}"
+        );
+        assert!(
+            !text.contains(r#"wpa_worker_pods{name="w""#),
+            "no worker signal, no series: {text}"
         );
         assert!(
             text.contains(

@@ -22,6 +22,7 @@ mod observe;
 mod plan;
 #[cfg(test)]
 mod plan_tests;
+mod pods;
 mod problem;
 mod ratelimit;
 mod reconcile;
@@ -37,6 +38,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
@@ -49,6 +51,7 @@ use crate::crd::WorkerPodAutoScaler;
 use crate::queue::ProviderKind;
 use crate::queue::registry::Registry;
 use crate::scaler::ScalerSettings;
+use crate::workers::WorkerSignals;
 pub use config::RunArgs;
 use context::Context;
 pub use error::{Error, RunError};
@@ -149,6 +152,19 @@ async fn run_controller(
     let deployment_stream =
         watches::deployments(deployments, deployment_writer, cache_sync.clone());
 
+    let pods_api: Api<Pod> = match &namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let (pod_store, pod_writer) = reflector::store();
+    let pod_cache = Arc::new(pods::PodCacheState::default());
+    let pod_watch = tokio::spawn(
+        pods::watch(pods_api, pod_writer, pod_cache.clone())
+            .for_each(|_| futures::future::ready(())),
+    );
+    let workers = WorkerSignals::new(crate::workers::listen_fn(Default::default()));
+    metrics.worker_listeners.set(0);
+
     let (wpa_store, wpa_writer) = reflector::store();
     let status_writer = StatusWriter::new(
         client.clone(),
@@ -176,6 +192,10 @@ async fn run_controller(
         memories: Memories::default(),
         status_writer,
         shutdown: shutdown.clone(),
+        workers: workers.clone(),
+        pods: pod_store,
+        pod_cache,
+        idle_window: Duration::from_secs(args.idle_window),
     });
     let status_writes = tokio::spawn(ctx.status_writer.clone().run());
     let wpa_stream = watches::wpas(wpas, wpa_writer, cache_sync.clone(), ctx.clone());
@@ -215,6 +235,8 @@ async fn run_controller(
         })
         .await;
     sweeper.abort();
+    pod_watch.abort();
+    workers.shutdown();
     // Statuses not written yet are dropped: the next leader recomputes them.
     status_writes.abort();
     registry.shutdown().await;

@@ -12,15 +12,17 @@ use super::Error;
 use super::context::Context;
 use super::credentials;
 use super::key::WpaKey;
+use super::pods::{self, ClassifiedPod, PodCache, PodWork};
 use super::problem::{
     INVALID_QUEUE_CONFIG, INVALID_QUEUE_URI, INVALID_SCALE_TARGET, INVALID_SPEC, Problem,
     QUEUE_SERVICE_DISABLED, TARGET_NOT_FOUND,
 };
-use super::target::{TargetError, TargetRef, TargetState};
-use crate::crd::{WorkerPodAutoScaler, WorkerPodAutoScalerStatus};
+use super::target::{PodSelector, TargetError, TargetRef, TargetState};
+use crate::crd::{WorkerPodAutoScaler, WorkerPodAutoScalerStatus, WorkerSignal};
 use crate::queue::registry::{QueueState, Subscription, combined};
 use crate::queue::{Credentials, QueueUri};
-use crate::scaler::{History, Policy};
+use crate::scaler::{History, Policy, WorkerActivity};
+use crate::workers::{EventSource, SignalView};
 
 /// Re-read a referenced Secret this often even when the WPA does not change (rotation).
 const SECRET_REFRESH: Duration = Duration::from_secs(300);
@@ -52,6 +54,25 @@ pub struct World {
     /// With several queues: each one's redacted URI and state, in spec order (empty with
     /// one queue).
     pub per_queue: Vec<(String, QueueState)>,
+    /// What the workers report, where the WPA's brokers carry worker events.
+    pub workers: Option<WorkersObserved>,
+}
+
+/// The target's pods by what their workers report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkersObserved {
+    /// `None` when the pods cannot be read: the decision is then practo's.
+    pub activity: Option<WorkerActivity>,
+    pub pods: Vec<ClassifiedPod>,
+    /// Why the reports cannot be used as they are (the decision then holds every pod, or
+    /// falls back to queue figures); `None` when they can.
+    pub message: Option<String>,
+    /// Look again soon: the reports are not usable yet, or busy workers hold replicas. Their
+    /// tasks ending changes nothing the queue poller would wake the WPA for.
+    pub recheck: bool,
+    /// The reports are not in yet (the listener or the pod cache just started): like a
+    /// queue's first poll, nothing worth writing into the status.
+    pub warming_up: bool,
 }
 
 /// Reads a WPA's world. Fails only on errors worth a quick retry (API errors reading the
@@ -64,7 +85,7 @@ pub async fn observe(
     let now = Timestamp::now();
     let history = ctx.memories.history(key, wpa);
     let world = match spec_and_subscription(wpa, ctx, key).await {
-        Ok(spec) => read_world(ctx, key, spec).await?,
+        Ok(spec) => read_world(ctx, key, spec, now).await?,
         Err(problem) => Err(problem),
     };
     Ok(Observed {
@@ -88,10 +109,11 @@ async fn read_world(
     ctx: &Context,
     key: &WpaKey,
     spec: CheckedSpec,
+    now: Timestamp,
 ) -> Result<Result<World, Problem>, Error> {
     let namespace = key.namespace();
-    let state = match ctx.targets.read(namespace, &spec.target).await {
-        Ok(state) => ctx.memories.trusted_state(key, state),
+    let read = match ctx.targets.read(namespace, &spec.target).await {
+        Ok(read) => read,
         Err(TargetError::NotFound(what)) => {
             return Ok(Err(Problem::new(
                 TARGET_NOT_FOUND,
@@ -110,6 +132,8 @@ async fn read_world(
         }
         Err(e @ TargetError::Api { .. }) => return Err(Error::Target(e)),
     };
+    let state = ctx.memories.trusted_state(key, read.state);
+    let workers = observe_workers(ctx, key, read.pods.as_ref(), state.replicas, now);
     // SQS waits for the first message in a long poll only while no worker runs (practo).
     ctx.registry
         .report_workers(key.id(), u32::try_from(state.replicas).unwrap_or(0));
@@ -128,7 +152,106 @@ async fn read_world(
         target_state: state,
         queue,
         per_queue,
+        workers,
     }))
+}
+
+/// The target's pods and their workers, where WPA `key` has a worker signal. While the
+/// signal cannot be trusted (starting, failing) every pod counts as possibly busy, so no
+/// scale-down happens on a guess.
+fn observe_workers(
+    ctx: &Context,
+    key: &WpaKey,
+    selector: Option<&PodSelector>,
+    current: i32,
+    now: Timestamp,
+) -> Option<WorkersObserved> {
+    let view = ctx.workers.view(key.id(), now)?;
+    let (pods, statefulset) = match selector {
+        Some(s) => (
+            pods::target_pods(
+                &ctx.pods,
+                key.namespace(),
+                &s.selector,
+                s.statefulset.as_deref(),
+            ),
+            s.statefulset.is_some(),
+        ),
+        None => (Vec::new(), false),
+    };
+    let hold = |message: String, warming_up: bool| {
+        let unknown = pods.iter().map(|pod| ClassifiedPod {
+            pod: pod.clone(),
+            work: PodWork::Unknown,
+        });
+        WorkersObserved {
+            activity: Some(WorkerActivity {
+                unknown: u32::try_from(pods.len()).unwrap_or(u32::MAX),
+                recently_busy: true,
+                keep: u32::try_from(current).unwrap_or(0),
+                ..WorkerActivity::default()
+            }),
+            pods: unknown.collect(),
+            message: Some(message),
+            recheck: true,
+            warming_up,
+        }
+    };
+    match ctx.pod_cache.state() {
+        PodCache::Synced => {}
+        PodCache::Waiting => {
+            return Some(hold(
+                "waiting for the first listing of the pods: scale-downs are held".to_string(),
+                true,
+            ));
+        }
+        // An install whose RBAC predates worker-aware scale-in: decide as before, say why.
+        PodCache::Failing(error) => {
+            return Some(WorkersObserved {
+                activity: None,
+                pods: Vec::new(),
+                recheck: false,
+                warming_up: false,
+                message: Some(format!(
+                    "cannot list pods ({error}); grant pods get/list/watch/patch: deciding on queue figures alone"
+                )),
+            });
+        }
+    }
+    Some(match view {
+        SignalView::Starting => hold(
+            "waiting for the workers' first heartbeats: scale-downs are held".to_string(),
+            true,
+        ),
+        SignalView::Failing(error) => hold(
+            format!("cannot read the workers' events ({error}): scale-downs are held"),
+            false,
+        ),
+        SignalView::Live(workers) => {
+            let (activity, classified) =
+                pods::classify(&pods, &workers, now, ctx.idle_window, statefulset);
+            let message = if selector.is_none() {
+                Some(
+                    "the target's pod selector is unknown: deciding on queue figures alone"
+                        .to_string(),
+                )
+            } else if !classified.is_empty() && activity.unknown as usize == classified.len() {
+                Some(format!(
+                    "no worker reports for any of the {} pods (heartbeats off?): deciding on queue figures alone",
+                    classified.len()
+                ))
+            } else {
+                None
+            };
+            WorkersObserved {
+                recheck: activity.busy > 0,
+                warming_up: false,
+                activity: Some(activity),
+                pods: classified,
+                message,
+            }
+        }
+    })
 }
 
 /// The spec's decision inputs, validated, with the parsed queue URIs.
@@ -245,9 +368,25 @@ fn subscribe(
             .map(Duration::from_secs),
         target_messages_per_worker: u64::try_from(checked.policy.target).unwrap_or(1),
     };
+    let sources = match wpa.spec.worker_signal.unwrap_or_default() {
+        WorkerSignal::Off => Vec::new(),
+        WorkerSignal::Auto | WorkerSignal::CeleryEvents => {
+            let mut sources: Vec<EventSource> = Vec::new();
+            for queue in &subscription.queues {
+                if let Some(source) = EventSource::for_queue(queue, &subscription.credentials)
+                    && !sources.contains(&source)
+                {
+                    sources.push(source);
+                }
+            }
+            sources
+        }
+    };
     ctx.registry
         .subscribe(key.id(), subscription)
         .map_err(|e| Problem::new(INVALID_QUEUE_CONFIG, e.to_string()))?;
+    ctx.workers.attach(key.id(), sources);
+    ctx.update_worker_listener_gauge();
     let generation = wpa.meta().generation.unwrap_or(0);
     ctx.memories
         .mark_subscribed(key, generation, &checked.queue_redacted);

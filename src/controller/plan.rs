@@ -11,12 +11,15 @@ use kube::ResourceExt;
 use kube::runtime::events::EventType;
 
 use super::metrics::WpaGauges;
-use super::observe::{Observed, World};
+use super::observe::{Observed, WorkersObserved, World};
+use super::pods::PodWork;
 use super::problem::Problem;
 use super::status::{
     self, ABLE_TO_SCALE, ConditionState, METRICS_AVAILABLE, READY, SCALING_LIMITED, Status,
 };
-use crate::crd::{PAUSED_ANNOTATION, QueueStatus, WorkerPodAutoScaler, WorkerPodAutoScalerStatus};
+use crate::crd::{
+    PAUSED_ANNOTATION, QueueStatus, WorkerPodAutoScaler, WorkerPodAutoScalerStatus, WorkersStatus,
+};
 use crate::queue::registry::QueueState;
 use crate::scaler::{self, Decision, History, QueueSnapshot, Reason, ScalerSettings};
 
@@ -25,6 +28,9 @@ use crate::scaler::{self, Decision, History, QueueSnapshot, Reason, ScalerSettin
 pub const FIRST_POLL_RECHECK: Duration = Duration::from_secs(2);
 /// How soon to look again at a WPA whose change a `behavior` rule is holding back.
 pub const BEHAVIOR_RECHECK: Duration = Duration::from_secs(1);
+/// How soon to look again while busy workers hold replicas or the worker signal is not
+/// usable yet: Celery's heartbeat interval.
+pub const WORKERS_RECHECK: Duration = Duration::from_secs(2);
 
 /// Condition reasons this module sets (besides the problem reasons and the scaler's
 /// reasons for a limited decision).
@@ -60,6 +66,11 @@ pub mod reasons {
 }
 use reasons::*;
 
+/// The Event reason naming the busy pods a scale-down keeps.
+pub const PROTECTED_BUSY_PODS: &str = "ProtectedBusyPods";
+/// `status.workers.source` for Celery's worker events.
+pub const CELERY_EVENTS: &str = "CeleryEvents";
+
 /// `lastDecisionReason` when replicas are held for want of metrics.
 pub const HOLD_NO_METRICS: &str = "HoldNoMetrics";
 
@@ -76,6 +87,9 @@ pub struct PlanSettings {
 /// assume the scale succeeded (if it fails, the reconcile reports that and is retried).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
+    /// Deletion costs to set on the target's pods before the scale-down (busy pods high,
+    /// idle pods low), so that the ReplicaSet removes idle pods first.
+    pub pod_costs: Vec<PodCost>,
     pub scale: Option<ScaleChange>,
     /// The decision to remember in the history once the scale (if any) is done. `None`
     /// when nothing was decided or the change was not made (paused, dry run).
@@ -87,6 +101,13 @@ pub struct Plan {
     pub requeue: Duration,
     /// A problem the owner must fix, for the log.
     pub problem: Option<Problem>,
+}
+
+/// A pod's `pod-deletion-cost` to set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodCost {
+    pub pod: String,
+    pub cost: i64,
 }
 
 /// A scale write.
@@ -162,6 +183,7 @@ fn plan_problem(
     status.conditions =
         status::merge_conditions(&status.conditions, &conditions, wpa.meta().generation, now);
     Plan {
+        pod_costs: Vec::new(),
         scale: None,
         record: None,
         events: vec![PlannedEvent::new(
@@ -191,6 +213,7 @@ fn plan_world(
         // this WPA after the first poll, and that status is the first one worth writing (so a
         // start with thousands of WPAs costs one status write each, not two).
         return Plan {
+            pod_costs: Vec::new(),
             scale: None,
             record: None,
             events: Vec::new(),
@@ -204,6 +227,7 @@ fn plan_world(
     let mut conditions = vec![metrics_condition];
     let mut status = base.cloned().unwrap_or_default();
     let mut plan = Plan {
+        pod_costs: Vec::new(),
         scale: None,
         record: None,
         events: Vec::new(),
@@ -215,9 +239,10 @@ fn plan_world(
 
     match snapshot {
         Some(queue) => {
-            let decision = scaler::decide(
+            let decision = scaler::decide_with_workers(
                 &world.policy,
                 &queue,
+                world.workers.as_ref().and_then(|w| w.activity.as_ref()),
                 current,
                 now,
                 history,
@@ -291,6 +316,11 @@ fn plan_world(
                     SCALED,
                     format!("scaled from {current} to {}", decision.desired),
                 ));
+                if !change.is_up()
+                    && let Some(workers) = &world.workers
+                {
+                    protect_busy_pods(&mut plan, workers, &change);
+                }
                 plan.scale = Some(change);
                 plan.record = Some(decision);
             } else {
@@ -315,6 +345,9 @@ fn plan_world(
                     plan.requeue = plan.requeue.min(BEHAVIOR_RECHECK);
                 }
                 _ => {}
+            }
+            if world.workers.as_ref().is_some_and(|w| w.recheck) {
+                plan.requeue = plan.requeue.min(WORKERS_RECHECK);
             }
             status.desired_replicas = decision.desired;
             status.last_decision_reason = Some(decision.reason.to_string());
@@ -377,6 +410,7 @@ fn plan_world(
             current,
             desired: status.desired_replicas,
             available: world.target_state.available,
+            workers: None,
         });
     }
     status.queues = world
@@ -391,13 +425,71 @@ fn plan_world(
             .map(|(queue, state)| (queue.clone(), state.backlog()))
             .collect();
     }
+    status.workers = world.workers.as_ref().map(workers_status);
+    if let Some(gauges) = &mut plan.gauges {
+        gauges.workers = world.workers.as_ref().and_then(|w| w.activity);
+    }
     status.current_replicas = current;
     status.available_replicas = world.target_state.available;
     status.observed_generation = wpa.meta().generation;
     status.conditions =
         status::merge_conditions(&status.conditions, &conditions, wpa.meta().generation, now);
     plan.status = changed(base, status);
+    if plan.scale.is_none() && world.workers.as_ref().is_some_and(|w| w.warming_up) {
+        // The workers' first reports are seconds away: as before a queue's first poll, a
+        // status now would only be replaced then (a start costs one status write per WPA).
+        plan.status = None;
+    }
     plan
+}
+
+/// Before a scale-down: the deletion costs that make the ReplicaSet remove idle pods first,
+/// and an Event naming the busy pods it keeps.
+fn protect_busy_pods(plan: &mut Plan, workers: &WorkersObserved, change: &ScaleChange) {
+    plan.pod_costs = workers
+        .pods
+        .iter()
+        .filter_map(|p| {
+            p.cost_change().map(|cost| PodCost {
+                pod: p.pod.name.clone(),
+                cost,
+            })
+        })
+        .collect();
+    let busy: Vec<&str> = workers
+        .pods
+        .iter()
+        .filter(|p| matches!(p.work, PodWork::Busy { .. }))
+        .map(|p| p.pod.name.as_str())
+        .collect();
+    if !busy.is_empty() {
+        plan.events.push(PlannedEvent::new(
+            EventType::Normal,
+            PROTECTED_BUSY_PODS,
+            format!(
+                "scaling {} from {} to {}: busy pods kept ({}): {}",
+                change.target,
+                change.from,
+                change.to,
+                busy.len(),
+                busy.join(", ")
+            ),
+        ));
+    }
+}
+
+/// The status's worker figures.
+fn workers_status(workers: &WorkersObserved) -> WorkersStatus {
+    let count = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+    let activity = workers.activity.unwrap_or_default();
+    WorkersStatus {
+        source: CELERY_EVENTS.to_string(),
+        busy: count(activity.busy),
+        idle: count(activity.idle),
+        unknown: count(activity.unknown),
+        active_tasks: i64::try_from(activity.active_tasks).unwrap_or(i64::MAX),
+        message: workers.message.clone(),
+    }
 }
 
 /// One queue's line in the status of a WPA that watches several.

@@ -49,7 +49,7 @@ const BUFFER: usize = 1024;
 /// What kind of request, in the order tokens are handed out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Lane {
-    /// A write to a `/scale` subresource.
+    /// A write to a `/scale` subresource, or a pod's deletion cost set just before one.
     Scale = 0,
     /// Reads, watches, lease renewals and anything else.
     Other = 1,
@@ -65,7 +65,7 @@ impl Lane {
     pub fn of<B>(request: &Request<B>) -> Lane {
         let path = request.uri().path();
         let write = matches!(*request.method(), Method::PATCH | Method::PUT);
-        if write && path.ends_with("/scale") {
+        if write && (path.ends_with("/scale") || is_pod(path)) {
             Lane::Scale
         } else if write && path.ends_with("/status") {
             Lane::Status
@@ -84,6 +84,14 @@ impl Lane {
             Lane::Status => "status",
         }
     }
+}
+
+/// `/api/v1/namespaces/{ns}/pods/{name}`: a pod itself, not a subresource.
+fn is_pod(path: &str) -> bool {
+    path.strip_prefix("/api/v1/namespaces/")
+        .and_then(|rest| rest.split_once('/'))
+        .and_then(|(_, rest)| rest.strip_prefix("pods/"))
+        .is_some_and(|name| !name.is_empty() && !name.contains('/'))
 }
 
 /// The two budgets, from the flags.
@@ -385,6 +393,14 @@ mod tests {
                 "/apis/apps/v1/namespaces/a/deployments/w/scale",
                 Lane::Other,
             ),
+            (Method::PATCH, "/api/v1/namespaces/a/pods/w-1", Lane::Scale),
+            (Method::GET, "/api/v1/namespaces/a/pods/w-1", Lane::Other),
+            (
+                Method::PATCH,
+                "/api/v1/namespaces/a/pods/w-1/status",
+                Lane::Status,
+            ),
+            (Method::PATCH, "/api/v1/namespaces/a/podsx/w-1", Lane::Other),
             (
                 Method::PATCH,
                 "/apis/k8s.practo.dev/v1/namespaces/a/workerpodautoscalers/w/status",

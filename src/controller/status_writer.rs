@@ -226,7 +226,7 @@ impl StatusWriter {
 /// Status fields that may be absent. A JSON merge patch leaves a field it does not
 /// mention as it is, so an absent one is sent as `null` to remove what an earlier status
 /// stored (per-queue figures after a switch back to one queue, say).
-const OPTIONAL_FIELDS: [&str; 8] = [
+const OPTIONAL_FIELDS: [&str; 9] = [
     "LastScaleTime",
     "inFlightMessages",
     "observedGeneration",
@@ -235,7 +235,11 @@ const OPTIONAL_FIELDS: [&str; 8] = [
     "lastDecisionReason",
     "conditions",
     "queues",
+    "workers",
 ];
+/// Optional fields of the status's objects: a merge patch merges objects field by field, so
+/// these too must be sent as `null` to be removed.
+const OPTIONAL_NESTED_FIELDS: [(&str, &str); 1] = [("workers", "message")];
 
 /// The status as a merge patch body: what it says, and `null` for what it leaves out.
 fn merge_patch_body(status: &WorkerPodAutoScalerStatus) -> serde_json::Value {
@@ -243,6 +247,11 @@ fn merge_patch_body(status: &WorkerPodAutoScalerStatus) -> serde_json::Value {
     if let Some(fields) = body.as_object_mut() {
         for field in OPTIONAL_FIELDS {
             fields.entry(field).or_insert(serde_json::Value::Null);
+        }
+        for (object, field) in OPTIONAL_NESTED_FIELDS {
+            if let Some(inner) = fields.get_mut(object).and_then(|v| v.as_object_mut()) {
+                inner.entry(field).or_insert(serde_json::Value::Null);
+            }
         }
     }
     body
@@ -367,6 +376,7 @@ mod tests {
             last_scale_down_time: Some(Time(jiff::Timestamp::UNIX_EPOCH)),
             last_decision_reason: Some("ScaleUp".into()),
             queues: vec![crate::crd::QueueStatus::default()],
+            workers: Some(crate::crd::WorkersStatus::default()),
             ..status(1, 1)
         };
         let full = serde_json::to_value(&full).expect("serializes");
@@ -383,5 +393,23 @@ mod tests {
                 .iter()
                 .all(|k| OPTIONAL_FIELDS.contains(&k.as_str()))
         );
+        // Inside an object, a field left out is sent as null too.
+        let without_message = merge_patch_body(&WorkerPodAutoScalerStatus {
+            workers: Some(crate::crd::WorkersStatus::default()),
+            ..status(1, 1)
+        });
+        assert_eq!(
+            without_message["workers"]["message"],
+            serde_json::Value::Null
+        );
+        assert!(without_message["workers"].get("message").is_some());
+        let with_message = merge_patch_body(&WorkerPodAutoScalerStatus {
+            workers: Some(crate::crd::WorkersStatus {
+                message: Some("starting".into()),
+                ..Default::default()
+            }),
+            ..status(1, 1)
+        });
+        assert_eq!(with_message["workers"]["message"], "starting");
     }
 }

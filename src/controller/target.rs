@@ -13,7 +13,7 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::autoscaling::v1::Scale;
 use kube::Client;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
-use kube::core::{ApiResource, GroupVersionKind};
+use kube::core::{ApiResource, GroupVersionKind, Selector};
 use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::json;
 
@@ -81,6 +81,32 @@ pub struct TargetState {
     pub available: i32,
     /// The resourceVersion this was read at.
     pub version: Option<ResourceVersion>,
+}
+
+/// How to find a target's pods.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodSelector {
+    pub selector: Selector,
+    /// A StatefulSet's name: its pods are `<name>-<ordinal>` and go highest ordinal first.
+    pub statefulset: Option<String>,
+}
+
+/// A target as read now.
+#[derive(Debug, Clone)]
+pub struct TargetRead {
+    pub state: TargetState,
+    /// `None` when the target's selector is missing or not understood.
+    pub pods: Option<PodSelector>,
+}
+
+fn label_selector(
+    selector: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+) -> Option<PodSelector> {
+    let selector = Selector::try_from(selector?.clone()).ok()?;
+    Some(PodSelector {
+        selector,
+        statefulset: None,
+    })
 }
 
 /// A resourceVersion, as far as it can be compared. The API conventions call it opaque, but
@@ -161,7 +187,7 @@ impl Targets {
         &self,
         namespace: &str,
         target: &TargetRef,
-    ) -> Result<TargetState, TargetError> {
+    ) -> Result<TargetRead, TargetError> {
         let api_error = |source: kube::Error| map_api_error(target, source);
         match target {
             TargetRef::Deployment(name) => {
@@ -176,7 +202,7 @@ impl Targets {
                         .await
                         .map_err(api_error)?,
                 };
-                Ok(TargetState {
+                let state = TargetState {
                     replicas: deployment
                         .spec
                         .as_ref()
@@ -188,6 +214,10 @@ impl Targets {
                         .and_then(|s| s.available_replicas)
                         .unwrap_or(0),
                     version: version_of(&deployment.metadata),
+                };
+                Ok(TargetRead {
+                    state,
+                    pods: label_selector(deployment.spec.as_ref().map(|s| &s.selector)),
                 })
             }
             TargetRef::ReplicaSet(name) => {
@@ -195,7 +225,7 @@ impl Targets {
                     .get(name)
                     .await
                     .map_err(api_error)?;
-                Ok(TargetState {
+                let state = TargetState {
                     replicas: rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
                     available: rs
                         .status
@@ -203,16 +233,38 @@ impl Targets {
                         .and_then(|s| s.available_replicas)
                         .unwrap_or(0),
                     version: version_of(&rs.metadata),
+                };
+                Ok(TargetRead {
+                    state,
+                    pods: label_selector(rs.spec.as_ref().map(|s| &s.selector)),
                 })
             }
-            TargetRef::Generic { .. } => {
+            TargetRef::Generic {
+                api_version,
+                kind,
+                name,
+            } => {
                 let scale = self
                     .generic_api(namespace, target)
                     .await?
                     .get_scale(target_name(target))
                     .await
                     .map_err(api_error)?;
-                Ok(scale_state(&scale))
+                let statefulset =
+                    (api_version == "apps/v1" && kind == "StatefulSet").then(|| name.clone());
+                let pods = scale
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.selector.as_deref())
+                    .and_then(super::pods::selector_from_string)
+                    .map(|selector| PodSelector {
+                        selector,
+                        statefulset,
+                    });
+                Ok(TargetRead {
+                    state: scale_state(&scale),
+                    pods,
+                })
             }
         }
     }

@@ -62,6 +62,7 @@ mod policy;
 mod practo;
 mod reason;
 mod spec_error;
+mod workers;
 
 #[cfg(test)]
 mod behavior_tests;
@@ -77,6 +78,7 @@ pub use policy::{Policy, ScalerSettings};
 pub use practo::{TOLERANCE_PERCENT, rate_floor};
 pub use reason::Reason;
 pub use spec_error::{MAX_PERIOD_SECONDS, MAX_STABILIZATION_WINDOW_SECONDS, SpecError};
+pub use workers::{WorkerActivity, decide_with_workers};
 
 /// One reading of the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]

@@ -142,6 +142,7 @@ mod tests {
             dry_run: None,
             poll_interval_seconds: None,
             credentials_secret_ref: None,
+            worker_signal: None,
         }
     }
 

@@ -42,11 +42,13 @@ pub enum Reason {
     ScalingDisabled,
     /// behavior: messages are in flight, so at least one worker stays.
     HoldInFlight,
+    /// A scale-down stopped at the workers that are running tasks (worker signal).
+    HoldBusyWorkers,
 }
 
 impl Reason {
     /// Every variant, for documentation and exhaustive tests.
-    pub const ALL: [Reason; 17] = [
+    pub const ALL: [Reason; 18] = [
         Reason::ScaleUpFromZero,
         Reason::ScaleUpBacklog,
         Reason::ScaleDownBacklog,
@@ -64,6 +66,7 @@ impl Reason {
         Reason::RateLimited,
         Reason::ScalingDisabled,
         Reason::HoldInFlight,
+        Reason::HoldBusyWorkers,
     ];
 
     /// The CamelCase name.
@@ -86,6 +89,7 @@ impl Reason {
             Reason::RateLimited => "RateLimited",
             Reason::ScalingDisabled => "ScalingDisabled",
             Reason::HoldInFlight => "HoldInFlight",
+            Reason::HoldBusyWorkers => "HoldBusyWorkers",
         }
     }
 
@@ -123,6 +127,9 @@ impl Reason {
             Reason::RateLimited => "a scaling policy limits the rate of change",
             Reason::ScalingDisabled => "scaling in this direction is disabled (selectPolicy)",
             Reason::HoldInFlight => "messages are in flight: keeping at least one worker",
+            Reason::HoldBusyWorkers => {
+                "scale-down held: it would remove workers that are running tasks"
+            }
         }
     }
 }
@@ -158,6 +165,7 @@ mod tests {
             Reason::RateLimited => 14,
             Reason::ScalingDisabled => 15,
             Reason::HoldInFlight => 16,
+            Reason::HoldBusyWorkers => 17,
         }
     }
 

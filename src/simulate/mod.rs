@@ -11,7 +11,9 @@ use std::io::Write;
 use std::time::Duration;
 
 use crate::crd::WorkerPodAutoScaler;
-use crate::scaler::{self, History, MaxDisruption, Policy, QueueSnapshot, ScalerSettings};
+use crate::scaler::{
+    self, History, MaxDisruption, Policy, QueueSnapshot, ScalerSettings, WorkerActivity,
+};
 use trace::TraceRow;
 
 /// What the simulation needs besides the trace.
@@ -45,6 +47,10 @@ pub struct Step {
     pub current: i32,
     pub desired: i32,
     pub reason: String,
+    /// Busy pods as the trace gave them (`None`: no worker signal in the trace).
+    pub busy: Option<u64>,
+    /// Busy pods a scale-down kept (or that held it): the protected scale-ins.
+    pub protected: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -114,7 +120,18 @@ pub fn simulate(
             sent_per_minute: row.sent_per_minute,
             idle: row.idle,
         };
-        let decision = scaler::decide(&policy, &queue, current, now, &history, &settings);
+        let workers = row.busy.map(|busy| busy_workers(busy, current));
+        let decision = scaler::decide_with_workers(
+            &policy,
+            &queue,
+            workers.as_ref(),
+            current,
+            now,
+            &history,
+            &settings,
+        );
+        let removing_or_held =
+            decision.desired < current || decision.reason == scaler::Reason::HoldBusyWorkers;
         steps.push(Step {
             t: row.t,
             messages: row.messages,
@@ -122,11 +139,31 @@ pub fn simulate(
             current,
             desired: decision.desired,
             reason: decision.reason.to_string(),
+            busy: row.busy,
+            protected: match &workers {
+                Some(w) if removing_or_held => u64::from(w.busy),
+                _ => 0,
+            },
         });
         history.record(&decision, current, now);
         current = decision.desired;
     }
     Ok(steps)
+}
+
+/// What a trace's `busy` column tells the engine: that many of the current pods run at
+/// least one task each (a trace does not say more), the others are idle.
+fn busy_workers(busy: u64, current: i32) -> WorkerActivity {
+    let pods = u32::try_from(current).unwrap_or(0);
+    let busy = u32::try_from(busy).unwrap_or(u32::MAX).min(pods);
+    WorkerActivity {
+        busy,
+        idle: pods - busy,
+        unknown: 0,
+        active_tasks: u64::from(busy),
+        recently_busy: busy > 0,
+        keep: busy,
+    }
 }
 
 /// Trace time as an absolute instant: the Unix epoch plus `t` (whole milliseconds).
@@ -136,24 +173,31 @@ fn trace_time(t: f64) -> jiff::Timestamp {
     jiff::Timestamp::from_millisecond(millis).unwrap_or(jiff::Timestamp::MAX)
 }
 
-/// Writes the output CSV: `t,messages,in_flight,current,desired,reason`.
+/// Writes the output CSV: `t,messages,in_flight,current,desired,reason`, and
+/// `busy,protected` when the trace has a `busy` column.
 pub fn write_csv(steps: &[Step], out: impl Write) -> Result<(), SimulateError> {
     let mut writer = csv::Writer::from_writer(out);
     let to_io = |e: csv::Error| std::io::Error::other(e.to_string());
-    writer
-        .write_record(["t", "messages", "in_flight", "current", "desired", "reason"])
-        .map_err(to_io)?;
+    let with_workers = steps.iter().any(|s| s.busy.is_some());
+    let mut header = vec!["t", "messages", "in_flight", "current", "desired", "reason"];
+    if with_workers {
+        header.extend(["busy", "protected"]);
+    }
+    writer.write_record(&header).map_err(to_io)?;
     for step in steps {
-        writer
-            .write_record([
-                format_seconds(step.t),
-                step.messages.to_string(),
-                step.in_flight.to_string(),
-                step.current.to_string(),
-                step.desired.to_string(),
-                step.reason.clone(),
-            ])
-            .map_err(to_io)?;
+        let mut record = vec![
+            format_seconds(step.t),
+            step.messages.to_string(),
+            step.in_flight.to_string(),
+            step.current.to_string(),
+            step.desired.to_string(),
+            step.reason.clone(),
+        ];
+        if with_workers {
+            record.push(step.busy.map(|b| b.to_string()).unwrap_or_default());
+            record.push(step.protected.to_string());
+        }
+        writer.write_record(&record).map_err(to_io)?;
     }
     writer.flush()?;
     Ok(())
@@ -212,6 +256,54 @@ spec:
                 .to_string()
                 .contains("exactly one of queueURI and queueURIs"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn a_busy_column_shows_the_protected_scale_ins() {
+        let wpa = load_wpa(&SEVERAL.replace("minReplicas: 1", "minReplicas: 0")).expect("loads");
+        let trace = "t,messages,idle,busy\n0,0,1,2\n30,0,1,1\n60,0,1,0\n";
+        let rows = trace::read_trace(trace.as_bytes()).expect("trace");
+        let options = SimulateOptions {
+            initial_replicas: Some(4),
+            scale_down_delay: Duration::ZERO,
+            ..SimulateOptions::default()
+        };
+        let steps = simulate(&wpa, &rows, &options).expect("simulates");
+        let summary: Vec<(i32, i32, &str, u64)> = steps
+            .iter()
+            .map(|s| (s.current, s.desired, s.reason.as_str(), s.protected))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                // Queue empty and idle, but 2 of 4 pods run tasks: down to 2, those kept.
+                (4, 2, "HoldBusyWorkers", 2),
+                // One task left, which alone needs one worker: the backlog rule keeps it.
+                (2, 1, "ScaleDownBacklog", 1),
+                // Nothing running: practo's idle scale-down.
+                (1, 0, "ScaleDownIdle", 0),
+            ]
+        );
+        let mut csv = Vec::new();
+        write_csv(&steps, &mut csv).expect("writes");
+        let text = String::from_utf8(csv).expect("utf-8");
+        assert!(
+            text.starts_with("t,messages,in_flight,current,desired,reason,busy,protected\n0,0,0,4,2,HoldBusyWorkers,2,2\n"),
+            "{text}"
+        );
+        // Without the column the output is as before.
+        let plain = trace::read_trace("t,messages,idle\n0,0,1\n".as_bytes()).expect("trace");
+        let mut csv = Vec::new();
+        write_csv(
+            &simulate(&wpa, &plain, &options).expect("simulates"),
+            &mut csv,
+        )
+        .expect("writes");
+        assert!(
+            String::from_utf8(csv)
+                .expect("utf-8")
+                .starts_with("t,messages,in_flight,current,desired,reason\n")
         );
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! Columns: `t` (seconds from start, non-decreasing, required), `messages` (visible backlog,
 //! required), `in_flight` (default 0), `sent_per_minute` (default 0), `idle` (1 when the queue
-//! reports its workers idle, else 0; default 0). Columns may come in any order. Every problem is
+//! reports its workers idle, else 0; default 0), `busy` (pods whose workers run tasks, as a
+//! worker signal reports them; absent or empty: no worker signal). Columns may come in any
+//! order. Every problem is
 //! reported with its line and column; nothing is simulated from a trace with an error.
 
 use std::io::Read;
@@ -16,6 +18,8 @@ pub struct TraceRow {
     pub in_flight: u64,
     pub sent_per_minute: f64,
     pub idle: bool,
+    /// Pods whose workers run tasks; `None`: no worker signal (practo's decision).
+    pub busy: Option<u64>,
 }
 
 /// Why a trace cannot be used. Line numbers count the header as line 1.
@@ -24,7 +28,7 @@ pub enum TraceError {
     #[error("trace: cannot read the CSV: {0}")]
     Csv(String),
     #[error(
-        "trace line 1: unknown column `{column}` (known: t, messages, in_flight, sent_per_minute, idle)"
+        "trace line 1: unknown column `{column}` (known: t, messages, in_flight, sent_per_minute, idle, busy)"
     )]
     UnknownColumn { column: String },
     #[error("trace line 1: column `{column}` appears twice")]
@@ -47,7 +51,14 @@ pub enum TraceError {
     Empty,
 }
 
-const COLUMNS: [&str; 5] = ["t", "messages", "in_flight", "sent_per_minute", "idle"];
+const COLUMNS: [&str; 6] = [
+    "t",
+    "messages",
+    "in_flight",
+    "sent_per_minute",
+    "idle",
+    "busy",
+];
 
 /// Reads a whole trace, or the first error in it.
 pub fn read_trace(input: impl Read) -> Result<Vec<TraceRow>, TraceError> {
@@ -61,7 +72,7 @@ pub fn read_trace(input: impl Read) -> Result<Vec<TraceRow>, TraceError> {
         .map_err(|e| TraceError::Csv(e.to_string()))?
         .clone();
     // position of each known column in the file, by COLUMNS index
-    let mut position: [Option<usize>; 5] = [None; 5];
+    let mut position: [Option<usize>; 6] = [None; 6];
     for (index, name) in headers.iter().enumerate() {
         let known =
             COLUMNS
@@ -125,12 +136,17 @@ pub fn read_trace(input: impl Read) -> Result<Vec<TraceRow>, TraceError> {
             Some(v) if !v.is_empty() => parse_flag(v).map_err(|p| bad(4, p))?,
             _ => false,
         };
+        let busy = match field(5) {
+            Some(v) if !v.is_empty() => Some(parse_count(v).map_err(|p| bad(5, p))?),
+            _ => None,
+        };
         rows.push(TraceRow {
             t,
             messages,
             in_flight,
             sent_per_minute,
             idle,
+            busy,
         });
     }
     if rows.is_empty() {
@@ -193,14 +209,16 @@ mod tests {
                     messages: 10,
                     in_flight: 2,
                     sent_per_minute: 30.5,
-                    idle: false
+                    idle: false,
+                    busy: None
                 },
                 TraceRow {
                     t: 15.0,
                     messages: 0,
                     in_flight: 0,
                     sent_per_minute: 0.0,
-                    idle: true
+                    idle: true,
+                    busy: None
                 },
             ]
         );
@@ -216,7 +234,8 @@ mod tests {
                 messages: 7,
                 in_flight: 0,
                 sent_per_minute: 0.0,
-                idle: false
+                idle: false,
+                busy: None
             }
         );
     }

@@ -29,12 +29,55 @@ pub mod amqp;
 mod forward;
 pub mod parse;
 pub mod redis;
+pub mod signals;
 pub mod source;
 pub mod supervise;
+pub mod table;
 
 pub use parse::ParseError;
+pub use signals::{LinkState, Listen, SignalView, WorkerSignals};
 pub use source::{AmqpEvents, EventSource, RedisEvents};
 pub use supervise::{ListenSettings, Listener, ListenerHandle};
+pub use table::{WorkerSeen, WorkerTable};
+
+/// The listener [`WorkerSignals`] runs for each broker: a [`Listener`] that reconnects by
+/// itself, its subscriptions and failures reported as [`LinkState`]s.
+pub fn listen_fn(settings: ListenSettings) -> Listen {
+    std::sync::Arc::new(move |source, beats, report, stop| {
+        let listener = Listener::new(source, beats, settings.clone());
+        let mut subscriptions = listener.subscriptions();
+        let mut failures = listener.failures();
+        Box::pin(async move {
+            let follow = async move {
+                loop {
+                    tokio::select! {
+                        changed = subscriptions.changed() => {
+                            if changed.is_err() {
+                                return;
+                            }
+                            report(LinkState::Listening(jiff::Timestamp::now()));
+                        }
+                        changed = failures.changed() => {
+                            if changed.is_err() {
+                                return;
+                            }
+                            let error = failures
+                                .borrow_and_update()
+                                .as_ref()
+                                .map(ToString::to_string)
+                                .unwrap_or_default();
+                            report(LinkState::Failed(error));
+                        }
+                    }
+                }
+            };
+            tokio::select! {
+                () = listener.run(stop.cancelled_owned()) => {}
+                () = follow => {}
+            }
+        })
+    })
+}
 
 /// What a worker event says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -43,6 +43,7 @@ pub struct Listener {
     beats: mpsc::Sender<WorkerBeat>,
     settings: ListenSettings,
     subscribed: watch::Sender<u64>,
+    failed: watch::Sender<Option<ListenError>>,
 }
 
 impl Listener {
@@ -56,6 +57,7 @@ impl Listener {
             beats,
             settings,
             subscribed: watch::Sender::new(0),
+            failed: watch::Sender::new(None),
         }
     }
 
@@ -67,6 +69,12 @@ impl Listener {
     /// (re)connection, so a caller can wait until events can arrive.
     pub fn subscriptions(&self) -> watch::Receiver<u64> {
         self.subscribed.subscribe()
+    }
+
+    /// The last failure, updated on every failed connection or lost subscription, so a
+    /// caller can tell "listening" from "retrying".
+    pub fn failures(&self) -> watch::Receiver<Option<ListenError>> {
+        self.failed.subscribe()
     }
 
     /// One connection: listens until it fails (`Err`, to be retried) or nobody receives
@@ -114,6 +122,7 @@ impl Listener {
                 logged = None;
             }
             failing = true;
+            self.failed.send_replace(Some(error.clone()));
             if logged.as_ref() == Some(&error) {
                 tracing::debug!(broker = %broker, %error, "worker events: still failing");
             } else {

@@ -15,6 +15,7 @@ mod controller_e2e;
 mod controller_features;
 mod controller_queues;
 mod controller_startup;
+mod controller_workers;
 mod crd;
 mod faults;
 mod from_zero;

@@ -74,6 +74,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - apiGroups: ["apps"]
   resources: ["deployments/scale", "replicasets/scale", "statefulsets/scale"]
   verbs: ["get", "patch", "update"]
+# Worker-aware scale-in (spec.workerSignal): read the targets' pods and set their
+# controller.kubernetes.io/pod-deletion-cost just before a scale-down.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]

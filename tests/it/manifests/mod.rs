@@ -330,7 +330,9 @@ pub fn assert_least_privilege(rules: &[PolicyRule], origin: &str) {
                     r.ends_with("/scale")
                         || r == "workerpodautoscalers/status"
                         || r == "events"
-                        || r == "leases",
+                        || r == "leases"
+                        || (r == "pods"
+                            && rule.verbs.iter().all(|v| v != "update" && v != "create")),
                     "{origin}: write access to {r} is more than the controller needs"
                 );
             }
@@ -387,6 +389,16 @@ pub fn assert_controller_rules(rules: &[PolicyRule], origin: &str) {
                 "{origin}: {resource} {verb}"
             );
         }
+    }
+    // Worker-aware scale-in: exactly get/list/watch/patch on pods (the deletion cost).
+    for verb in ["get", "list", "watch", "patch"] {
+        assert!(allows(rules, "", "pods", verb), "{origin}: pods {verb}");
+    }
+    for verb in ["create", "update", "delete"] {
+        assert!(
+            !allows(rules, "", "pods", verb),
+            "{origin}: pods {verb} is too much"
+        );
     }
     for group in ["", "events.k8s.io"] {
         for verb in ["create", "patch"] {

@@ -50,6 +50,8 @@ pub struct CeleryPodConfig {
     pub record: Option<(String, String)>,
     /// Directory for one `<pod>.log` per worker; `None` discards the output.
     pub log_dir: Option<PathBuf>,
+    /// More `celery worker` arguments, e.g. `--without-heartbeat`.
+    pub extra_args: Vec<String>,
 }
 
 impl CeleryPodConfig {
@@ -67,6 +69,7 @@ impl CeleryPodConfig {
             kill_grace: Duration::from_secs(30),
             record: None,
             log_dir: None,
+            extra_args: Vec::new(),
         }
     }
 
@@ -233,6 +236,7 @@ fn worker_command(config: &CeleryPodConfig, pod: &str, ip: &str) -> Command {
         .args(["-Q", &config.queues])
         .args(["--concurrency", &config.concurrency.to_string()])
         .args(["--pool", &config.pool, "--loglevel", "INFO"])
+        .args(&config.extra_args)
         .current_dir(dir)
         .env("WPA_TEST_BROKER", &config.broker)
         .env(
