@@ -259,3 +259,154 @@ async fn without_heartbeats_the_decision_is_practos_and_says_so() {
     assert!(runner.wait_until(STARTUP, |r| running(r) == 0).await);
     assert_eq!(controller.terminate(), Some(0), "{}", controller.log_text());
 }
+
+fn statefulset(name: &str, replicas: i32) -> Value {
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "replicas": replicas,
+            "serviceName": name,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "worker", "image": "worker:latest"}]}
+            }
+        }
+    })
+}
+
+/// A StatefulSet removes its highest ordinals whatever the deletion costs: with one task
+/// running on ordinal k of 0..=2, the scale-in stops at k + 1 until the task is done.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_statefulset_scales_in_only_past_its_highest_busy_ordinal() {
+    let queue = unique("busy-sts");
+    let broker = redis(&queue);
+    let server = ApiServerDouble::start().await.expect("API double");
+    server.simulate_pods(true);
+    server
+        .insert(statefulset("worker", 3))
+        .expect("statefulset");
+    let ledger = TaskLedger::new(&redis_broker(redis_port(), DB), &unique("wpa-sts-ledger"));
+    let mut config = CeleryPodConfig::new(&Gvr::STATEFULSETS, NS, "worker", &broker.celery, &queue);
+    config.kill_grace = GRACE;
+    config.record = ledger.record_target();
+    let runner = CeleryPodRunner::start(&server, config);
+    assert!(runner.wait_until(STARTUP, |r| running(r) == 3).await);
+    let sent = send_sleep_tasks(&broker.celery, &queue, 1, 15.0);
+    support::brokers::eventually(STARTUP, "the task to start", async || {
+        (ledger.started().len() == 1).then_some(())
+    })
+    .await;
+    let busy = busy_pods(&ledger);
+    let ordinal: i64 = busy[0]
+        .strip_prefix("worker-")
+        .and_then(|n| n.parse().ok())
+        .expect("a StatefulSet pod name");
+
+    let mut spec = spec(&broker.uri);
+    spec.as_object_mut().expect("spec").remove("deploymentName");
+    spec["scaleTargetRef"] =
+        json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "worker"});
+    server.insert(wpa(NS, "worker", spec)).expect("wpa");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut controller = ControllerProcess::start(&server, dir.path(), "sts", &[]);
+    support::brokers::eventually(Duration::from_secs(60), "the task to finish", async || {
+        (ledger.tally(&sent).completed == 1).then_some(())
+    })
+    .await;
+    // While the task ran, the set never went below its busy ordinal + 1.
+    let finished_at = ledger.finished()[0].at;
+    let history = server.replica_history(&Gvr::STATEFULSETS, Some(NS), "worker");
+    let patches = server.requests("PATCH", "/statefulsets/worker/scale");
+    for patch in &patches {
+        let at = patch.at.as_millisecond() as f64 / 1000.0;
+        let to = patch.body["spec"]["replicas"].as_i64().expect("replicas");
+        assert!(
+            at >= finished_at || to > ordinal,
+            "scaled to {to} while ordinal {ordinal} ran its task: {history:?}"
+        );
+    }
+    e2e::wait_replicas_of(
+        &server,
+        &Gvr::STATEFULSETS,
+        NS,
+        "worker",
+        0,
+        "the task done",
+        &controller,
+    )
+    .await;
+    assert_eq!(
+        ledger.tally(&sent),
+        TaskTally {
+            completed: 1,
+            interrupted: 0,
+            never_started: 0
+        }
+    );
+    assert!(
+        runner.records().iter().all(|r| !r.killed()),
+        "{:?}",
+        runner.records()
+    );
+    assert_eq!(controller.terminate(), Some(0), "{}", controller.log_text());
+}
+
+/// A worker killed outright sends no `worker-offline`: after three missed heartbeats it is
+/// gone, its pod is unknown, and it no longer holds replicas.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_that_dies_stops_holding_its_pod() {
+    let queue = unique("busy-dies");
+    let broker = redis(&queue);
+    let server = ApiServerDouble::start().await.expect("API double");
+    server.simulate_pods(true);
+    server
+        .insert(objects::deployment(NS, "worker", 2))
+        .expect("deployment");
+    let ledger = TaskLedger::new(&redis_broker(redis_port(), DB), &unique("wpa-dies-ledger"));
+    let mut config = CeleryPodConfig::new(&Gvr::DEPLOYMENTS, NS, "worker", &broker.celery, &queue);
+    config.kill_grace = GRACE;
+    config.record = ledger.record_target();
+    // Early ack: the killed worker's task is gone from the broker too.
+    config.acks_late = false;
+    config.extra_args = vec!["--disable-prefetch".into()];
+    let runner = CeleryPodRunner::start(&server, config);
+    assert!(runner.wait_until(STARTUP, |r| running(r) == 2).await);
+    send_sleep_tasks(&broker.celery, &queue, 1, 120.0);
+    support::brokers::eventually(STARTUP, "the task to start", async || {
+        (ledger.started().len() == 1).then_some(())
+    })
+    .await;
+    let busy = busy_pods(&ledger);
+    server
+        .insert(wpa(NS, "worker", spec(&broker.uri)))
+        .expect("wpa");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut controller = ControllerProcess::start(&server, dir.path(), "dies", &[]);
+    e2e::wait_replicas(&server, NS, "worker", 1, "the busy pod", &controller).await;
+    assert_eq!(server.live_pod_names(&Gvr::DEPLOYMENTS, NS, "worker"), busy);
+
+    // The worker process dies (OOM kill, say); its pod stays.
+    let record = runner.record(&busy[0]).expect("record");
+    let pid = libc::pid_t::try_from(record.pid).expect("pid");
+    // SAFETY: a plain kill(2) of the test's own child process group.
+    #[allow(unsafe_code)]
+    let killed = unsafe { libc::killpg(pid, libc::SIGKILL) };
+    assert_eq!(killed, 0);
+    // Its heartbeats stop; three intervals later it is gone and holds nothing.
+    let killed_at = std::time::Instant::now();
+    e2e::wait_replicas(&server, NS, "worker", 0, "nothing holds it", &controller).await;
+    eprintln!("released {:?} after the worker died", killed_at.elapsed());
+    e2e::wait_status(
+        &server,
+        NS,
+        "worker",
+        "a plain idle scale-down",
+        &controller,
+        |s| s["lastDecisionReason"] == "ScaleDownIdle",
+    )
+    .await;
+    assert_eq!(controller.terminate(), Some(0), "{}", controller.log_text());
+}

@@ -382,7 +382,13 @@ async fn sqs_killed_and_restarted_under_the_controller() {
     )
     .await;
     wait_metrics_fresh(&server, "sqs-worker", &controller).await;
-    assert_patches(&server, NS, "sqs-worker", &[3, 5]).await;
+    // The refill sends in batches of 10: a poll between two batches may see 20 of the 25
+    // and scale to 4 on the way (a CI run did). Nothing below 3, never down, ends at 5.
+    let patches = server.scale_patches(NS, "sqs-worker");
+    assert!(
+        matches!(patches.as_slice(), [3, 5] | [3, 4, 5]),
+        "scale PATCHes of sqs-worker: {patches:?}"
+    );
     let history = server.replica_history(&Gvr::DEPLOYMENTS, Some(NS), "sqs-worker");
     assert!(never_decreases(&history), "{history:?}");
     assert_alive(&mut controller);
