@@ -50,6 +50,24 @@ pub struct QueueMetrics {
     pub partial: Option<String>,
     /// When the sample was taken.
     pub sampled_at: jiff::Timestamp,
+    /// What the broker or endpoint says about each consumer (RabbitMQ's management API, the
+    /// HTTP endpoint's `workers` list); `None` when it says nothing per consumer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workers: Option<Vec<ConsumerReport>>,
+}
+
+/// One consumer of a queue as its broker (or endpoint) reports it: which pod it runs in,
+/// by name or by IP, and whether it holds work now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConsumerReport {
+    /// The pod's name, when the report names it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// The pod's IP (a broker connection's peer address).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// It holds unacknowledged messages or says it is working.
+    pub busy: bool,
 }
 
 impl QueueMetrics {
@@ -76,6 +94,7 @@ pub(crate) mod test_support {
             idle,
             partial: None,
             sampled_at: jiff::Timestamp::UNIX_EPOCH,
+            workers: None,
         }
     }
 }

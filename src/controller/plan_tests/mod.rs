@@ -71,6 +71,7 @@ fn metrics(visible: u64, in_flight: u64) -> QueueMetrics {
         idle: None,
         partial: None,
         sampled_at: now(),
+        workers: None,
     }
 }
 

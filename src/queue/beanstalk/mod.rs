@@ -202,6 +202,7 @@ fn missing_tube_metrics() -> QueueMetrics {
         idle: Some(true),
         partial: None,
         sampled_at: jiff::Timestamp::now(),
+        workers: None,
     }
 }
 
@@ -233,6 +234,7 @@ fn metrics_from_stats(
         idle,
         partial: None,
         sampled_at: jiff::Timestamp::now(),
+        workers: None,
     })
 }
 

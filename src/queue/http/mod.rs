@@ -242,6 +242,7 @@ pub fn parse_metrics(body: &[u8], sampled_at: jiff::Timestamp) -> Result<QueueMe
         idle,
         partial: None,
         sampled_at,
+        workers: None,
     })
 }
 

@@ -462,6 +462,7 @@ fn combine(
                         .to_string()
                 }),
                 sampled_at,
+                workers: None,
             })
         }
         (Ok(counts), Err(e)) => Ok(QueueMetrics {
@@ -476,6 +477,7 @@ fn combine(
                 "management API unavailable ({e}): unacknowledged messages and publish rate unknown"
             )),
             sampled_at,
+            workers: None,
         }),
         (Err(e), Ok(info)) => {
             let Some(ready) = info.messages_ready else {
@@ -493,6 +495,7 @@ fn combine(
                     "AMQP unavailable ({e}): ready count from the management API's statistics sample, which lags"
                 )),
                 sampled_at,
+                workers: None,
             })
         }
         (Err(amqp), Err(_)) => Err(amqp),
@@ -533,6 +536,7 @@ impl QueueProvider for RabbitmqProvider {
                 idle: None,
                 partial: None,
                 sampled_at: jiff::Timestamp::now(),
+                workers: None,
             });
         };
         let label = self.label.clone();

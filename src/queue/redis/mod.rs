@@ -342,6 +342,7 @@ impl QueueProvider for RedisProvider {
             idle: None,
             partial: None,
             sampled_at,
+            workers: None,
         })
     }
 }

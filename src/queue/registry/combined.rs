@@ -73,6 +73,14 @@ pub fn combine_metrics(all: &[&QueueMetrics]) -> QueueMetrics {
             .map(|m| m.sampled_at)
             .min()
             .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+        // The same consumers may be listed by each queue; the reader maps them to pods.
+        workers: all
+            .iter()
+            .filter_map(|m| m.workers.clone())
+            .reduce(|mut all, more| {
+                all.extend(more);
+                all
+            }),
     }
 }
 

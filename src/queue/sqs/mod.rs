@@ -252,6 +252,7 @@ impl QueueProvider for SqsProvider {
             idle: activity.and_then(|a| (a.received > 0.0).then_some(false)),
             partial: None,
             sampled_at: jiff::Timestamp::now(),
+            workers: None,
         })
     }
 }
