@@ -140,11 +140,12 @@ pub struct WorkerPodAutoScalerSpec {
     /// Broker credentials from a Secret in the WPA's namespace (never inline passwords).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<CredentialsSecretRef>,
-    /// Where the controller learns which workers are running tasks, so that a scale-down
-    /// never removes a busy one: `Auto` (the default) listens to Celery's worker heartbeats
-    /// on the queue's Redis or RabbitMQ broker; `CeleryEvents` is the same, said explicitly;
-    /// `Off` decides on queue figures alone, exactly as practo. SQS, beanstalkd and HTTP
-    /// queues have no such signal.
+    /// Where the controller learns which workers are busy, so that a scale-down never
+    /// removes one: `Auto` (the default) uses every signal there is; `CeleryEvents` only
+    /// Celery's worker heartbeats on the queue's Redis or RabbitMQ broker; `Consumers` only
+    /// the queue's own per-consumer report (RabbitMQ management API, an HTTP endpoint's
+    /// `workers`); `Off` decides on queue figures alone, exactly as practo. SQS and
+    /// beanstalkd queues have no such signal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "worker_signal_schema")]
     pub worker_signal: Option<WorkerSignal>,
@@ -158,7 +159,18 @@ pub enum WorkerSignal {
     #[default]
     Auto,
     CeleryEvents,
+    Consumers,
     Off,
+}
+
+impl WorkerSignal {
+    pub fn celery_events(self) -> bool {
+        matches!(self, WorkerSignal::Auto | WorkerSignal::CeleryEvents)
+    }
+
+    pub fn consumers(self) -> bool {
+        matches!(self, WorkerSignal::Auto | WorkerSignal::Consumers)
+    }
 }
 
 impl WorkerPodAutoScalerSpec {
@@ -312,10 +324,10 @@ fn queue_uris_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 
 fn worker_signal_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
-        "description": "Where the controller learns which workers are running tasks, so that a scale-down\nnever removes a busy one: `Auto` (the default) listens to Celery's worker heartbeats\non the queue's Redis or RabbitMQ broker; `CeleryEvents` is the same, said explicitly;\n`Off` decides on queue figures alone, exactly as practo. SQS, beanstalkd and HTTP\nqueues have no such signal.",
+        "description": "Where the controller learns which workers are busy, so that a scale-down never\nremoves one: `Auto` (the default) uses every signal there is; `CeleryEvents` only\nCelery's worker heartbeats on the queue's Redis or RabbitMQ broker; `Consumers` only\nthe queue's own per-consumer report (RabbitMQ management API, an HTTP endpoint's\n`workers`); `Off` decides on queue figures alone, exactly as practo. SQS and\nbeanstalkd queues have no such signal.",
         "type": "string",
         "nullable": true,
-        "enum": ["Auto", "CeleryEvents", "Off"],
+        "enum": ["Auto", "CeleryEvents", "Consumers", "Off"],
     })
 }
 

@@ -20,7 +20,7 @@ use super::problem::{
 use super::target::{PodSelector, TargetError, TargetRef, TargetState};
 use crate::crd::{WorkerPodAutoScaler, WorkerPodAutoScalerStatus, WorkerSignal};
 use crate::queue::registry::{QueueState, Subscription, combined};
-use crate::queue::{Credentials, QueueUri};
+use crate::queue::{ConsumerReport, Credentials, QueueUri};
 use crate::scaler::{History, Policy, WorkerActivity};
 use crate::workers::{EventSource, SignalView};
 
@@ -73,6 +73,8 @@ pub struct WorkersObserved {
     /// The reports are not in yet (the listener or the pod cache just started): like a
     /// queue's first poll, nothing worth writing into the status.
     pub warming_up: bool,
+    /// Where the reports come from: `CeleryEvents`, `Consumers` or both, comma-separated.
+    pub source: String,
 }
 
 /// Reads a WPA's world. Fails only on errors worth a quick retry (API errors reading the
@@ -103,6 +105,7 @@ struct CheckedSpec {
     queue_redacted: String,
     /// Each queue's redacted URI, in spec order.
     queues_redacted: Vec<String>,
+    worker_signal: WorkerSignal,
 }
 
 async fn read_world(
@@ -133,13 +136,20 @@ async fn read_world(
         Err(e @ TargetError::Api { .. }) => return Err(Error::Target(e)),
     };
     let state = ctx.memories.trusted_state(key, read.state);
-    let workers = observe_workers(ctx, key, read.pods.as_ref(), state.replicas, now);
     // SQS waits for the first message in a long poll only while no worker runs (practo).
     ctx.registry
         .report_workers(key.id(), u32::try_from(state.replicas).unwrap_or(0));
     // Each queue's state once; with several, their combined view is computed from these.
     let states = ctx.registry.states(key.id());
     let queue = (!states.is_empty()).then(|| combined::combine(&states));
+    // The queue's per-consumer report, where the provider gives one and the spec wants it.
+    let consumers = queue
+        .as_ref()
+        .filter(|_| spec.worker_signal.consumers())
+        .filter(|q| !q.stale)
+        .and_then(|q| q.metrics.as_ref())
+        .and_then(|m| m.workers.as_deref());
+    let workers = observe_workers(ctx, key, read.pods.as_ref(), consumers, state.replicas, now);
     let per_queue = if states.len() > 1 {
         spec.queues_redacted.into_iter().zip(states).collect()
     } else {
@@ -156,6 +166,11 @@ async fn read_world(
     }))
 }
 
+/// `status.workers.source` values.
+pub const CELERY_EVENTS: &str = "CeleryEvents";
+pub const CONSUMERS: &str = "Consumers";
+pub const CELERY_EVENTS_AND_CONSUMERS: &str = "CeleryEvents,Consumers";
+
 /// The target's pods and their workers, where WPA `key` has a worker signal. While the
 /// signal cannot be trusted (starting, failing) every pod counts as possibly busy, so no
 /// scale-down happens on a guess.
@@ -163,10 +178,18 @@ fn observe_workers(
     ctx: &Context,
     key: &WpaKey,
     selector: Option<&PodSelector>,
+    consumers: Option<&[ConsumerReport]>,
     current: i32,
     now: Timestamp,
 ) -> Option<WorkersObserved> {
-    let view = ctx.workers.view(key.id(), now)?;
+    // Celery's events where the WPA's brokers carry them; else only the consumer report.
+    let (view, source) = match (ctx.workers.view(key.id(), now), consumers) {
+        (None, None) => return None,
+        (None, Some(_)) => (SignalView::Live(Vec::new()), CONSUMERS),
+        (Some(view), None) => (view, CELERY_EVENTS),
+        (Some(view), Some(_)) => (view, CELERY_EVENTS_AND_CONSUMERS),
+    };
+    let source = source.to_string();
     let (pods, statefulset) = match selector {
         Some(s) => (
             pods::target_pods(
@@ -195,6 +218,7 @@ fn observe_workers(
             message: Some(message),
             recheck: true,
             warming_up,
+            source: source.clone(),
         }
     };
     match ctx.pod_cache.state() {
@@ -212,6 +236,7 @@ fn observe_workers(
                 pods: Vec::new(),
                 recheck: false,
                 warming_up: false,
+                source: source.clone(),
                 message: Some(format!(
                     "cannot list pods ({error}); grant pods get/list/watch/patch: deciding on queue figures alone"
                 )),
@@ -228,8 +253,14 @@ fn observe_workers(
             false,
         ),
         SignalView::Live(workers) => {
-            let (activity, classified) =
-                pods::classify(&pods, &workers, now, ctx.idle_window, statefulset);
+            let (activity, classified) = pods::classify(
+                &pods,
+                &workers,
+                consumers.unwrap_or_default(),
+                now,
+                ctx.idle_window,
+                statefulset,
+            );
             let message = if selector.is_none() {
                 Some(
                     "the target's pod selector is unknown: deciding on queue figures alone"
@@ -237,7 +268,7 @@ fn observe_workers(
                 )
             } else if !classified.is_empty() && activity.unknown as usize == classified.len() {
                 Some(format!(
-                    "no worker reports for any of the {} pods (heartbeats off?): deciding on queue figures alone",
+                    "no worker reports for any of the {} pods (Celery heartbeats off? consumers elsewhere?): deciding on queue figures alone",
                     classified.len()
                 ))
             } else {
@@ -246,6 +277,7 @@ fn observe_workers(
             WorkersObserved {
                 recheck: activity.busy > 0,
                 warming_up: false,
+                source: source.clone(),
                 activity: Some(activity),
                 pods: classified,
                 message,
@@ -299,6 +331,7 @@ fn check_spec(
         target,
         queue_redacted: queues_redacted.join(", "),
         queues_redacted,
+        worker_signal: wpa.spec.worker_signal.unwrap_or_default(),
     };
     Ok((checked, uris))
 }
@@ -368,20 +401,16 @@ fn subscribe(
             .map(Duration::from_secs),
         target_messages_per_worker: u64::try_from(checked.policy.target).unwrap_or(1),
     };
-    let sources = match wpa.spec.worker_signal.unwrap_or_default() {
-        WorkerSignal::Off => Vec::new(),
-        WorkerSignal::Auto | WorkerSignal::CeleryEvents => {
-            let mut sources: Vec<EventSource> = Vec::new();
-            for queue in &subscription.queues {
-                if let Some(source) = EventSource::for_queue(queue, &subscription.credentials)
-                    && !sources.contains(&source)
-                {
-                    sources.push(source);
-                }
+    let mut sources: Vec<EventSource> = Vec::new();
+    if checked.worker_signal.celery_events() {
+        for queue in &subscription.queues {
+            if let Some(source) = EventSource::for_queue(queue, &subscription.credentials)
+                && !sources.contains(&source)
+            {
+                sources.push(source);
             }
-            sources
         }
-    };
+    }
     ctx.registry
         .subscribe(key.id(), subscription)
         .map_err(|e| Problem::new(INVALID_QUEUE_CONFIG, e.to_string()))?;

@@ -68,8 +68,6 @@ use reasons::*;
 
 /// The Event reason naming the busy pods a scale-down keeps.
 pub const PROTECTED_BUSY_PODS: &str = "ProtectedBusyPods";
-/// `status.workers.source` for Celery's worker events.
-pub const CELERY_EVENTS: &str = "CeleryEvents";
 
 /// `lastDecisionReason` when replicas are held for want of metrics.
 pub const HOLD_NO_METRICS: &str = "HoldNoMetrics";
@@ -483,7 +481,7 @@ fn workers_status(workers: &WorkersObserved) -> WorkersStatus {
     let count = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
     let activity = workers.activity.unwrap_or_default();
     WorkersStatus {
-        source: CELERY_EVENTS.to_string(),
+        source: workers.source.clone(),
         busy: count(activity.busy),
         idle: count(activity.idle),
         unknown: count(activity.unknown),

@@ -16,6 +16,7 @@ use kube::runtime::reflector::{Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 
+use crate::queue::ConsumerReport;
 use crate::scaler::WorkerActivity;
 use crate::workers::WorkerSeen;
 
@@ -30,6 +31,8 @@ pub const IDLE_COST: i64 = -1000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodView {
     pub name: String,
+    /// The pod IP, where known (a broker connection's peer).
+    pub ip: Option<String>,
     /// A StatefulSet pod's ordinal (`<name>-<ordinal>`).
     pub ordinal: Option<u32>,
     /// The `pod-deletion-cost` annotation as set now.
@@ -92,11 +95,19 @@ pub fn runs_in(hostname: &str, pod: &str) -> bool {
             .is_some_and(|prefix| prefix.ends_with('.'))
 }
 
-/// Classifies the target's pods by the workers' reports. `statefulset`: victims are the
-/// highest ordinals, so `keep` is the highest busy ordinal + 1 rather than the busy count.
+/// Whether a consumer report is about `pod` (by name or by IP).
+fn reports_on(report: &ConsumerReport, pod: &PodView) -> bool {
+    report.pod.as_deref() == Some(pod.name.as_str()) || (report.ip.is_some() && report.ip == pod.ip)
+}
+
+/// Classifies the target's pods by the workers' reports: Celery's (`workers`) and the
+/// queue's per-consumer ones (`consumers`). A pod is known when either speaks of it and busy
+/// when either says so. `statefulset`: victims are the highest ordinals, so `keep` is the
+/// highest busy ordinal + 1 rather than the busy count.
 pub fn classify(
     pods: &[PodView],
     workers: &[WorkerSeen],
+    consumers: &[ConsumerReport],
     now: Timestamp,
     idle_window: Duration,
     statefulset: bool,
@@ -119,10 +130,21 @@ pub fn classify(
                 activity.recently_busy = true;
             }
         }
-        let work = match (known, tasks) {
-            (false, _) => PodWork::Unknown,
-            (true, 0) => PodWork::Idle,
-            (true, tasks) => PodWork::Busy { tasks },
+        let mut consumer_busy = false;
+        for report in consumers.iter().filter(|r| reports_on(r, pod)) {
+            known = true;
+            consumer_busy |= report.busy;
+        }
+        if consumer_busy {
+            activity.recently_busy = true;
+        }
+        let work = match (known, tasks, consumer_busy) {
+            (false, _, _) => PodWork::Unknown,
+            (true, 0, false) => PodWork::Idle,
+            // A consumer holding messages runs at least one task; the broker already counts
+            // those messages as in flight, so none are added to `active_tasks` for it.
+            (true, 0, true) => PodWork::Busy { tasks: 0 },
+            (true, tasks, _) => PodWork::Busy { tasks },
         };
         match work {
             PodWork::Busy { tasks } => {
@@ -190,6 +212,7 @@ pub fn target_pods(
             PodView {
                 ordinal,
                 deletion_cost: p.annotations().get(DELETION_COST_ANNOTATION).cloned(),
+                ip: p.status.as_ref().and_then(|s| s.pod_ip.clone()),
                 name,
             }
         })
@@ -281,6 +304,7 @@ mod tests {
     fn pod(name: &str) -> PodView {
         PodView {
             name: name.to_string(),
+            ip: None,
             ordinal: None,
             deletion_cost: None,
         }
@@ -325,8 +349,14 @@ mod tests {
             // A worker of a pod that is gone (or of another target): ignored.
             worker("celery@w-zzz", 5, Some(at(100))),
         ];
-        let (activity, classified) =
-            classify(&pods, &workers, at(100), Duration::from_secs(60), false);
+        let (activity, classified) = classify(
+            &pods,
+            &workers,
+            &[],
+            at(100),
+            Duration::from_secs(60),
+            false,
+        );
         let works: Vec<PodWork> = classified.iter().map(|c| c.work).collect();
         assert_eq!(
             works,
@@ -356,18 +386,18 @@ mod tests {
         let window = Duration::from_secs(60);
         let workers = [worker("celery@w-a", 0, Some(at(100)))];
         assert!(
-            classify(&pods, &workers, at(159), window, false)
+            classify(&pods, &workers, &[], at(159), window, false)
                 .0
                 .recently_busy
         );
         assert!(
-            !classify(&pods, &workers, at(160), window, false)
+            !classify(&pods, &workers, &[], at(160), window, false)
                 .0
                 .recently_busy
         );
         let never = [worker("celery@w-a", 0, None)];
         assert!(
-            !classify(&pods, &never, at(100), window, false)
+            !classify(&pods, &never, &[], at(100), window, false)
                 .0
                 .recently_busy
         );
@@ -382,9 +412,9 @@ mod tests {
             })
             .collect();
         let workers = [worker("celery@s-1", 1, None), worker("celery@s-3", 0, None)];
-        let (activity, _) = classify(&pods, &workers, at(0), Duration::from_secs(60), true);
+        let (activity, _) = classify(&pods, &workers, &[], at(0), Duration::from_secs(60), true);
         assert_eq!((activity.busy, activity.keep), (1, 2));
-        let (activity, _) = classify(&pods, &workers, at(0), Duration::from_secs(60), false);
+        let (activity, _) = classify(&pods, &workers, &[], at(0), Duration::from_secs(60), false);
         assert_eq!(activity.keep, 1);
     }
 
@@ -419,6 +449,73 @@ mod tests {
         );
         assert_eq!(classified(Some("5"), PodWork::Unknown).cost_change(), None);
         assert_eq!(classified(None, PodWork::Unknown).cost_change(), None);
+    }
+
+    #[test]
+    fn consumer_reports_by_pod_name_or_ip() {
+        let with_ip = |name: &str, ip: &str| PodView {
+            ip: Some(ip.to_string()),
+            ..pod(name)
+        };
+        let pods = [
+            with_ip("w-a", "10.0.0.1"),
+            with_ip("w-b", "10.0.0.2"),
+            with_ip("w-c", "10.0.0.3"),
+            with_ip("w-d", "10.0.0.4"),
+        ];
+        let report = |pod: Option<&str>, ip: Option<&str>, busy| ConsumerReport {
+            pod: pod.map(str::to_string),
+            ip: ip.map(str::to_string),
+            busy,
+        };
+        let consumers = [
+            report(None, Some("10.0.0.1"), true),
+            report(Some("w-b"), None, false),
+            // Two channels of one pod: busy if either holds messages.
+            report(None, Some("10.0.0.3"), false),
+            report(None, Some("10.0.0.3"), true),
+            // Another workload's consumer.
+            report(None, Some("10.9.9.9"), true),
+        ];
+        // Celery says w-b runs a task although its consumer holds nothing (early ack).
+        let workers = [worker("celery@w-b", 1, None)];
+        let (activity, classified) = classify(
+            &pods,
+            &workers,
+            &consumers,
+            at(0),
+            Duration::from_secs(60),
+            false,
+        );
+        let works: Vec<PodWork> = classified.iter().map(|c| c.work).collect();
+        assert_eq!(
+            works,
+            [
+                PodWork::Busy { tasks: 0 },
+                PodWork::Busy { tasks: 1 },
+                PodWork::Busy { tasks: 0 },
+                PodWork::Unknown
+            ]
+        );
+        assert_eq!(
+            (
+                activity.busy,
+                activity.idle,
+                activity.unknown,
+                activity.active_tasks
+            ),
+            (3, 0, 1, 1)
+        );
+        let (activity, _) = classify(
+            &pods,
+            &[],
+            &[report(Some("w-d"), None, false)],
+            at(0),
+            Duration::from_secs(60),
+            false,
+        );
+        assert_eq!((activity.busy, activity.idle, activity.unknown), (0, 1, 3));
+        assert!(!activity.recently_busy);
     }
 
     #[test]

@@ -410,3 +410,70 @@ async fn a_worker_that_dies_stops_holding_its_pod() {
     .await;
     assert_eq!(controller.terminate(), Some(0), "{}", controller.log_text());
 }
+
+/// An HTTP endpoint's `workers` list (by pod name or pod IP) protects busy pods as Celery's
+/// heartbeats do: the scale-in stops at them, and they go once the list says they are idle.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http_endpoints_workers_list_protects_its_busy_pods() {
+    use axum::routing::get;
+    use std::sync::{Arc, Mutex};
+
+    let server = ApiServerDouble::start().await.expect("API double");
+    server.simulate_pods(true);
+    server
+        .insert(objects::deployment(NS, "worker", 4))
+        .expect("deployment");
+    let pods = server.pods_of(&Gvr::DEPLOYMENTS, NS, "worker");
+    assert_eq!(pods.len(), 4);
+    // Two busy: one named, one by IP; the two others idle.
+    let workers = Arc::new(Mutex::new(vec![
+        json!({"pod": pods[0].name, "busy": true}),
+        json!({"ip": pods[1].ip, "busy": true}),
+        json!({"pod": pods[2].name, "busy": false}),
+        json!({"ip": pods[3].ip, "busy": false}),
+    ]));
+    let served = workers.clone();
+    let app = axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let list = served.lock().expect("list").clone();
+            async move {
+                json!({"visible": 0, "in_flight": 0, "idle": true, "workers": list}).to_string()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+
+    server
+        .insert(wpa(
+            NS,
+            "worker",
+            spec(&format!("http+json://{addr}/metrics")),
+        ))
+        .expect("wpa");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut controller = ControllerProcess::start(&server, dir.path(), "http-workers", &[]);
+    e2e::wait_replicas(&server, NS, "worker", 2, "the busy pods", &controller).await;
+    let mut survivors = server.live_pod_names(&Gvr::DEPLOYMENTS, NS, "worker");
+    survivors.sort();
+    let mut busy = vec![pods[0].name.clone(), pods[1].name.clone()];
+    busy.sort();
+    assert_eq!(survivors, busy);
+    e2e::wait_status(&server, NS, "worker", "the report", &controller, |s| {
+        s["workers"]["source"] == "Consumers" && s["workers"]["busy"] == 2
+    })
+    .await;
+
+    for entry in workers.lock().expect("list").iter_mut() {
+        entry["busy"] = json!(false);
+    }
+    e2e::wait_replicas(&server, NS, "worker", 0, "every worker idle", &controller).await;
+    assert_eq!(server.scale_patches(NS, "worker"), vec![2, 0]);
+    assert_eq!(controller.terminate(), Some(0), "{}", controller.log_text());
+}

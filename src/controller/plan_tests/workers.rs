@@ -3,8 +3,9 @@
 
 use serde_json::json;
 
+use super::super::observe::CELERY_EVENTS;
 use super::super::observe::WorkersObserved;
-use super::super::plan::{CELERY_EVENTS, PROTECTED_BUSY_PODS, PodCost, WORKERS_RECHECK};
+use super::super::plan::{PROTECTED_BUSY_PODS, PodCost, WORKERS_RECHECK};
 use super::super::pods::{BUSY_COST, ClassifiedPod, IDLE_COST, PodView, PodWork};
 use super::*;
 use crate::scaler::WorkerActivity;
@@ -13,6 +14,7 @@ fn pod(name: &str, cost: Option<i64>, work: PodWork) -> ClassifiedPod {
     ClassifiedPod {
         pod: PodView {
             name: name.to_string(),
+            ip: None,
             ordinal: None,
             deletion_cost: cost.map(|c| c.to_string()),
         },
@@ -40,6 +42,7 @@ fn two_busy_of_four(costs: [Option<i64>; 4]) -> WorkersObserved {
         message: None,
         recheck: true,
         warming_up: false,
+        source: CELERY_EVENTS.into(),
     }
 }
 
@@ -194,6 +197,7 @@ fn a_signal_that_cannot_be_trusted_holds_and_says_why() {
         message: Some("cannot read the workers' events (refused): scale-downs are held".into()),
         recheck: true,
         warming_up: false,
+        source: CELERY_EVENTS.into(),
     };
     let world = with_workers(&wpa, 3, fresh(0, 0, true), held);
     let plan = plan_for(&wpa, &observed(Ok(world), scaled_ago(3600)));
@@ -236,6 +240,7 @@ fn pods_that_cannot_be_listed_give_practos_decision_and_say_why() {
         message: Some("cannot list pods (403 Forbidden); grant pods get/list/watch/patch".into()),
         recheck: false,
         warming_up: false,
+        source: CELERY_EVENTS.into(),
     };
     let world = with_workers(&wpa, 4, fresh(0, 0, true), unreadable);
     let plan = plan_for(&wpa, &observed(Ok(world), scaled_ago(3600)));

@@ -17,6 +17,7 @@
 //! | `sent_per_minute` | integer >= 0 or null/absent | publish rate |
 //! | `consumers` | integer >= 0 or null/absent | attached workers |
 //! | `idle` | boolean or null/absent | the endpoint's own idleness verdict |
+//! | `workers` | list or null/absent | per worker: `{"pod": name, "ip": address, "busy": bool}` (`pod` or `ip` or both, `busy` required), for worker-aware scale-in |
 //!
 //! Other fields are ignored. Status codes: 2xx is read, 404 means the queue does not
 //! exist, 401/403 are denied, 5xx and timeouts are unavailability; anything else, and any
@@ -36,7 +37,8 @@ pub mod uri;
 use super::kinds::{ConnectFuture, ProviderSpec, wrong_kind};
 use super::uri::HttpUri;
 use super::{
-    Credentials, ProviderKind, ProviderOptions, QueueError, QueueMetrics, QueueProvider, QueueUri,
+    ConsumerReport, Credentials, ProviderKind, ProviderOptions, QueueError, QueueMetrics,
+    QueueProvider, QueueUri,
 };
 
 /// Larger bodies are refused: the schema is a handful of numbers.
@@ -242,8 +244,72 @@ pub fn parse_metrics(body: &[u8], sampled_at: jiff::Timestamp) -> Result<QueueMe
         idle,
         partial: None,
         sampled_at,
-        workers: None,
+        workers: parse_workers(fields.get("workers"))?,
     })
+}
+
+/// Most entries read from `workers`: the list names pods of one workload.
+const MAX_WORKERS: usize = 10_000;
+
+/// The optional `workers` list: `[{"pod": "name", "busy": true}, {"ip": "10.0.0.7",
+/// "busy": false}]`; each entry names its pod (`pod`, `ip` or both) and says `busy`.
+fn parse_workers(value: Option<&Value>) -> Result<Option<Vec<ConsumerReport>>, String> {
+    let entries = match value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(entries)) => entries,
+        Some(other) => {
+            return Err(format!(
+                "`workers` must be a list or null, not {}",
+                json_type(other)
+            ));
+        }
+    };
+    if entries.len() > MAX_WORKERS {
+        return Err(format!(
+            "`workers` lists {} entries; at most {MAX_WORKERS} are read",
+            entries.len()
+        ));
+    }
+    let mut reports = Vec::with_capacity(entries.len());
+    for (index, entry) in entries.iter().enumerate() {
+        let Value::Object(entry) = entry else {
+            return Err(format!(
+                "`workers[{index}]` must be an object, not {}",
+                json_type(entry)
+            ));
+        };
+        let text = |name: &str| -> Result<Option<String>, String> {
+            match entry.get(name) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) if !s.is_empty() && s.len() <= 253 => Ok(Some(s.clone())),
+                Some(Value::String(_)) => Err(format!(
+                    "`workers[{index}].{name}` must be 1 to 253 characters"
+                )),
+                Some(other) => Err(format!(
+                    "`workers[{index}].{name}` must be a string, not {}",
+                    json_type(other)
+                )),
+            }
+        };
+        let (pod, ip) = (text("pod")?, text("ip")?);
+        if pod.is_none() && ip.is_none() {
+            return Err(format!("`workers[{index}]` names neither `pod` nor `ip`"));
+        }
+        let busy = match entry.get("busy") {
+            Some(Value::Bool(busy)) => *busy,
+            None | Some(Value::Null) => {
+                return Err(format!("`workers[{index}].busy` is missing (or null)"));
+            }
+            Some(other) => {
+                return Err(format!(
+                    "`workers[{index}].busy` must be a boolean, not {}",
+                    json_type(other)
+                ));
+            }
+        };
+        reports.push(ConsumerReport { pod, ip, busy });
+    }
+    Ok(Some(reports))
 }
 
 fn json_type(v: &Value) -> &'static str {
@@ -344,5 +410,85 @@ mod tests {
             let err = parse(body).unwrap_err();
             assert!(err.contains(expected), "{body}: {err}");
         }
+    }
+
+    #[test]
+    fn a_workers_list_is_read() {
+        let m = parse(
+            r#"{"visible": 0, "workers": [{"pod": "w-1", "busy": true},
+                {"ip": "10.1.2.3", "busy": false}, {"pod": "w-3", "ip": "10.1.2.4", "busy": false}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            m.workers,
+            Some(vec![
+                ConsumerReport {
+                    pod: Some("w-1".into()),
+                    ip: None,
+                    busy: true
+                },
+                ConsumerReport {
+                    pod: None,
+                    ip: Some("10.1.2.3".into()),
+                    busy: false
+                },
+                ConsumerReport {
+                    pod: Some("w-3".into()),
+                    ip: Some("10.1.2.4".into()),
+                    busy: false
+                },
+            ])
+        );
+        assert_eq!(
+            parse(r#"{"visible": 0, "workers": null}"#).unwrap().workers,
+            None
+        );
+        assert_eq!(
+            parse(r#"{"visible": 0, "workers": []}"#).unwrap().workers,
+            Some(Vec::new())
+        );
+    }
+
+    #[test]
+    fn a_bad_workers_list_names_the_entry() {
+        let cases = [
+            (
+                r#"{"visible": 0, "workers": {}}"#,
+                "`workers` must be a list",
+            ),
+            (
+                r#"{"visible": 0, "workers": [1]}"#,
+                "`workers[0]` must be an object",
+            ),
+            (
+                r#"{"visible": 0, "workers": [{"busy": true}]}"#,
+                "names neither",
+            ),
+            (
+                r#"{"visible": 0, "workers": [{"pod": "a"}]}"#,
+                "`workers[0].busy` is missing",
+            ),
+            (
+                r#"{"visible": 0, "workers": [{"pod": "a", "busy": 1}]}"#,
+                "must be a boolean",
+            ),
+            (
+                r#"{"visible": 0, "workers": [{"pod": 7, "busy": true}]}"#,
+                "`workers[0].pod` must be a string",
+            ),
+            (
+                r#"{"visible": 0, "workers": [{"pod": "", "busy": true}]}"#,
+                "1 to 253",
+            ),
+        ];
+        for (body, expected) in cases {
+            let err = parse(body).unwrap_err();
+            assert!(err.contains(expected), "{body}: {err}");
+        }
+        let many = format!(
+            r#"{{"visible": 0, "workers": [{}]}}"#,
+            vec![r#"{"pod": "a", "busy": true}"#; MAX_WORKERS + 1].join(",")
+        );
+        assert!(parse(&many).unwrap_err().contains("at most"));
     }
 }
