@@ -124,6 +124,27 @@ async fn busy_pods_survive_the_scale_in(broker: Broker, queue: &str, acks_late: 
         survivors_sorted, busy,
         "the idle pods went, the busy ones stayed"
     );
+    // An Event names the busy pods the scale-down kept (Events are sent in the background).
+    let protected = server
+        .wait_for(e2e::WAIT, |s| {
+            s.requests("POST", "/events")
+                .iter()
+                .any(|r| {
+                    r.body["reason"] == "ProtectedBusyPods"
+                        && busy.iter().all(|pod| {
+                            r.body["note"]
+                                .as_str()
+                                .or_else(|| r.body["message"].as_str())
+                                .is_some_and(|note| note.contains(pod.as_str()))
+                        })
+                })
+                .then_some(())
+        })
+        .await;
+    assert!(
+        protected.is_some(),
+        "a ProtectedBusyPods Event naming {busy:?}"
+    );
     for pod in &survivors {
         let summary = server
             .pods_of(&Gvr::DEPLOYMENTS, NS, "worker")
