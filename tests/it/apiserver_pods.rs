@@ -12,7 +12,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
-use serde_json::{Value, json};
+use serde_json::json;
 use support::apiserver::{ApiServerDouble, Gvr, PodEvent, objects};
 use tokio::sync::broadcast;
 
@@ -238,28 +238,11 @@ async fn a_not_ready_pod_goes_before_cheaper_ready_ones() {
     );
 }
 
-fn statefulset(name: &str, replicas: i32) -> Value {
-    json!({
-        "apiVersion": "apps/v1",
-        "kind": "StatefulSet",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {
-            "replicas": replicas,
-            "serviceName": name,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "worker", "image": "worker:latest"}]}
-            }
-        }
-    })
-}
-
 #[tokio::test]
 async fn statefulsets_remove_the_highest_ordinals_whatever_their_cost() {
     let (server, client) = start().await;
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NS);
-    server.insert(statefulset("db", 0)).unwrap();
+    server.insert(objects::statefulset(NS, "db", 0)).unwrap();
     scale(&sets, "db", 4).await;
     assert_eq!(
         names(&live_pods(&client, "db").await),
@@ -289,7 +272,7 @@ async fn removed_pods_terminate_then_disappear_after_the_grace() {
     let grace = Duration::from_millis(800);
     server.set_pod_termination_grace(grace);
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NS);
-    server.insert(statefulset("db", 2)).unwrap();
+    server.insert(objects::statefulset(NS, "db", 2)).unwrap();
     let mut events = server.pod_events();
 
     scale(&sets, "db", 1).await;

@@ -273,23 +273,6 @@ fn redis_push_auth(port: u16, password: &str, key: &str, n: usize) {
     support::e2e::lpush_jobs(&mut conn, key, n);
 }
 
-fn statefulset(name: &str, replicas: i32) -> Value {
-    json!({
-        "apiVersion": "apps/v1",
-        "kind": "StatefulSet",
-        "metadata": {"name": name, "namespace": NS, "labels": {"app": name}},
-        "spec": {
-            "replicas": replicas,
-            "serviceName": name,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "worker", "image": "worker:latest"}]}
-            }
-        }
-    })
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn statefulset_scale_target_scales_through_its_scale_subresource() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -297,7 +280,7 @@ async fn statefulset_scale_target_scales_through_its_scale_subresource() {
     let server: ApiServerDouble = start_server().await;
     let queue = support::brokers::unique("features-sts");
     server
-        .insert(statefulset("sts-workers", 0))
+        .insert(objects::statefulset(NS, "sts-workers", 0))
         .expect("statefulset");
     let mut wpa_spec = spec(&redis_uri(redis.port, &queue), "unused", 0, 10, 10);
     wpa_spec

@@ -281,23 +281,6 @@ async fn without_heartbeats_the_decision_is_practos_and_says_so() {
     assert_eq!(controller.terminate(), Some(0), "{}", controller.log_text());
 }
 
-fn statefulset(name: &str, replicas: i32) -> Value {
-    json!({
-        "apiVersion": "apps/v1",
-        "kind": "StatefulSet",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {
-            "replicas": replicas,
-            "serviceName": name,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "worker", "image": "worker:latest"}]}
-            }
-        }
-    })
-}
-
 /// A StatefulSet removes its highest ordinals whatever the deletion costs: with one task
 /// running on ordinal k of 0..=2, the scale-in stops at k + 1 until the task is done.
 #[tokio::test(flavor = "multi_thread")]
@@ -307,7 +290,7 @@ async fn a_statefulset_scales_in_only_past_its_highest_busy_ordinal() {
     let server = ApiServerDouble::start().await.expect("API double");
     server.simulate_pods(true);
     server
-        .insert(statefulset("worker", 3))
+        .insert(objects::statefulset(NS, "worker", 3))
         .expect("statefulset");
     let ledger = TaskLedger::new(&redis_broker(redis_port(), DB), &unique("wpa-sts-ledger"));
     let mut config = CeleryPodConfig::new(&Gvr::STATEFULSETS, NS, "worker", &broker.celery, &queue);

@@ -37,6 +37,11 @@ fn script(name: &str) -> PathBuf {
 
 /// Enqueues `count` tasks through a real Celery producer (tests/celery/produce.py).
 pub fn celery_produce(broker: &str, queue: &str, count: u32, extra: &[&str]) {
+    celery_produce_ids(broker, queue, count, extra);
+}
+
+/// [`celery_produce`], returning the ids of the tasks sent.
+pub fn celery_produce_ids(broker: &str, queue: &str, count: u32, extra: &[&str]) -> Vec<String> {
     let out = Command::new("python3")
         .arg(script("produce.py"))
         .args([
@@ -55,11 +60,15 @@ pub fn celery_produce(broker: &str, queue: &str, count: u32, extra: &[&str]) {
         "produce.py failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let line = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        line.contains(&format!("\"sent\": {count}")),
-        "produce.py said {line}"
-    );
+    let reply: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("produce.py prints JSON");
+    assert_eq!(reply["sent"], count, "produce.py said {reply}");
+    reply["ids"]
+        .as_array()
+        .expect("produce.py lists the task ids")
+        .iter()
+        .filter_map(|id| id.as_str().map(str::to_string))
+        .collect()
 }
 
 /// A kombu consumer holding messages unacknowledged (tests/celery/reserve.py).

@@ -16,30 +16,7 @@ fn celery_dir() -> PathBuf {
 
 /// Sends `count` `wpa.test.sleep(seconds)` tasks to `queue`; returns their task ids.
 pub fn send_sleep_tasks(broker: &str, queue: &str, count: u32, seconds: f64) -> Vec<String> {
-    let out = Command::new("python3")
-        .arg(celery_dir().join("produce.py"))
-        .args(["--broker", broker, "--queue", queue])
-        .args(["--count", &count.to_string()])
-        .args([
-            "--task",
-            "wpa.test.sleep",
-            "--args",
-            &format!("[{seconds}]"),
-        ])
-        .output()
-        .expect("run produce.py");
-    assert!(
-        out.status.success(),
-        "produce.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let reply: Value = serde_json::from_slice(&out.stdout).expect("produce.py prints JSON");
-    reply["ids"]
-        .as_array()
-        .expect("produce.py lists the task ids")
-        .iter()
-        .filter_map(|id| id.as_str().map(str::to_string))
-        .collect()
+    super::brokers::celery_produce_ids(broker, queue, count, &["--sleep", &seconds.to_string()])
 }
 
 /// One run of a task as the worker recorded it.

@@ -115,6 +115,24 @@ pub fn deployment(namespace: &str, name: &str, replicas: i32) -> Value {
     })
 }
 
+/// A StatefulSet `<name>` with pods labelled `app: <name>` (serviceName = name).
+pub fn statefulset(namespace: &str, name: &str, replicas: i32) -> Value {
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
+        "spec": {
+            "replicas": replicas,
+            "serviceName": name,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "worker", "image": "worker:latest"}]}
+            }
+        }
+    })
+}
+
 /// A Deployment as [`deployment`] whose status reports `available` ready and available
 /// replicas out of `replicas`.
 pub fn deployment_with_status(namespace: &str, name: &str, replicas: i32, available: i32) -> Value {
