@@ -12,11 +12,12 @@ use axum::routing::get;
 use support::broker_procs::{eventually, free_port, start_rabbitmq, unique, wait_for_port};
 use support::brokers_amqp::{
     AMQP_PORT, MANAGEMENT, amqp_uri, celery_produce, create_vhost, declare, delete, delete_vhost,
-    hold_deliveries, open, publish,
+    hold_deliveries, idle_consumer, open, publish,
 };
 use wpa::queue::rabbitmq::RabbitmqProvider;
 use wpa::queue::{
-    Credentials, ProviderKind, ProviderOptions, QueueError, QueueMetrics, QueueProvider,
+    ConsumerReport, Credentials, ProviderKind, ProviderOptions, QueueError, QueueMetrics,
+    QueueProvider,
 };
 
 const WAIT: Duration = Duration::from_secs(45);
@@ -74,6 +75,8 @@ async fn ready_and_consumers_via_amqp() {
     let _held = hold_deliveries(AMQP_PORT, "/", &queue, 2).await;
     let m = provider.poll().await.unwrap();
     assert_eq!((m.visible, m.in_flight, m.consumers), (3, None, Some(1)));
+    // Per-consumer reports need the management API.
+    assert_eq!(m.workers, None);
     delete(&channel, &queue).await;
 }
 
@@ -354,17 +357,92 @@ async fn odd_management_answers_are_errors_not_panics() {
         .unwrap();
     let m = provider.poll().await.unwrap();
     // Ready and consumers come from AMQP (1 message, nobody consuming), the rest from the
-    // management object.
+    // management object; without `consumer_details` there are no per-consumer reports.
     assert_eq!(
         (
             m.visible,
             m.in_flight,
             m.consumers,
             m.sent_per_minute,
-            m.partial
+            m.workers
         ),
         (1, Some(0), Some(0), None, None)
     );
+    assert_eq!(
+        m.partial.as_deref(),
+        Some(
+            "per-consumer reports unavailable: the management API's queue object has no \
+             consumer_details"
+        )
+    );
+    delete(&channel, &queue).await;
+}
+
+fn consumer(busy: bool) -> ConsumerReport {
+    ConsumerReport {
+        pod: None,
+        ip: Some("127.0.0.1".into()),
+        busy,
+    }
+}
+
+/// Whether the reports are exactly these, in any order.
+fn reports_are(m: &QueueMetrics, expected: &[ConsumerReport]) -> bool {
+    let mut got = m.workers.clone().unwrap_or_default();
+    let mut expected = expected.to_vec();
+    got.sort_by_key(|r| r.busy);
+    expected.sort_by_key(|r| r.busy);
+    m.workers.is_some() && got == expected
+}
+
+#[tokio::test]
+async fn consumers_are_reported_by_peer_ip_busy_or_idle() {
+    let queue = unique("wpa-consumers");
+    let (_conn, channel) = open(AMQP_PORT, "/").await;
+    declare(&channel, &queue, false).await;
+    publish(&channel, &queue, 1).await;
+    let uri = amqp_uri(AMQP_PORT, "/", &queue, Some(MANAGEMENT));
+    let mut provider = RabbitmqProvider::connect(&uri, &no_creds(), &opts())
+        .await
+        .unwrap();
+    // The provider sees the message ready before a consumer takes it.
+    assert_eq!(provider.poll().await.unwrap().visible, 1);
+
+    let busy = hold_deliveries(AMQP_PORT, "/", &queue, 1).await;
+    let idle = idle_consumer(AMQP_PORT, "/", &queue).await;
+    // Until the statistics catch up (listing and channel samples lag by about one
+    // `collect_statistics_interval`), the holder must never look idle: while any consumer
+    // is listed, one is busy.
+    let m = eventually(
+        WAIT,
+        "one busy and one idle consumer on 127.0.0.1",
+        async || {
+            let m = provider.poll().await.unwrap();
+            let listed = m.workers.clone().unwrap_or_default();
+            assert!(
+                listed.is_empty() || listed.iter().any(|r| r.busy),
+                "a consumer holding a delivery looked idle: {m:?}"
+            );
+            reports_are(&m, &[consumer(true), consumer(false)]).then_some(m)
+        },
+    )
+    .await;
+    assert_eq!((m.visible, m.in_flight, m.consumers), (0, Some(1), Some(2)));
+    assert_eq!(m.partial, None);
+
+    // Which one is busy: without the idle consumer, the one left holds the delivery. (AMQP
+    // and the listing see a consumer go at slightly different moments: wait for both.)
+    idle.close().await;
+    poll_until(&mut provider, "the idle consumer gone", |m| {
+        m.consumers == Some(1) && m.partial.is_none() && reports_are(m, &[consumer(true)])
+    })
+    .await;
+    // Closing the holder returns its delivery: nobody is left to report.
+    busy.close().await;
+    poll_until(&mut provider, "no consumer left", |m| {
+        (m.visible, m.consumers) == (1, Some(0)) && m.partial.is_none() && reports_are(m, &[])
+    })
+    .await;
     delete(&channel, &queue).await;
 }
 

@@ -20,6 +20,12 @@
 //! invisible, which is why the management API is recommended. Neither path reports
 //! idleness (`idle` is `None`); the registry infers it over the idle window.
 //!
+//! With a management URL each poll also fills [`QueueMetrics::workers`]: one report per
+//! manual-ack consumer, by its connection's peer IP, busy when its channel holds
+//! unacknowledged messages or when lagging statistics cannot rule that out (see the
+//! `consumers` module); without one, or when that listing cannot be read, `workers` is
+//! `None`.
+//!
 //! Credentials: a Secret's username/password win over the URI's userinfo; with neither,
 //! RabbitMQ's `guest`/`guest`. They are never logged or put in errors: errors name the
 //! queue as `amqp://host:port/<vhost>/<queue>`.
@@ -37,6 +43,7 @@ use lapin::{Channel, Connection, ConnectionProperties, ErrorKind};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 
+mod consumers;
 pub mod uri;
 
 use super::kinds::{ConnectFuture, ProviderSpec, nothing_to_validate, wrong_kind};
@@ -72,6 +79,9 @@ const SAMPLE_LAG: Duration = Duration::from_secs(10);
 
 struct Management {
     http: reqwest::Client,
+    /// The management API's base URL, without a trailing slash.
+    base: String,
+    /// The queue object's URL.
     url: String,
     username: String,
     password: String,
@@ -85,6 +95,9 @@ struct QueueInfo {
     messages_unacknowledged: Option<u64>,
     consumers: Option<u64>,
     message_stats: Option<MessageStats>,
+    /// Read apart from the figures, so that an odd listing costs the per-consumer reports
+    /// only, never the queue's figures.
+    consumer_details: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,13 +153,14 @@ impl RabbitmqProvider {
                     .connect_timeout(opts.request_timeout)
                     .build()
                     .map_err(|e| QueueError::Config(format!("cannot build an HTTP client: {e}")))?;
+                let base = base.trim_end_matches('/').to_string();
                 let url = format!(
-                    "{}/api/queues/{vhost_segment}/{}",
-                    base.trim_end_matches('/'),
+                    "{base}/api/queues/{vhost_segment}/{}",
                     utf8_percent_encode(&uri.queue, PATH_SEGMENT)
                 );
                 Some(Arc::new(Management {
                     http,
+                    base,
                     url,
                     username,
                     password,
@@ -397,6 +411,40 @@ async fn fetch_management(mgmt: &Management, label: &str) -> Result<QueueInfo, Q
     })
 }
 
+/// The queue object, then (when it answered) its consumers' channel statistics, all
+/// before `deadline`. The observation is `None` when the queue object did not answer.
+async fn fetch_management_and_consumers(
+    mgmt: &Management,
+    label: &str,
+    deadline: tokio::time::Instant,
+) -> (
+    Result<QueueInfo, QueueError>,
+    Option<Result<consumers::Observed, String>>,
+) {
+    let info = match fetch_management(mgmt, label).await {
+        Ok(info) => info,
+        Err(e) => return (Err(e), None),
+    };
+    let observed = consumers::observe(mgmt, info.consumer_details.as_ref(), deadline).await;
+    (Ok(info), Some(observed))
+}
+
+/// Adds the per-consumer reports to a sample; their gaps are added to `partial`.
+fn attach_reports(
+    metrics: &mut QueueMetrics,
+    observed: Result<consumers::Observed, String>,
+    amqp_consumers: Option<u64>,
+) {
+    let reports = consumers::reports(observed, metrics.in_flight, amqp_consumers);
+    metrics.workers = reports.workers;
+    if let Some(note) = reports.partial {
+        metrics.partial = Some(match metrics.partial.take() {
+            Some(before) => format!("{before}; {note}"),
+            None => note,
+        });
+    }
+}
+
 impl RabbitmqProvider {
     /// Records a ready count; returns the highest one of the last `SAMPLE_LAG`.
     fn remember_ready(&mut self, ready: u64, now: Instant) -> u64 {
@@ -540,12 +588,21 @@ impl QueueProvider for RabbitmqProvider {
             });
         };
         let label = self.label.clone();
-        let (amqp, management) = tokio::join!(self.declare(), fetch_management(&mgmt, &label));
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let (amqp, (management, observed)) = tokio::join!(
+            self.declare(),
+            fetch_management_and_consumers(&mgmt, &label, deadline)
+        );
         let recent_peak = match &amqp {
             Ok(counts) => self.remember_ready(counts.ready, Instant::now()),
             Err(_) => 0,
         };
-        combine(amqp, management, recent_peak)
+        let amqp_consumers = amqp.as_ref().ok().map(|c| c.consumers);
+        let mut metrics = combine(amqp, management, recent_peak)?;
+        if let Some(observed) = observed {
+            attach_reports(&mut metrics, observed, amqp_consumers);
+        }
+        Ok(metrics)
     }
 }
 
@@ -764,6 +821,31 @@ mod tests {
         // A management URL pointing elsewhere does not hide a queue AMQP can read.
         let m = combine(Ok(amqp), Err(missing()), 0).unwrap();
         assert!(m.partial.unwrap().starts_with("management API unavailable"));
+    }
+
+    #[test]
+    fn consumer_gaps_are_added_to_the_partial_note() {
+        let amqp = AmqpCounts {
+            ready: 1,
+            consumers: 1,
+        };
+        let mut m = combine(Ok(amqp), Ok(info(r#"{"name":"q"}"#)), 0).unwrap();
+        attach_reports(&mut m, Err("unreadable consumer_details".into()), Some(1));
+        assert_eq!(m.workers, None);
+        assert_eq!(
+            m.partial.as_deref(),
+            Some(
+                "the management API has no statistics sample for this queue yet: \
+                 unacknowledged messages unknown; per-consumer reports unavailable: \
+                 unreadable consumer_details"
+            )
+        );
+    }
+
+    #[test]
+    fn consumer_details_do_not_decide_whether_the_queue_object_is_readable() {
+        let odd = info(r#"{"messages_ready":0,"consumer_details":"garbage"}"#);
+        assert_eq!(odd.consumer_details, Some(serde_json::json!("garbage")));
     }
 
     #[test]

@@ -130,6 +130,39 @@ pub async fn hold_deliveries(port: u16, vhost: &str, queue: &str, prefetch: u16)
     }
 }
 
+impl HeldDeliveries {
+    /// Closes the connection now (dropping it closes it only eventually); unacknowledged
+    /// deliveries go back to the queue.
+    pub async fn close(self) {
+        self._connection
+            .close(200, "test done".into())
+            .await
+            .expect("connection.close");
+    }
+}
+
+/// A consumer with manual acks and prefetch 1 on its own connection that got nothing yet.
+pub async fn idle_consumer(port: u16, vhost: &str, queue: &str) -> HeldDeliveries {
+    let (connection, channel) = open(port, vhost).await;
+    channel
+        .basic_qos(1, BasicQosOptions::default())
+        .await
+        .expect("basic.qos");
+    let consumer = channel
+        .basic_consume(
+            queue.into(),
+            "wpa-test-idle".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("basic.consume");
+    HeldDeliveries {
+        _connection: connection,
+        _consumer: consumer,
+    }
+}
+
 fn segment(s: &str) -> String {
     utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
 }
