@@ -26,6 +26,9 @@ pub const DELETION_COST_ANNOTATION: &str = "controller.kubernetes.io/pod-deletio
 pub const BUSY_COST: i64 = 1000;
 /// Cost given to a pod whose workers are idle: removed first.
 pub const IDLE_COST: i64 = -1000;
+/// A worker that reported a task within this many of its heartbeat intervals still counts
+/// as busy.
+const JUST_BUSY_BEATS: u32 = 3;
 
 /// One pod of a target, as far as the decision needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,9 +122,21 @@ pub fn classify(
     for pod in pods {
         let mut known = false;
         let mut tasks: u32 = 0;
+        let mut just_busy = false;
         for worker in workers.iter().filter(|w| runs_in(&w.hostname, &pod.name)) {
             known = true;
             tasks = tasks.saturating_add(worker.active);
+            // A heartbeat sent between two tasks says 0, and with work queued the worker
+            // takes the next one milliseconds later (a closed-loop benchmark lost a task to
+            // that): a worker busy within its last few heartbeats still counts as busy.
+            let recent = jiff::SignedDuration::try_from(worker.freq * JUST_BUSY_BEATS)
+                .unwrap_or(jiff::SignedDuration::MAX);
+            if worker
+                .last_busy
+                .is_some_and(|at| now.duration_since(at) < recent)
+            {
+                just_busy = true;
+            }
             if worker.active > 0
                 || worker
                     .last_busy
@@ -138,11 +153,11 @@ pub fn classify(
         if consumer_busy {
             activity.recently_busy = true;
         }
-        let work = match (known, tasks, consumer_busy) {
+        let work = match (known, tasks, consumer_busy || just_busy) {
             (false, _, _) => PodWork::Unknown,
             (true, 0, false) => PodWork::Idle,
-            // A consumer holding messages runs at least one task; the broker already counts
-            // those messages as in flight, so none are added to `active_tasks` for it.
+            // A consumer holding messages, or a worker between two tasks: busy, with no
+            // running task to add to `active_tasks` (the broker counts held messages).
             (true, 0, true) => PodWork::Busy { tasks: 0 },
             (true, tasks, _) => PodWork::Busy { tasks },
         };
@@ -315,6 +330,7 @@ mod tests {
             hostname: hostname.to_string(),
             active,
             last_busy,
+            freq: Duration::from_secs(2),
         }
     }
 
@@ -378,6 +394,27 @@ mod tests {
                 keep: 2,
             }
         );
+    }
+
+    #[test]
+    fn a_worker_between_two_tasks_stays_busy_for_three_heartbeats() {
+        let pods = [pod("w-a")];
+        let window = Duration::from_secs(60);
+        // Its heartbeat at 100 s said 0 tasks; its last task was reported at 96 s.
+        let workers = [worker("celery@w-a", 0, Some(at(96)))];
+        let (activity, classified) = classify(&pods, &workers, &[], at(100), window, false);
+        assert_eq!(classified[0].work, PodWork::Busy { tasks: 0 });
+        assert_eq!(
+            (activity.busy, activity.keep, activity.active_tasks),
+            (1, 1, 0)
+        );
+        let (activity, classified) = classify(&pods, &workers, &[], at(102), window, false);
+        assert_eq!(
+            classified[0].work,
+            PodWork::Idle,
+            "3 x 2 s after its last task"
+        );
+        assert_eq!(activity.keep, 0);
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub struct WorkerSeen {
     pub active: u32,
     /// The last time it reported a running task.
     pub last_busy: Option<Timestamp>,
+    /// Its heartbeat interval.
+    pub freq: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -82,6 +84,7 @@ impl WorkerTable {
                 hostname: hostname.clone(),
                 active: e.active,
                 last_busy: e.last_busy,
+                freq: Duration::from_secs_f64(e.freq),
             })
             .collect()
     }
