@@ -16,16 +16,33 @@ fn celery_dir() -> PathBuf {
 
 /// Sends `count` `wpa.test.sleep(seconds)` tasks to `queue`; returns their task ids.
 pub fn send_sleep_tasks(broker: &str, queue: &str, count: u32, seconds: f64) -> Vec<String> {
-    let out = Command::new("python3")
-        .arg(celery_dir().join("produce.py"))
-        .args(["--broker", broker, "--queue", queue])
-        .args(["--count", &count.to_string()])
-        .args([
+    produce(
+        broker,
+        queue,
+        &[
+            "--count",
+            &count.to_string(),
             "--task",
             "wpa.test.sleep",
             "--args",
             &format!("[{seconds}]"),
-        ])
+        ],
+    )
+}
+
+/// Sends one `wpa.test.sleep(seconds)` task per entry of `seconds`, in order, in one
+/// producer process; returns their task ids in the same order.
+pub fn send_sleep_tasks_each(broker: &str, queue: &str, seconds: &[f64]) -> Vec<String> {
+    let list = serde_json::to_string(seconds).expect("a list of numbers is JSON");
+    produce(broker, queue, &["--sleeps", &list])
+}
+
+/// Runs produce.py with these arguments; returns the ids it reports.
+fn produce(broker: &str, queue: &str, args: &[&str]) -> Vec<String> {
+    let out = Command::new("python3")
+        .arg(celery_dir().join("produce.py"))
+        .args(["--broker", broker, "--queue", queue])
+        .args(args)
         .output()
         .expect("run produce.py");
     assert!(
