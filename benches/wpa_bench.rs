@@ -2,8 +2,9 @@
 //! server double and real brokers. Prints tables; never asserts on timing.
 //!
 //! ```text
-//! cargo bench --bench wpa_bench -- [--scenario from-zero,latency,burst,scale] [--trials 100]
-//!     [--providers redis,rabbitmq,sqs,beanstalkd] [--wpas 100,1000,5000] [--window 60]
+//! cargo bench --bench wpa_bench -- [--scenario from-zero,latency,burst,scale,startup,scale-in]
+//!     [--trials 100] [--providers redis,rabbitmq,sqs,beanstalkd] [--wpas 100,1000,5000]
+//!     [--window 60] [--scale-in-tasks 80 --scale-in-seed N ...]
 //! ```
 //! `hack/bench.sh` starts the brokers first and passes its arguments through.
 
@@ -23,6 +24,14 @@ mod latency;
 mod procstat;
 #[path = "wpa_bench/scale.rs"]
 mod scale;
+#[path = "wpa_bench/scale_in.rs"]
+mod scale_in;
+#[path = "wpa_bench/scale_in_load.rs"]
+mod scale_in_load;
+#[path = "wpa_bench/scale_in_report.rs"]
+mod scale_in_report;
+#[path = "wpa_bench/scale_in_tally.rs"]
+mod scale_in_tally;
 #[path = "wpa_bench/startup.rs"]
 mod startup;
 #[path = "wpa_bench/stats.rs"]
@@ -52,6 +61,9 @@ enum Scenario {
     /// Scenario 3: a start with N WPAs under default flags (API pacing on): time until every
     /// queue is polled and every WPA has a status, and a burst into 100 queues at 60 s.
     Startup,
+    /// Scenario 4: real Celery workers started and stopped as the replicas change, a seeded
+    /// burst of tasks, both ack modes, workerSignal Auto and Off: what happens to the tasks.
+    ScaleIn,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -65,7 +77,8 @@ enum Provider {
 #[derive(Debug, Parser)]
 #[command(about = "worker-pod-autoscaler benchmarks (see BENCHMARKS.md)")]
 struct Args {
-    /// Scenarios to run, comma-separated.
+    /// Scenarios to run, comma-separated (scale-in, which runs Python Celery workers, only
+    /// when named).
     #[arg(
         long,
         value_enum,
@@ -123,6 +136,32 @@ struct Args {
     /// Seconds of the steady-state measurement window of the scale scenario.
     #[arg(long, default_value_t = 60)]
     window: u64,
+    /// Tasks of the scale-in scenario's burst (five eighths at once, the rest
+    /// `--scale-in-gap` seconds later).
+    #[arg(long, default_value_t = 80)]
+    scale_in_tasks: usize,
+    /// Seed of the scale-in burst's task lengths.
+    #[arg(long, default_value_t = 20261204)]
+    scale_in_seed: u64,
+    /// Shortest and longest task of the scale-in burst, in seconds.
+    #[arg(long, value_delimiter = ',', num_args = 2, default_value = "3,12")]
+    scale_in_task_seconds: Vec<f64>,
+    /// Seconds between the scale-in burst's two waves.
+    #[arg(long, default_value_t = 20)]
+    scale_in_gap: u64,
+    /// Seconds from SIGTERM to SIGKILL of a worker (terminationGracePeriodSeconds); shorter
+    /// than most tasks on purpose.
+    #[arg(long, default_value_t = 5)]
+    scale_in_grace: u64,
+    /// Length of the scale-in scenario's lone long task, in seconds (0 skips those runs).
+    #[arg(long, default_value_t = 70)]
+    scale_in_long_task: u64,
+    /// Longest a scale-in run lasts after its first task is sent, in seconds.
+    #[arg(long, default_value_t = 240)]
+    scale_in_timeout: u64,
+    /// Skip the scale-in burst on RabbitMQ (late ack, workerSignal Auto).
+    #[arg(long)]
+    scale_in_skip_rabbitmq: bool,
     /// Port of the shared Redis used by the latency and burst scenarios.
     #[arg(long, default_value_t = 6379)]
     redis_port: u16,
@@ -192,6 +231,9 @@ async fn run(args: Args) -> Result<()> {
     }
     if args.scenario.contains(&Scenario::Startup) {
         startup_scenario(&args, dir.path(), &mut report).await?;
+    }
+    if args.scenario.contains(&Scenario::ScaleIn) {
+        scale_in_scenario(&args, dir.path(), &mut report).await?;
     }
     // Keep the controller logs of a run for a look afterwards.
     let kept = dir.keep();
@@ -527,6 +569,72 @@ async fn startup_scenario(args: &Args, dir: &std::path::Path, report: &mut Repor
             "\n### Steady state after the start (every WPA has a status, one resync later; same default flags)\n",
         );
         report.emit(&steady.render());
+    }
+    Ok(())
+}
+
+async fn scale_in_scenario(args: &Args, dir: &std::path::Path, report: &mut Report) -> Result<()> {
+    use scale_in::{Case, CeleryBroker};
+    use scale_in_load::Load;
+    let (shortest, longest) = match args.scale_in_task_seconds[..] {
+        [a, b] if a > 0.0 && a <= b => (a, b),
+        _ => anyhow::bail!("--scale-in-task-seconds takes SHORTEST,LONGEST"),
+    };
+    let burst = Load::seeded_burst(
+        args.scale_in_seed,
+        args.scale_in_tasks,
+        shortest,
+        longest,
+        Duration::from_secs(args.scale_in_gap),
+    );
+    let case = |broker, acks_late, signal, load: &Load| Case {
+        broker,
+        acks_late,
+        signal,
+        load: load.clone(),
+        grace: Duration::from_secs(args.scale_in_grace),
+        timeout: Duration::from_secs(args.scale_in_timeout),
+        redis_port: args.redis_port,
+    };
+    let mut cases = Vec::new();
+    for acks_late in [false, true] {
+        for signal in ["Auto", "Off"] {
+            cases.push(case(CeleryBroker::Redis, acks_late, signal, &burst));
+        }
+    }
+    if !args.scale_in_skip_rabbitmq {
+        cases.push(case(CeleryBroker::Rabbitmq, true, "Auto", &burst));
+    }
+    if args.scale_in_long_task > 0 {
+        let long = Load::one_long_task(args.scale_in_long_task as f64);
+        for acks_late in [false, true] {
+            for signal in ["Auto", "Off"] {
+                cases.push(case(CeleryBroker::Redis, acks_late, signal, &long));
+            }
+        }
+    }
+    let mut outcomes = Vec::new();
+    for case in cases {
+        eprintln!(
+            "scale-in: {} {} ack, workerSignal {}, {}",
+            case.broker.label(),
+            if case.acks_late { "late" } else { "early" },
+            case.signal,
+            case.load.label
+        );
+        let outcome = scale_in::run(case, dir).await?;
+        eprintln!("  {}", scale_in_report::summary_line(&outcome));
+        outcomes.push(outcome);
+    }
+    report.emit(&scale_in_report::heading(
+        args.scale_in_seed,
+        &burst,
+        args.scale_in_grace,
+    ));
+    report.emit(&scale_in_report::table(&outcomes).render());
+    report.emit("");
+    for line in scale_in_report::details(&outcomes) {
+        report.emit(&line);
     }
     Ok(())
 }

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Runs the benchmarks (benches/wpa_bench.rs) against real brokers; see BENCHMARKS.md.
 #
-#   bash hack/bench.sh                                   # everything (about 45 minutes)
+#   bash hack/bench.sh                                   # all but scale-in (about 45 minutes)
 #   bash hack/bench.sh --scenario latency --trials 20    # a subset; arguments go to the bench
 #   bash hack/bench.sh --scenario scale --wpas 100,1000 --window 60
 #   bash hack/bench.sh --scenario startup --startup-wpas 5000 --startup-providers beanstalkd \
 #       --startup-limit 1500                             # start-up, then a steady window
+#   bash hack/bench.sh --scenario scale-in               # real Celery workers (python3 -m celery)
 #
 # As root it first makes the shared brokers available (hack/services.sh: Redis on 6379,
 # RabbitMQ on 5672 with the management API on 15672); the bench starts its own

@@ -7,9 +7,11 @@ script must go through Celery/kombu (not raw broker commands).
 Usage:
   produce.py --broker URL --queue NAME --count N [--priority P]
              [--priority-steps 0,3,6,9] [--sep SEP] [--prefix PREFIX] [--max-priority N]
-             [--task NAME --args JSON_LIST] [--sleep SECONDS]
+             [--task NAME --args JSON_LIST] [--sleep SECONDS] [--sleeps JSON_LIST]
 
 --sleep SECONDS is short for --task wpa.test.sleep --args [SECONDS].
+--sleeps [S1, S2, ...] sends one wpa.test.sleep(Si) per entry, in order (--count is then
+the list's length, and may be omitted).
 
 Sends `wpa.test.noop(i)` by default; with --task, that task with the same --args each time.
 Prints one JSON line: {"sent": N, "ids": [task ids]}.
@@ -25,7 +27,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--broker", required=True)
     parser.add_argument("--queue", required=True)
-    parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--count", type=int, default=None)
     parser.add_argument("--priority", type=int, default=None)
     parser.add_argument("--priority-steps", default=None,
                         help="comma-separated kombu priority steps (Redis)")
@@ -38,10 +40,20 @@ def main() -> int:
                         help="JSON list of task arguments (default: [i])")
     parser.add_argument("--sleep", type=float, default=None,
                         help="send wpa.test.sleep(SECONDS) instead of wpa.test.noop(i)")
+    parser.add_argument("--sleeps", default=None,
+                        help="JSON list of seconds: one wpa.test.sleep per entry")
     args = parser.parse_args()
     fixed_args = json.loads(args.args) if args.args is not None else None
     if args.sleep is not None:
         args.task, fixed_args = "wpa.test.sleep", [args.sleep]
+    # One process for a whole mixed batch: a Python start per task would spread a burst
+    # over seconds.
+    per_task = None
+    if args.sleeps is not None:
+        per_task = [[float(s)] for s in json.loads(args.sleeps)]
+        args.task, args.count = "wpa.test.sleep", len(per_task)
+    if args.count is None:
+        parser.error("--count is required (unless --sleeps is given)")
 
     app = Celery("wpa_test_producer", broker=args.broker)
     transport_options = {}
@@ -66,7 +78,10 @@ def main() -> int:
     with app.connection_for_write() as conn:
         producer = app.amqp.Producer(conn)
         for i in range(args.count):
-            task_args = fixed_args if fixed_args is not None else [i]
+            if per_task is not None:
+                task_args = per_task[i]
+            else:
+                task_args = fixed_args if fixed_args is not None else [i]
             result = app.send_task(args.task, args=task_args, producer=producer, **options)
             ids.append(result.id)
     print(json.dumps({"sent": args.count, "ids": ids}))

@@ -1,0 +1,76 @@
+//! The tasks a scale-in run sends: a seeded burst of `wpa.test.sleep` tasks of random
+//! lengths, in two waves, or one long task alone.
+
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// Tasks sent together, `at` after the first wave.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Wave {
+    pub at: Duration,
+    /// Seconds each task sleeps, in sending order.
+    pub seconds: Vec<f64>,
+}
+
+/// What a run sends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Load {
+    pub waves: Vec<Wave>,
+    /// For the report, e.g. "80 tasks of 3-12 s".
+    pub label: String,
+}
+
+impl Load {
+    /// `tasks` tasks of `shortest..=longest` seconds (to 0.1 s) drawn from `seed`: five
+    /// eighths at once, the rest `gap` later, so the second wave lands while the first is
+    /// still running and the replica count has to follow two steps.
+    pub fn seeded_burst(
+        seed: u64,
+        tasks: usize,
+        shortest: f64,
+        longest: f64,
+        gap: Duration,
+    ) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut seconds: Vec<f64> = (0..tasks)
+            .map(|_| (rng.random_range(shortest..=longest) * 10.0).round() / 10.0)
+            .collect();
+        let second = seconds.split_off(tasks * 5 / 8);
+        let mut waves = vec![Wave {
+            at: Duration::ZERO,
+            seconds,
+        }];
+        if !second.is_empty() {
+            waves.push(Wave {
+                at: gap,
+                seconds: second,
+            });
+        }
+        Load {
+            waves,
+            label: format!("{tasks} tasks of {shortest:.0}-{longest:.0} s"),
+        }
+    }
+
+    /// One task of `seconds`, nothing else queued.
+    pub fn one_long_task(seconds: f64) -> Self {
+        Load {
+            waves: vec![Wave {
+                at: Duration::ZERO,
+                seconds: vec![seconds],
+            }],
+            label: format!("one {seconds:.0} s task"),
+        }
+    }
+
+    pub fn tasks(&self) -> usize {
+        self.waves.iter().map(|w| w.seconds.len()).sum()
+    }
+
+    /// Task-seconds of work in the load.
+    pub fn work(&self) -> f64 {
+        self.waves.iter().flat_map(|w| &w.seconds).sum()
+    }
+}

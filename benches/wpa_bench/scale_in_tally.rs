@@ -1,0 +1,148 @@
+//! The figures of a scale-in run, from what the workers recorded about each task run (the
+//! ledger), what happened to each worker process (the pod runner) and the scale writes the
+//! API double received. Times are Unix seconds, as the workers record them.
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use crate::support::celery_pods::WorkerRecord;
+use crate::support::celery_tasks::{TaskRun, TaskTally};
+
+/// Maps the pod runner's `Instant`s onto Unix seconds (the ledger's clock).
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    instant: Instant,
+    unix: f64,
+}
+
+impl Clock {
+    pub fn now() -> Self {
+        Clock {
+            instant: Instant::now(),
+            unix: unix_now(),
+        }
+    }
+
+    pub fn unix(&self, at: Instant) -> f64 {
+        // Instants before the reference (none are taken before it) would saturate to it.
+        self.unix + at.saturating_duration_since(self.instant).as_secs_f64()
+    }
+}
+
+pub fn unix_now() -> f64 {
+    jiff::Timestamp::now().as_millisecond() as f64 / 1000.0
+}
+
+/// What a run did to its tasks and workers.
+#[derive(Debug, Clone, Default)]
+pub struct Figures {
+    pub sent: usize,
+    /// Per sent task: finished at least once, started but never finished, never started.
+    pub tally: TaskTally,
+    /// Runs that started on a worker and never finished there (SIGKILL mid-task).
+    pub runs_cut: usize,
+    /// Runs of a task after its first (late ack redelivers a task whose worker died).
+    pub reruns: usize,
+    pub workers_started: usize,
+    /// Workers that got SIGTERM while a task ran on them.
+    pub sigterm_busy: usize,
+    /// Workers still running when the grace ran out (SIGKILLed).
+    pub sigkilled: usize,
+    pub peak_replicas: i64,
+    /// First task sent to the last task run that finished (seconds).
+    pub drain: Option<f64>,
+    /// Last task run that finished to the last scale write to 0 (seconds; negative when the
+    /// scale to 0 came first, i.e. the last finish was a redelivery or the zero killed work).
+    pub back_to_zero: Option<f64>,
+}
+
+pub struct Inputs<'a> {
+    pub sent: &'a [String],
+    pub tally: TaskTally,
+    pub started: &'a [TaskRun],
+    pub finished: &'a [TaskRun],
+    pub workers: &'a [WorkerRecord],
+    pub clock: Clock,
+    /// (Unix seconds, replicas) of each successful scale write, oldest first.
+    pub scale_writes: &'a [(f64, i64)],
+    pub first_sent: f64,
+}
+
+pub fn figures(inputs: &Inputs<'_>) -> Figures {
+    let finished_runs: HashSet<(&str, &str)> = inputs
+        .finished
+        .iter()
+        .map(|r| (r.id.as_str(), r.host.as_str()))
+        .collect();
+    let runs_cut = inputs
+        .started
+        .iter()
+        .filter(|r| !finished_runs.contains(&(r.id.as_str(), r.host.as_str())))
+        .count();
+    let distinct: HashSet<&str> = inputs.started.iter().map(|r| r.id.as_str()).collect();
+    let sigterm_busy = inputs
+        .workers
+        .iter()
+        .filter_map(|w| Some((w, inputs.clock.unix(w.terminated_at?))))
+        .filter(|(w, at)| busy_at(inputs, &format!("celery@{}", w.pod), *at))
+        .count();
+    let last_finish = inputs
+        .finished
+        .iter()
+        .map(|r| r.at)
+        .fold(None, |max: Option<f64>, at| {
+            Some(max.map_or(at, |m| m.max(at)))
+        });
+    let zero_at = inputs
+        .scale_writes
+        .iter()
+        .rev()
+        .find(|(_, replicas)| *replicas == 0)
+        .map(|(at, _)| *at);
+    Figures {
+        sent: inputs.sent.len(),
+        tally: inputs.tally.clone(),
+        runs_cut,
+        reruns: inputs.started.len() - distinct.len(),
+        workers_started: inputs.workers.len(),
+        sigterm_busy,
+        sigkilled: inputs.workers.iter().filter(|w| w.killed()).count(),
+        peak_replicas: inputs
+            .scale_writes
+            .iter()
+            .map(|(_, r)| *r)
+            .max()
+            .unwrap_or(0),
+        drain: last_finish.map(|end| end - inputs.first_sent),
+        back_to_zero: last_finish.zip(zero_at).map(|(end, zero)| zero - end),
+    }
+}
+
+/// A run had started on `host` by `at` and had not finished there by then.
+fn busy_at(inputs: &Inputs<'_>, host: &str, at: f64) -> bool {
+    inputs
+        .started
+        .iter()
+        .filter(|run| run.host == host && run.at <= at)
+        .any(|run| {
+            !inputs
+                .finished
+                .iter()
+                .any(|f| f.id == run.id && f.host == host && f.at <= at)
+        })
+}
+
+/// The replica counts written, as "0 -> 8 -> 10 -> 0" (consecutive repeats once).
+pub fn replica_path(scale_writes: &[(f64, i64)]) -> String {
+    let mut steps: Vec<i64> = vec![0];
+    for (_, replicas) in scale_writes {
+        if steps.last() != Some(replicas) {
+            steps.push(*replicas);
+        }
+    }
+    steps
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(" -> ")
+}
