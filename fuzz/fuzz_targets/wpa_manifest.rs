@@ -9,8 +9,8 @@ fuzz_target!(|yaml: &str| {
         return;
     };
     let rows = [
-        TraceRow { t: 0.0, messages: 50, in_flight: 3, sent_per_minute: 10.0, idle: false },
-        TraceRow { t: 700.0, messages: 0, in_flight: 0, sent_per_minute: 0.0, idle: true },
+        TraceRow { t: 0.0, messages: 50, in_flight: 3, sent_per_minute: 10.0, idle: false, busy: None },
+        TraceRow { t: 700.0, messages: 0, in_flight: 0, sent_per_minute: 0.0, idle: true, busy: Some(1) },
     ];
     // An invalid spec is an error; a valid one gives decisions inside its bounds.
     if let Ok(steps) = simulate(&wpa, &rows, &SimulateOptions::default()) {
