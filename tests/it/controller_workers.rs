@@ -70,20 +70,36 @@ fn rabbitmq(queue: &str) -> Broker {
     }
 }
 
+/// An API double running the Pods of `workload` (named "worker"), a task ledger, and the
+/// pod runner's settings for it: Celery on `broker`, the short grace, runs recorded.
+async fn pods_and_ledger(
+    workload: Value,
+    gvr: &Gvr,
+    broker: &Broker,
+    queue: &str,
+) -> (ApiServerDouble, TaskLedger, CeleryPodConfig) {
+    let server = ApiServerDouble::start().await.expect("API double");
+    server.simulate_pods(true);
+    server.insert(workload).expect("workload");
+    let ledger = TaskLedger::new(&redis_broker(redis_port(), DB), &unique("wpa-ledger"));
+    let mut config = CeleryPodConfig::new(gvr, NS, "worker", &broker.celery, queue);
+    config.kill_grace = GRACE;
+    config.record = ledger.record_target();
+    (server, ledger, config)
+}
+
 /// 4 Pods with a worker each, 2 of them running a long task, the queue empty: the
 /// controller scales in to the 2 busy Pods, whose tasks finish, then to zero.
 async fn busy_pods_survive_the_scale_in(broker: Broker, queue: &str, acks_late: bool) {
-    let server = ApiServerDouble::start().await.expect("API double");
-    server.simulate_pods(true);
-    server
-        .insert(objects::deployment(NS, "worker", 4))
-        .expect("deployment");
-    let ledger = TaskLedger::new(&redis_broker(redis_port(), DB), &unique("wpa-busy-ledger"));
+    let (server, ledger, mut config) = pods_and_ledger(
+        objects::deployment(NS, "worker", 4),
+        &Gvr::DEPLOYMENTS,
+        &broker,
+        queue,
+    )
+    .await;
     let logs = tempfile::tempdir().expect("tempdir");
-    let mut config = CeleryPodConfig::new(&Gvr::DEPLOYMENTS, NS, "worker", &broker.celery, queue);
     config.acks_late = acks_late;
-    config.kill_grace = GRACE;
-    config.record = ledger.record_target();
     config.log_dir = Some(logs.path().to_path_buf());
     if !acks_late {
         // With early ack a busy worker reserves the next task while it runs one, so both
@@ -287,15 +303,13 @@ async fn without_heartbeats_the_decision_is_practos_and_says_so() {
 async fn a_statefulset_scales_in_only_past_its_highest_busy_ordinal() {
     let queue = unique("busy-sts");
     let broker = redis(&queue);
-    let server = ApiServerDouble::start().await.expect("API double");
-    server.simulate_pods(true);
-    server
-        .insert(objects::statefulset(NS, "worker", 3))
-        .expect("statefulset");
-    let ledger = TaskLedger::new(&redis_broker(redis_port(), DB), &unique("wpa-sts-ledger"));
-    let mut config = CeleryPodConfig::new(&Gvr::STATEFULSETS, NS, "worker", &broker.celery, &queue);
-    config.kill_grace = GRACE;
-    config.record = ledger.record_target();
+    let (server, ledger, config) = pods_and_ledger(
+        objects::statefulset(NS, "worker", 3),
+        &Gvr::STATEFULSETS,
+        &broker,
+        &queue,
+    )
+    .await;
     let runner = CeleryPodRunner::start(&server, config);
     assert!(runner.wait_until(STARTUP, |r| running(r) == 3).await);
     let sent = send_sleep_tasks(&broker.celery, &queue, 1, 15.0);
@@ -364,15 +378,13 @@ async fn a_statefulset_scales_in_only_past_its_highest_busy_ordinal() {
 async fn a_worker_that_dies_stops_holding_its_pod() {
     let queue = unique("busy-dies");
     let broker = redis(&queue);
-    let server = ApiServerDouble::start().await.expect("API double");
-    server.simulate_pods(true);
-    server
-        .insert(objects::deployment(NS, "worker", 2))
-        .expect("deployment");
-    let ledger = TaskLedger::new(&redis_broker(redis_port(), DB), &unique("wpa-dies-ledger"));
-    let mut config = CeleryPodConfig::new(&Gvr::DEPLOYMENTS, NS, "worker", &broker.celery, &queue);
-    config.kill_grace = GRACE;
-    config.record = ledger.record_target();
+    let (server, ledger, mut config) = pods_and_ledger(
+        objects::deployment(NS, "worker", 2),
+        &Gvr::DEPLOYMENTS,
+        &broker,
+        &queue,
+    )
+    .await;
     // Early ack: the killed worker's task is gone from the broker too.
     config.acks_late = false;
     config.extra_args = vec!["--disable-prefetch".into()];
