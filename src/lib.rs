@@ -13,4 +13,5 @@ pub mod crd;
 pub mod queue;
 pub mod scaler;
 pub mod simulate;
+mod sync;
 pub mod workers;

@@ -422,11 +422,9 @@ fn plan_world(
             .iter()
             .map(|(queue, state)| (queue.clone(), state.backlog()))
             .collect();
-    }
-    status.workers = world.workers.as_ref().map(workers_status);
-    if let Some(gauges) = &mut plan.gauges {
         gauges.workers = world.workers.as_ref().and_then(|w| w.activity);
     }
+    status.workers = world.workers.as_ref().map(workers_status);
     status.current_replicas = current;
     status.available_replicas = world.target_state.available;
     status.observed_generation = wpa.meta().generation;

@@ -18,6 +18,7 @@ use kube::{Resource, ResourceExt};
 
 use crate::queue::ConsumerReport;
 use crate::scaler::WorkerActivity;
+use crate::sync::lock;
 use crate::workers::WorkerSeen;
 
 /// The annotation the ReplicaSet controller ranks victims by (lower goes first).
@@ -260,13 +261,13 @@ impl PodCacheState {
         match event {
             Ok(watcher::Event::InitDone) => {
                 self.synced.store(true, Ordering::SeqCst);
-                *self.lock() = None;
+                *lock(&self.error) = None;
             }
             Ok(_) => {}
             Err(e) => {
                 // Once synced, a failing watch keeps the last listing (it resumes by itself).
                 if !self.synced.load(Ordering::SeqCst) {
-                    *self.lock() = Some(e.to_string());
+                    *lock(&self.error) = Some(e.to_string());
                 }
             }
         }
@@ -276,14 +277,10 @@ impl PodCacheState {
         if self.synced.load(Ordering::SeqCst) {
             return PodCache::Synced;
         }
-        match self.lock().clone() {
+        match lock(&self.error).clone() {
             Some(error) => PodCache::Failing(error),
             None => PodCache::Waiting,
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<String>> {
-        self.error.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

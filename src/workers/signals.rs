@@ -3,13 +3,15 @@
 //! [`WorkerTable`]; a WPA reads the workers of its brokers from here.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use jiff::Timestamp;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use crate::sync::lock;
 
 use super::table::{WorkerSeen, WorkerTable};
 use super::{EventSource, WorkerBeat};
@@ -73,11 +75,6 @@ struct Inner {
 pub struct WorkerSignals {
     inner: Arc<Mutex<Inner>>,
     listen: Listen,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic elsewhere must not take the worker signal down with it.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl WorkerSignals {

@@ -24,13 +24,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
 
 use super::{Credentials, ProviderKind, ProviderOptions, QueueError, QueueMetrics, QueueUri};
+use crate::sync::lock;
 
 /// Wakeups buffered per receiver; a receiver that falls further behind gets
 /// `RecvError::Lagged` and should then reconcile every subscriber.
@@ -233,11 +234,6 @@ fn statuses_of<'a>(
     };
     keys.iter()
         .map(move |key| loops.get(key).map_or(&NOT_POLLED, |lp| &lp.status))
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic elsewhere must not wedge every poll loop: the state stays usable.
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Registry {
