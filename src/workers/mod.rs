@@ -11,7 +11,7 @@
 //!   URI).
 //! - [`parse`]: the wire formats (pure, never panics).
 //! - [`redis`] and [`amqp`]: one connection's listener each.
-//! - [`supervise`]: the reconnecting loop around them ([`Listener`], [`ListenerHandle`]).
+//! - [`supervise`]: the reconnecting loop around them ([`Listener`]).
 //!
 //! Wire formats, checked against Celery 5.7.0 / kombu 5.7.0 workers (fixtures in
 //! `tests/celery/events/`):
@@ -37,7 +37,7 @@ pub mod table;
 pub use parse::ParseError;
 pub use signals::{LinkState, Listen, SignalView, WorkerSignals};
 pub use source::{AmqpEvents, EventSource, RedisEvents};
-pub use supervise::{ListenSettings, Listener, ListenerHandle};
+pub use supervise::{ListenSettings, Listener};
 pub use table::{WorkerSeen, WorkerTable};
 
 /// The listener [`WorkerSignals`] runs for each broker: a [`Listener`] that reconnects by

@@ -6,8 +6,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use backon::BackoffBuilder;
-use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, watch};
 
 use super::source::EventSource;
 use super::{ListenError, WorkerBeat, amqp, redis};
@@ -149,49 +148,5 @@ impl Listener {
                 () = tokio::time::sleep(delay) => {}
             }
         }
-    }
-
-    /// Runs [`Listener::run`] on its own task until the handle is dropped or stopped.
-    pub fn spawn(self) -> ListenerHandle {
-        let (stop, stopped) = oneshot::channel::<()>();
-        let subscriptions = self.subscriptions();
-        // A dropped sender ends the wait just like a sent value.
-        let task = tokio::spawn(self.run(async move {
-            let _ = stopped.await;
-        }));
-        ListenerHandle {
-            stop: Some(stop),
-            task: Some(task),
-            subscriptions,
-        }
-    }
-}
-
-/// A spawned listener; dropping it stops the listener.
-pub struct ListenerHandle {
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
-    subscriptions: watch::Receiver<u64>,
-}
-
-impl ListenerHandle {
-    /// See [`Listener::subscriptions`].
-    pub fn subscriptions(&self) -> watch::Receiver<u64> {
-        self.subscriptions.clone()
-    }
-
-    /// Stops the listener and waits until its connection is closed.
-    pub async fn stop(mut self) {
-        self.stop.take();
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for ListenerHandle {
-    fn drop(&mut self) {
-        // The task sees the stop at its next await and closes its connection itself.
-        self.stop.take();
     }
 }

@@ -9,10 +9,10 @@ use std::time::Duration;
 use support::brokers::{CeleryWorker, RedisServer, celery_produce, redis_port, unique};
 use support::brokers_amqp::{close_connections, create_vhost, delete_vhost};
 use tokio::sync::mpsc;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use wpa::queue::{Credentials, QueueUri};
-use wpa::workers::{
-    BeatKind, EventSource, ListenError, ListenSettings, Listener, ListenerHandle, WorkerBeat,
-};
+use wpa::workers::{BeatKind, EventSource, ListenError, ListenSettings, Listener, WorkerBeat};
 
 /// This file's Redis database for the non-default-database test (pub/sub channels are
 /// global; the database only changes the channel name).
@@ -38,21 +38,51 @@ fn source(uri: &str) -> EventSource {
     EventSource::for_queue(&uri, &Credentials::default()).expect("a broker with worker events")
 }
 
+/// A listener run as the controller runs it: on its own task until its token is cancelled.
+struct Running {
+    subscriptions: watch::Receiver<u64>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    fn start(listener: Listener) -> Self {
+        let subscriptions = listener.subscriptions();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(listener.run(stop.clone().cancelled_owned()));
+        Running {
+            subscriptions,
+            stop,
+            task,
+        }
+    }
+
+    fn subscriptions(&self) -> watch::Receiver<u64> {
+        self.subscriptions.clone()
+    }
+
+    /// Stops the listener and waits until its connection is closed.
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
 /// A running listener and what it heard.
 struct Heard {
     beats: mpsc::Receiver<WorkerBeat>,
-    handle: ListenerHandle,
+    handle: Running,
 }
 
 /// Starts a listener on `source` and waits until it is subscribed.
 async fn listen(source: EventSource) -> Heard {
     let (tx, beats) = mpsc::channel(1024);
-    let handle = Listener::new(source, tx, settings()).spawn();
+    let handle = Running::start(Listener::new(source, tx, settings()));
     wait_subscribed(&handle, 1).await;
     Heard { beats, handle }
 }
 
-async fn wait_subscribed(handle: &ListenerHandle, at_least: u64) {
+async fn wait_subscribed(handle: &Running, at_least: u64) {
     let mut subscriptions = handle.subscriptions();
     tokio::time::timeout(STARTUP, subscriptions.wait_for(|n| *n >= at_least))
         .await
@@ -334,12 +364,11 @@ async fn workers_listener_stops_when_its_receiver_is_dropped() {
 async fn workers_supervisor_retries_an_unreachable_broker_until_stopped() {
     let port = support::brokers::free_port();
     let (tx, _beats) = mpsc::channel(8);
-    let handle = Listener::new(
+    let handle = Running::start(Listener::new(
         source(&format!("redis://127.0.0.1:{port}/0/any")),
         tx,
         settings(),
-    )
-    .spawn();
+    ));
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(*handle.subscriptions().borrow(), 0);
     tokio::time::timeout(Duration::from_secs(5), handle.stop())
