@@ -15,6 +15,12 @@ use wpa::queue::{Credentials, ProviderOptions, inspect};
 use wpa::scaler::MaxDisruption;
 use wpa::simulate::{self, SimulateOptions};
 
+/// jemalloc rather than glibc's malloc: with thousands of WPAs the controller allocates in
+/// bursts (start-up status writes, /metrics scrapes) and glibc kept what they freed, which
+/// was a fifth of the resident memory at rest (BENCHMARKS.md, scenario 3).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "workerpodautoscaler",

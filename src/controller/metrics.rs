@@ -304,14 +304,13 @@ impl PollObserver for Metrics {
         took: Duration,
         result: Result<(), &QueueError>,
     ) {
-        let provider = kind.to_string();
+        // Called after every poll of every queue: no allocation here.
+        let provider = kind.spec().name;
         self.poll_duration
-            .with_label_values(&[provider.as_str()])
+            .with_label_values(&[provider])
             .observe(took.as_secs_f64());
         if result.is_err() {
-            self.poll_errors
-                .with_label_values(&[provider.as_str(), queue])
-                .inc();
+            self.poll_errors.with_label_values(&[provider, queue]).inc();
         }
     }
 }

@@ -125,6 +125,20 @@ impl Pending {
         self.forget_pending(key);
         self.sent.remove(key);
     }
+
+    /// At rest (nothing to write): drops the sent statuses the watch cache shows by now and
+    /// gives back the room the start-up's thousands of writes left in the maps. Without
+    /// this a controller that wrote every WPA's status once kept a copy of each for good.
+    fn settle(&mut self, now: Instant) {
+        self.sent
+            .retain(|_, sent| now.duration_since(sent.at) < RESEND_AFTER);
+        self.pruned = Some(now);
+        self.sent.shrink_to_fit();
+        if self.statuses.is_empty() {
+            self.statuses.shrink_to_fit();
+            self.order.shrink_to_fit();
+        }
+    }
 }
 
 pub struct StatusWriter {
@@ -185,7 +199,14 @@ impl StatusWriter {
                                 this.with_pending(|p| p.failed(&key));
                             }
                         }
-                        None => this.wake.notified().await,
+                        None => {
+                            // Woken by a new status, or after a quiet while to settle.
+                            let quiet =
+                                tokio::time::timeout(RESEND_AFTER, this.wake.notified()).await;
+                            if quiet.is_err() {
+                                this.with_pending(|p| p.settle(Instant::now()));
+                            }
+                        }
                     }
                 }
             }
@@ -318,6 +339,41 @@ mod tests {
             now + RESEND_AFTER + Duration::from_secs(1),
         );
         assert!(pending.next(now).is_some());
+    }
+
+    #[test]
+    fn at_rest_the_sent_statuses_are_dropped_and_the_room_given_back() {
+        let now = Instant::now();
+        let mut pending = Pending::default();
+        let keys: Vec<WpaKey> = (0..1000)
+            .map(|i| WpaKey::new("ns", format!("w{i}")))
+            .collect();
+        for key in &keys {
+            pending.submit(key, status(1, 0), now);
+        }
+        while pending.next(now).is_some() {}
+        let room = pending.sent.capacity();
+        assert!(room >= 1000);
+        // Still within the resend window: kept (the cache may not show them yet).
+        pending.settle(now + Duration::from_secs(1));
+        assert_eq!(pending.sent.len(), 1000);
+        assert_eq!(
+            pending
+                .latest(&keys[0], now + Duration::from_secs(1))
+                .map(|s| s.desired_replicas),
+            Some(1)
+        );
+        pending.settle(now + RESEND_AFTER);
+        assert!(pending.sent.is_empty());
+        assert!(pending.sent.capacity() < room && pending.statuses.capacity() < 1000);
+        // Writing again works as before.
+        pending.submit(&keys[0], status(2, 0), now + RESEND_AFTER);
+        assert_eq!(
+            pending
+                .next(now + RESEND_AFTER)
+                .map(|(k, s)| (k, s.desired_replicas)),
+            Some((keys[0].clone(), 2))
+        );
     }
 
     #[test]

@@ -26,10 +26,13 @@ const MAX_LINE: u64 = 256;
 /// Largest `stats-tube` body we accept; real ones are under 1 KiB.
 const MAX_BODY: usize = 64 * 1024;
 /// Requests queued for the writer before senders wait (they are bounded by the request
-/// timeout either way).
-const QUEUED_REQUESTS: usize = 1024;
+/// timeout either way). The registry aligns the polls of every tube with the same interval
+/// to one tick, so thousands arrive at once; the channel allocates as it fills.
+const QUEUED_REQUESTS: usize = 16 * 1024;
 /// The writer gathers queued requests into one write up to about this many bytes.
-const WRITE_BATCH: usize = 16 * 1024;
+const WRITE_BATCH: usize = 64 * 1024;
+/// Read buffer: a tick's replies (`NOT_FOUND` or a short YAML body each) in few reads.
+const READ_BUFFER: usize = 64 * 1024;
 /// How long the writer waits for more requests after the first of a batch. Thousands of
 /// tubes polled every second arrive one by one; gathering them costs each poll at most
 /// this much latency and saves most of the write and read system calls and task wake-ups
@@ -168,7 +171,7 @@ async fn drive(
     let (pending_tx, mut pending) = mpsc::unbounded_channel();
     let failure = tokio::select! {
         failure = write_loop(write, &mut queued, pending_tx) => failure,
-        failure = read_loop(BufReader::new(read), &mut pending, &cause) => Some(failure),
+        failure = read_loop(BufReader::with_capacity(READ_BUFFER, read), &mut pending, &cause) => Some(failure),
     };
     if let Some(failure) = failure {
         let _ = cause.set(failure);

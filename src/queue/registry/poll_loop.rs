@@ -2,14 +2,14 @@
 //! subscribers whose view changed, back off only while the broker is unreachable.
 
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use backon::BackoffBuilder;
-use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::super::idle::IdleTracker;
 use super::super::{ProviderOptions, QueueError, QueueMetrics, QueueProvider};
-use super::{Inner, LoopKey, Signature, State, effective_interval, lock, statuses_of};
+use super::{Inner, LoopControl, LoopKey, QueueState, Signature, State, lock, statuses_of};
 
 /// After this many failures in a row the provider is rebuilt from scratch, in case its
 /// client cannot recover by itself.
@@ -57,11 +57,49 @@ fn poll_deadline(options: &ProviderOptions) -> Duration {
     options.request_timeout.saturating_mul(3) + long_poll
 }
 
-pub(super) async fn run_loop(inner: Weak<Inner>, key: LoopKey, id: u64, reschedule: Arc<Notify>) {
-    let Some((settings, options)) = inner
-        .upgrade()
-        .map(|i| (i.settings.clone(), i.options.clone()))
-    else {
+/// The parts of one queue's own state that can change what its members are woken for:
+/// while they stay the same, a poll wakes nobody and the members are not looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct OwnSignature {
+    polled: bool,
+    backlog: u64,
+    idle: bool,
+    stale: bool,
+    failing: bool,
+}
+
+impl OwnSignature {
+    fn of(status: &QueueState) -> OwnSignature {
+        OwnSignature {
+            polled: status.metrics.is_some() || status.error.is_some(),
+            backlog: status.backlog(),
+            idle: status.idle,
+            stale: status.stale,
+            failing: status.error.is_some(),
+        }
+    }
+}
+
+/// The first tick after `now` of a clock that ticks every `interval` from `epoch`.
+/// Loops with the same interval share their ticks.
+fn next_tick(epoch: Instant, interval: Duration, now: Instant) -> Instant {
+    let interval = interval.max(Duration::from_millis(1));
+    let since = now.saturating_duration_since(epoch);
+    let ticks = since.as_nanos() / interval.as_nanos() + 1;
+    let offset = interval
+        .checked_mul(u32::try_from(ticks).unwrap_or(u32::MAX))
+        .unwrap_or(Duration::MAX);
+    epoch.checked_add(offset).unwrap_or(now + interval)
+}
+
+pub(super) async fn run_loop(inner: Weak<Inner>, key: LoopKey, id: u64, control: Arc<LoopControl>) {
+    let Some((max_backoff, options, epoch)) = inner.upgrade().map(|i| {
+        (
+            i.settings.max_backoff,
+            i.options.clone(),
+            *i.epoch.get_or_init(Instant::now),
+        )
+    }) else {
         return;
     };
     let label = key.uri.redacted();
@@ -72,20 +110,13 @@ pub(super) async fn run_loop(inner: Weak<Inner>, key: LoopKey, id: u64, reschedu
     // The error last logged at warn level: a queue that keeps failing the same way is
     // logged once, not on every poll.
     let mut logged_error: Option<QueueError> = None;
+    let mut last_seen: Option<OwnSignature> = None;
     loop {
-        let no_workers = {
-            let Some(registry) = inner.upgrade() else {
-                return;
-            };
-            let state = lock(&registry.state);
-            match state.loops.get(&key).filter(|lp| lp.id == id) {
-                Some(lp) => lp.no_workers,
-                None => return,
-            }
-        };
         let started = Instant::now();
-        let result = poll_once(&mut provider, &key, &options, no_workers).await;
-        let elapsed = started.elapsed();
+        let result = poll_once(&mut provider, &key, &options, control.no_workers()).await;
+        // One clock read serves the duration, the idle window and the next tick.
+        let finished = Instant::now();
+        let elapsed = finished.saturating_duration_since(started);
         let Some(registry) = inner.upgrade() else {
             return;
         };
@@ -105,7 +136,7 @@ pub(super) async fn run_loop(inner: Weak<Inner>, key: LoopKey, id: u64, reschedu
                         tracing::info!(queue = %label, "queue readable again");
                     }
                     logged_error = None;
-                    status.idle = idle.observe(&metrics, Instant::now()).is_idle();
+                    status.idle = idle.observe(&metrics, finished.into_std()).is_idle();
                     status.last_success = Some(metrics.sampled_at);
                     status.metrics = Some(metrics);
                     status.stale = false;
@@ -129,24 +160,30 @@ pub(super) async fn run_loop(inner: Weak<Inner>, key: LoopKey, id: u64, reschedu
                     }
                 }
             }
-            let interval = effective_interval(subscribers, lp, kind, &settings);
+            let interval = lp.interval;
             let transient = lp
                 .status
                 .error
                 .as_ref()
                 .is_some_and(QueueError::is_transient);
             let mut wake = Vec::new();
-            let loops = &*loops;
-            if let Some(lp) = loops.get(&key) {
-                for name in &lp.members {
-                    let Some(sub) = subscribers.get_mut(name) else {
-                        continue;
-                    };
-                    // A member watching several queues is woken for their combined view.
-                    let now = Signature::of_all(statuses_of(loops, &sub.keys), sub.target);
-                    if now.polled && sub.notified != Some(now) {
-                        sub.notified = Some(now);
-                        wake.push(name.clone());
+            let seen = OwnSignature::of(&lp.status);
+            // Members are only looked at when this queue's own state moved (new members
+            // are woken by `attach` itself): at rest a poll costs one map lookup.
+            if last_seen != Some(seen) {
+                last_seen = Some(seen);
+                let loops = &*loops;
+                if let Some(lp) = loops.get(&key) {
+                    for name in &lp.members {
+                        let Some(sub) = subscribers.get_mut(name) else {
+                            continue;
+                        };
+                        // A member watching several queues is woken for their combined view.
+                        let now = Signature::of_all(statuses_of(loops, &sub.keys), sub.target);
+                        if now.polled && sub.notified != Some(now) {
+                            sub.notified = Some(now);
+                            wake.push(name.clone());
+                        }
                     }
                 }
             }
@@ -157,8 +194,8 @@ pub(super) async fn run_loop(inner: Weak<Inner>, key: LoopKey, id: u64, reschedu
             let _ = registry.wakeups.send(name);
         }
         drop(registry);
-        let delay = if unreachable {
-            let cap = settings.max_backoff;
+        let wake_at = if unreachable {
+            let cap = max_backoff;
             let next = backoff
                 .get_or_insert_with(|| {
                     backon::ExponentialBuilder::default()
@@ -170,14 +207,42 @@ pub(super) async fn run_loop(inner: Weak<Inner>, key: LoopKey, id: u64, reschedu
                         .build()
                 })
                 .next();
-            next.unwrap_or(cap).min(cap)
+            Instant::now() + next.unwrap_or(cap).min(cap)
         } else {
             backoff = None;
-            interval.saturating_sub(elapsed)
+            next_tick(epoch, interval, finished)
         };
         tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = reschedule.notified() => {}
+            () = tokio::time::sleep_until(wake_at) => {}
+            () = control.reschedule.notified() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_are_shared_by_loops_with_the_same_interval() {
+        let epoch = Instant::now();
+        let second = Duration::from_secs(1);
+        // Wherever a loop is within the interval, its next tick is the same.
+        for offset_ms in [0, 1, 250, 999] {
+            let now = epoch + Duration::from_secs(7) + Duration::from_millis(offset_ms);
+            assert_eq!(
+                next_tick(epoch, second, now),
+                epoch + Duration::from_secs(8)
+            );
+        }
+        // Always after now, never more than one interval away.
+        let now = epoch + Duration::from_millis(1500);
+        let next = next_tick(epoch, Duration::from_secs(3), now);
+        assert_eq!(next, epoch + Duration::from_secs(3));
+        // A zero interval is treated as 1 ms rather than dividing by zero.
+        assert_eq!(
+            next_tick(epoch, Duration::ZERO, epoch),
+            epoch + Duration::from_millis(1)
+        );
     }
 }
