@@ -434,7 +434,9 @@ fn plan_world(
     if plan.scale.is_none() && world.workers.as_ref().is_some_and(|w| w.warming_up) {
         // The workers' first reports are seconds away: as before a queue's first poll, a
         // status now would only be replaced then (a start costs one status write per WPA).
+        // Look again then, whatever the queue said (a failing one would wait for the resync).
         plan.status = None;
+        plan.requeue = plan.requeue.min(WORKERS_RECHECK);
     }
     plan
 }

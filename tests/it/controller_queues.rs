@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use support::apiserver::{ApiServerDouble, Gvr};
 use support::broker_procs::free_port;
 use support::brokers::{redis_conn, redis_port, unique};
-use support::controller::{ControllerProcess, condition, metric_value, wpa_status};
+use support::controller::{ControllerProcess, condition, metric_value};
 use support::e2e::{self, start_server};
 use support::queues::{BEANSTALKD_PORT, BeanstalkClient};
 
@@ -260,13 +260,20 @@ async fn a_queue_that_cannot_be_read_holds_the_replicas_of_a_several_queue_wpa()
         &controller,
     )
     .await;
-    let status = wpa_status(&server, NS, "lms-worker");
-    assert!(
-        status["queues"]
-            .as_array()
-            .is_some_and(|qs| qs.iter().all(|q| q["error"].is_null())),
-        "{status}"
-    );
+    // The status is written after the scale (status writes run in the background).
+    e2e::wait_status(
+        &server,
+        NS,
+        "lms-worker",
+        "every queue readable",
+        &controller,
+        |s| {
+            s["queues"]
+                .as_array()
+                .is_some_and(|qs| qs.len() == 2 && qs.iter().all(|q| q["error"].is_null()))
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

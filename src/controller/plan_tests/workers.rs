@@ -272,4 +272,12 @@ fn while_the_first_reports_are_awaited_only_a_scale_writes_a_status() {
     let up = plan_for(&wpa, &observed(Ok(world), scaled_ago(3600)));
     assert_eq!(up.scale.as_ref().map(|c| c.to), Some(10));
     assert!(up.status.is_some());
+    // A queue that cannot be read while the reports are awaited: its status is written
+    // once they are in, seconds later, not at the resync.
+    let mut workers = two_busy_of_four([None; 4]);
+    warming(&mut workers);
+    let world = with_workers(&wpa, 4, failing(), workers);
+    let failed = plan_for(&wpa, &observed(Ok(world), scaled_ago(3600)));
+    assert!(failed.scale.is_none() && failed.status.is_none());
+    assert_eq!(failed.requeue, WORKERS_RECHECK);
 }
