@@ -84,9 +84,7 @@ impl Pending {
             .pruned
             .is_none_or(|at| now.duration_since(at) >= RESEND_AFTER)
         {
-            self.sent
-                .retain(|_, sent| now.duration_since(sent.at) < RESEND_AFTER);
-            self.pruned = Some(now);
+            self.prune(now);
         }
         self.sent.insert(
             key.clone(),
@@ -126,13 +124,18 @@ impl Pending {
         self.sent.remove(key);
     }
 
+    /// Drops the sent statuses older than [`RESEND_AFTER`].
+    fn prune(&mut self, now: Instant) {
+        self.sent
+            .retain(|_, sent| now.duration_since(sent.at) < RESEND_AFTER);
+        self.pruned = Some(now);
+    }
+
     /// At rest (nothing to write): drops the sent statuses the watch cache shows by now and
     /// gives back the room the start-up's thousands of writes left in the maps. Without
     /// this a controller that wrote every WPA's status once kept a copy of each for good.
     fn settle(&mut self, now: Instant) {
-        self.sent
-            .retain(|_, sent| now.duration_since(sent.at) < RESEND_AFTER);
-        self.pruned = Some(now);
+        self.prune(now);
         self.sent.shrink_to_fit();
         if self.statuses.is_empty() {
             self.statuses.shrink_to_fit();

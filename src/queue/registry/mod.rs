@@ -221,7 +221,6 @@ struct Signature {
 }
 
 impl Signature {
-    #[cfg(test)]
     fn of(status: &QueueState, target: u64) -> Signature {
         Signature::of_all([status], target)
     }
@@ -595,6 +594,15 @@ fn effective_interval(
 /// changed. A loop that must now poll later finds out at its next tick.
 fn refresh_interval(state: &mut State, key: &LoopKey, settings: &PollSettings) {
     let State { subscribers, loops } = state;
+    refresh_loop_interval(subscribers, loops, key, settings);
+}
+
+fn refresh_loop_interval(
+    subscribers: &foldhash::HashMap<String, Subscriber>,
+    loops: &mut foldhash::HashMap<LoopKey, PollLoop>,
+    key: &LoopKey,
+    settings: &PollSettings,
+) {
     if let Some(lp) = loops.get_mut(key) {
         lp.interval = effective_interval(subscribers, lp, key.uri.kind(), settings);
     }
@@ -607,9 +615,7 @@ fn refresh_intervals_of(state: &mut State, subscriber: &str, settings: &PollSett
         return;
     };
     for key in &entry.keys {
-        if let Some(lp) = loops.get_mut(key) {
-            lp.interval = effective_interval(subscribers, lp, key.uri.kind(), settings);
-        }
+        refresh_loop_interval(subscribers, loops, key, settings);
     }
 }
 
@@ -852,62 +858,35 @@ mod tests {
     fn a_loop_polls_at_the_shortest_interval_its_members_ask_for() {
         let settings = PollSettings::default();
         let mut state = State::default();
-        let key = loop_key("beanstalk://h:11300/a");
+        let (key, other) = (
+            loop_key("beanstalk://h:11300/a"),
+            loop_key("beanstalk://h:11300/b"),
+        );
         let mut ids = 0..;
-        let mut next = || ids.next().expect("ids");
+        let mut join = |state: &mut State, name: &str, key: &LoopKey, seconds: Option<u64>| {
+            let interval = seconds.map(Duration::from_secs);
+            let ids = &mut ids;
+            state.attach(name, vec![key.clone()], interval, 5, &settings, || {
+                ids.next().expect("ids")
+            });
+        };
         let secs = Duration::from_secs;
-        state.attach(
-            "ns/slow",
-            vec![key.clone()],
-            Some(secs(5)),
-            5,
-            &settings,
-            &mut next,
-        );
+        join(&mut state, "ns/slow", &key, Some(5));
         assert_eq!(state.loops[&key].interval, secs(5));
-        state.attach(
-            "ns/fast",
-            vec![key.clone()],
-            Some(secs(2)),
-            5,
-            &settings,
-            &mut next,
-        );
+        join(&mut state, "ns/fast", &key, Some(2));
         assert_eq!(state.loops[&key].interval, secs(2));
         // The same queue, a new interval: the loop follows.
-        state.attach(
-            "ns/fast",
-            vec![key.clone()],
-            Some(secs(3)),
-            5,
-            &settings,
-            &mut next,
-        );
+        join(&mut state, "ns/fast", &key, Some(3));
         assert_eq!(state.loops[&key].interval, secs(3));
         // The member that asked for it leaves: back to the other one's.
         state.subscribers.remove("ns/fast");
         detach(&mut state, "ns/fast", &key, &settings);
         assert_eq!(state.loops[&key].interval, secs(5));
         // A member without an interval of its own gets the kind's default (1 s here).
-        state.attach(
-            "ns/default",
-            vec![key.clone()],
-            None,
-            5,
-            &settings,
-            &mut next,
-        );
+        join(&mut state, "ns/default", &key, None);
         assert_eq!(state.loops[&key].interval, secs(1));
         // Moving to another queue: the old loop is back at 5 s, the new one at 1 s.
-        let other = loop_key("beanstalk://h:11300/b");
-        state.attach(
-            "ns/default",
-            vec![other.clone()],
-            None,
-            5,
-            &settings,
-            &mut next,
-        );
+        join(&mut state, "ns/default", &other, None);
         assert_eq!(state.loops[&key].interval, secs(5));
         assert_eq!(state.loops[&other].interval, secs(1));
     }

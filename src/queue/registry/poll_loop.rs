@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::super::idle::IdleTracker;
 use super::super::{ProviderOptions, QueueError, QueueMetrics, QueueProvider};
-use super::{Inner, LoopControl, LoopKey, QueueState, Signature, State, lock, statuses_of};
+use super::{Inner, LoopControl, LoopKey, Signature, State, lock, statuses_of};
 
 /// After this many failures in a row the provider is rebuilt from scratch, in case its
 /// client cannot recover by itself.
@@ -57,29 +57,6 @@ fn poll_deadline(options: &ProviderOptions) -> Duration {
     options.request_timeout.saturating_mul(3) + long_poll
 }
 
-/// The parts of one queue's own state that can change what its members are woken for:
-/// while they stay the same, a poll wakes nobody and the members are not looked at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct OwnSignature {
-    polled: bool,
-    backlog: u64,
-    idle: bool,
-    stale: bool,
-    failing: bool,
-}
-
-impl OwnSignature {
-    fn of(status: &QueueState) -> OwnSignature {
-        OwnSignature {
-            polled: status.metrics.is_some() || status.error.is_some(),
-            backlog: status.backlog(),
-            idle: status.idle,
-            stale: status.stale,
-            failing: status.error.is_some(),
-        }
-    }
-}
-
 /// The first tick after `now` of a clock that ticks every `interval` from `epoch`.
 /// Loops with the same interval share their ticks.
 fn next_tick(epoch: Instant, interval: Duration, now: Instant) -> Instant {
@@ -110,7 +87,9 @@ pub(super) async fn run_loop(inner: Weak<Inner>, key: LoopKey, id: u64, control:
     // The error last logged at warn level: a queue that keeps failing the same way is
     // logged once, not on every poll.
     let mut logged_error: Option<QueueError> = None;
-    let mut last_seen: Option<OwnSignature> = None;
+    // This queue's own signature at the last poll (target 1: the backlog itself, since
+    // members divide it by targets of their own).
+    let mut last_seen: Option<Signature> = None;
     loop {
         let started = Instant::now();
         let result = poll_once(&mut provider, &key, &options, control.no_workers()).await;
@@ -167,7 +146,7 @@ pub(super) async fn run_loop(inner: Weak<Inner>, key: LoopKey, id: u64, control:
                 .as_ref()
                 .is_some_and(QueueError::is_transient);
             let mut wake = Vec::new();
-            let seen = OwnSignature::of(&lp.status);
+            let seen = Signature::of(&lp.status, 1);
             // Members are only looked at when this queue's own state moved (new members
             // are woken by `attach` itself): at rest a poll costs one map lookup.
             if last_seen != Some(seen) {
