@@ -63,9 +63,13 @@ use status_writer::StatusWriter;
 use target::Targets;
 use watches::CacheSync;
 
-fn error_policy(wpa: Arc<WorkerPodAutoScaler>, error: &Error, _ctx: Arc<Context>) -> Action {
+fn error_policy(wpa: Arc<WorkerPodAutoScaler>, error: &Error, ctx: Arc<Context>) -> Action {
     warn!(wpa = %wpa.name_any(), namespace = ?wpa.namespace(), %error, "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
+    Action::requeue(reconcile::aligned(
+        Duration::from_secs(5),
+        ctx.registry.epoch(),
+        tokio::time::Instant::now(),
+    ))
 }
 
 /// Runs the controller until SIGTERM/SIGINT (or, with leader election, until the lease is

@@ -6,7 +6,7 @@
 //! condition and Event) and retried at the resync period without affecting other WPAs.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kube::Resource;
 use kube::runtime::controller::Action;
@@ -51,5 +51,73 @@ async fn reconcile_wpa(
     let plan = plan(wpa, &observed, &ctx.plan);
     let requeue = plan.requeue;
     apply(wpa, ctx, key, &observed, plan).await?;
+    let requeue = aligned(requeue, ctx.registry.epoch(), tokio::time::Instant::now());
     Ok(Action::requeue(requeue))
+}
+
+/// Requeues at least this long (the resync, a backoff) are aligned to [`ALIGN_TO`].
+const ALIGN_FROM: Duration = Duration::from_secs(5);
+/// The grid long requeues land on, counted from the registry's epoch (the poll loops'
+/// shared ticks use the same one).
+const ALIGN_TO: Duration = Duration::from_secs(1);
+
+/// `requeue`, lengthened (by less than [`ALIGN_TO`]) so that it ends on a whole
+/// [`ALIGN_TO`] since `epoch`. Why: WPAs reconciled at scattered moments (a start-up
+/// paced by the API budget spreads them over minutes) would otherwise each wake the
+/// runtime at their own resync; aligned, the resyncs due within one second run in one
+/// wake-up, the same one as the polls' tick. Short requeues (rechecks within seconds) are
+/// left alone: rounding would delay them noticeably.
+pub(super) fn aligned(
+    requeue: Duration,
+    epoch: tokio::time::Instant,
+    now: tokio::time::Instant,
+) -> Duration {
+    if requeue < ALIGN_FROM {
+        return requeue;
+    }
+    let due = now.saturating_duration_since(epoch) + requeue;
+    let grid = ALIGN_TO.as_nanos();
+    let past = due.as_nanos() % grid;
+    if past == 0 {
+        return requeue;
+    }
+    // `grid - past` is below one second: it fits in u64 nanoseconds.
+    let extra = u64::try_from(grid - past).unwrap_or(0);
+    requeue + Duration::from_nanos(extra)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_requeues_end_on_the_shared_grid() {
+        let epoch = tokio::time::Instant::now();
+        let resync = Duration::from_secs(20);
+        // Reconciles that ended anywhere within one second resync in the same second.
+        for offset_ms in [1, 250, 999] {
+            let now = epoch + Duration::from_secs(3) + Duration::from_millis(offset_ms);
+            let requeue = aligned(resync, epoch, now);
+            assert_eq!(
+                now + requeue,
+                epoch + Duration::from_secs(24),
+                "{offset_ms}"
+            );
+            assert!(requeue >= resync && requeue < resync + ALIGN_TO);
+        }
+        // Already on the grid: unchanged.
+        let now = epoch + Duration::from_secs(3);
+        assert_eq!(aligned(resync, epoch, now), resync);
+        // Short rechecks are not delayed.
+        let now = epoch + Duration::from_millis(3_500);
+        assert_eq!(
+            aligned(Duration::from_secs(2), epoch, now),
+            Duration::from_secs(2)
+        );
+        // The threshold itself is aligned.
+        assert_eq!(
+            now + aligned(ALIGN_FROM, epoch, now),
+            epoch + Duration::from_secs(9)
+        );
+    }
 }

@@ -225,8 +225,9 @@ async fn read_loop(
     pending: &mut mpsc::UnboundedReceiver<ReplySender>,
     cause: &OnceLock<Failure>,
 ) -> Failure {
+    let mut line = Vec::with_capacity(MAX_LINE as usize);
     loop {
-        let frame = read_frame(&mut read).await;
+        let frame = read_frame(&mut read, &mut line).await;
         let Ok(reply_to) = pending.try_recv() else {
             // Bytes (or the end of the stream) when nothing was asked.
             return match frame {
@@ -266,14 +267,19 @@ fn broken(e: io::Error) -> Failure {
 }
 
 /// Reads one `OK <bytes>` frame or `NOT_FOUND`, bounded by [`MAX_LINE`] and [`MAX_BODY`].
-pub(crate) async fn read_frame<R>(read: &mut BufReader<R>) -> Result<Reply, Failure>
+/// `line` is scratch space for the response line, reused from reply to reply (thousands
+/// of replies a second at rest would otherwise each allocate and grow one).
+pub(crate) async fn read_frame<R>(
+    read: &mut BufReader<R>,
+    line: &mut Vec<u8>,
+) -> Result<Reply, Failure>
 where
     R: tokio::io::AsyncRead + Unpin,
 {
-    let mut line = Vec::new();
+    line.clear();
     (&mut *read)
         .take(MAX_LINE)
-        .read_until(b'\n', &mut line)
+        .read_until(b'\n', line)
         .await
         .map_err(broken)?;
     if line.is_empty() {
@@ -332,7 +338,7 @@ mod tests {
     use super::*;
 
     async fn frame(bytes: &[u8]) -> Result<Reply, Failure> {
-        read_frame(&mut BufReader::new(bytes)).await
+        read_frame(&mut BufReader::new(bytes), &mut Vec::new()).await
     }
 
     #[tokio::test]
@@ -447,11 +453,19 @@ mod tests {
     #[tokio::test]
     async fn replies_are_read_in_order_from_one_buffer() {
         let mut read = BufReader::new(&b"OK 1\r\na\r\nNOT_FOUND\r\nOK 2\r\nbc\r\n"[..]);
-        assert_eq!(read_frame(&mut read).await, Ok(Reply::Body("a".into())));
-        assert_eq!(read_frame(&mut read).await, Ok(Reply::NotFound));
-        assert_eq!(read_frame(&mut read).await, Ok(Reply::Body("bc".into())));
+        // One scratch line for every reply, as the connection's reader uses it.
+        let mut line = Vec::new();
+        assert_eq!(
+            read_frame(&mut read, &mut line).await,
+            Ok(Reply::Body("a".into()))
+        );
+        assert_eq!(read_frame(&mut read, &mut line).await, Ok(Reply::NotFound));
+        assert_eq!(
+            read_frame(&mut read, &mut line).await,
+            Ok(Reply::Body("bc".into()))
+        );
         assert!(matches!(
-            read_frame(&mut read).await,
+            read_frame(&mut read, &mut line).await,
             Err(Failure::Broken(_))
         ));
     }

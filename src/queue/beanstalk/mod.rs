@@ -27,7 +27,6 @@
 //! count as watchers; so does the old connection for the moment a broken one is being
 //! replaced.)
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -161,14 +160,38 @@ fn validate_tube(tube: &str) -> Result<(), QueueError> {
     Ok(())
 }
 
-/// Parses the flat YAML mapping beanstalkd sends (`---` then `key: value` lines). Borrows
-/// from `body`: every tube is parsed every second, so no string is copied.
-fn parse_stats(body: &str) -> Result<HashMap<&str, &str>, String> {
+/// The `stats-tube` fields a poll reads, borrowed from the reply's body.
+#[derive(Debug, Default)]
+struct TubeStats<'a> {
+    ready: Option<&'a str>,
+    reserved: Option<&'a str>,
+    delayed: Option<&'a str>,
+    watching: Option<&'a str>,
+    waiting: Option<&'a str>,
+}
+
+impl<'a> TubeStats<'a> {
+    fn slot(&mut self, key: &str) -> Option<&mut Option<&'a str>> {
+        match key {
+            "current-jobs-ready" => Some(&mut self.ready),
+            "current-jobs-reserved" => Some(&mut self.reserved),
+            "current-jobs-delayed" => Some(&mut self.delayed),
+            "current-watching" => Some(&mut self.watching),
+            "current-waiting" => Some(&mut self.waiting),
+            _ => None,
+        }
+    }
+}
+
+/// Parses the flat YAML mapping beanstalkd sends (`---` then `key: value` lines), keeping
+/// the fields a poll reads. Every tube is parsed every second: nothing is copied or
+/// allocated, but every line must still be `key: value`.
+fn parse_stats(body: &str) -> Result<TubeStats<'_>, String> {
     let mut lines = body.lines();
     if lines.next().map(str::trim_end) != Some("---") {
         return Err("stats body does not start with a YAML document marker".into());
     }
-    let mut map = HashMap::new();
+    let mut stats = TubeStats::default();
     for line in lines {
         if line.trim().is_empty() {
             continue;
@@ -176,16 +199,15 @@ fn parse_stats(body: &str) -> Result<HashMap<&str, &str>, String> {
         let (key, value) = line
             .split_once(':')
             .ok_or_else(|| format!("stats line without ':': {:?}", shorten(line)))?;
-        let value = value.trim().trim_matches('"');
-        map.insert(key.trim(), value);
+        if let Some(slot) = stats.slot(key.trim()) {
+            *slot = Some(value.trim().trim_matches('"'));
+        }
     }
-    Ok(map)
+    Ok(stats)
 }
 
-fn count(stats: &HashMap<&str, &str>, key: &str) -> Result<u64, String> {
-    let value = stats
-        .get(key)
-        .ok_or_else(|| format!("stats-tube lacks {key}"))?;
+fn count(value: Option<&str>, key: &str) -> Result<u64, String> {
+    let value = value.ok_or_else(|| format!("stats-tube lacks {key}"))?;
     value
         .parse()
         .map_err(|_| format!("{key} is not a count: {:?}", shorten(value)))
@@ -206,15 +228,12 @@ fn missing_tube_metrics() -> QueueMetrics {
     }
 }
 
-fn metrics_from_stats(
-    stats: &HashMap<&str, &str>,
-    default_tube: bool,
-) -> Result<QueueMetrics, String> {
-    let ready = count(stats, "current-jobs-ready")?;
-    let reserved = count(stats, "current-jobs-reserved")?;
-    let delayed = count(stats, "current-jobs-delayed")?;
-    let mut watching = count(stats, "current-watching")?;
-    let waiting = count(stats, "current-waiting")?;
+fn metrics_from_stats(stats: &TubeStats<'_>, default_tube: bool) -> Result<QueueMetrics, String> {
+    let ready = count(stats.ready, "current-jobs-ready")?;
+    let reserved = count(stats.reserved, "current-jobs-reserved")?;
+    let delayed = count(stats.delayed, "current-jobs-delayed")?;
+    let mut watching = count(stats.watching, "current-watching")?;
+    let waiting = count(stats.waiting, "current-waiting")?;
     if default_tube {
         // Our one connection to this server watches "default" without ever reserving.
         watching = watching.saturating_sub(1);
@@ -304,7 +323,17 @@ mod tests {
         let stats = parse_stats("---\ncurrent-jobs-ready: many\n").unwrap();
         assert!(metrics_from_stats(&stats, false).is_err());
         let stats = parse_stats("---\ncurrent-jobs-ready: 1\n").unwrap();
-        assert!(metrics_from_stats(&stats, false).is_err());
+        let err = metrics_from_stats(&stats, false).unwrap_err();
+        assert_eq!(err, "stats-tube lacks current-jobs-reserved");
+    }
+
+    #[test]
+    fn quoted_values_and_repeated_keys() {
+        let body = SAMPLE.replace("current-jobs-ready: 3", "current-jobs-ready: \"4\"");
+        let body = format!("{body}current-watching: 5\n");
+        let m = metrics_from_stats(&parse_stats(&body).unwrap(), false).unwrap();
+        // The last of a repeated key counts, as in a YAML mapping read in order.
+        assert_eq!((m.visible, m.consumers), (4, Some(5)));
     }
 
     #[test]

@@ -283,6 +283,12 @@ impl Registry {
         }
     }
 
+    /// The instant the poll loops' shared ticks are counted from (set on first use, on the
+    /// runtime's clock). Other periodic work aligned to it runs in the same wake-ups.
+    pub fn epoch(&self) -> tokio::time::Instant {
+        *self.inner.epoch.get_or_init(tokio::time::Instant::now)
+    }
+
     /// Installs the poll observer (replacing any previous one).
     pub fn set_observer(&self, observer: Arc<dyn PollObserver>) {
         let mut slot = self
