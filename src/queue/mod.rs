@@ -207,6 +207,11 @@ pub trait QueueProvider: Send + 'static {
     /// registry before each poll. SQS then long-polls at zero backlog (practo's rule);
     /// other providers ignore it.
     fn set_no_workers(&mut self, _no_workers: bool) {}
+    /// Whether every poll ends within a few request timeouts by itself. The registry then
+    /// sets no deadline of its own around it (a timer per poll, thousands a second).
+    fn polls_end_in_time(&self) -> bool {
+        false
+    }
 }
 
 /// Checks what can be checked without contacting the broker (header values, providers

@@ -10,16 +10,24 @@
 //! framing, a request that timed out) ends it for good: the failure is recorded as the
 //! connection's cause, every request still waiting fails with it, and the pool opens a
 //! new connection for the next request.
+//!
+//! Request timeouts are kept by the connection's task, not by each request: one watchdog
+//! timer looks at the requests waiting for a reply, so thousands of polls a second cost no
+//! timer each.
 
+use std::collections::VecDeque;
 use std::io;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use crate::sync::lock;
 
 /// Longest response line we accept (`OK <bytes>\r\n` or an error word).
 const MAX_LINE: u64 = 256;
@@ -71,6 +79,64 @@ type ReplySender = oneshot::Sender<Result<Reply, Failure>>;
 struct Request {
     tube: Arc<str>,
     reply: ReplySender,
+    /// When the request times out, and after how long (for the failure).
+    deadline: Instant,
+    timeout: Duration,
+}
+
+/// A request whose command was written, waiting for its reply.
+struct Waiting {
+    reply: ReplySender,
+    deadline: Instant,
+    timeout: Duration,
+}
+
+/// The requests waiting for replies, shared by the writer, the reader and the watchdog.
+/// They run in one task, so the lock is never contended.
+#[derive(Default)]
+struct InFlight {
+    state: Mutex<Waitlist>,
+    /// The alarm was brought forward.
+    rearmed: Notify,
+}
+
+#[derive(Default)]
+struct Waitlist {
+    /// In the order their commands were written.
+    waiting: VecDeque<Waiting>,
+    /// No later than the earliest deadline of a waiting request; `None` when none waits.
+    alarm: Option<Instant>,
+}
+
+impl InFlight {
+    fn push(&self, waiting: Waiting) {
+        let deadline = waiting.deadline;
+        let mut state = lock(&self.state);
+        state.waiting.push_back(waiting);
+        if state.alarm.is_none_or(|alarm| deadline < alarm) {
+            state.alarm = Some(deadline);
+            self.rearmed.notify_one();
+        }
+    }
+
+    fn pop(&self) -> Option<ReplySender> {
+        lock(&self.state).waiting.pop_front().map(|w| w.reply)
+    }
+
+    fn alarm(&self) -> Option<Instant> {
+        lock(&self.state).alarm
+    }
+
+    /// At the alarm: the timeout of a request past its deadline, if any; else the alarm
+    /// moves to the earliest deadline still waiting.
+    fn check(&self, now: Instant) -> Option<Duration> {
+        let mut state = lock(&self.state);
+        if let Some(late) = state.waiting.iter().find(|w| w.deadline <= now) {
+            return Some(late.timeout);
+        }
+        state.alarm = state.waiting.iter().map(|w| w.deadline).min();
+        None
+    }
 }
 
 /// A handle on one open connection; the connection's task ends when the last handle is
@@ -109,14 +175,17 @@ impl Connection {
         self.cause.get().is_none() && !self.requests.is_closed()
     }
 
-    /// Sends `stats-tube <tube>` and waits for its reply, at most `timeout`. Any failure
-    /// but a well-formed reply discards the connection.
+    /// Sends `stats-tube <tube>` and waits for its reply. Unanswered after `timeout`, it
+    /// fails and so does the connection (the connection's watchdog keeps the time). Any
+    /// failure but a well-formed reply discards the connection.
     pub async fn stats_tube(&self, tube: &Arc<str>, timeout: Duration) -> Result<Reply, Failure> {
         let (reply, answer) = oneshot::channel();
         let exchange = async {
             let request = Request {
                 tube: Arc::clone(tube),
                 reply,
+                deadline: Instant::now() + timeout,
+                timeout,
             };
             self.requests
                 .send(request)
@@ -125,10 +194,7 @@ impl Connection {
             // The sender is dropped unanswered only when the connection ended.
             answer.await.map_err(|_| self.failure())?
         };
-        let result = match tokio::time::timeout(timeout, exchange).await {
-            Ok(result) => result,
-            Err(_) => Err(Failure::TimedOut(timeout)),
-        };
+        let result = exchange.await;
         if let Err(failure) = &result {
             // Idempotent; makes sure the pool sees the connection as gone before the
             // caller retries.
@@ -159,22 +225,43 @@ impl Drop for Connection {
     }
 }
 
-/// The connection's task: writer and reader side by side until either fails (or every
-/// handle is gone). Dropping the queues at the end fails the requests still in them.
+/// The connection's task: writer, reader and watchdog side by side until one fails (or
+/// every handle is gone). Dropping the queues at the end fails the requests still in them.
 async fn drive(
     stream: TcpStream,
     mut queued: mpsc::Receiver<Request>,
     cause: Arc<OnceLock<Failure>>,
 ) {
     let (read, write) = stream.into_split();
-    // Reply senders in the order their commands were written.
-    let (pending_tx, mut pending) = mpsc::unbounded_channel();
+    let in_flight = InFlight::default();
     let failure = tokio::select! {
-        failure = write_loop(write, &mut queued, pending_tx) => failure,
-        failure = read_loop(BufReader::with_capacity(READ_BUFFER, read), &mut pending, &cause) => Some(failure),
+        failure = write_loop(write, &mut queued, &in_flight) => failure,
+        failure = read_loop(BufReader::with_capacity(READ_BUFFER, read), &in_flight, &cause) => Some(failure),
+        failure = watchdog(&in_flight) => Some(failure),
     };
     if let Some(failure) = failure {
         let _ = cause.set(failure);
+    }
+}
+
+/// Ends the connection when a request has waited for its reply past its deadline (replies
+/// come in order, so every later request would wait behind it). Sleeps until the alarm,
+/// then looks at every waiting request: with one timeout for all, that is one wake-up per
+/// timeout while replies keep coming, and none while nothing waits.
+async fn watchdog(in_flight: &InFlight) -> Failure {
+    loop {
+        let Some(alarm) = in_flight.alarm() else {
+            in_flight.rearmed.notified().await;
+            continue;
+        };
+        tokio::select! {
+            () = tokio::time::sleep_until(alarm) => {}
+            // A request with an earlier deadline came: sleep until that one instead.
+            () = in_flight.rearmed.notified() => continue,
+        }
+        if let Some(timeout) = in_flight.check(Instant::now()) {
+            return Failure::TimedOut(timeout);
+        }
     }
 }
 
@@ -184,7 +271,7 @@ async fn drive(
 async fn write_loop(
     mut write: OwnedWriteHalf,
     queued: &mut mpsc::Receiver<Request>,
-    pending: mpsc::UnboundedSender<ReplySender>,
+    in_flight: &InFlight,
 ) -> Option<Failure> {
     let mut buf = Vec::new();
     loop {
@@ -193,12 +280,21 @@ async fn write_loop(
         let mut next = Some(first);
         let mut gathered = false;
         loop {
-            while let Some(Request { tube, reply }) = next {
+            while let Some(Request {
+                tube,
+                reply,
+                deadline,
+                timeout,
+            }) = next
+            {
                 buf.extend_from_slice(b"stats-tube ");
                 buf.extend_from_slice(tube.as_bytes());
                 buf.extend_from_slice(b"\r\n");
-                // The reader only goes away with this task.
-                pending.send(reply).ok()?;
+                in_flight.push(Waiting {
+                    reply,
+                    deadline,
+                    timeout,
+                });
                 next = if buf.len() < WRITE_BATCH {
                     queued.try_recv().ok()
                 } else {
@@ -222,13 +318,13 @@ async fn write_loop(
 /// a failed reply is also given to the request it belonged to.
 async fn read_loop(
     mut read: BufReader<OwnedReadHalf>,
-    pending: &mut mpsc::UnboundedReceiver<ReplySender>,
+    in_flight: &InFlight,
     cause: &OnceLock<Failure>,
 ) -> Failure {
     let mut line = Vec::with_capacity(MAX_LINE as usize);
     loop {
         let frame = read_frame(&mut read, &mut line).await;
-        let Ok(reply_to) = pending.try_recv() else {
+        let Some(reply_to) = in_flight.pop() else {
             // Bytes (or the end of the stream) when nothing was asked.
             return match frame {
                 Err(Failure::Broken(detail)) => Failure::Broken(detail),
@@ -448,6 +544,56 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    /// A server that answers every command `delay` after it arrives.
+    async fn answers_each_after(delay: Duration) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let mut stream = BufReader::new(stream);
+            loop {
+                let mut line = String::new();
+                if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                tokio::time::sleep(delay).await;
+                let tube = line.trim_end().trim_start_matches("stats-tube ");
+                let reply = format!("OK {}\r\n{tube}\r\n", tube.len());
+                stream.get_mut().write_all(reply.as_bytes()).await.unwrap();
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn the_watchdog_times_requests_not_the_connection() {
+        let timeout = Duration::from_millis(150);
+        let addr = answers_each_after(Duration::from_millis(50)).await;
+        let conn = Connection::open(&addr, Duration::from_secs(5))
+            .await
+            .unwrap();
+        // Ten requests one after the other keep the connection busy for far longer than
+        // one timeout; each is answered within its own, so none fails.
+        let started = tokio::time::Instant::now();
+        for i in 0..10 {
+            let tube: Arc<str> = Arc::from(format!("t{i}"));
+            assert_eq!(
+                conn.stats_tube(&tube, timeout).await,
+                Ok(Reply::Body(tube.to_string()))
+            );
+        }
+        assert!(started.elapsed() > timeout * 3);
+        assert!(conn.is_open());
+        // Twenty at once: the last waits for the nineteen before it (about a second) and
+        // is late; every request still waiting fails with the connection.
+        let tubes: Vec<Arc<str>> = (0..20).map(|i| Arc::from(format!("b{i}"))).collect();
+        let replies =
+            futures::future::join_all(tubes.iter().map(|t| conn.stats_tube(t, timeout))).await;
+        assert_eq!(replies[0], Ok(Reply::Body("b0".into())));
+        assert_eq!(replies[19], Err(Failure::TimedOut(timeout)));
+        assert!(!conn.is_open());
     }
 
     #[tokio::test]

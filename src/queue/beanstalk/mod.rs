@@ -115,6 +115,12 @@ impl QueueProvider for BeanstalkProvider {
         ProviderKind::Beanstalkd
     }
 
+    /// A poll connects within the request timeout and its `stats-tube` is timed by the
+    /// connection's watchdog; with the one retry, it ends within four request timeouts.
+    fn polls_end_in_time(&self) -> bool {
+        true
+    }
+
     async fn poll(&mut self) -> Result<QueueMetrics, QueueError> {
         let reply = match self.stats_once().await {
             Ok(reply) => reply,

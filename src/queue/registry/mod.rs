@@ -169,10 +169,55 @@ struct Subscriber {
     notified: Option<Signature>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// A queue and the credentials it is read with: what tells poll loops apart. Every poll
+/// looks its loop up by this key, so it is cheap to hash and compare: the hash is computed
+/// once, and copies of one key (the map's and the loop task's) compare by pointer.
+#[derive(Debug, Clone)]
 struct LoopKey {
+    parts: Arc<LoopKeyParts>,
+    hash: u64,
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct LoopKeyParts {
     uri: QueueUri,
     credentials: Credentials,
+}
+
+impl LoopKey {
+    fn new(uri: QueueUri, credentials: Credentials) -> LoopKey {
+        // Seeded once per process: keys come from WPA specs.
+        static SEED: OnceLock<foldhash::quality::RandomState> = OnceLock::new();
+        let parts = LoopKeyParts { uri, credentials };
+        let hash = std::hash::BuildHasher::hash_one(SEED.get_or_init(Default::default), &parts);
+        LoopKey {
+            parts: Arc::new(parts),
+            hash,
+        }
+    }
+}
+
+impl std::ops::Deref for LoopKey {
+    type Target = LoopKeyParts;
+
+    fn deref(&self) -> &LoopKeyParts {
+        &self.parts
+    }
+}
+
+impl PartialEq for LoopKey {
+    fn eq(&self, other: &LoopKey) -> bool {
+        Arc::ptr_eq(&self.parts, &other.parts)
+            || (self.hash == other.hash && self.parts == other.parts)
+    }
+}
+
+impl Eq for LoopKey {}
+
+impl std::hash::Hash for LoopKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
 }
 
 struct PollLoop {
@@ -320,10 +365,7 @@ impl Registry {
         let keys: Vec<LoopKey> = spec
             .queues
             .into_iter()
-            .map(|uri| LoopKey {
-                uri,
-                credentials: spec.credentials.clone(),
-            })
+            .map(|uri| LoopKey::new(uri, spec.credentials.clone()))
             .collect();
         if let Some(repeated) = keys
             .iter()
@@ -706,10 +748,10 @@ mod tests {
     }
 
     fn loop_key(input: &str) -> LoopKey {
-        LoopKey {
-            uri: QueueUri::parse(input).expect("queueURI"),
-            credentials: Credentials::default(),
-        }
+        LoopKey::new(
+            QueueUri::parse(input).expect("queueURI"),
+            Credentials::default(),
+        )
     }
 
     #[test]

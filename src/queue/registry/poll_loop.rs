@@ -16,13 +16,18 @@ use super::{Inner, LoopControl, LoopKey, Signature, State, lock, statuses_of};
 const REBUILD_AFTER_FAILURES: u32 = 5;
 
 /// Connects if needed and polls, bounded by [`poll_deadline`] so that a wedged client
-/// cannot stall the loop (the provider is then rebuilt).
+/// cannot stall the loop (the provider is then rebuilt). A provider whose polls end in
+/// time by themselves is polled without that extra timer.
 async fn poll_once(
     provider: &mut Option<Box<dyn QueueProvider>>,
     key: &LoopKey,
     options: &ProviderOptions,
     no_workers: bool,
 ) -> Result<QueueMetrics, QueueError> {
+    if let Some(p) = provider.as_mut().filter(|p| p.polls_end_in_time()) {
+        p.set_no_workers(no_workers);
+        return p.poll().await;
+    }
     let limit = poll_deadline(options);
     let attempt = async {
         let p = match provider.as_mut() {
