@@ -458,14 +458,25 @@ mod tests {
         assert!(protocol(frame(b"BAD_FORMAT\r\n").await).contains("unexpected response"));
     }
 
-    /// A server that reads `n` commands before it answers any, then answers each with a
-    /// body naming its tube (`NOT_FOUND` for tubes starting with `missing`).
-    async fn answers_after(n: usize) -> String {
+    /// Serves one connection on a loopback port with `handle`; returns the address.
+    async fn serve_one<F, Fut>(handle: F) -> String
+    where
+        F: FnOnce(BufReader<TcpStream>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         tokio::spawn(async move {
             let (stream, _) = listener.accept().await.unwrap();
-            let mut stream = BufReader::new(stream);
+            handle(BufReader::new(stream)).await;
+        });
+        addr
+    }
+
+    /// A server that reads `n` commands before it answers any, then answers each with a
+    /// body naming its tube (`NOT_FOUND` for tubes starting with `missing`).
+    async fn answers_after(n: usize) -> String {
+        serve_one(move |mut stream| async move {
             let mut tubes = Vec::new();
             for _ in 0..n {
                 let mut line = String::new();
@@ -484,8 +495,8 @@ mod tests {
             stream.get_mut().write_all(&out).await.unwrap();
             // Keep the connection open until the client is done.
             let _ = stream.read_u8().await;
-        });
-        addr
+        })
+        .await
     }
 
     #[tokio::test]
@@ -548,11 +559,7 @@ mod tests {
 
     /// A server that answers every command `delay` after it arrives.
     async fn answers_each_after(delay: Duration) -> String {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        tokio::spawn(async move {
-            let (stream, _) = listener.accept().await.unwrap();
-            let mut stream = BufReader::new(stream);
+        serve_one(move |mut stream| async move {
             loop {
                 let mut line = String::new();
                 if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
@@ -563,8 +570,8 @@ mod tests {
                 let reply = format!("OK {}\r\n{tube}\r\n", tube.len());
                 stream.get_mut().write_all(reply.as_bytes()).await.unwrap();
             }
-        });
-        addr
+        })
+        .await
     }
 
     #[tokio::test]
