@@ -19,6 +19,7 @@ use super::metrics::WpaLabels;
 use super::observe::observe;
 use super::plan::plan;
 use crate::crd::WorkerPodAutoScaler;
+use crate::queue::registry::next_tick;
 
 pub async fn reconcile(wpa: Arc<WorkerPodAutoScaler>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key = WpaKey::of(&wpa);
@@ -75,15 +76,10 @@ pub(super) fn aligned(
     if requeue < ALIGN_FROM {
         return requeue;
     }
-    let due = now.saturating_duration_since(epoch) + requeue;
-    let grid = ALIGN_TO.as_nanos();
-    let past = due.as_nanos() % grid;
-    if past == 0 {
-        return requeue;
-    }
-    // `grid - past` is below one second: it fits in u64 nanoseconds.
-    let extra = u64::try_from(grid - past).unwrap_or(0);
-    requeue + Duration::from_nanos(extra)
+    let due = now + requeue;
+    // The first tick at or after `due`: the first after the nanosecond before it.
+    let just_before = due.checked_sub(Duration::from_nanos(1)).unwrap_or(due);
+    next_tick(epoch, ALIGN_TO, just_before).saturating_duration_since(now)
 }
 
 #[cfg(test)]

@@ -78,16 +78,15 @@ type ReplySender = oneshot::Sender<Result<Reply, Failure>>;
 
 struct Request {
     tube: Arc<str>,
-    reply: ReplySender,
-    /// When the request times out, and after how long (for the failure).
-    deadline: Instant,
-    timeout: Duration,
+    /// What waits for the reply once the command is written.
+    waiting: Waiting,
 }
 
-/// A request whose command was written, waiting for its reply.
+/// A request's reply sender and when it times out.
 struct Waiting {
     reply: ReplySender,
     deadline: Instant,
+    /// After how long it times out (for the failure).
     timeout: Duration,
 }
 
@@ -183,9 +182,11 @@ impl Connection {
         let exchange = async {
             let request = Request {
                 tube: Arc::clone(tube),
-                reply,
-                deadline: Instant::now() + timeout,
-                timeout,
+                waiting: Waiting {
+                    reply,
+                    deadline: Instant::now() + timeout,
+                    timeout,
+                },
             };
             self.requests
                 .send(request)
@@ -280,21 +281,11 @@ async fn write_loop(
         let mut next = Some(first);
         let mut gathered = false;
         loop {
-            while let Some(Request {
-                tube,
-                reply,
-                deadline,
-                timeout,
-            }) = next
-            {
+            while let Some(Request { tube, waiting }) = next {
                 buf.extend_from_slice(b"stats-tube ");
                 buf.extend_from_slice(tube.as_bytes());
                 buf.extend_from_slice(b"\r\n");
-                in_flight.push(Waiting {
-                    reply,
-                    deadline,
-                    timeout,
-                });
+                in_flight.push(waiting);
                 next = if buf.len() < WRITE_BATCH {
                     queued.try_recv().ok()
                 } else {

@@ -331,7 +331,7 @@ impl Registry {
     /// The instant the poll loops' shared ticks are counted from (set on first use, on the
     /// runtime's clock). Other periodic work aligned to it runs in the same wake-ups.
     pub fn epoch(&self) -> tokio::time::Instant {
-        *self.inner.epoch.get_or_init(tokio::time::Instant::now)
+        self.inner.epoch()
     }
 
     /// Installs the poll observer (replacing any previous one).
@@ -703,6 +703,10 @@ fn detach(state: &mut State, subscriber: &str, key: &LoopKey, settings: &PollSet
 }
 
 impl Inner {
+    fn epoch(&self) -> tokio::time::Instant {
+        *self.epoch.get_or_init(tokio::time::Instant::now)
+    }
+
     fn observer(&self) -> Option<Arc<dyn PollObserver>> {
         self.observer
             .read()
@@ -713,6 +717,8 @@ impl Inner {
 
 pub mod combined;
 mod poll_loop;
+
+pub use poll_loop::next_tick;
 
 #[cfg(test)]
 mod tests {

@@ -64,7 +64,7 @@ fn poll_deadline(options: &ProviderOptions) -> Duration {
 
 /// The first tick after `now` of a clock that ticks every `interval` from `epoch`.
 /// Loops with the same interval share their ticks.
-fn next_tick(epoch: Instant, interval: Duration, now: Instant) -> Instant {
+pub fn next_tick(epoch: Instant, interval: Duration, now: Instant) -> Instant {
     let interval = interval.max(Duration::from_millis(1));
     let since = now.saturating_duration_since(epoch);
     let ticks = since.as_nanos() / interval.as_nanos() + 1;
@@ -75,13 +75,10 @@ fn next_tick(epoch: Instant, interval: Duration, now: Instant) -> Instant {
 }
 
 pub(super) async fn run_loop(inner: Weak<Inner>, key: LoopKey, id: u64, control: Arc<LoopControl>) {
-    let Some((max_backoff, options, epoch)) = inner.upgrade().map(|i| {
-        (
-            i.settings.max_backoff,
-            i.options.clone(),
-            *i.epoch.get_or_init(Instant::now),
-        )
-    }) else {
+    let Some((max_backoff, options, epoch)) = inner
+        .upgrade()
+        .map(|i| (i.settings.max_backoff, i.options.clone(), i.epoch()))
+    else {
         return;
     };
     let label = key.uri.redacted();

@@ -82,35 +82,6 @@ pub async fn wait_replicas(
     wait_replicas_of(server, &Gvr::DEPLOYMENTS, ns, name, want, what, controller).await;
 }
 
-/// The names of a Deployment's live (not terminating) simulated pods, sorted, once there
-/// are `want` of them; panics with the evidence. The double removes pods just after a scale
-/// write is stored, so a test that saw the new replicas may still see the old pods.
-pub async fn wait_live_pods(
-    server: &ApiServerDouble,
-    ns: &str,
-    name: &str,
-    want: usize,
-    what: &str,
-    controller: &ControllerProcess,
-) -> Vec<String> {
-    let live = |s: &ApiServerDouble| {
-        let mut names = s.live_pod_names(&Gvr::DEPLOYMENTS, ns, name);
-        names.sort();
-        names
-    };
-    let found = server
-        .wait_for(WAIT, |s| Some(live(s)).filter(|names| names.len() == want))
-        .await;
-    found.unwrap_or_else(|| {
-        panic!(
-            "{what}: {name} never had {want} live pods (now {:?}, patches {:?})\ncontroller log:\n{}",
-            live(server),
-            server.scale_patches(ns, name),
-            controller.log_text()
-        )
-    })
-}
-
 /// Waits until the WPA's status satisfies `check`; returns that status.
 pub async fn wait_status(
     server: &ApiServerDouble,

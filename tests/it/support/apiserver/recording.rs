@@ -2,7 +2,7 @@
 //! assert on what a client actually sent (e.g. which scale patches a controller made).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde_json::Value;
 
@@ -88,9 +88,15 @@ impl Recorder {
         self.answering.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Waits until the requests being answered now are done (their changes, what follows
+    /// them such as a scale write's pods, and their recording); none starts while held.
+    pub fn settled(&self) -> RwLockWriteGuard<'_, ()> {
+        self.answering.write().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Every recorded request, after the requests being answered now were recorded.
     pub fn all(&self) -> Vec<RecordedRequest> {
-        let _settled = self.answering.write().unwrap_or_else(|e| e.into_inner());
+        let _settled = self.settled();
         self.lock().clone()
     }
 

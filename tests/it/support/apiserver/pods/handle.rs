@@ -35,11 +35,14 @@ impl ApiServerDouble {
     }
 
     /// The simulated Pods of a workload (`Gvr::DEPLOYMENTS`, `REPLICASETS` or
-    /// `STATEFULSETS`), terminating ones included, oldest first.
+    /// `STATEFULSETS`), terminating ones included, oldest first. Read once the requests being
+    /// answered are done: a test that saw a scale write's replicas in the store also sees
+    /// the pods follow it.
     pub fn pods_of(&self, gvr: &Gvr, namespace: &str, workload: &str) -> Vec<PodSummary> {
         let Some(kind) = WorkloadKind::of(gvr) else {
             return Vec::new();
         };
+        let _settled = self.shared.recorder.settled();
         let mut tracked: Vec<_> = self
             .shared
             .pods
