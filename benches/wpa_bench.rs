@@ -24,14 +24,8 @@ mod latency;
 mod procstat;
 #[path = "wpa_bench/scale.rs"]
 mod scale;
-#[path = "wpa_bench/scale_in.rs"]
-mod scale_in;
-#[path = "wpa_bench/scale_in_load.rs"]
-mod scale_in_load;
 #[path = "wpa_bench/scale_in_report.rs"]
 mod scale_in_report;
-#[path = "wpa_bench/scale_in_tally.rs"]
-mod scale_in_tally;
 #[path = "wpa_bench/startup.rs"]
 mod startup;
 #[path = "wpa_bench/stats.rs"]
@@ -64,6 +58,13 @@ enum Scenario {
     /// Scenario 4: real Celery workers started and stopped as the replicas change, a seeded
     /// burst of tasks, both ack modes, workerSignal Auto and Off: what happens to the tasks.
     ScaleIn,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ScaleInRun {
+    Burst,
+    LongTask,
+    TutorMix,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -159,9 +160,24 @@ struct Args {
     /// Longest a scale-in run lasts after its first task is sent, in seconds.
     #[arg(long, default_value_t = 240)]
     scale_in_timeout: u64,
-    /// Skip the scale-in burst on RabbitMQ (late ack, workerSignal Auto).
-    #[arg(long)]
-    scale_in_skip_rabbitmq: bool,
+    /// Which scale-in runs: `burst` (the seeded burst: Redis in both ack modes with
+    /// workerSignal Auto and Off, RabbitMQ in both ack modes with Auto), `long-task` (the
+    /// lone long task on Redis), `tutor-mix` (a few long tasks among short ones on Tutor's
+    /// three LMS queues, as a new install meets them: Redis and RabbitMQ with `?management=`
+    /// in a new vhost, both ack modes, Auto).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "burst,long-task,tutor-mix"
+    )]
+    scale_in_runs: Vec<ScaleInRun>,
+    /// The tutor-mix load: LONG_COUNT,LONG_SECONDS,SHORT_COUNT,SHORT_SECONDS.
+    #[arg(long, value_delimiter = ',', num_args = 4, default_value = "5,60,45,2")]
+    scale_in_mix: Vec<f64>,
+    /// SIGTERM to SIGKILL in the tutor-mix runs, in seconds.
+    #[arg(long, default_value_t = 10)]
+    scale_in_mix_grace: u64,
     /// Port of the shared Redis used by the latency and burst scenarios.
     #[arg(long, default_value_t = 6379)]
     redis_port: u16,
@@ -574,8 +590,9 @@ async fn startup_scenario(args: &Args, dir: &std::path::Path, report: &mut Repor
 }
 
 async fn scale_in_scenario(args: &Args, dir: &std::path::Path, report: &mut Report) -> Result<()> {
-    use scale_in::{Case, CeleryBroker};
-    use scale_in_load::Load;
+    use support::apiserver::PodIps;
+    use support::closed_loop::load::Load;
+    use support::closed_loop::{self, Case, CeleryBroker, Layout};
     let (shortest, longest) = match args.scale_in_task_seconds[..] {
         [a, b] if a > 0.0 && a <= b => (a, b),
         _ => anyhow::bail!("--scale-in-task-seconds takes SHORTEST,LONGEST"),
@@ -587,42 +604,91 @@ async fn scale_in_scenario(args: &Args, dir: &std::path::Path, report: &mut Repo
         longest,
         Duration::from_secs(args.scale_in_gap),
     );
-    let case = |broker, acks_late, signal, load: &Load| Case {
+    let mix = match args.scale_in_mix[..] {
+        [long, long_s, short, short_s]
+            if long >= 1.0 && short >= 0.0 && long_s > 0.0 && short_s > 0.0 =>
+        {
+            Load::mixed(long as usize, long_s, short as usize, short_s)
+        }
+        _ => {
+            anyhow::bail!("--scale-in-mix takes LONG_COUNT,LONG_SECONDS,SHORT_COUNT,SHORT_SECONDS")
+        }
+    };
+    let case = |broker, layout, acks_late, signal, load: &Load| Case {
         broker,
+        layout,
         acks_late,
         signal,
         load: load.clone(),
         grace: Duration::from_secs(args.scale_in_grace),
         timeout: Duration::from_secs(args.scale_in_timeout),
         redis_port: args.redis_port,
+        pod_ips: PodIps::Loopback,
     };
     let mut cases = Vec::new();
-    for acks_late in [false, true] {
-        for signal in ["Auto", "Off"] {
-            cases.push(case(CeleryBroker::Redis, acks_late, signal, &burst));
+    if args.scale_in_runs.contains(&ScaleInRun::Burst) {
+        for acks_late in [false, true] {
+            for signal in ["Auto", "Off"] {
+                cases.push(case(
+                    CeleryBroker::Redis,
+                    Layout::OneQueue,
+                    acks_late,
+                    signal,
+                    &burst,
+                ));
+            }
+        }
+        for acks_late in [false, true] {
+            cases.push(case(
+                CeleryBroker::Rabbitmq,
+                Layout::OneQueue,
+                acks_late,
+                "Auto",
+                &burst,
+            ));
         }
     }
-    if !args.scale_in_skip_rabbitmq {
-        cases.push(case(CeleryBroker::Rabbitmq, true, "Auto", &burst));
-    }
-    if args.scale_in_long_task > 0 {
+    if args.scale_in_runs.contains(&ScaleInRun::LongTask) {
         let long = Load::one_long_task(args.scale_in_long_task as f64);
         for acks_late in [false, true] {
             for signal in ["Auto", "Off"] {
-                cases.push(case(CeleryBroker::Redis, acks_late, signal, &long));
+                cases.push(case(
+                    CeleryBroker::Redis,
+                    Layout::OneQueue,
+                    acks_late,
+                    signal,
+                    &long,
+                ));
             }
+        }
+    }
+    if args.scale_in_runs.contains(&ScaleInRun::TutorMix) {
+        let mix_case = |broker, acks_late, pod_ips| Case {
+            grace: Duration::from_secs(args.scale_in_mix_grace),
+            pod_ips,
+            ..case(broker, Layout::TutorLms, acks_late, "Auto", &mix)
+        };
+        for broker in [CeleryBroker::Redis, CeleryBroker::Rabbitmq] {
+            for acks_late in [false, true] {
+                cases.push(mix_case(broker, acks_late, PodIps::Loopback));
+            }
+        }
+        // RabbitMQ seeing every Pod at one address (host networking, a NAT).
+        for acks_late in [false, true] {
+            cases.push(mix_case(CeleryBroker::Rabbitmq, acks_late, PodIps::Shared));
         }
     }
     let mut outcomes = Vec::new();
     for case in cases {
         eprintln!(
-            "scale-in: {} {} ack, workerSignal {}, {}",
+            "scale-in: {} ({}) {} ack, workerSignal {}, {}",
             case.broker.label(),
+            case.setup_label(),
             if case.acks_late { "late" } else { "early" },
             case.signal,
             case.load.label
         );
-        let outcome = scale_in::run(case, dir).await?;
+        let outcome = closed_loop::run(case, dir).await?;
         eprintln!("  {}", scale_in_report::summary_line(&outcome));
         outcomes.push(outcome);
     }
@@ -632,6 +698,8 @@ async fn scale_in_scenario(args: &Args, dir: &std::path::Path, report: &mut Repo
         args.scale_in_grace,
     ));
     report.emit(&scale_in_report::table(&outcomes).render());
+    report.emit("");
+    report.emit(&scale_in_report::cost_table(&outcomes).render());
     report.emit("");
     for line in scale_in_report::details(&outcomes) {
         report.emit(&line);

@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod controller;
 pub mod crd;
+pub mod logging;
 pub mod queue;
 pub mod scaler;
 pub mod simulate;

@@ -9,8 +9,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
 use wpa::controller::{self, RunArgs, config::LogFormat};
+use wpa::logging;
 use wpa::queue::{Credentials, ProviderOptions, inspect};
 use wpa::scaler::MaxDisruption;
 use wpa::simulate::{self, SimulateOptions};
@@ -138,9 +138,7 @@ fn colour_for(stream: &impl IsTerminal) -> bool {
 }
 
 fn run_controller(args: RunArgs) -> ExitCode {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&args.log_level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = logging::filter(&args.log_level, "info");
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(colour_for(&io::stdout()));
@@ -163,9 +161,7 @@ fn run_controller(args: RunArgs) -> ExitCode {
 
 fn run_inspect(args: InspectArgs) -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
-        )
+        .with_env_filter(logging::filter("warn", "warn"))
         .with_writer(io::stderr)
         .with_ansi(colour_for(&io::stderr()))
         .init();

@@ -1,8 +1,9 @@
 //! Scenario 4's tables and lines.
 
-use crate::scale_in::Outcome;
-use crate::scale_in_load::Load;
 use crate::stats::Table;
+use crate::support::closed_loop::Outcome;
+use crate::support::closed_loop::load::Load;
+use crate::support::closed_loop::tally::LONG_TASK;
 
 pub fn heading(seed: u64, burst: &Load, grace: u64) -> String {
     format!(
@@ -28,6 +29,7 @@ fn seconds(v: Option<f64>) -> String {
 pub fn table(outcomes: &[Outcome]) -> Table {
     let mut table = Table::new(&[
         "broker",
+        "queues",
         "ack",
         "workerSignal",
         "load",
@@ -53,6 +55,7 @@ pub fn table(outcomes: &[Outcome]) -> Table {
         };
         table.row(vec![
             o.case.broker.label().to_string(),
+            o.case.setup_label(),
             if o.case.acks_late { "late" } else { "early" }.to_string(),
             o.case.signal.to_string(),
             o.case.load.label.clone(),
@@ -71,11 +74,66 @@ pub fn table(outcomes: &[Outcome]) -> Table {
     table
 }
 
+/// What the tasks waited, what the pods cost, when the pool first shrank, and the
+/// controller's ERROR lines.
+pub fn cost_table(outcomes: &[Outcome]) -> Table {
+    let mut table = Table::new(&[
+        "broker",
+        "queues",
+        "ack",
+        "workerSignal",
+        "load",
+        "wait p50",
+        "wait p95",
+        "wait max",
+        "worker-seconds",
+        "per task-second",
+        "first scale-in",
+        "long tasks ended",
+        "scale-in while long tasks ran",
+        "ERROR lines",
+    ]);
+    for o in outcomes {
+        let f = &o.figures;
+        let work = o.case.load.work();
+        table.row(vec![
+            o.case.broker.label().to_string(),
+            o.case.setup_label(),
+            if o.case.acks_late { "late" } else { "early" }.to_string(),
+            o.case.signal.to_string(),
+            o.case.load.label.clone(),
+            seconds(f.wait(0.5)),
+            seconds(f.wait(0.95)),
+            seconds(f.wait(1.0)),
+            format!("{:.0}", f.worker_seconds),
+            if work > 0.0 {
+                format!("{:.2}", f.worker_seconds / work)
+            } else {
+                "-".to_string()
+            },
+            f.first_scale_in.map_or("-".to_string(), |s| {
+                format!("{} -> {} at {:.0} s", s.from, s.to, s.at)
+            }),
+            seconds(f.long_tasks_end),
+            match (f.long_tasks_end, f.scale_in_lead()) {
+                (None, _) => format!("- (no task of {LONG_TASK:.0} s or more)"),
+                (Some(_), Some(lead)) if lead > 0.0 => {
+                    format!("yes, {lead:.0} s before they ended")
+                }
+                (Some(_), _) => "no".to_string(),
+            },
+            o.error_lines.len().to_string(),
+        ]);
+    }
+    table
+}
+
 pub fn summary_line(o: &Outcome) -> String {
     let f = &o.figures;
     format!(
         "{:.0} s: completed {}/{}, interrupted {}, never started {}, runs cut {}, reruns {}, \
-         SIGTERM on busy {}, SIGKILLed {}/{}, replicas {}",
+         SIGTERM on busy {}, SIGKILLed {}/{}, worker-seconds {:.0}, wait p95 {}, \
+         ERROR lines {}, replicas {}",
         o.took.as_secs_f64(),
         f.tally.completed,
         f.sent,
@@ -86,6 +144,9 @@ pub fn summary_line(o: &Outcome) -> String {
         f.sigterm_busy,
         f.sigkilled,
         f.workers_started,
+        f.worker_seconds,
+        seconds(f.wait(0.95)),
+        o.error_lines.len(),
         o.path
     )
 }
@@ -96,8 +157,9 @@ pub fn details(outcomes: &[Outcome]) -> Vec<String> {
         .iter()
         .map(|o| {
             format!(
-                "- {} {} ack, {}, {}: replicas {}; reasons {}",
+                "- {} ({}) {} ack, {}, {}: replicas {}; reasons {}",
                 o.case.broker.label(),
+                o.case.setup_label(),
                 if o.case.acks_late { "late" } else { "early" },
                 o.case.signal,
                 o.case.load.label,

@@ -13,12 +13,16 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use super::Error;
+use super::api_errors::Seen;
 use super::context::Context;
 use super::key::WpaKey;
 use super::observe::Observed;
 use super::plan::{Plan, PlannedEvent, PodCost};
 use super::pods::DELETION_COST_ANNOTATION;
 use crate::crd::WorkerPodAutoScaler;
+
+/// The step of [`Context::failures`] a WPA's configuration problem is kept under.
+const PROBLEM: &str = "problem";
 
 pub async fn apply(
     wpa: &WorkerPodAutoScaler,
@@ -27,8 +31,22 @@ pub async fn apply(
     observed: &Observed,
     plan: Plan,
 ) -> Result<(), Error> {
-    if let Some(problem) = &plan.problem {
-        warn!(reason = problem.reason, message = %problem.message, "WPA cannot be scaled");
+    // A problem stays until the user fixes it and is seen at every resync: logged once
+    // per message (the status and an Event say it too).
+    match &plan.problem {
+        Some(problem) => {
+            let seen = ctx
+                .failures
+                .failed(&key.to_string(), PROBLEM, &problem.message);
+            if seen == Seen::New {
+                warn!(reason = problem.reason, message = %problem.message, "WPA cannot be scaled");
+            }
+        }
+        None => {
+            if ctx.failures.succeeded(&key.to_string(), PROBLEM).is_some() {
+                info!("the WPA's problem is solved");
+            }
+        }
     }
     if plan.scale.is_some() && ctx.shutdown.requested() {
         info!("shutting down: the planned scale is not made");
@@ -37,7 +55,8 @@ pub async fn apply(
     if let (Some(change), Ok(world)) = (&plan.scale, &observed.world) {
         if let Err(e) = set_pod_costs(ctx, key, &plan.pod_costs).await {
             // Without the costs the ReplicaSet could remove a busy pod: no scale-down now.
-            warn!(error = %e, "cannot set the pods' deletion costs; the scale-down waits");
+            // The error is logged (once per reason) by the retry policy.
+            debug!(error = %e, "cannot set the pods' deletion costs; the scale-down waits");
             return Err(e);
         }
         match ctx
@@ -71,7 +90,8 @@ pub async fn apply(
                 return Ok(());
             }
             Err(e) => {
-                warn!(error = %e, "scale failed");
+                // Logged (once per reason) by the retry policy, which gets this error.
+                debug!(error = %e, "scale failed");
                 let note = format!("cannot scale {} to {}: {e}", change.target, change.to);
                 publish(
                     ctx,

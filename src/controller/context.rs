@@ -12,6 +12,7 @@ use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
 use tracing::info;
 
+use super::api_errors::FailureLog;
 use super::key::WpaKey;
 use super::memory::Memories;
 use super::metrics::{Metrics, WpaLabels};
@@ -46,6 +47,9 @@ pub struct Context {
     pub pod_cache: Arc<PodCacheState>,
     /// `--idle-window`: a worker that ran a task this recently is not idle.
     pub idle_window: Duration,
+    /// Each WPA's last reconcile failure, so that one failing the same way on every retry
+    /// is logged once.
+    pub failures: FailureLog,
 }
 
 /// Metric labels of one WPA, owning its queue label.
@@ -90,6 +94,7 @@ impl Context {
         self.workers.detach(key.id());
         self.update_worker_listener_gauge();
         self.status_writer.forget(key);
+        self.failures.forget(&key.to_string());
         self.update_poll_loop_gauge();
         if let Some(queue_label) = self.memories.remove(key) {
             self.metrics.forget(&WpaLabels {

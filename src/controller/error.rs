@@ -8,7 +8,7 @@ use super::target;
 pub enum Error {
     #[error(transparent)]
     Target(#[from] target::TargetError),
-    #[error("cannot set the deletion cost of pod {pod}: {source}")]
+    #[error("cannot set the deletion cost of pod {pod}: {}", super::api_errors::reason(.source))]
     PodCost {
         pod: String,
         #[source]

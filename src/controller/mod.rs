@@ -8,6 +8,7 @@
 //! A reconcile is observe (`observe.rs`) -> plan (`plan.rs`, pure) -> apply (`apply.rs`);
 //! what it remembers between runs is in `memory.rs`, what all share in `context.rs`.
 
+mod api_errors;
 mod apply;
 mod client;
 pub mod config;
@@ -30,6 +31,7 @@ mod shutdown;
 mod status;
 mod status_writer;
 mod target;
+mod watch_log;
 mod watches;
 mod wpa_gauges;
 
@@ -39,11 +41,11 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
+use kube::Client;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector;
-use kube::{Client, ResourceExt};
 use tracing::{info, warn};
 
 use crate::admin::{self, Readiness};
@@ -63,8 +65,19 @@ use status_writer::StatusWriter;
 use target::Targets;
 use watches::CacheSync;
 
+/// The step of [`context::Context::failures`] a reconcile's own failure is kept under.
+const RECONCILE: &str = "reconcile";
+
 fn error_policy(wpa: Arc<WorkerPodAutoScaler>, error: &Error, ctx: Arc<Context>) -> Action {
-    warn!(wpa = %wpa.name_any(), namespace = ?wpa.namespace(), %error, "reconcile failed; retrying");
+    // Retried every few seconds: a failure that repeats the same way is logged once.
+    let key = key::WpaKey::of(&wpa);
+    match ctx
+        .failures
+        .failed(&key.to_string(), RECONCILE, &error.to_string())
+    {
+        api_errors::Seen::New => warn!(wpa = %key, %error, "reconcile failed; retrying"),
+        api_errors::Seen::Again => tracing::debug!(wpa = %key, %error, "reconcile failed again"),
+    }
     Action::requeue(reconcile::aligned(
         Duration::from_secs(5),
         ctx.registry.epoch(),
@@ -200,6 +213,7 @@ async fn run_controller(
         pods: pod_store,
         pod_cache,
         idle_window: Duration::from_secs(args.idle_window),
+        failures: Default::default(),
     });
     let status_writes = tokio::spawn(ctx.status_writer.clone().run());
     let wpa_stream = watches::wpas(wpas, wpa_writer, cache_sync.clone(), ctx.clone());

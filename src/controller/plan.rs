@@ -39,6 +39,7 @@ pub mod reasons {
     pub const METRICS_UNAVAILABLE: &str = "MetricsUnavailable";
     pub const METRICS_FRESH: &str = "MetricsFresh";
     pub const METRICS_PARTIAL: &str = "MetricsPartial";
+    pub const QUEUE_NOT_DECLARED: &str = "QueueNotDeclared";
     pub const POLL_FAILED: &str = "PollFailed";
     pub const PAUSED: &str = "Paused";
     pub const DRY_RUN: &str = "DryRun";
@@ -49,11 +50,12 @@ pub mod reasons {
     pub const DESIRED_WITHIN_RANGE: &str = "DesiredWithinRange";
 
     #[cfg(test)]
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 13] = [
         RECONCILED,
         METRICS_UNAVAILABLE,
         METRICS_FRESH,
         METRICS_PARTIAL,
+        QUEUE_NOT_DECLARED,
         POLL_FAILED,
         PAUSED,
         DRY_RUN,
@@ -516,16 +518,24 @@ fn metrics_condition(
     match queue {
         Some(state) if !state.stale && state.metrics.is_some() => {
             let metrics = state.metrics.as_ref();
-            // One of a provider's two sources failing still leaves usable metrics; say
-            // which signal is missing.
-            let condition = match metrics.and_then(|m| m.partial.as_deref()) {
-                None => ConditionState::new(
+            // A queue nobody has declared yet reads as empty; one of a provider's two
+            // sources failing still leaves usable metrics: say so, and which signal is
+            // missing.
+            let partial = metrics.and_then(|m| m.partial.as_deref());
+            let condition = match (metrics.map(|m| m.missing.as_slice()), partial) {
+                (Some(queues @ [_, ..]), partial) => ConditionState::new(
+                    METRICS_AVAILABLE,
+                    Status::True,
+                    QUEUE_NOT_DECLARED,
+                    not_declared_message(queues, partial),
+                ),
+                (_, None) => ConditionState::new(
                     METRICS_AVAILABLE,
                     Status::True,
                     METRICS_FRESH,
                     "the queue was polled successfully",
                 ),
-                Some(missing) => ConditionState::new(
+                (_, Some(missing)) => ConditionState::new(
                     METRICS_AVAILABLE,
                     Status::True,
                     METRICS_PARTIAL,
@@ -555,6 +565,25 @@ fn metrics_condition(
             )
         }
     }
+}
+
+/// The `QueueNotDeclared` message: which queues do not exist yet, how they are read, and
+/// any signal missing from the others.
+fn not_declared_message(queues: &[String], partial: Option<&str>) -> String {
+    let (what, it) = match queues.len() {
+        1 => ("the queue".to_string(), "it"),
+        n => (format!("{n} queues"), "them"),
+    };
+    let mut message = format!(
+        "{what} not declared yet, read as empty (nothing ready or unacknowledged, no \
+         consumers) until a producer or worker declares {it}: {}",
+        queues.join(", ")
+    );
+    if let Some(partial) = partial {
+        message.push_str("; ");
+        message.push_str(partial);
+    }
+    message
 }
 
 /// `status` if it differs from the newest one known (ours or the cache's).

@@ -36,6 +36,11 @@ pub async fn reconcile(wpa: Arc<WorkerPodAutoScaler>, ctx: Arc<Context>) -> Resu
         started.elapsed(),
         result.is_ok(),
     );
+    if result.is_ok()
+        && let Some(reason) = ctx.failures.succeeded(&key.to_string(), super::RECONCILE)
+    {
+        tracing::info!(wpa = %key, failed_with = %reason, "reconcile works again");
+    }
     result
 }
 

@@ -16,8 +16,9 @@ use kube::api::{Api, Patch, PatchParams};
 use prometheus::IntGauge;
 use serde_json::json;
 use tokio::sync::Notify;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
+use super::api_errors::{FailureLog, Seen, reason};
 use super::key::WpaKey;
 use super::shutdown::Shutdown;
 use crate::crd::{WorkerPodAutoScaler, WorkerPodAutoScalerStatus};
@@ -151,7 +152,12 @@ pub struct StatusWriter {
     shutdown: Shutdown,
     pending: Mutex<Pending>,
     wake: Notify,
+    /// Each WPA's last failed write, so that one failing the same way is logged once.
+    failures: FailureLog,
 }
+
+/// The step of [`StatusWriter::failures`].
+const WRITE: &str = "status write";
 
 impl StatusWriter {
     pub fn new(client: Client, backlog_gauge: IntGauge, shutdown: Shutdown) -> Arc<Self> {
@@ -161,6 +167,7 @@ impl StatusWriter {
             shutdown,
             pending: Mutex::new(Pending::default()),
             wake: Notify::new(),
+            failures: FailureLog::default(),
         })
     }
 
@@ -188,6 +195,7 @@ impl StatusWriter {
     /// Drops what is known of a WPA that was deleted.
     pub fn forget(&self, key: &WpaKey) {
         self.with_pending(|p| p.forget(key));
+        self.failures.forget(&key.to_string());
     }
 
     /// Writes queued statuses until the task is aborted.
@@ -228,7 +236,12 @@ impl StatusWriter {
             )
             .await;
         match result {
-            Ok(_) => true,
+            Ok(_) => {
+                if let Some(reason) = self.failures.succeeded(&key.to_string(), WRITE) {
+                    info!(wpa = %key, failed_with = %reason, "WPA status written again");
+                }
+                true
+            }
             // Deleted meanwhile: nothing to report on.
             Err(kube::Error::Api(e)) if e.code == 404 => {
                 debug!(wpa = %key, "WPA gone before its status was written");
@@ -240,7 +253,11 @@ impl StatusWriter {
             }
             // The next reconcile sees the stored status differ and submits it again.
             Err(e) => {
-                warn!(wpa = %key, error = %e, "cannot write the WPA status");
+                let reason = reason(&e);
+                match self.failures.failed(&key.to_string(), WRITE, &reason) {
+                    Seen::New => warn!(wpa = %key, %reason, "cannot write the WPA status"),
+                    Seen::Again => debug!(wpa = %key, %reason, "cannot write the WPA status"),
+                }
                 false
             }
         }

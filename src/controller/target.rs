@@ -158,7 +158,7 @@ pub enum TargetError {
         kind: String,
         detail: String,
     },
-    #[error("kubernetes API error on {target}: {source}")]
+    #[error("kubernetes API error on {target}: {}", super::api_errors::reason(.source))]
     Api {
         target: String,
         #[source]

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use futures::{Stream, TryStreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::Api;
 use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
@@ -16,6 +16,7 @@ use super::context::Context;
 use super::key::WpaKey;
 use super::observe;
 use super::target::TargetRef;
+use super::watch_log::WatchLog;
 use crate::admin::Readiness;
 use crate::crd::WorkerPodAutoScaler;
 use crate::queue::registry::Registry;
@@ -73,6 +74,7 @@ pub fn deployments(
     writer: Writer<Deployment>,
     sync: Arc<CacheSync>,
 ) -> impl Stream<Item = Result<Deployment, watcher::Error>> + Send + 'static {
+    let log = WatchLog::new("deployments");
     watcher(api, watcher::Config::default())
         .default_backoff()
         .modify(|d: &mut Deployment| {
@@ -82,6 +84,7 @@ pub fn deployments(
             }
         })
         .reflect(writer)
+        .inspect(move |event| log.observe(event))
         .inspect_ok(move |event| sync.observe(Cache::Deployments, event))
         .touched_objects()
 }
@@ -93,6 +96,7 @@ pub fn wpas(
     sync: Arc<CacheSync>,
     ctx: Arc<Context>,
 ) -> impl Stream<Item = Result<WorkerPodAutoScaler, watcher::Error>> + Send + 'static {
+    let log = WatchLog::new("workerpodautoscalers");
     watcher(api, watcher::Config::default())
         .default_backoff()
         // Never read, and in a cluster often larger than the rest of the object: with
@@ -103,6 +107,7 @@ pub fn wpas(
                 .remove("kubectl.kubernetes.io/last-applied-configuration");
         })
         .reflect(writer)
+        .inspect(move |event| log.observe(event))
         .inspect_ok(move |event| {
             sync.observe(Cache::Wpas, event);
             match event {

@@ -54,6 +54,10 @@ pub struct QueueMetrics {
     /// HTTP endpoint's `workers` list); `None` when it says nothing per consumer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workers: Option<Vec<ConsumerReport>>,
+    /// The queues (as printed, credentials redacted) that do not exist yet and were read as
+    /// empty: a RabbitMQ queue nobody has declared. Empty when every queue exists.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
 }
 
 /// One consumer of a queue as its broker (or endpoint) reports it: which pod it runs in,
@@ -68,9 +72,30 @@ pub struct ConsumerReport {
     pub ip: Option<String>,
     /// It holds unacknowledged messages or says it is working.
     pub busy: bool,
+    /// The broker's name of the channel the consumer receives on, where it has one:
+    /// consumers of several queues on one channel are one holder of messages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
 }
 
 impl QueueMetrics {
+    /// A queue that does not exist yet, read as empty: nothing ready, nothing
+    /// unacknowledged, no consumers, so no worker is busy with it. `queue` names it.
+    pub fn missing_queue(queue: String) -> Self {
+        QueueMetrics {
+            visible: 0,
+            in_flight: Some(0),
+            delayed: None,
+            sent_per_minute: None,
+            consumers: Some(0),
+            idle: Some(true),
+            partial: None,
+            sampled_at: jiff::Timestamp::now(),
+            workers: None,
+            missing: vec![queue],
+        }
+    }
+
     /// What the workers have to do: visible plus in-flight messages (in flight counts as
     /// zero where the broker cannot tell).
     pub fn backlog(&self) -> u64 {
@@ -86,6 +111,7 @@ pub(crate) mod test_support {
     /// A sample with these counts and idle evidence, nothing else known, taken at the epoch.
     pub(crate) fn sample(visible: u64, in_flight: Option<u64>, idle: Option<bool>) -> QueueMetrics {
         QueueMetrics {
+            missing: Vec::new(),
             visible,
             in_flight,
             delayed: None,

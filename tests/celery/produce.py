@@ -14,11 +14,13 @@ Usage:
 the list's length, and may be omitted).
 
 Sends `wpa.test.noop(i)` by default; with --task, that task with the same --args each time.
-Prints one JSON line: {"sent": N, "ids": [task ids]}.
+Prints one JSON line: {"sent": N, "ids": [task ids], "sent_at": [Unix seconds each send
+returned]}.
 """
 import argparse
 import json
 import sys
+import time
 
 from celery import Celery
 
@@ -75,6 +77,7 @@ def main() -> int:
     if args.priority is not None:
         options["priority"] = args.priority
     ids = []
+    sent_at = []
     with app.connection_for_write() as conn:
         producer = app.amqp.Producer(conn)
         for i in range(args.count):
@@ -84,7 +87,8 @@ def main() -> int:
                 task_args = fixed_args if fixed_args is not None else [i]
             result = app.send_task(args.task, args=task_args, producer=producer, **options)
             ids.append(result.id)
-    print(json.dumps({"sent": args.count, "ids": ids}))
+            sent_at.append(time.time())
+    print(json.dumps({"sent": args.count, "ids": ids, "sent_at": sent_at}))
     return 0
 
 

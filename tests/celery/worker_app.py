@@ -11,15 +11,52 @@ Settings from the environment:
 - WPA_TEST_RECORD_REDIS, WPA_TEST_RECORD_KEY: where `wpa.test.sleep` records its runs
   (Redis lists KEY:started and KEY:finished of JSON lines), so a test can count tasks that
   completed, were cut off mid-run, or never started.
+- POD_IP: the simulated Pod's IP. A loopback one (127.x.y.z, not 127.0.0.1) is what the
+  worker's connections to an AMQP broker are made from, so RabbitMQ sees each Pod at its own
+  address, as in a cluster (a consumer's peer_host).
 
 `wpa.test.noop` is what produce.py sends by default; `wpa.test.sleep(seconds)` runs for the
 given time.
 """
 import json
 import os
+import socket
 import time
 
 from celery import Celery
+
+
+def _connect_from_pod_ip():
+    """Makes the worker's connections to its AMQP broker start from POD_IP (a loopback
+    address), so the broker sees each Pod at its own address. Redis is left alone: in its
+    protected mode it refuses loopback addresses other than 127.0.0.1 (and it has no
+    per-consumer reports to map)."""
+    from urllib.parse import urlsplit
+
+    pod_ip = os.environ.get("POD_IP", "")
+    broker = urlsplit(os.environ.get("WPA_TEST_BROKER", ""))
+    if not pod_ip.startswith("127.") or pod_ip == "127.0.0.1" or broker.scheme != "amqp":
+        return
+    broker_port = broker.port or 5672
+    connect = socket.socket.connect
+
+    def connect_from_pod(sock, address):
+        if (
+            sock.family == socket.AF_INET
+            and sock.type == socket.SOCK_STREAM
+            and isinstance(address, tuple)
+            and address[1] == broker_port
+        ):
+            try:
+                sock.bind((pod_ip, 0))
+            except OSError:
+                pass  # already bound
+        return connect(sock, address)
+
+    socket.socket.connect = connect_from_pod
+
+
+_connect_from_pod_ip()
 
 app = Celery("wpa_test_worker", broker=os.environ["WPA_TEST_BROKER"])
 app.conf.task_acks_late = os.environ.get("WPA_TEST_ACKS_LATE", "1") == "1"

@@ -150,6 +150,53 @@ async fn rabbitmq_with_management_queue_never_consumed() {
     rabbitmq_from_zero(Some(MANAGEMENT), "rabbitmq (management)").await;
 }
 
+/// RabbitMQ on a new install: nobody has declared the queue yet (Celery declares it when a
+/// worker starts or a task is sent). It reads as an empty queue, says so in the status
+/// (`QueueNotDeclared`) and once in the log, and the first publish after a producer
+/// declares it scales from zero as fast as on a declared queue; no ERROR line on the way.
+async fn rabbitmq_queue_nobody_declared(management: Option<&str>, what: &str) {
+    let queue = unique("from-zero-undeclared");
+    let query = management.map_or(String::new(), |m| format!("?management={m}"));
+    let uri = format!("amqp://guest:guest@127.0.0.1:{AMQP_PORT}/%2F/{queue}{query}");
+    let (server, _dir, controller) = idle_worker_at_zero(&uri, &[]).await;
+    let status = support::controller::wpa_status(&server, NS, "worker");
+    let metrics = condition(&status, "MetricsAvailable").expect("MetricsAvailable");
+    assert_eq!(metrics["reason"], "QueueNotDeclared", "{metrics}");
+    assert!(
+        metrics["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&queue)),
+        "{metrics}"
+    );
+    // Several polls of the missing queue.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_conn, channel) = brokers_amqp::open(AMQP_PORT, "/").await;
+    brokers_amqp::declare(&channel, &queue, true).await;
+    let sent = Instant::now();
+    brokers_amqp::publish(&channel, &queue, 1).await;
+    assert_scaled_from_zero(&server, &controller, sent, what).await;
+    e2e::wait_status(&server, NS, "worker", "fresh metrics", &controller, |s| {
+        condition(s, "MetricsAvailable").is_some_and(|c| c["reason"] == "MetricsFresh")
+    })
+    .await;
+    let log = controller.log_text();
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
+    assert!(errors.is_empty(), "ERROR lines: {errors:#?}");
+    assert_eq!(log.matches("does not exist yet").count(), 1, "{log}");
+    assert_eq!(log.matches("poll failed").count(), 0, "{log}");
+    brokers_amqp::delete(&channel, &queue).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rabbitmq_amqp_queue_nobody_declared() {
+    rabbitmq_queue_nobody_declared(None, "rabbitmq (amqp), undeclared").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rabbitmq_with_management_queue_nobody_declared() {
+    rabbitmq_queue_nobody_declared(Some(MANAGEMENT), "rabbitmq (management), undeclared").await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sqs_queue_never_polled() {
     let port = MOTO_PORT;

@@ -142,8 +142,11 @@ async fn celery_priority_queue_counts_exactly() {
     delete(&channel, &queue).await;
 }
 
+/// A queue nobody has declared yet (a new install at zero workers) is an empty queue, not
+/// an error, over AMQP alone and with the management API; the first publish after someone
+/// declares it is seen at the next poll.
 #[tokio::test]
-async fn missing_queue_is_not_found_then_recovers() {
+async fn a_queue_nobody_declared_reads_as_empty_then_recovers() {
     let queue = unique("wpa-missing");
     let mut amqp = RabbitmqProvider::connect(
         &amqp_uri(AMQP_PORT, "/", &queue, None),
@@ -159,26 +162,57 @@ async fn missing_queue_is_not_found_then_recovers() {
     )
     .await
     .unwrap();
-    for _ in 0..2 {
-        // The 404 closes the channel; the next poll opens a new one.
-        let err = amqp.poll().await.unwrap_err();
-        let expected = format!("amqp://127.0.0.1:{AMQP_PORT}/%2F/{queue}");
-        assert_eq!(err, QueueError::NotFound { queue: expected });
+    let label = format!("amqp://127.0.0.1:{AMQP_PORT}/%2F/{queue}");
+    for provider in [&mut amqp, &mut mgmt] {
+        for _ in 0..2 {
+            // The 404 closes the channel; the next poll opens a new one.
+            let m = provider.poll().await.unwrap();
+            assert_eq!(
+                (m.visible, m.in_flight, m.consumers, m.idle),
+                (0, Some(0), Some(0), Some(true)),
+                "{m:?}"
+            );
+            assert_eq!(m.missing, vec![label.clone()]);
+            assert_eq!(m.workers, None);
+        }
     }
-    let err = mgmt.poll().await.unwrap_err();
-    assert!(matches!(err, QueueError::NotFound { .. }), "{err:?}");
 
     let (_conn, channel) = open(AMQP_PORT, "/").await;
     declare(&channel, &queue, false).await;
     publish(&channel, &queue, 1).await;
-    assert_eq!(amqp.poll().await.unwrap().visible, 1);
-    // The management side recovers too (a first sample may predate the publish).
-    let m = poll_until(&mut mgmt, "the message in the management API", |m| {
-        m.visible >= 1
-    })
-    .await;
-    assert_eq!(m.visible, 1);
+    let m = amqp.poll().await.unwrap();
+    assert_eq!((m.visible, m.missing.len()), (1, 0));
+    // The ready count comes from AMQP with the management API too.
+    let m = mgmt.poll().await.unwrap();
+    assert_eq!((m.visible, m.missing.len()), (1, 0));
     delete(&channel, &queue).await;
+}
+
+/// A vhost that does not exist is not a missing queue: it stays an error.
+#[tokio::test]
+async fn a_vhost_that_does_not_exist_stays_an_error() {
+    let vhost = unique("wpa-no-such-vhost");
+    let uri = amqp_uri(AMQP_PORT, &vhost, "q", None);
+    let err = match RabbitmqProvider::connect(&uri, &no_creds(), &opts()).await {
+        Ok(mut provider) => provider.poll().await.expect_err("no such vhost"),
+        Err(err) => err,
+    };
+    let refused = |err: &QueueError| matches!(err, QueueError::Denied { detail, .. } if detail.contains("not found"));
+    assert!(refused(&err), "{err:?}");
+    assert!(
+        !err.is_transient(),
+        "asked again at the normal interval: {err:?}"
+    );
+    // With the management API (which answers 404) the vhost is refused the same way.
+    let mut mgmt = RabbitmqProvider::connect(
+        &amqp_uri(AMQP_PORT, &vhost, "q", Some(MANAGEMENT)),
+        &no_creds(),
+        &opts(),
+    )
+    .await
+    .unwrap();
+    let err = mgmt.poll().await.expect_err("no such vhost");
+    assert!(refused(&err), "{err:?}");
 }
 
 #[tokio::test]
@@ -217,10 +251,7 @@ async fn queue_in_another_vhost() {
     )
     .await
     .unwrap();
-    assert!(matches!(
-        root.poll().await,
-        Err(QueueError::NotFound { .. })
-    ));
+    assert_eq!(root.poll().await.unwrap().missing.len(), 1);
     delete_vhost(&vhost).await;
 }
 
@@ -383,12 +414,20 @@ fn consumer(busy: bool) -> ConsumerReport {
         pod: None,
         ip: Some("127.0.0.1".into()),
         busy,
+        channel: None,
     }
 }
 
 /// Whether the reports are exactly these, in any order.
+/// (Each report names its channel; which one is the broker's choice.)
 fn reports_are(m: &QueueMetrics, expected: &[ConsumerReport]) -> bool {
     let mut got = m.workers.clone().unwrap_or_default();
+    if got.iter().any(|r| r.channel.is_none()) {
+        return false;
+    }
+    for report in &mut got {
+        report.channel = None;
+    }
     let mut expected = expected.to_vec();
     got.sort_by_key(|r| r.busy);
     expected.sort_by_key(|r| r.busy);

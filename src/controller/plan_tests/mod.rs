@@ -63,6 +63,7 @@ fn paused(mut wpa: WorkerPodAutoScaler) -> WorkerPodAutoScaler {
 
 fn metrics(visible: u64, in_flight: u64) -> QueueMetrics {
     QueueMetrics {
+        missing: Vec::new(),
         visible,
         in_flight: Some(in_flight),
         delayed: None,
@@ -90,6 +91,18 @@ fn partial(visible: u64) -> Option<QueueState> {
         m.partial = Some("unacknowledged count unknown: management API unreachable".to_string());
     }
     Some(state)
+}
+
+/// A queue nobody has declared yet, read as empty and idle.
+fn not_declared() -> Option<QueueState> {
+    let mut metrics = QueueMetrics::missing_queue(QUEUE.to_string());
+    metrics.sampled_at = now();
+    Some(QueueState {
+        metrics: Some(metrics),
+        idle: true,
+        last_success: Some(now()),
+        ..QueueState::default()
+    })
 }
 
 fn unreachable() -> QueueError {

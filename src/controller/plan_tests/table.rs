@@ -88,6 +88,15 @@ fn rows() -> Vec<Row> {
             )
         },
         Row {
+            metrics: Some(reasons::QUEUE_NOT_DECLARED),
+            ..row(
+                "a queue nobody has declared yet, at zero replicas",
+                wpa(json!({})),
+                0,
+                not_declared(),
+            )
+        },
+        Row {
             metrics: Some(reasons::METRICS_PARTIAL),
             scale_to: Some(3),
             able: reasons::SCALED,

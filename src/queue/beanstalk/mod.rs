@@ -222,6 +222,7 @@ fn count(value: Option<&str>, key: &str) -> Result<u64, String> {
 /// What a tube that does not exist holds: nothing, and nobody watches it.
 fn missing_tube_metrics() -> QueueMetrics {
     QueueMetrics {
+        missing: Vec::new(),
         visible: 0,
         in_flight: Some(0),
         delayed: Some(0),
@@ -251,6 +252,7 @@ fn metrics_from_stats(stats: &TubeStats<'_>, default_tube: bool) -> Result<Queue
         Some(waiting >= watching)
     };
     Ok(QueueMetrics {
+        missing: Vec::new(),
         visible: ready,
         in_flight: Some(reserved),
         delayed: Some(delayed),

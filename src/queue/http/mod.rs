@@ -236,6 +236,7 @@ pub fn parse_metrics(body: &[u8], sampled_at: jiff::Timestamp) -> Result<QueueMe
         }
     };
     Ok(QueueMetrics {
+        missing: Vec::new(),
         visible,
         in_flight: count("in_flight")?,
         delayed: count("delayed")?,
@@ -307,7 +308,12 @@ fn parse_workers(value: Option<&Value>) -> Result<Option<Vec<ConsumerReport>>, S
                 ));
             }
         };
-        reports.push(ConsumerReport { pod, ip, busy });
+        reports.push(ConsumerReport {
+            pod,
+            ip,
+            busy,
+            channel: None,
+        });
     }
     Ok(Some(reports))
 }
@@ -425,17 +431,20 @@ mod tests {
                 ConsumerReport {
                     pod: Some("w-1".into()),
                     ip: None,
-                    busy: true
+                    busy: true,
+                    channel: None,
                 },
                 ConsumerReport {
                     pod: None,
                     ip: Some("10.1.2.3".into()),
-                    busy: false
+                    busy: false,
+                    channel: None,
                 },
                 ConsumerReport {
                     pod: Some("w-3".into()),
                     ip: Some("10.1.2.4".into()),
-                    busy: false
+                    busy: false,
+                    channel: None,
                 },
             ])
         );

@@ -304,6 +304,7 @@ pub(super) fn reports(
             pod: None,
             ip: Some(consumer.ip.clone()),
             busy,
+            channel: Some(consumer.channel.clone()),
         });
     }
     let partial = gaps(

@@ -20,6 +20,14 @@
 //! invisible, which is why the management API is recommended. Neither path reports
 //! idleness (`idle` is `None`); the registry infers it over the idle window.
 //!
+//! A queue exists only once someone declares it (Celery declares its queues when a worker
+//! starts or a task is sent), so a WPA on a new install, at zero replicas, often reads a
+//! queue that does not exist. When the passive declare says `NOT_FOUND` the queue is read
+//! as empty (0 ready, 0 unacknowledged, no consumers, idle; [`QueueMetrics::missing`] names
+//! it), not as an error: it is asked again at the next tick, so the first publish is seen
+//! as fast as on a declared queue. A vhost that does not exist or refused credentials fail
+//! the connection instead and stay errors.
+//!
 //! With a management URL each poll also fills [`QueueMetrics::workers`]: one report per
 //! manual-ack consumer, by its connection's peer IP, busy when its channel holds
 //! unacknowledged messages or when lagging statistics cannot rule that out (see the
@@ -36,7 +44,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use lapin::options::QueueDeclareOptions;
-use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
 use lapin::types::FieldTable;
 use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
 use lapin::{Channel, Connection, ConnectionProperties, ErrorKind};
@@ -344,7 +352,10 @@ pub(crate) fn map_amqp_error(label: &str, err: &lapin::Error) -> QueueError {
     match err.kind() {
         ErrorKind::ProtocolError(amqp) => match amqp.kind() {
             AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND) => QueueError::NotFound { queue },
-            AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED) => QueueError::Denied {
+            // NOT_ALLOWED closes the connection when the vhost does not exist or the user
+            // may not use it: a clear answer, asked again at the normal interval.
+            AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED)
+            | AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED) => QueueError::Denied {
                 queue,
                 detail: amqp.get_message().to_string(),
             },
@@ -446,6 +457,15 @@ fn attach_reports(
 }
 
 impl RabbitmqProvider {
+    /// The queue does not exist: no producer or worker has declared it yet (Celery declares
+    /// its queues when a worker starts or a task is sent), or it was deleted. Nothing can
+    /// wait in it and nobody consumes it, which is an empty queue, not an error. Messages
+    /// remembered as ready belonged to a queue that is gone.
+    fn missing(&mut self) -> QueueMetrics {
+        self.recent_ready.clear();
+        QueueMetrics::missing_queue(self.label.clone())
+    }
+
     /// Records a ready count; returns the highest one of the last `SAMPLE_LAG`.
     fn remember_ready(&mut self, ready: u64, now: Instant) -> u64 {
         remember(&mut self.recent_ready, ready, now)
@@ -464,8 +484,9 @@ fn remember(recent: &mut VecDeque<(Instant, u64)>, ready: u64, now: Instant) -> 
 }
 
 /// Joins what AMQP and the management API answered into one sample. Errors only when
-/// neither can tell the ready count, or when the queue does not exist (AMQP says so, or
-/// the management API says so while AMQP cannot be asked).
+/// neither can tell the ready count, or when the management API says the queue does not
+/// exist while AMQP cannot be asked (a 404 may also mean a vhost that does not exist).
+/// AMQP's own "not found" never reaches here: the queue is then read as empty.
 ///
 /// `recent_peak` is the highest AMQP ready count of the last `SAMPLE_LAG`: messages that
 /// left the ready state since may be unacknowledged, which a management sample that old
@@ -478,7 +499,9 @@ fn combine(
     let sampled_at = jiff::Timestamp::now();
     match (amqp, management) {
         // AMQP is authoritative on existence; the management API only when AMQP is down.
-        (Err(e @ QueueError::NotFound { .. }), _) => Err(e),
+        // A vhost that does not exist is refused by AMQP and a 404 for the management API:
+        // AMQP's answer says which.
+        (Err(e @ (QueueError::NotFound { .. } | QueueError::Denied { .. })), _) => Err(e),
         (Err(_), Err(e @ QueueError::NotFound { .. })) => Err(e),
         (Ok(counts), Ok(info)) => {
             let sampled = info.messages_ready.is_some();
@@ -494,6 +517,7 @@ fn combine(
                 .max(recent_peak)
                 .saturating_sub(counts.ready);
             Ok(QueueMetrics {
+                missing: Vec::new(),
                 visible: counts.ready,
                 in_flight: match info.messages_unacknowledged {
                     Some(unacked) => Some(unacked.max(left_ready)),
@@ -514,6 +538,7 @@ fn combine(
             })
         }
         (Ok(counts), Err(e)) => Ok(QueueMetrics {
+            missing: Vec::new(),
             visible: counts.ready,
             // Unknown, except that messages ready moments ago may be unacknowledged now.
             in_flight: Some(recent_peak.saturating_sub(counts.ready)).filter(|n| *n > 0),
@@ -533,6 +558,7 @@ fn combine(
                 return Err(e);
             };
             Ok(QueueMetrics {
+                missing: Vec::new(),
                 visible: ready,
                 in_flight: info.messages_unacknowledged,
                 delayed: None,
@@ -574,8 +600,12 @@ impl QueueProvider for RabbitmqProvider {
 
     async fn poll(&mut self) -> Result<QueueMetrics, QueueError> {
         let Some(mgmt) = self.management.clone() else {
-            let counts = self.declare().await?;
+            let counts = match self.declare().await {
+                Err(QueueError::NotFound { .. }) => return Ok(self.missing()),
+                other => other?,
+            };
             return Ok(QueueMetrics {
+                missing: Vec::new(),
                 visible: counts.ready,
                 in_flight: None,
                 delayed: None,
@@ -595,6 +625,9 @@ impl QueueProvider for RabbitmqProvider {
         );
         let recent_peak = match &amqp {
             Ok(counts) => self.remember_ready(counts.ready, Instant::now()),
+            // AMQP is authoritative on existence: whatever the management API answered
+            // raced with a declaration, or is a 404 too.
+            Err(QueueError::NotFound { .. }) => return Ok(self.missing()),
             Err(_) => 0,
         };
         let amqp_consumers = amqp.as_ref().ok().map(|c| c.consumers);
@@ -818,6 +851,15 @@ mod tests {
             Err(missing())
         );
         assert_eq!(combine(Err(down()), Err(missing()), 0), Err(missing()));
+        // A vhost that does not exist: AMQP refuses it, the management API says 404.
+        let refused = QueueError::Denied {
+            queue: "q".into(),
+            detail: "NOT_ALLOWED - vhost v not found".into(),
+        };
+        assert_eq!(
+            combine(Err(refused.clone()), Err(missing()), 0),
+            Err(refused)
+        );
         // A management URL pointing elsewhere does not hide a queue AMQP can read.
         let m = combine(Ok(amqp), Err(missing()), 0).unwrap();
         assert!(m.partial.unwrap().starts_with("management API unavailable"));

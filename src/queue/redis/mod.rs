@@ -334,6 +334,7 @@ impl QueueProvider for RedisProvider {
             .map_err(|e| self.bad(&format!("HKEYS answered {e}")))?;
         let in_flight = self.count_in_flight(tags).await?;
         Ok(QueueMetrics {
+            missing: Vec::new(),
             visible,
             in_flight: Some(in_flight),
             delayed: None,

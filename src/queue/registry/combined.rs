@@ -60,6 +60,7 @@ pub fn combine_metrics(all: &[&QueueMetrics]) -> QueueMetrics {
     };
     let partial: Vec<&str> = all.iter().filter_map(|m| m.partial.as_deref()).collect();
     QueueMetrics {
+        missing: all.iter().flat_map(|m| m.missing.iter().cloned()).collect(),
         visible: all.iter().map(|m| m.visible).fold(0, u64::saturating_add),
         in_flight: sum(|m| m.in_flight),
         delayed: sum(|m| m.delayed),

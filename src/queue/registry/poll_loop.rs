@@ -92,6 +92,8 @@ pub(super) async fn run_loop(inner: Weak<Inner>, key: LoopKey, id: u64, control:
     // This queue's own signature at the last poll (target 1: the backlog itself, since
     // members divide it by targets of their own).
     let mut last_seen: Option<Signature> = None;
+    // The queue did not exist at the last successful poll (logged once per change).
+    let mut was_missing = false;
     loop {
         let started = Instant::now();
         let result = poll_once(&mut provider, &key, &options, control.no_workers()).await;
@@ -117,6 +119,18 @@ pub(super) async fn run_loop(inner: Weak<Inner>, key: LoopKey, id: u64, control:
                         tracing::info!(queue = %label, "queue readable again");
                     }
                     logged_error = None;
+                    let missing = !metrics.missing.is_empty();
+                    if missing != was_missing {
+                        if missing {
+                            tracing::info!(
+                                queue = %label,
+                                "the queue does not exist yet; reading it as empty until a producer or worker declares it"
+                            );
+                        } else {
+                            tracing::info!(queue = %label, "the queue exists now");
+                        }
+                        was_missing = missing;
+                    }
                     status.idle = idle.observe(&metrics, finished.into_std()).is_idle();
                     status.last_success = Some(metrics.sampled_at);
                     status.metrics = Some(metrics);

@@ -242,6 +242,7 @@ impl QueueProvider for SqsProvider {
             None => None,
         };
         Ok(QueueMetrics {
+            missing: Vec::new(),
             visible: counts.visible,
             in_flight: Some(counts.not_visible),
             delayed: Some(counts.delayed),

@@ -42,6 +42,20 @@ pub fn celery_produce(broker: &str, queue: &str, count: u32, extra: &[&str]) {
 
 /// [`celery_produce`], returning the ids of the tasks sent.
 pub fn celery_produce_ids(broker: &str, queue: &str, count: u32, extra: &[&str]) -> Vec<String> {
+    celery_produce_timed(broker, queue, count, extra)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect()
+}
+
+/// [`celery_produce`], returning each task's id and the Unix time (seconds) its send
+/// returned.
+pub fn celery_produce_timed(
+    broker: &str,
+    queue: &str,
+    count: u32,
+    extra: &[&str],
+) -> Vec<(String, f64)> {
     let out = Command::new("python3")
         .arg(script("produce.py"))
         .args([
@@ -63,11 +77,16 @@ pub fn celery_produce_ids(broker: &str, queue: &str, count: u32, extra: &[&str])
     let reply: serde_json::Value =
         serde_json::from_slice(&out.stdout).expect("produce.py prints JSON");
     assert_eq!(reply["sent"], count, "produce.py said {reply}");
-    reply["ids"]
+    let ids = reply["ids"]
         .as_array()
-        .expect("produce.py lists the task ids")
-        .iter()
-        .filter_map(|id| id.as_str().map(str::to_string))
+        .expect("produce.py lists the task ids");
+    let sent_at = reply["sent_at"]
+        .as_array()
+        .expect("produce.py lists the send times");
+    assert_eq!(ids.len(), sent_at.len(), "produce.py said {reply}");
+    ids.iter()
+        .zip(sent_at)
+        .filter_map(|(id, at)| Some((id.as_str()?.to_string(), at.as_f64()?)))
         .collect()
 }
 

@@ -20,11 +20,12 @@ pub fn send_sleep_tasks(broker: &str, queue: &str, count: u32, seconds: f64) -> 
 }
 
 /// Sends one `wpa.test.sleep(seconds)` task per entry of `seconds`, in order, in one
-/// producer process; returns their task ids in the same order.
-pub fn send_sleep_tasks_each(broker: &str, queue: &str, seconds: &[f64]) -> Vec<String> {
+/// producer process; returns each task's id, in the same order, with the Unix time (seconds)
+/// its send returned.
+pub fn send_sleep_tasks_each(broker: &str, queue: &str, seconds: &[f64]) -> Vec<(String, f64)> {
     let list = serde_json::to_string(seconds).expect("a list of numbers is JSON");
     let count = u32::try_from(seconds.len()).expect("a sane number of tasks");
-    super::brokers::celery_produce_ids(broker, queue, count, &["--sleeps", &list])
+    super::brokers::celery_produce_timed(broker, queue, count, &["--sleeps", &list])
 }
 
 /// One run of a task as the worker recorded it.

@@ -7,6 +7,7 @@ pub mod brokers;
 pub mod brokers_amqp;
 pub mod celery_pods;
 pub mod celery_tasks;
+pub mod closed_loop;
 pub mod cloudwatch;
 pub mod controller;
 pub mod e2e;

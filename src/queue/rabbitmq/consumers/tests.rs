@@ -27,11 +27,12 @@ fn listed(channel: &str, ip: &str) -> Listed {
     }
 }
 
-fn report(ip: &str, busy: bool) -> ConsumerReport {
+fn report(channel: &str, ip: &str, busy: bool) -> ConsumerReport {
     ConsumerReport {
         pod: None,
         ip: Some(ip.into()),
         busy,
+        channel: Some(channel.into()),
     }
 }
 
@@ -179,7 +180,10 @@ fn busy_and_idle_consumers_from_their_channels() {
     assert_eq!(
         r,
         Reports {
-            workers: Some(vec![report("127.0.0.1", true), report("127.0.0.1", false)]),
+            workers: Some(vec![
+                report(BUSY_CHANNEL, "127.0.0.1", true),
+                report(IDLE_CHANNEL, "127.0.0.1", false)
+            ]),
             partial: None,
         }
     );
@@ -196,7 +200,10 @@ fn in_flight_no_channel_sample_shows_makes_every_consumer_busy() {
     let r = reports(Ok(lagging), Some(2), Some(2));
     assert_eq!(
         r.workers,
-        Some(vec![report("127.0.0.1", true), report("127.0.0.1", true)])
+        Some(vec![
+            report(BUSY_CHANNEL, "127.0.0.1", true),
+            report(IDLE_CHANNEL, "127.0.0.1", true)
+        ])
     );
     assert_eq!(r.partial, None);
 }
@@ -210,7 +217,10 @@ fn unknown_statistics_are_busy_and_named() {
     let r = reports(Ok(unknown), Some(0), Some(2));
     assert_eq!(
         r.workers,
-        Some(vec![report("127.0.0.1", true), report("127.0.0.1", false)])
+        Some(vec![
+            report(BUSY_CHANNEL, "127.0.0.1", true),
+            report(IDLE_CHANNEL, "127.0.0.1", false)
+        ])
     );
     let partial = r.partial.unwrap();
     assert!(
@@ -257,7 +267,10 @@ fn a_channel_gone_since_the_listing_is_skipped() {
         (IDLE_CHANNEL, ChannelStats::Unacked(0)),
     ]);
     let r = reports(Ok(gone), Some(0), Some(1));
-    assert_eq!(r.workers, Some(vec![report("127.0.0.1", false)]));
+    assert_eq!(
+        r.workers,
+        Some(vec![report(IDLE_CHANNEL, "127.0.0.1", false)])
+    );
     assert_eq!(r.partial, None);
 }
 

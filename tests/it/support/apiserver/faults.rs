@@ -13,6 +13,9 @@ pub enum FaultAction {
     Status(u16),
     /// Handle the request normally, after this delay.
     Latency(Duration),
+    /// Answer with this HTTP status and this body as it is (JSON content type), e.g. a
+    /// list a client cannot decode.
+    Reply(u16, String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +49,14 @@ impl Fault {
             query_contains: None,
             action: FaultAction::Status(code),
             limit: FaultLimit::Always,
+        }
+    }
+
+    /// Answer every matching request with `code` and `body` verbatim.
+    pub fn reply(code: u16, body: &str) -> Self {
+        Fault {
+            action: FaultAction::Reply(code, body.to_string()),
+            ..Fault::status(500)
         }
     }
 
@@ -114,6 +125,8 @@ pub struct FaultId(u64);
 pub struct FaultOutcome {
     pub latency: Duration,
     pub status: Option<u16>,
+    /// The body to answer with, instead of a `Status` matching `status`.
+    pub body: Option<String>,
 }
 
 impl FaultOutcome {
@@ -163,13 +176,20 @@ impl Faults {
             if !rule.matches(method, path, query) {
                 continue;
             }
-            match rule.action {
-                FaultAction::Latency(delay) => outcome.latency += delay,
+            match &rule.action {
+                FaultAction::Latency(delay) => outcome.latency += *delay,
                 FaultAction::Status(code) => {
                     if outcome.status.is_some() {
                         continue;
                     }
-                    outcome.status = Some(code);
+                    outcome.status = Some(*code);
+                }
+                FaultAction::Reply(code, body) => {
+                    if outcome.status.is_some() {
+                        continue;
+                    }
+                    outcome.status = Some(*code);
+                    outcome.body = Some(body.clone());
                 }
             }
             if let FaultLimit::Times(n) = &mut rule.limit {

@@ -102,6 +102,8 @@ pub use recording::RecordedRequest;
 #[allow(unused_imports)]
 pub use resources::{Gvr, ResourceDef, ScalePaths};
 #[allow(unused_imports)]
+pub use shared::PodIps;
+#[allow(unused_imports)]
 pub use status::ApiError;
 
 use ops::{ObjectRef, Target};

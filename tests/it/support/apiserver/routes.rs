@@ -119,11 +119,17 @@ async fn handle(
     // No await from here on: the guard keeps readers of the recordings out until this
     // request, whose change may already be visible in the store, is recorded.
     let _answering = shared.recorder.answering();
-    let response = match outcome.status {
-        Some(code) => {
+    let response = match (outcome.status, outcome.body) {
+        (Some(code), Some(body)) => (
+            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response(),
+        (Some(code), None) => {
             ApiError::from_code(code, format!("injected fault: HTTP {code}")).into_response()
         }
-        None => match dispatch(&shared, &request, &mut fault) {
+        (None, _) => match dispatch(&shared, &request, &mut fault) {
             Ok(response) => response,
             Err(error) => error.into_response(),
         },

@@ -22,6 +22,8 @@ pub struct Settings {
     /// How long a simulated Pod stays terminating (deletionTimestamp set) before it is
     /// removed; zero removes it in the same call.
     pub pod_termination_grace: Duration,
+    /// The IPs simulated Pods get.
+    pub pod_ips: PodIps,
 }
 
 impl Default for Settings {
@@ -31,8 +33,22 @@ impl Default for Settings {
             workload_delay: None,
             simulate_pods: false,
             pod_termination_grace: Duration::ZERO,
+            pod_ips: PodIps::Cluster,
         }
     }
+}
+
+/// The IPs simulated Pods get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodIps {
+    /// `10.a.b.c`, one per Pod: nothing on this machine connects from them.
+    Cluster,
+    /// `127.a.b.c` (`a` >= 1), one per Pod: a Pod's processes can connect from it, so a
+    /// broker sees each Pod's connections at the Pod's own IP, as in a cluster.
+    Loopback,
+    /// `127.0.0.1` for every Pod, where their processes connect from: Pods on the host
+    /// network, or behind a NAT, seen by the broker at one shared address.
+    Shared,
 }
 
 pub struct Shared {

@@ -9,6 +9,7 @@ use tokio::sync::broadcast;
 use super::super::objects::{now_timestamp, set_pointer};
 use super::super::ops::{ObjectRef, Target};
 use super::super::resources::Gvr;
+use super::super::shared::PodIps;
 use super::super::status::ApiError;
 use super::super::{ApiServerDouble, TEST_MANAGER};
 use super::rank::{DELETION_COST, is_ready};
@@ -21,6 +22,11 @@ impl ApiServerDouble {
     /// workloads get their Pods at their next change.
     pub fn simulate_pods(&self, enabled: bool) {
         self.shared.update_settings(|s| s.simulate_pods = enabled);
+    }
+
+    /// The IPs Pods created from now on get (default [`PodIps::Cluster`]).
+    pub fn set_pod_ips(&self, ips: PodIps) {
+        self.shared.update_settings(|s| s.pod_ips = ips);
     }
 
     /// How long a removed Pod stays terminating before the object is deleted (default zero).

@@ -44,7 +44,7 @@ use tokio::sync::broadcast;
 
 use super::objects::{name_of, namespace_of};
 use super::resources::{Gvr, ResourceDef};
-use super::shared::Shared;
+use super::shared::{PodIps, Shared};
 
 /// The kinds of workload that own simulated Pods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -166,10 +166,16 @@ impl PodSim {
         self.next_seq.fetch_add(1, Ordering::SeqCst)
     }
 
-    /// `10.a.b.c` from a per-server counter, so every Pod gets its own IP.
-    fn next_ip(&self) -> String {
+    /// The next Pod's IP: from a per-server counter (`10.a.b.c`, or `127.a.b.c` with
+    /// `a` >= 1 on loopback), or the one shared address.
+    fn next_ip(&self, ips: PodIps) -> String {
         let n = self.next_ip.fetch_add(1, Ordering::SeqCst);
-        format!("10.{}.{}.{}", (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff)
+        let (first, a) = match ips {
+            PodIps::Cluster => (10, (n >> 16) & 0xff),
+            PodIps::Loopback => (127, 1 + ((n >> 16) & 0x7f)),
+            PodIps::Shared => return "127.0.0.1".to_string(),
+        };
+        format!("{first}.{a}.{}.{}", (n >> 8) & 0xff, n & 0xff)
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<PodEvent> {

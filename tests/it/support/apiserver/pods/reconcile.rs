@@ -215,7 +215,8 @@ impl Shared {
                 seq: self.pods.next_seq(),
             },
         );
-        let object = template::pod(owner, pod_name, &self.pods.next_ip());
+        let ip = self.pods.next_ip(self.settings().pod_ips);
+        let object = template::pod(owner, pod_name, &ip);
         match self.insert_object(pod_def, object, MANAGER, None) {
             Ok(_) => true,
             Err(error) => {

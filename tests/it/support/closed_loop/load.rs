@@ -1,5 +1,5 @@
-//! The tasks a scale-in run sends: a seeded burst of `wpa.test.sleep` tasks of random
-//! lengths, in two waves, or one long task alone.
+//! The tasks a closed-loop run sends: a seeded burst of `wpa.test.sleep` tasks of random
+//! lengths in two waves, one long task alone, or a few long tasks among many short ones.
 
 use std::time::Duration;
 
@@ -65,12 +65,34 @@ impl Load {
         }
     }
 
+    /// `long` tasks of `long_seconds` spread evenly among `short` tasks of `short_seconds`,
+    /// all sent at once: a few long tasks keep some workers busy after the rest is done.
+    pub fn mixed(long: usize, long_seconds: f64, short: usize, short_seconds: f64) -> Self {
+        let total = long + short;
+        let mut seconds = vec![short_seconds; total];
+        for i in 0..long {
+            seconds[i * total / long] = long_seconds;
+        }
+        Load {
+            waves: vec![Wave {
+                at: Duration::ZERO,
+                seconds,
+            }],
+            label: format!("{long} x {long_seconds:.0} s among {short} x {short_seconds:.0} s"),
+        }
+    }
+
+    /// Every task's length, in sending order.
+    pub fn seconds(&self) -> impl Iterator<Item = f64> + '_ {
+        self.waves.iter().flat_map(|w| w.seconds.iter().copied())
+    }
+
     pub fn tasks(&self) -> usize {
         self.waves.iter().map(|w| w.seconds.len()).sum()
     }
 
     /// Task-seconds of work in the load.
     pub fn work(&self) -> f64 {
-        self.waves.iter().flat_map(|w| &w.seconds).sum()
+        self.seconds().sum()
     }
 }

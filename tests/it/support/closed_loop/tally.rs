@@ -1,8 +1,8 @@
-//! The figures of a scale-in run, from what the workers recorded about each task run (the
-//! ledger), what happened to each worker process (the pod runner) and the scale writes the
-//! API double received. Times are Unix seconds, as the workers record them.
+//! The figures of a closed-loop run, from what the workers recorded about each task run
+//! (the ledger), what happened to each worker process (the pod runner) and the scale writes
+//! the API double received. Times are Unix seconds, as the workers record them.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use crate::support::celery_pods::WorkerRecord;
@@ -54,10 +54,53 @@ pub struct Figures {
     /// Last task run that finished to the last scale write to 0 (seconds; negative when the
     /// scale to 0 came first, i.e. the last finish was a redelivery or the zero killed work).
     pub back_to_zero: Option<f64>,
+    /// Per task that started: its first start minus its send (seconds), ascending.
+    pub waits: Vec<f64>,
+    /// Seconds the workers ran, summed (a worker still running at the end counts until then):
+    /// what the pods cost.
+    pub worker_seconds: f64,
+    /// The first scale write that lowered the replicas.
+    pub first_scale_in: Option<ScaleStep>,
+    /// When the last task of at least [`LONG_TASK`] seconds finished (seconds after the
+    /// first send).
+    pub long_tasks_end: Option<f64>,
+}
+
+/// Tasks this long or longer are "the long tasks" of a load.
+pub const LONG_TASK: f64 = 30.0;
+
+/// A change of the replicas written to the scale subresource.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScaleStep {
+    /// Seconds after the first send.
+    pub at: f64,
+    pub from: i64,
+    pub to: i64,
+}
+
+impl Figures {
+    /// The `q` quantile (0..=1) of the waits, nearest rank.
+    pub fn wait(&self, q: f64) -> Option<f64> {
+        let n = self.waits.len();
+        if n == 0 {
+            return None;
+        }
+        let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+        Some(self.waits[rank - 1])
+    }
+
+    /// How long before the last long task ended the replicas first went down (negative:
+    /// after); `None` without a scale-in or without long tasks.
+    pub fn scale_in_lead(&self) -> Option<f64> {
+        Some(self.long_tasks_end? - self.first_scale_in?.at)
+    }
 }
 
 pub struct Inputs<'a> {
-    pub sent: &'a [String],
+    /// Each task's id and the Unix time its send returned, in sending order.
+    pub sent: &'a [(String, f64)],
+    /// Each task's length, in sending order.
+    pub seconds: &'a [f64],
     pub tally: TaskTally,
     pub started: &'a [TaskRun],
     pub finished: &'a [TaskRun],
@@ -66,6 +109,8 @@ pub struct Inputs<'a> {
     /// (Unix seconds, replicas) of each successful scale write, oldest first.
     pub scale_writes: &'a [(f64, i64)],
     pub first_sent: f64,
+    /// When the run ended (workers still running count until then).
+    pub end: Instant,
 }
 
 pub fn figures(inputs: &Inputs<'_>) -> Figures {
@@ -99,6 +144,36 @@ pub fn figures(inputs: &Inputs<'_>) -> Figures {
         .rev()
         .find(|(_, replicas)| *replicas == 0)
         .map(|(at, _)| *at);
+    let first_start = first_starts(inputs.started);
+    let mut waits: Vec<f64> = inputs
+        .sent
+        .iter()
+        .filter_map(|(id, sent_at)| Some((first_start.get(id.as_str())? - sent_at).max(0.0)))
+        .collect();
+    waits.sort_by(f64::total_cmp);
+    let worker_seconds = inputs
+        .workers
+        .iter()
+        .map(|w| {
+            w.exited_at
+                .unwrap_or(inputs.end)
+                .saturating_duration_since(w.started_at)
+                .as_secs_f64()
+        })
+        .sum();
+    let long: HashSet<&str> = inputs
+        .sent
+        .iter()
+        .zip(inputs.seconds)
+        .filter(|(_, s)| **s >= LONG_TASK)
+        .map(|((id, _), _)| id.as_str())
+        .collect();
+    let long_tasks_end = inputs
+        .finished
+        .iter()
+        .filter(|r| long.contains(r.id.as_str()))
+        .map(|r| r.at - inputs.first_sent)
+        .reduce(f64::max);
     Figures {
         sent: inputs.sent.len(),
         tally: inputs.tally.clone(),
@@ -115,7 +190,38 @@ pub fn figures(inputs: &Inputs<'_>) -> Figures {
             .unwrap_or(0),
         drain: last_finish.map(|end| end - inputs.first_sent),
         back_to_zero: last_finish.zip(zero_at).map(|(end, zero)| zero - end),
+        waits,
+        worker_seconds,
+        first_scale_in: first_scale_in(inputs.scale_writes, inputs.first_sent),
+        long_tasks_end,
     }
+}
+
+/// Each task's first start (Unix seconds).
+fn first_starts(started: &[TaskRun]) -> HashMap<&str, f64> {
+    let mut first: HashMap<&str, f64> = HashMap::new();
+    for run in started {
+        first
+            .entry(run.id.as_str())
+            .and_modify(|at| *at = at.min(run.at))
+            .or_insert(run.at);
+    }
+    first
+}
+
+fn first_scale_in(scale_writes: &[(f64, i64)], first_sent: f64) -> Option<ScaleStep> {
+    let mut current = 0;
+    for (at, replicas) in scale_writes {
+        if *replicas < current {
+            return Some(ScaleStep {
+                at: at - first_sent,
+                from: current,
+                to: *replicas,
+            });
+        }
+        current = *replicas;
+    }
+    None
 }
 
 /// A run had started on `host` by `at` and had not finished there by then.
