@@ -16,7 +16,7 @@ use super::Error;
 use super::api_errors::Seen;
 use super::context::Context;
 use super::key::WpaKey;
-use super::observe::Observed;
+use super::observed::Observed;
 use super::plan::{Plan, PlannedEvent, PodCost};
 use super::pods::DELETION_COST_ANNOTATION;
 use crate::crd::WorkerPodAutoScaler;

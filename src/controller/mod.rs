@@ -20,6 +20,7 @@ mod leader;
 mod memory;
 pub mod metrics;
 mod observe;
+mod observed;
 mod plan;
 #[cfg(test)]
 mod plan_tests;

@@ -12,70 +12,23 @@ use super::Error;
 use super::context::Context;
 use super::credentials;
 use super::key::WpaKey;
+use super::observed::{
+    CELERY_EVENTS, CELERY_EVENTS_AND_CONSUMERS, CONSUMERS, Observed, WorkersObserved, World,
+};
 use super::pods::{self, ClassifiedPod, PodCache, PodWork};
 use super::problem::{
     INVALID_QUEUE_CONFIG, INVALID_QUEUE_URI, INVALID_SCALE_TARGET, INVALID_SPEC, Problem,
     QUEUE_SERVICE_DISABLED, TARGET_NOT_FOUND,
 };
-use super::target::{PodSelector, TargetError, TargetRef, TargetState};
-use crate::crd::{WorkerPodAutoScaler, WorkerPodAutoScalerStatus, WorkerSignal};
-use crate::queue::registry::{QueueState, Subscription, combined};
+use super::target::{PodSelector, TargetError, TargetRef};
+use crate::crd::{WorkerPodAutoScaler, WorkerSignal};
+use crate::queue::registry::{Subscription, combined};
 use crate::queue::{ConsumerReport, Credentials, QueueUri};
-use crate::scaler::{History, Policy, WorkerActivity};
+use crate::scaler::{Policy, WorkerActivity};
 use crate::workers::{EventSource, SignalView};
 
 /// Re-read a referenced Secret this often even when the WPA does not change (rotation).
 const SECRET_REFRESH: Duration = Duration::from_secs(300);
-
-/// What one reconcile saw.
-#[derive(Debug, Clone)]
-pub struct Observed {
-    pub now: Timestamp,
-    pub history: History,
-    /// The last status this controller decided for the WPA, while the watch cache may not
-    /// show it yet (waiting to be written, or written moments ago). `None`: the cache's.
-    pub own_status: Option<WorkerPodAutoScalerStatus>,
-    /// The WPA's world, or the problem that keeps it from being scaled.
-    pub world: Result<World, Problem>,
-}
-
-/// A valid WPA's spec, target and queue as read now.
-#[derive(Debug, Clone)]
-pub struct World {
-    pub policy: Policy,
-    pub target: TargetRef,
-    /// The queue URI with any password replaced, for messages (several, comma-separated).
-    pub queue_redacted: String,
-    /// The target's replicas, with our own last write in place of a cache that lags it.
-    pub target_state: TargetState,
-    /// `None` before the registry has anything for this WPA. With several queues, their
-    /// combined state.
-    pub queue: Option<QueueState>,
-    /// With several queues: each one's redacted URI and state, in spec order (empty with
-    /// one queue).
-    pub per_queue: Vec<(String, QueueState)>,
-    /// What the workers report, where the WPA's brokers carry worker events.
-    pub workers: Option<WorkersObserved>,
-}
-
-/// The target's pods by what their workers report.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WorkersObserved {
-    /// `None` when the pods cannot be read: the decision is then practo's.
-    pub activity: Option<WorkerActivity>,
-    pub pods: Vec<ClassifiedPod>,
-    /// Why the reports cannot be used as they are (the decision then holds every pod, or
-    /// falls back to queue figures); `None` when they can.
-    pub message: Option<String>,
-    /// Look again soon: the reports are not usable yet, or busy workers hold replicas. Their
-    /// tasks ending changes nothing the queue poller would wake the WPA for.
-    pub recheck: bool,
-    /// The reports are not in yet (the listener or the pod cache just started): like a
-    /// queue's first poll, nothing worth writing into the status.
-    pub warming_up: bool,
-    /// Where the reports come from: `CeleryEvents`, `Consumers` or both, comma-separated.
-    pub source: String,
-}
 
 /// Reads a WPA's world. Fails only on errors worth a quick retry (API errors reading the
 /// target); problems the owner must fix are part of the observation.
@@ -165,11 +118,6 @@ async fn read_world(
         workers,
     }))
 }
-
-/// `status.workers.source` values.
-pub const CELERY_EVENTS: &str = "CeleryEvents";
-pub const CONSUMERS: &str = "Consumers";
-pub const CELERY_EVENTS_AND_CONSUMERS: &str = "CeleryEvents,Consumers";
 
 /// The target's pods and their workers, where WPA `key` has a worker signal. While the
 /// signal cannot be trusted (starting, failing) every pod counts as possibly busy, so no

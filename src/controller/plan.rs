@@ -11,7 +11,7 @@ use kube::ResourceExt;
 use kube::runtime::events::EventType;
 
 use super::metrics::WpaGauges;
-use super::observe::{Observed, WorkersObserved, World};
+use super::observed::{Observed, WorkersObserved, World};
 use super::pods::PodWork;
 use super::problem::Problem;
 use super::status::{

@@ -29,15 +29,17 @@ pub mod amqp;
 mod forward;
 pub mod parse;
 pub mod redis;
+pub mod settings;
 pub mod signals;
 pub mod source;
 pub mod supervise;
 pub mod table;
 
 pub use parse::ParseError;
+pub use settings::ListenSettings;
 pub use signals::{LinkState, Listen, SignalView, WorkerSignals};
 pub use source::{AmqpEvents, EventSource, RedisEvents};
-pub use supervise::{ListenSettings, Listener};
+pub use supervise::Listener;
 pub use table::{WorkerSeen, WorkerTable};
 
 /// The listener [`WorkerSignals`] runs for each broker: a [`Listener`] that reconnects by

@@ -14,8 +14,8 @@ use tokio::sync::{mpsc, watch};
 
 use super::forward::{Closed, Forwarder};
 use super::parse::parse_redis_message;
+use super::settings::ListenSettings;
 use super::source::RedisEvents;
-use super::supervise::ListenSettings;
 use super::{ListenError, WorkerBeat};
 use crate::queue::redis::pool::ConnectionKey;
 

@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Resource;
 
-use super::observe::{Observed, World};
+use super::observed::{Observed, World};
 use super::plan::{Plan, PlanSettings, plan};
 use super::problem::Problem;
 use super::target::{ResourceVersion, TargetRef, TargetState};

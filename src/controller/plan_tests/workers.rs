@@ -3,8 +3,7 @@
 
 use serde_json::json;
 
-use super::super::observe::CELERY_EVENTS;
-use super::super::observe::WorkersObserved;
+use super::super::observed::{CELERY_EVENTS, WorkersObserved};
 use super::super::plan::{PROTECTED_BUSY_PODS, PodCost, WORKERS_RECHECK};
 use super::super::pods::{BUSY_COST, ClassifiedPod, IDLE_COST, PodView, PodWork};
 use super::*;
