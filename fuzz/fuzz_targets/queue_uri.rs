@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wpa::queue::uri::QueueUri;
+use wpa::queue::QueueUri;
 
 fuzz_target!(|input: &str| {
     match QueueUri::parse(input) {

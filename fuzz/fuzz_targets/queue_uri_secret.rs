@@ -4,7 +4,8 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use wpa::queue::uri::{QueueUri, redact_input};
+use wpa::queue::QueueUri;
+use wpa::queue::uri::redact_input;
 
 #[derive(Debug, Arbitrary)]
 struct Input {

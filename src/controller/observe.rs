@@ -352,7 +352,7 @@ fn subscribe(
     let mut sources: Vec<EventSource> = Vec::new();
     if checked.worker_signal.celery_events() {
         for queue in &subscription.queues {
-            if let Some(source) = EventSource::for_queue(queue, &subscription.credentials)
+            if let Some(source) = queue.celery_events(&subscription.credentials)
                 && !sources.contains(&source)
             {
                 sources.push(source);

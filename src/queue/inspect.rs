@@ -107,7 +107,7 @@ pub async fn inspect(
     let mut parsed = Vec::with_capacity(uris.len());
     for text in uris {
         let uri = QueueUri::parse(text)?;
-        super::validate(&uri, &credentials)?;
+        uri.validate(&credentials)?;
         parsed.push(uri);
     }
     let mut queues = Vec::with_capacity(parsed.len());
@@ -115,7 +115,7 @@ pub async fn inspect(
         queues.push(Inspected {
             label: uri.redacted(),
             kind: uri.kind(),
-            provider: super::connect(uri, &credentials, &options).await?,
+            provider: uri.connect(&credentials, &options).await?,
             idle: IdleTracker::new(options.idle_window),
         });
     }

@@ -1,87 +1,135 @@
-//! The provider table: one row per broker, holding everything the rest of the crate needs to
-//! know about it (name, `queueURI` schemes and their parser, default poll interval and the
-//! controller flag that changes it, configuration check and constructor).
-//!
-//! Each row is a `SPEC` constant in its provider's module; [`PROVIDERS`] lists them. Adding a
-//! broker means one module (provider and grammar), one row here, one [`ProviderKind`] variant
-//! and one [`super::QueueUri`] variant; the controller's per-provider interval flag is
-//! checked against the row by a test in `controller::config`.
+//! The provider table: the one place that names every provider. Each row is a provider's
+//! parsed `queueURI` type (implementing [`ProviderUri`], in the provider's own folder); the
+//! macro generates [`ProviderKind`], [`QueueUri`] and the dispatch from the rows, and the
+//! functions below derive what the rest of the crate needs from the rows' facts. Adding a
+//! broker or framework is one folder and one row here (docs/adding-a-provider.md).
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
-use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
-use super::uri::QueueUri;
-use super::{Credentials, ProviderOptions, QueueError, QueueProvider};
+use super::events::EventSource;
+use super::provider::{ConnectFuture, ProviderSpec, ProviderUri};
+use super::uri::{self, Refusal, UriError};
+use super::{Credentials, ProviderOptions, QueueError};
 
-/// The broker family of a queue; also the `provider` field of `inspect` output and the
-/// `provider` label of the poll metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProviderKind {
-    Sqs,
-    Rabbitmq,
-    Redis,
-    Beanstalkd,
-    Http,
+/// Generates, from `Kind => UriType` rows: the [`ProviderKind`] enum, the [`QueueUri`] enum
+/// (one variant per row, holding that row's type) and the methods that dispatch to the
+/// row's [`ProviderUri`] implementation.
+macro_rules! provider_table {
+    ($($kind:ident => $uri:ty),+ $(,)?) => {
+        /// The broker or framework of a queue; also the `provider` field of `inspect`
+        /// output and the `provider` label of the poll metrics.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ProviderKind {
+            $($kind),+
+        }
+
+        impl ProviderKind {
+            /// Every provider, in table order.
+            pub const ALL: &'static [ProviderKind] = &[$(ProviderKind::$kind),+];
+
+            /// This provider's facts.
+            pub fn spec(self) -> &'static ProviderSpec {
+                match self {
+                    $(ProviderKind::$kind => &<$uri as ProviderUri>::SPEC),+
+                }
+            }
+
+            /// Parses a trimmed `queueURI` whose scheme is one of this provider's.
+            fn parse(self, input: &str, scheme: &str) -> Result<QueueUri, String> {
+                match self {
+                    $(ProviderKind::$kind => {
+                        <$uri as ProviderUri>::parse(input, scheme).map(QueueUri::$kind)
+                    })+
+                }
+            }
+        }
+
+        /// A parsed `queueURI`: one provider's parsed form.
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        pub enum QueueUri {
+            $($kind($uri)),+
+        }
+
+        impl QueueUri {
+            /// The provider this URI selects.
+            pub fn kind(&self) -> ProviderKind {
+                match self {
+                    $(QueueUri::$kind(_) => ProviderKind::$kind),+
+                }
+            }
+
+            /// The URI in canonical form with every secret replaced by `***`: safe for
+            /// logs, events, errors and metric labels.
+            pub fn redacted(&self) -> String {
+                match self {
+                    $(QueueUri::$kind(u) => ProviderUri::redacted(u)),+
+                }
+            }
+
+            /// What can be checked without contacting the broker (header values,
+            /// providers built into this binary). A failure is a configuration error:
+            /// retrying cannot help.
+            pub fn validate(&self, creds: &Credentials) -> Result<(), QueueError> {
+                match self {
+                    $(QueueUri::$kind(u) => u.validate(creds)),+
+                }
+            }
+
+            /// Builds (and connects) the provider. Called by the registry inside each poll
+            /// loop, so a broker that is down is retried there rather than failing a
+            /// subscription.
+            pub fn connect<'a>(
+                &'a self,
+                creds: &'a Credentials,
+                opts: &'a ProviderOptions,
+            ) -> ConnectFuture<'a> {
+                match self {
+                    $(QueueUri::$kind(u) => u.connect(creds, opts)),+
+                }
+            }
+
+            /// Where Celery's worker events for this queue are published, if its broker
+            /// carries them. Credentials from `creds` (the WPA's Secret) win over the URI's
+            /// userinfo, as for the providers.
+            pub fn celery_events(&self, creds: &Credentials) -> Option<EventSource> {
+                match self {
+                    $(QueueUri::$kind(u) => u.celery_events(creds)),+
+                }
+            }
+        }
+
+        $(
+            impl From<$uri> for QueueUri {
+                fn from(uri: $uri) -> Self {
+                    QueueUri::$kind(uri)
+                }
+            }
+        )+
+    };
 }
 
-/// A provider's connect future, boxed: inline, the registry's poll-loop future would be as
-/// large as the largest provider's (SQS, ~11 KiB) for every queue.
-pub type ConnectFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<Box<dyn QueueProvider>, QueueError>> + Send + 'a>>;
-
-/// One broker's row.
-pub struct ProviderSpec {
-    pub kind: ProviderKind,
-    /// In `--queue-services`, metrics labels and `inspect` output.
-    pub name: &'static str,
-    /// Other names `--queue-services` accepts.
-    pub aliases: &'static [&'static str],
-    /// Lower-case `queueURI` schemes this provider parses.
-    pub schemes: &'static [&'static str],
-    /// Poll interval when neither the WPA nor the controller flag sets one.
-    pub default_interval: Duration,
-    /// The controller flag that sets this provider's poll interval.
-    pub interval_flag: &'static str,
-    /// Parses a trimmed `queueURI` whose scheme (lower case) is one of `schemes`.
-    pub parse: fn(&str, &str) -> Result<QueueUri, String>,
-    /// What can be checked without contacting the broker; a failure cannot be retried away.
-    pub validate: fn(&QueueUri, &Credentials) -> Result<(), QueueError>,
-    /// Builds (and, where the provider does so, connects) the poller.
-    pub connect:
-        for<'a> fn(&'a QueueUri, &'a Credentials, &'a ProviderOptions) -> ConnectFuture<'a>,
+provider_table! {
+    Sqs => super::sqs::uri::SqsUri,
+    Rabbitmq => super::rabbitmq::uri::AmqpUri,
+    Redis => super::redis::uri::RedisUri,
+    Beanstalkd => super::beanstalk::uri::BeanstalkUri,
+    Http => super::http::uri::HttpUri,
 }
-
-/// Every provider built into this binary, in [`ProviderKind`] order.
-pub static PROVIDERS: [&ProviderSpec; 5] = [
-    &super::sqs::SPEC,
-    &super::rabbitmq::SPEC,
-    &super::redis::SPEC,
-    &super::beanstalk::SPEC,
-    &super::http::SPEC,
-];
 
 impl ProviderKind {
-    /// This provider's row (a test keeps [`PROVIDERS`] in enum order).
-    pub fn spec(self) -> &'static ProviderSpec {
-        PROVIDERS[self as usize]
-    }
-
     /// Every provider kind.
     pub fn all() -> impl Iterator<Item = ProviderKind> {
-        PROVIDERS.iter().map(|spec| spec.kind)
+        ProviderKind::ALL.iter().copied()
     }
 
     /// The kind named `name` (or one of its aliases) in `--queue-services`.
     pub fn from_name(name: &str) -> Option<ProviderKind> {
-        PROVIDERS
-            .iter()
-            .find(|spec| spec.name == name || spec.aliases.contains(&name))
-            .map(|spec| spec.kind)
+        ProviderKind::all().find(|kind| {
+            let spec = kind.spec();
+            spec.name == name || spec.aliases.contains(&name)
+        })
     }
 }
 
@@ -91,103 +139,110 @@ impl fmt::Display for ProviderKind {
     }
 }
 
-/// The row whose schemes include `scheme` (lower case).
-pub fn by_scheme(scheme: &str) -> Option<&'static ProviderSpec> {
-    PROVIDERS
-        .iter()
-        .copied()
-        .find(|spec| spec.schemes.contains(&scheme))
+impl Serialize for ProviderKind {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.spec().name)
+    }
+}
+
+/// The provider whose schemes include `scheme` (lower case).
+pub fn by_scheme(scheme: &str) -> Option<ProviderKind> {
+    ProviderKind::all().find(|kind| kind.spec().schemes.contains(&scheme))
 }
 
 /// The names `--queue-services` knows, for error messages.
 pub fn service_names() -> String {
-    PROVIDERS
-        .iter()
-        .map(|spec| spec.name)
-        .collect::<Vec<_>>()
-        .join(", ")
+    names().collect::<Vec<_>>().join(", ")
+}
+
+/// `--queue-services`' default: every provider, in table order.
+pub fn default_services() -> String {
+    names().collect::<Vec<_>>().join(",")
+}
+
+fn names() -> impl Iterator<Item = &'static str> {
+    ProviderKind::all().map(|kind| kind.spec().name)
 }
 
 /// Every scheme with its provider, for error messages.
 pub fn supported_schemes() -> String {
-    PROVIDERS
-        .iter()
-        .map(|spec| format!("{} ({})", spec.schemes.join(", "), spec.name))
+    ProviderKind::all()
+        .map(|kind| {
+            let spec = kind.spec();
+            format!("{} ({})", spec.schemes.join(", "), spec.name)
+        })
         .collect::<Vec<_>>()
         .join("; ")
 }
 
-/// A `validate` for providers with nothing to check offline.
-pub(crate) fn nothing_to_validate(_: &QueueUri, _: &Credentials) -> Result<(), QueueError> {
-    Ok(())
+/// Every scheme, in table order.
+pub fn all_schemes() -> Vec<&'static str> {
+    ProviderKind::all()
+        .flat_map(|kind| kind.spec().schemes.iter().copied())
+        .collect()
 }
 
-/// The error for a table row handed another provider's URI (a bug, not user input).
-pub(crate) fn wrong_kind(uri: &QueueUri, expected: ProviderKind) -> QueueError {
-    QueueError::Config(format!(
-        "internal error: the {expected} provider was given {}",
-        uri.redacted()
-    ))
+/// The CEL rule that `variable` (a string) starts with a known scheme, for the CRD:
+/// `variable.matches('^(https|http|...)://')`, with `+` escaped for RE2 (and the backslash
+/// for the CEL string literal).
+pub fn uri_scheme_rule(variable: &str) -> String {
+    let alternatives: Vec<String> = all_schemes()
+        .iter()
+        .map(|scheme| scheme.replace('+', "\\\\+"))
+        .collect();
+    format!("{variable}.matches('^({})://')", alternatives.join("|"))
+}
+
+/// The message of [`uri_scheme_rule`]'s failure: `<subject> must start with https://, ...`.
+pub fn uri_scheme_message(subject: &str) -> String {
+    let schemes: Vec<String> = all_schemes().iter().map(|s| format!("{s}://")).collect();
+    let (last, rest) = schemes
+        .split_last()
+        .map_or(("", &[][..]), |(l, r)| (l.as_str(), r));
+    if rest.is_empty() {
+        format!("{subject} must start with {last}")
+    } else {
+        format!("{subject} must start with {} or {last}", rest.join(", "))
+    }
+}
+
+impl QueueUri {
+    /// Parses a `queueURI`: the checks every URI gets ([`uri::split_scheme`]), then the
+    /// grammar of the provider its scheme names.
+    pub fn parse(input: &str) -> Result<QueueUri, UriError> {
+        let fail = |problem: String| uri::invalid(input, problem);
+        let (trimmed, scheme) = uri::split_scheme(input).map_err(|refusal| match refusal {
+            Refusal::Problem(problem) => fail(problem),
+            Refusal::NoScheme => fail(format!(
+                "no scheme (`scheme://`); supported schemes: {}",
+                supported_schemes()
+            )),
+        })?;
+        match by_scheme(&scheme) {
+            Some(kind) => kind.parse(trimmed, &scheme).map_err(fail),
+            None => Err(fail(format!(
+                "unknown scheme `{}`; supported schemes: {}",
+                uri::quoted(&scheme),
+                supported_schemes()
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for QueueUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl std::str::FromStr for QueueUri {
+    type Err = UriError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        QueueUri::parse(s)
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_table_is_in_enum_order_with_unique_names_and_schemes() {
-        let mut names = Vec::new();
-        let mut schemes = Vec::new();
-        for (index, spec) in PROVIDERS.iter().enumerate() {
-            assert_eq!(spec.kind as usize, index, "{} is out of order", spec.name);
-            assert_eq!(spec.kind.spec().name, spec.name);
-            assert_eq!(
-                serde_json::to_value(spec.kind).unwrap(),
-                serde_json::json!(spec.name),
-                "inspect output and metrics use the same name"
-            );
-            names.push(spec.name);
-            names.extend(spec.aliases);
-            schemes.extend(spec.schemes);
-            assert!(spec.interval_flag.starts_with("--"));
-            assert!(!spec.default_interval.is_zero());
-        }
-        let unique = |v: &Vec<&str>| v.iter().collect::<std::collections::HashSet<_>>().len();
-        assert_eq!(unique(&names), names.len(), "{names:?}");
-        assert_eq!(unique(&schemes), schemes.len(), "{schemes:?}");
-    }
-
-    #[test]
-    fn names_and_schemes_find_their_row() {
-        assert_eq!(
-            ProviderKind::from_name("beanstalk"),
-            Some(ProviderKind::Beanstalkd)
-        );
-        assert_eq!(ProviderKind::from_name("redis"), Some(ProviderKind::Redis));
-        assert_eq!(ProviderKind::from_name("kafka"), None);
-        assert_eq!(
-            by_scheme("rediss").map(|s| s.kind),
-            Some(ProviderKind::Redis)
-        );
-        assert_eq!(
-            by_scheme("https+json").map(|s| s.kind),
-            Some(ProviderKind::Http)
-        );
-        assert_eq!(by_scheme("https").map(|s| s.kind), Some(ProviderKind::Sqs));
-        assert!(by_scheme("nope").is_none());
-        assert_eq!(ProviderKind::all().count(), PROVIDERS.len());
-    }
-
-    #[test]
-    fn every_parsed_uri_names_the_row_that_parsed_it() {
-        for (input, kind) in [
-            ("https://sqs.eu-west-1.amazonaws.com/1/q", ProviderKind::Sqs),
-            ("amqp://h/%2F/q", ProviderKind::Rabbitmq),
-            ("redis://h/0/q", ProviderKind::Redis),
-            ("beanstalk://h/t", ProviderKind::Beanstalkd),
-            ("http+json://h/metrics", ProviderKind::Http),
-        ] {
-            assert_eq!(QueueUri::parse(input).unwrap().kind(), kind, "{input}");
-        }
-    }
-}
+#[path = "kinds_tests.rs"]
+mod tests;

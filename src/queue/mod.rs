@@ -1,8 +1,8 @@
 //! Queue providers behind one trait, and the registry that polls them.
 //!
-//! A provider turns one parsed queue reference ([`uri::QueueUri`]) into [`QueueMetrics`].
-//! Each broker is one module (provider and `queueURI` grammar) with one row in the provider
-//! table ([`kinds`]).
+//! A provider turns one parsed queue reference ([`QueueUri`]) into [`QueueMetrics`]. Each
+//! broker or framework is one folder (provider and `queueURI` grammar, implementing
+//! [`provider::ProviderUri`]) with one row in the provider table ([`kinds`]).
 
 use std::fmt;
 use std::time::Duration;
@@ -11,18 +11,21 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 pub mod beanstalk;
+pub mod events;
 pub mod http;
 pub mod idle;
 pub mod inspect;
 pub mod kinds;
+pub mod provider;
 pub mod rabbitmq;
 pub mod redis;
 pub mod registry;
 pub mod sqs;
 pub mod uri;
 
-pub use kinds::ProviderKind;
-pub use uri::{QueueUri, UriError};
+pub use kinds::{ProviderKind, QueueUri};
+pub use provider::{ProviderSpec, ProviderUri};
+pub use uri::UriError;
 
 /// What a provider measured in one poll. Counts are messages; `None` means the broker
 /// cannot tell (never "zero").
@@ -226,7 +229,6 @@ impl Default for ProviderOptions {
 /// from a single task, so implementations may keep connections and history in `self`.
 #[async_trait]
 pub trait QueueProvider: Send + 'static {
-    fn kind(&self) -> ProviderKind;
     /// Measure the queue now. Must not panic on any broker answer.
     async fn poll(&mut self) -> Result<QueueMetrics, QueueError>;
     /// Whether every WPA on this queue is known to be at zero replicas, set by the
@@ -238,20 +240,4 @@ pub trait QueueProvider: Send + 'static {
     fn polls_end_in_time(&self) -> bool {
         false
     }
-}
-
-/// Checks what can be checked without contacting the broker (header values, providers
-/// built into this binary). A failure here is a configuration error: retrying cannot help.
-pub fn validate(uri: &QueueUri, creds: &Credentials) -> Result<(), QueueError> {
-    (uri.kind().spec().validate)(uri, creds)
-}
-
-/// Builds (and connects) the provider for `uri`. Called by the registry inside each poll
-/// loop, so a broker that is down is retried there rather than failing a subscription.
-pub async fn connect(
-    uri: &QueueUri,
-    creds: &Credentials,
-    opts: &ProviderOptions,
-) -> Result<Box<dyn QueueProvider>, QueueError> {
-    (uri.kind().spec().connect)(uri, creds, opts).await
 }

@@ -24,9 +24,9 @@ use tokio::sync::{mpsc, watch};
 use super::forward::{Closed, Forwarder};
 use super::parse::parse_amqp_message;
 use super::settings::ListenSettings;
-use super::source::{AmqpEvents, EVENT_EXCHANGE, WORKER_ROUTING_PREFIX};
 use super::{ListenError, WorkerBeat};
 use crate::queue::QueueError;
+use crate::queue::events::{AmqpEvents, EVENT_EXCHANGE, WORKER_ROUTING_PREFIX};
 use crate::queue::rabbitmq::{amqp_uri, map_amqp_error};
 
 /// How long a clean close may take when the listener ends.

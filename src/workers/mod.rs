@@ -7,8 +7,8 @@
 //! shutdown. This module listens to those events on the broker a queue lives on and turns
 //! each into a [`WorkerBeat`].
 //!
-//! - [`source`]: which broker's events to listen to ([`EventSource`], derived from a queue
-//!   URI).
+//! - [`EventSource`] (in `queue::events`): which broker's events to listen to, derived
+//!   from a queue URI by its provider.
 //! - [`parse`]: the wire formats (pure, never panics).
 //! - [`redis`] and [`amqp`]: one connection's listener each.
 //! - [`supervise`]: the reconnecting loop around them ([`Listener`]).
@@ -31,14 +31,13 @@ pub mod parse;
 pub mod redis;
 pub mod settings;
 pub mod signals;
-pub mod source;
 pub mod supervise;
 pub mod table;
 
+pub use crate::queue::events::{AmqpEvents, EventSource, RedisEvents};
 pub use parse::ParseError;
 pub use settings::ListenSettings;
 pub use signals::{LinkState, Listen, SignalView, WorkerSignals};
-pub use source::{AmqpEvents, EventSource, RedisEvents};
 pub use supervise::Listener;
 pub use table::{WorkerSeen, WorkerTable};
 

@@ -15,8 +15,8 @@ use tokio::sync::{mpsc, watch};
 use super::forward::{Closed, Forwarder};
 use super::parse::parse_redis_message;
 use super::settings::ListenSettings;
-use super::source::RedisEvents;
 use super::{ListenError, WorkerBeat};
+use crate::queue::events::RedisEvents;
 use crate::queue::redis::pool::ConnectionKey;
 
 /// Listens until the connection fails (`Err`) or nobody receives `beats` any more

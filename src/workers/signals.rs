@@ -202,7 +202,8 @@ mod tests {
 
     fn source(db: u32) -> EventSource {
         let uri = QueueUri::parse(&format!("redis://127.0.0.1:6379/{db}/jobs")).expect("uri");
-        EventSource::for_queue(&uri, &Credentials::default()).expect("redis has worker events")
+        uri.celery_events(&Credentials::default())
+            .expect("redis has worker events")
     }
 
     fn beat(hostname: &str, active: u32) -> WorkerBeat {

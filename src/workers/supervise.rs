@@ -8,8 +8,8 @@ use backon::BackoffBuilder;
 use tokio::sync::{mpsc, watch};
 
 use super::settings::ListenSettings;
-use super::source::EventSource;
 use super::{ListenError, WorkerBeat, amqp, redis};
+use crate::queue::events::EventSource;
 
 /// Follows the worker events of one [`EventSource`] and sends them to `beats`.
 pub struct Listener {

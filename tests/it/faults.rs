@@ -558,7 +558,7 @@ async fn poll_garbage(uri: &str) -> Vec<Result<QueueMetrics, QueueError>> {
     let options = garbage_options();
     let attempt = async {
         let mut results = Vec::new();
-        match wpa::queue::connect(&parsed, &Credentials::default(), &options).await {
+        match parsed.connect(&Credentials::default(), &options).await {
             Err(e) => results.push(Err(e)),
             Ok(mut provider) => {
                 for _ in 0..2 {

@@ -64,7 +64,7 @@ async fn provider(addr: SocketAddr, path: &str, creds: Credentials) -> Box<dyn Q
         request_timeout: Duration::from_millis(700),
         ..ProviderOptions::default()
     };
-    wpa::queue::connect(&uri, &creds, &opts).await.unwrap()
+    uri.connect(&creds, &opts).await.unwrap()
 }
 
 async fn poll(addr: SocketAddr, path: &str) -> Result<wpa::queue::QueueMetrics, QueueError> {
@@ -180,8 +180,5 @@ async fn unreachable_endpoint_and_bad_header_value() {
         authorization: Some("line\nbreak".to_string()),
         ..Credentials::default()
     };
-    assert!(matches!(
-        wpa::queue::validate(&uri, &creds),
-        Err(QueueError::Config(_))
-    ));
+    assert!(matches!(uri.validate(&creds), Err(QueueError::Config(_))));
 }

@@ -16,8 +16,7 @@ use support::brokers_amqp::{
 };
 use wpa::queue::rabbitmq::RabbitmqProvider;
 use wpa::queue::{
-    ConsumerReport, Credentials, ProviderKind, ProviderOptions, QueueError, QueueMetrics,
-    QueueProvider,
+    ConsumerReport, Credentials, ProviderOptions, QueueError, QueueMetrics, QueueProvider,
 };
 
 const WAIT: Duration = Duration::from_secs(45);
@@ -62,7 +61,6 @@ async fn ready_and_consumers_via_amqp() {
     )
     .await
     .unwrap();
-    assert_eq!(provider.kind(), ProviderKind::Rabbitmq);
     let m = provider.poll().await.unwrap();
     assert_eq!(m.visible, 5);
     assert_eq!(m.consumers, Some(0));

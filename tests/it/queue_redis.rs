@@ -26,7 +26,7 @@ async fn provider(uri: &str) -> Box<dyn QueueProvider> {
 
 async fn provider_with(uri: &str, creds: &Credentials) -> Box<dyn QueueProvider> {
     let uri = QueueUri::parse(uri).expect("test URI parses");
-    wpa::queue::connect(&uri, creds, &options())
+    uri.connect(creds, &options())
         .await
         .expect("connect to redis")
 }
@@ -233,7 +233,7 @@ async fn authentication_errors_and_credential_precedence() {
     let queue = unique("auth");
     let uri = format!("redis://:wrong-pass@127.0.0.1:{}/0/{queue}", server.port);
     let parsed = QueueUri::parse(&uri).unwrap();
-    let err = match wpa::queue::connect(&parsed, &Credentials::default(), &options()).await {
+    let err = match parsed.connect(&Credentials::default(), &options()).await {
         Ok(_) => panic!("wrong password accepted"),
         Err(e) => e,
     };
@@ -243,7 +243,7 @@ async fn authentication_errors_and_credential_precedence() {
     // No password at all: the connection opens, the first command is refused.
     let anonymous = format!("redis://127.0.0.1:{}/0/{queue}", server.port);
     let parsed = QueueUri::parse(&anonymous).unwrap();
-    match wpa::queue::connect(&parsed, &Credentials::default(), &options()).await {
+    match parsed.connect(&Credentials::default(), &options()).await {
         Ok(mut p) => {
             let err = p.poll().await.unwrap_err();
             assert!(matches!(err, QueueError::Denied { .. }), "{err:?}");
@@ -264,7 +264,7 @@ async fn authentication_errors_and_credential_precedence() {
 async fn unreachable_redis_is_unavailable() {
     let port = support::brokers::free_port();
     let parsed = QueueUri::parse(&format!("redis://127.0.0.1:{port}/0/q")).unwrap();
-    let err = match wpa::queue::connect(&parsed, &Credentials::default(), &options()).await {
+    let err = match parsed.connect(&Credentials::default(), &options()).await {
         Ok(_) => panic!("connected to nothing"),
         Err(e) => e,
     };
@@ -294,7 +294,7 @@ async fn queues_on_one_server_share_one_connection() {
         let opts = opts.clone();
         async move {
             let uri = QueueUri::parse(&format!("redis://127.0.0.1:{port}/{db}/{queue}")).unwrap();
-            wpa::queue::connect(&uri, &Credentials::default(), &opts)
+            uri.connect(&Credentials::default(), &opts)
                 .await
                 .expect("connect")
         }

@@ -33,9 +33,7 @@ fn rediss_verifies_the_server_and_reads_the_queue() {
         // The provider first: it must install a crypto provider by itself (no panic).
         let uri =
             QueueUri::parse(&format!("rediss://localhost:{}/0/{queue}", server.port)).unwrap();
-        let mut p = wpa::queue::connect(&uri, &Credentials::default(), &opts)
-            .await
-            .unwrap();
+        let mut p = uri.connect(&Credentials::default(), &opts).await.unwrap();
         assert_eq!(p.poll().await.unwrap().visible, 0);
 
         // Arrange data over TLS too, through the redis crate directly.
@@ -48,7 +46,7 @@ fn rediss_verifies_the_server_and_reads_the_queue() {
         // Plain TCP against the TLS port does not get an answer that counts as metrics.
         let plain =
             QueueUri::parse(&format!("redis://127.0.0.1:{}/0/{queue}", server.port)).unwrap();
-        let result = match wpa::queue::connect(&plain, &Credentials::default(), &opts).await {
+        let result = match plain.connect(&Credentials::default(), &opts).await {
             Ok(mut p) => p.poll().await.map(|_| ()),
             Err(e) => Err(e),
         };

@@ -10,8 +10,8 @@ use aws_sdk_sqs::config::{BehaviorVersion, Credentials as AwsCredentials, Region
 use support::broker_procs::{eventually, start_moto, unique, wait_for_port};
 use support::cloudwatch::CloudWatchDouble;
 use wpa::queue::sqs::SqsProvider;
-use wpa::queue::uri::SqsUri;
-use wpa::queue::{Credentials, ProviderKind, ProviderOptions, QueueError, QueueProvider};
+use wpa::queue::sqs::uri::SqsUri;
+use wpa::queue::{Credentials, ProviderOptions, QueueError, QueueProvider};
 
 const SHARED_PORT: u16 = 5001;
 const ACCOUNT: &str = "123456789012";
@@ -115,7 +115,6 @@ async fn counts_visible_in_flight_and_delayed() {
     let mut provider = SqsProvider::connect(&sqs_uri(SHARED_PORT, &url, &name), &creds(), &opts())
         .await
         .unwrap();
-    assert_eq!(provider.kind(), ProviderKind::Sqs);
     let m = provider.poll().await.unwrap();
     assert_eq!(m.visible, 3);
     assert_eq!(m.in_flight, Some(2));

@@ -35,7 +35,8 @@ fn settings() -> ListenSettings {
 
 fn source(uri: &str) -> EventSource {
     let uri = QueueUri::parse(uri).expect("test URI parses");
-    EventSource::for_queue(&uri, &Credentials::default()).expect("a broker with worker events")
+    uri.celery_events(&Credentials::default())
+        .expect("a broker with worker events")
 }
 
 /// A listener run as the controller runs it: on its own task until its token is cancelled.

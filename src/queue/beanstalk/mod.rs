@@ -38,9 +38,9 @@ pub mod uri;
 
 use self::connection::{Failure, Reply, shorten};
 use self::pool::Server;
-use super::kinds::{ConnectFuture, ProviderSpec, nothing_to_validate, wrong_kind};
-use super::uri::{BeanstalkUri, QueueUri};
-use super::{Credentials, ProviderKind, ProviderOptions, QueueError, QueueMetrics, QueueProvider};
+use super::provider::{ConnectFuture, ProviderSpec, ProviderUri, boxed};
+use super::{Credentials, ProviderOptions, QueueError, QueueMetrics, QueueProvider};
+use uri::BeanstalkUri;
 
 /// Longest tube name beanstalkd allows.
 const MAX_TUBE: usize = 200;
@@ -111,10 +111,6 @@ impl BeanstalkProvider {
 
 #[async_trait]
 impl QueueProvider for BeanstalkProvider {
-    fn kind(&self) -> ProviderKind {
-        ProviderKind::Beanstalkd
-    }
-
     /// A poll connects within the request timeout and its `stats-tube` is timed by the
     /// connection's watchdog; with the one retry, it ends within four request timeouts.
     fn polls_end_in_time(&self) -> bool {
@@ -265,30 +261,31 @@ fn metrics_from_stats(stats: &TubeStats<'_>, default_tube: bool) -> Result<Queue
     })
 }
 
-/// This provider's row in the provider table.
-pub(crate) const SPEC: ProviderSpec = ProviderSpec {
-    kind: ProviderKind::Beanstalkd,
-    name: "beanstalkd",
-    aliases: &["beanstalk"],
-    schemes: &["beanstalk"],
-    default_interval: Duration::from_secs(1),
-    interval_flag: "--beanstalk-short-poll-interval",
-    parse: uri::parse,
-    validate: nothing_to_validate,
-    connect: connect_boxed,
-};
+impl ProviderUri for BeanstalkUri {
+    const SPEC: ProviderSpec = ProviderSpec {
+        name: "beanstalkd",
+        aliases: &["beanstalk"],
+        schemes: &["beanstalk"],
+        default_interval: Duration::from_secs(1),
+        interval_flag: "--beanstalk-short-poll-interval",
+        example: "beanstalk://beanstalkd:11300/emails",
+    };
 
-fn connect_boxed<'a>(
-    uri: &'a QueueUri,
-    _creds: &'a Credentials,
-    opts: &'a ProviderOptions,
-) -> ConnectFuture<'a> {
-    Box::pin(async move {
-        let QueueUri::Beanstalk(u) = uri else {
-            return Err(wrong_kind(uri, ProviderKind::Beanstalkd));
-        };
-        Ok(Box::new(BeanstalkProvider::connect(u, opts).await?) as Box<dyn QueueProvider>)
-    })
+    fn parse(input: &str, scheme: &str) -> Result<Self, String> {
+        uri::parse(input, scheme)
+    }
+
+    fn redacted(&self) -> String {
+        BeanstalkUri::redacted(self)
+    }
+
+    fn connect<'a>(
+        &'a self,
+        _creds: &'a Credentials,
+        opts: &'a ProviderOptions,
+    ) -> ConnectFuture<'a> {
+        boxed(BeanstalkProvider::connect(self, opts))
+    }
 }
 
 #[cfg(test)]

@@ -1,14 +1,13 @@
 //! The beanstalkd `queueURI` grammar: `beanstalk://host[:port]/<tube>`; port 11300 by
 //! default; no credentials (beanstalkd has no authentication).
 
-use crate::queue::uri::QueueUri;
 use crate::queue::uri::parts::{
     encode, host_of, parse_url, port_of, query_params, quote, reject_fragment, render_host,
     segments,
 };
 
 /// Parses a `beanstalk://` queue URI.
-pub(crate) fn parse(input: &str, _scheme: &str) -> Result<QueueUri, String> {
+pub(crate) fn parse(input: &str, _scheme: &str) -> Result<BeanstalkUri, String> {
     from_url(&parse_url(input)?)
 }
 
@@ -22,7 +21,7 @@ pub struct BeanstalkUri {
 
 const DEFAULT_BEANSTALK_PORT: u16 = 11300;
 
-fn from_url(url: &url::Url) -> Result<QueueUri, String> {
+fn from_url(url: &url::Url) -> Result<BeanstalkUri, String> {
     if !url.username().is_empty() || url.password().is_some() {
         return Err("beanstalkd has no authentication; remove the userinfo".to_string());
     }
@@ -45,7 +44,7 @@ fn from_url(url: &url::Url) -> Result<QueueUri, String> {
             quote(&tube)
         ));
     }
-    Ok(QueueUri::Beanstalk(BeanstalkUri { host, port, tube }))
+    Ok(BeanstalkUri { host, port, tube })
 }
 
 impl BeanstalkUri {

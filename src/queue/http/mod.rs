@@ -34,12 +34,11 @@ use serde_json::Value;
 
 pub mod uri;
 
-use super::kinds::{ConnectFuture, ProviderSpec, wrong_kind};
-use super::uri::HttpUri;
+use super::provider::{ConnectFuture, ProviderSpec, ProviderUri, boxed};
 use super::{
-    ConsumerReport, Credentials, ProviderKind, ProviderOptions, QueueError, QueueMetrics,
-    QueueProvider, QueueUri,
+    ConsumerReport, Credentials, ProviderOptions, QueueError, QueueMetrics, QueueProvider,
 };
+use uri::HttpUri;
 
 /// Larger bodies are refused: the schema is a handful of numbers.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -60,7 +59,7 @@ impl HttpProvider {
         creds: &Credentials,
         opts: &ProviderOptions,
     ) -> Result<Self, QueueError> {
-        let label = QueueUri::Http(uri.clone()).redacted();
+        let label = uri.redacted();
         let (url, authorization) = checked_config(uri, creds, &label)?;
         let client = reqwest::Client::builder()
             .timeout(opts.request_timeout)
@@ -150,17 +149,8 @@ impl HttpProvider {
     }
 }
 
-/// Checks the URL and the `Authorization` value without building a client.
-/// The table's `validate`: the URL and the Authorization value must be usable.
-fn validate(uri: &QueueUri, creds: &Credentials) -> Result<(), QueueError> {
-    match uri {
-        QueueUri::Http(u) => check_config(u, creds),
-        other => Err(wrong_kind(other, ProviderKind::Http)),
-    }
-}
-
 pub fn check_config(uri: &HttpUri, creds: &Credentials) -> Result<(), QueueError> {
-    let label = QueueUri::Http(uri.clone()).redacted();
+    let label = uri.redacted();
     checked_config(uri, creds, &label).map(|_| ())
 }
 
@@ -188,10 +178,6 @@ fn checked_config(
 
 #[async_trait]
 impl QueueProvider for HttpProvider {
-    fn kind(&self) -> ProviderKind {
-        ProviderKind::Http
-    }
-
     async fn poll(&mut self) -> Result<QueueMetrics, QueueError> {
         let sampled_at = jiff::Timestamp::now();
         let body = self.fetch().await?;
@@ -329,30 +315,36 @@ fn json_type(v: &Value) -> &'static str {
     }
 }
 
-/// This provider's row in the provider table.
-pub(crate) const SPEC: ProviderSpec = ProviderSpec {
-    kind: ProviderKind::Http,
-    name: "http",
-    aliases: &[],
-    schemes: &["http+json", "https+json"],
-    default_interval: Duration::from_secs(1),
-    interval_flag: "--http-poll-interval",
-    parse: uri::parse,
-    validate,
-    connect: connect_boxed,
-};
+impl ProviderUri for HttpUri {
+    const SPEC: ProviderSpec = ProviderSpec {
+        name: "http",
+        aliases: &[],
+        schemes: &["http+json", "https+json"],
+        default_interval: Duration::from_secs(1),
+        interval_flag: "--http-poll-interval",
+        example: "https+json://metrics.example/queues/emails",
+    };
 
-fn connect_boxed<'a>(
-    uri: &'a QueueUri,
-    creds: &'a Credentials,
-    opts: &'a ProviderOptions,
-) -> ConnectFuture<'a> {
-    Box::pin(async move {
-        let QueueUri::Http(u) = uri else {
-            return Err(wrong_kind(uri, ProviderKind::Http));
-        };
-        Ok(Box::new(HttpProvider::new(u, creds, opts)?) as Box<dyn QueueProvider>)
-    })
+    fn parse(input: &str, scheme: &str) -> Result<Self, String> {
+        uri::parse(input, scheme)
+    }
+
+    fn redacted(&self) -> String {
+        HttpUri::redacted(self)
+    }
+
+    /// The URL and the `Authorization` value must be usable.
+    fn validate(&self, creds: &Credentials) -> Result<(), QueueError> {
+        check_config(self, creds)
+    }
+
+    fn connect<'a>(
+        &'a self,
+        creds: &'a Credentials,
+        opts: &'a ProviderOptions,
+    ) -> ConnectFuture<'a> {
+        boxed(std::future::ready(HttpProvider::new(self, creds, opts)))
+    }
 }
 
 #[cfg(test)]

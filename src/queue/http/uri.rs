@@ -2,7 +2,6 @@
 //! URL with `http`/`https` answering the queue's metrics as JSON. The query belongs to the
 //! endpoint and is kept as it is.
 
-use crate::queue::uri::QueueUri;
 use crate::queue::uri::parts::reject_fragment;
 use crate::queue::uri::redact::redact_url;
 
@@ -29,7 +28,7 @@ impl std::fmt::Debug for HttpUri {
     }
 }
 
-pub(crate) fn parse(input: &str, scheme: &str) -> Result<QueueUri, String> {
+pub(crate) fn parse(input: &str, scheme: &str) -> Result<HttpUri, String> {
     let target = if scheme == "https+json" {
         "https"
     } else {
@@ -43,9 +42,9 @@ pub(crate) fn parse(input: &str, scheme: &str) -> Result<QueueUri, String> {
     }
     // Never sent to the server; refusing it keeps a pasted `#token=...` out of printouts.
     reject_fragment(&url)?;
-    Ok(QueueUri::Http(HttpUri {
+    Ok(HttpUri {
         url: url.to_string(),
-    }))
+    })
 }
 
 impl HttpUri {

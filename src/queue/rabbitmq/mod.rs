@@ -54,9 +54,10 @@ use serde::Deserialize;
 mod consumers;
 pub mod uri;
 
-use super::kinds::{ConnectFuture, ProviderSpec, nothing_to_validate, wrong_kind};
-use super::uri::{AmqpUri, QueueUri};
-use super::{Credentials, ProviderKind, ProviderOptions, QueueError, QueueMetrics, QueueProvider};
+use super::events::{AmqpEvents, EventSource};
+use super::provider::{ConnectFuture, ProviderSpec, ProviderUri, boxed};
+use super::{Credentials, ProviderOptions, QueueError, QueueMetrics, QueueProvider};
+use uri::AmqpUri;
 
 /// Everything but RFC 3986 unreserved characters: `/` in a vhost must become `%2F`.
 const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -594,10 +595,6 @@ fn per_minute(rate: Option<f64>) -> Option<u64> {
 
 #[async_trait]
 impl QueueProvider for RabbitmqProvider {
-    fn kind(&self) -> ProviderKind {
-        ProviderKind::Rabbitmq
-    }
-
     async fn poll(&mut self) -> Result<QueueMetrics, QueueError> {
         let Some(mgmt) = self.management.clone() else {
             let counts = match self.declare().await {
@@ -639,30 +636,44 @@ impl QueueProvider for RabbitmqProvider {
     }
 }
 
-/// This provider's row in the provider table.
-pub(crate) const SPEC: ProviderSpec = ProviderSpec {
-    kind: ProviderKind::Rabbitmq,
-    name: "rabbitmq",
-    aliases: &["amqp"],
-    schemes: &["amqp", "amqps"],
-    default_interval: Duration::from_secs(1),
-    interval_flag: "--rabbitmq-poll-interval",
-    parse: uri::parse,
-    validate: nothing_to_validate,
-    connect: connect_boxed,
-};
+impl ProviderUri for AmqpUri {
+    const SPEC: ProviderSpec = ProviderSpec {
+        name: "rabbitmq",
+        aliases: &["amqp"],
+        schemes: &["amqp", "amqps"],
+        default_interval: Duration::from_secs(1),
+        interval_flag: "--rabbitmq-poll-interval",
+        example: "amqp://rabbitmq:5672/%2F/celery",
+    };
 
-fn connect_boxed<'a>(
-    uri: &'a QueueUri,
-    creds: &'a Credentials,
-    opts: &'a ProviderOptions,
-) -> ConnectFuture<'a> {
-    Box::pin(async move {
-        let QueueUri::Rabbitmq(u) = uri else {
-            return Err(wrong_kind(uri, ProviderKind::Rabbitmq));
-        };
-        Ok(Box::new(RabbitmqProvider::connect(u, creds, opts).await?) as Box<dyn QueueProvider>)
-    })
+    fn parse(input: &str, scheme: &str) -> Result<Self, String> {
+        uri::parse(input, scheme)
+    }
+
+    fn redacted(&self) -> String {
+        AmqpUri::redacted(self)
+    }
+
+    /// The vhost's `celeryev` exchange, with the credentials the provider logs in with.
+    fn celery_events(&self, creds: &Credentials) -> Option<EventSource> {
+        let (username, password) = resolve_credentials(self, creds);
+        Some(EventSource::Rabbitmq(AmqpEvents {
+            tls: self.tls,
+            host: self.host.clone(),
+            port: self.port,
+            vhost: self.vhost.clone(),
+            username,
+            password,
+        }))
+    }
+
+    fn connect<'a>(
+        &'a self,
+        creds: &'a Credentials,
+        opts: &'a ProviderOptions,
+    ) -> ConnectFuture<'a> {
+        boxed(RabbitmqProvider::connect(self, creds, opts))
+    }
 }
 
 #[cfg(test)]

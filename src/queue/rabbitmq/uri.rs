@@ -8,10 +8,10 @@ use crate::queue::uri::parts::{
     render_userinfo, segments, userinfo,
 };
 use crate::queue::uri::redact::redact_url;
-use crate::queue::uri::{QueueUri, redacted as shown};
+use crate::queue::uri::redacted as shown;
 
 /// Parses an `amqp://` or `amqps://` queue URI.
-pub(crate) fn parse(input: &str, scheme: &str) -> Result<QueueUri, String> {
+pub(crate) fn parse(input: &str, scheme: &str) -> Result<AmqpUri, String> {
     from_url(&parse_url(input)?, scheme == "amqps")
 }
 
@@ -49,7 +49,7 @@ const DEFAULT_AMQP_PORT: u16 = 5672;
 
 const DEFAULT_AMQPS_PORT: u16 = 5671;
 
-fn from_url(url: &url::Url, tls: bool) -> Result<QueueUri, String> {
+fn from_url(url: &url::Url, tls: bool) -> Result<AmqpUri, String> {
     reject_fragment(url)?;
     let host = host_of(url)?;
     let port = port_of(
@@ -81,7 +81,7 @@ fn from_url(url: &url::Url, tls: bool) -> Result<QueueUri, String> {
         Some(m) => Some(parse_management(m)?),
         None => None,
     };
-    Ok(QueueUri::Rabbitmq(AmqpUri {
+    Ok(AmqpUri {
         tls,
         host,
         port,
@@ -90,7 +90,7 @@ fn from_url(url: &url::Url, tls: bool) -> Result<QueueUri, String> {
         username,
         password,
         management,
-    }))
+    })
 }
 
 fn parse_management(value: &str) -> Result<String, String> {

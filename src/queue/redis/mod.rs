@@ -53,11 +53,10 @@ pub mod pool;
 pub mod uri;
 
 use self::pool::{ConnectionKey, Slot};
-use super::kinds::{ConnectFuture, ProviderSpec, nothing_to_validate, wrong_kind};
-use super::uri::RedisUri;
-use super::{
-    Credentials, ProviderKind, ProviderOptions, QueueError, QueueMetrics, QueueProvider, QueueUri,
-};
+use super::events::{EventSource, RedisEvents};
+use super::provider::{ConnectFuture, ProviderSpec, ProviderUri, boxed};
+use super::{Credentials, ProviderOptions, QueueError, QueueMetrics, QueueProvider};
+use uri::RedisUri;
 
 const UNACKED_KEY: &str = "unacked";
 const BINDING_KEY_PREFIX: &str = "_kombu.binding.";
@@ -104,7 +103,7 @@ impl RedisProvider {
         creds: &Credentials,
         opts: &ProviderOptions,
     ) -> Result<Self, QueueError> {
-        let label = QueueUri::Redis(uri.clone()).redacted();
+        let label = uri.redacted();
         let key = ConnectionKey {
             tls: uri.tls,
             host: uri.host.clone(),
@@ -309,10 +308,6 @@ impl RedisProvider {
 
 #[async_trait]
 impl QueueProvider for RedisProvider {
-    fn kind(&self) -> ProviderKind {
-        ProviderKind::Redis
-    }
-
     async fn poll(&mut self) -> Result<QueueMetrics, QueueError> {
         let sampled_at = jiff::Timestamp::now();
         let mut pipe = ::redis::pipe();
@@ -537,30 +532,45 @@ pub(crate) fn map_error(label: &str, e: &RedisError) -> QueueError {
     QueueError::Unavailable { queue, detail }
 }
 
-/// This provider's row in the provider table.
-pub(crate) const SPEC: ProviderSpec = ProviderSpec {
-    kind: ProviderKind::Redis,
-    name: "redis",
-    aliases: &["celery"],
-    schemes: &["redis", "rediss"],
-    default_interval: Duration::from_secs(1),
-    interval_flag: "--redis-poll-interval",
-    parse: uri::parse,
-    validate: nothing_to_validate,
-    connect: connect_boxed,
-};
+impl ProviderUri for RedisUri {
+    const SPEC: ProviderSpec = ProviderSpec {
+        name: "redis",
+        aliases: &["celery"],
+        schemes: &["redis", "rediss"],
+        default_interval: Duration::from_secs(1),
+        interval_flag: "--redis-poll-interval",
+        example: "redis://redis:6379/0/celery",
+    };
 
-fn connect_boxed<'a>(
-    uri: &'a QueueUri,
-    creds: &'a Credentials,
-    opts: &'a ProviderOptions,
-) -> ConnectFuture<'a> {
-    Box::pin(async move {
-        let QueueUri::Redis(u) = uri else {
-            return Err(wrong_kind(uri, ProviderKind::Redis));
-        };
-        Ok(Box::new(RedisProvider::connect(u, creds, opts).await?) as Box<dyn QueueProvider>)
-    })
+    fn parse(input: &str, scheme: &str) -> Result<Self, String> {
+        uri::parse(input, scheme)
+    }
+
+    fn redacted(&self) -> String {
+        RedisUri::redacted(self)
+    }
+
+    /// Every Redis queue: a `redis://` URI cannot tell a Celery queue from a plain list (for
+    /// a plain list the listener simply never hears anything).
+    fn celery_events(&self, creds: &Credentials) -> Option<EventSource> {
+        Some(EventSource::Redis(RedisEvents {
+            tls: self.tls,
+            host: self.host.clone(),
+            port: self.port,
+            db: self.db,
+            prefix: self.prefix.clone(),
+            username: creds.username.as_ref().or(self.username.as_ref()).cloned(),
+            password: creds.password.as_ref().or(self.password.as_ref()).cloned(),
+        }))
+    }
+
+    fn connect<'a>(
+        &'a self,
+        creds: &'a Credentials,
+        opts: &'a ProviderOptions,
+    ) -> ConnectFuture<'a> {
+        boxed(RedisProvider::connect(self, creds, opts))
+    }
 }
 
 #[cfg(test)]

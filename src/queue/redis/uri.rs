@@ -7,10 +7,10 @@ use crate::queue::uri::parts::{
     encode, host_of, parse_url, port_of, query_params, quote, reject_fragment, render_host,
     render_userinfo, segments, userinfo,
 };
-use crate::queue::uri::{QueueUri, redacted as shown};
+use crate::queue::uri::redacted as shown;
 
 /// Parses a `redis://` or `rediss://` queue URI.
-pub(crate) fn parse(input: &str, scheme: &str) -> Result<QueueUri, String> {
+pub(crate) fn parse(input: &str, scheme: &str) -> Result<RedisUri, String> {
     from_url(&parse_url(input)?, scheme == "rediss")
 }
 
@@ -59,7 +59,7 @@ const MAX_PRIORITY_STEPS: usize = 256;
 
 const DEFAULT_REDIS_PORT: u16 = 6379;
 
-fn from_url(url: &url::Url, tls: bool) -> Result<QueueUri, String> {
+fn from_url(url: &url::Url, tls: bool) -> Result<RedisUri, String> {
     reject_fragment(url)?;
     let host = host_of(url)?;
     let port = port_of(url, DEFAULT_REDIS_PORT)?;
@@ -85,7 +85,7 @@ fn from_url(url: &url::Url, tls: bool) -> Result<QueueUri, String> {
         None => DEFAULT_SEPARATOR.to_string(),
     };
     let prefix = query.get("prefix").cloned().unwrap_or_default();
-    Ok(QueueUri::Redis(RedisUri {
+    Ok(RedisUri {
         tls,
         host,
         port,
@@ -96,7 +96,7 @@ fn from_url(url: &url::Url, tls: bool) -> Result<QueueUri, String> {
         priority_steps,
         separator,
         prefix,
-    }))
+    })
 }
 
 fn parse_priority_steps(value: &str) -> Result<Vec<u32>, String> {

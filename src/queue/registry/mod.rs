@@ -205,7 +205,7 @@ impl Registry {
             .is_some_and(|s| s.keys == keys);
         if !unchanged {
             for key in &keys {
-                super::validate(&key.uri, &key.credentials)?;
+                key.uri.validate(&key.credentials)?;
             }
         }
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {

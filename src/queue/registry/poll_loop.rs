@@ -32,9 +32,7 @@ async fn poll_once(
     let attempt = async {
         let p = match provider.as_mut() {
             Some(p) => p,
-            None => {
-                provider.insert(super::super::connect(&key.uri, &key.credentials, options).await?)
-            }
+            None => provider.insert(key.uri.connect(&key.credentials, options).await?),
         };
         p.set_no_workers(no_workers);
         p.poll().await

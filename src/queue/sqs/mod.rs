@@ -41,10 +41,9 @@ pub mod cloudwatch;
 pub mod uri;
 
 use self::cloudwatch::CloudWatchActivity;
-use super::kinds::{ConnectFuture, ProviderSpec, nothing_to_validate, wrong_kind};
-use super::uri::QueueUri;
-use super::uri::SqsUri;
-use super::{Credentials, ProviderKind, ProviderOptions, QueueError, QueueMetrics, QueueProvider};
+use super::provider::{ConnectFuture, ProviderSpec, ProviderUri, boxed};
+use super::{Credentials, ProviderOptions, QueueError, QueueMetrics, QueueProvider};
+use uri::SqsUri;
 
 /// Error codes (AWS JSON and query protocols, moto) for a queue that does not exist.
 const NOT_FOUND_CODES: &[&str] = &[
@@ -214,10 +213,6 @@ fn timeouts(operation: Duration) -> TimeoutConfig {
 
 #[async_trait]
 impl QueueProvider for SqsProvider {
-    fn kind(&self) -> ProviderKind {
-        ProviderKind::Sqs
-    }
-
     fn set_no_workers(&mut self, no_workers: bool) {
         self.no_workers = no_workers;
     }
@@ -303,28 +298,29 @@ where
     }
 }
 
-/// This provider's row in the provider table.
-pub(crate) const SPEC: ProviderSpec = ProviderSpec {
-    kind: ProviderKind::Sqs,
-    name: "sqs",
-    aliases: &[],
-    schemes: &["http", "https"],
-    default_interval: Duration::from_secs(20),
-    interval_flag: "--sqs-short-poll-interval",
-    parse: uri::parse,
-    validate: nothing_to_validate,
-    connect: connect_boxed,
-};
+impl ProviderUri for SqsUri {
+    const SPEC: ProviderSpec = ProviderSpec {
+        name: "sqs",
+        aliases: &[],
+        schemes: &["https", "http"],
+        default_interval: Duration::from_secs(20),
+        interval_flag: "--sqs-short-poll-interval",
+        example: "https://sqs.ap-south-1.amazonaws.com/82910/sms-sender",
+    };
 
-fn connect_boxed<'a>(
-    uri: &'a QueueUri,
-    creds: &'a Credentials,
-    opts: &'a ProviderOptions,
-) -> ConnectFuture<'a> {
-    Box::pin(async move {
-        let QueueUri::Sqs(u) = uri else {
-            return Err(wrong_kind(uri, ProviderKind::Sqs));
-        };
-        Ok(Box::new(SqsProvider::connect(u, creds, opts).await?) as Box<dyn QueueProvider>)
-    })
+    fn parse(input: &str, scheme: &str) -> Result<Self, String> {
+        uri::parse(input, scheme)
+    }
+
+    fn redacted(&self) -> String {
+        SqsUri::redacted(self)
+    }
+
+    fn connect<'a>(
+        &'a self,
+        creds: &'a Credentials,
+        opts: &'a ProviderOptions,
+    ) -> ConnectFuture<'a> {
+        boxed(SqsProvider::connect(self, creds, opts))
+    }
 }

@@ -4,13 +4,12 @@
 //! for SQS-compatible servers (moto, ElasticMQ, LocalStack), where without `region` the AWS
 //! environment decides. SQS URIs take no credentials.
 
-use crate::queue::uri::QueueUri;
 use crate::queue::uri::parts::{
     encode, host_of, parse_url, query_params, quote, reject_fragment, segments, url_host,
 };
 
 /// Parses an `http://` or `https://` queue URI.
-pub(crate) fn parse(input: &str, _scheme: &str) -> Result<QueueUri, String> {
+pub(crate) fn parse(input: &str, _scheme: &str) -> Result<SqsUri, String> {
     from_url(&parse_url(input)?)
 }
 
@@ -28,7 +27,7 @@ pub struct SqsUri {
     pub queue: String,
 }
 
-fn from_url(url: &url::Url) -> Result<QueueUri, String> {
+fn from_url(url: &url::Url) -> Result<SqsUri, String> {
     if !url.username().is_empty() || url.password().is_some() {
         return Err(
             "SQS URIs take no credentials; the AWS SDK reads them from the \
@@ -65,7 +64,7 @@ fn from_url(url: &url::Url) -> Result<QueueUri, String> {
         None => format!("{}://{}", url.scheme(), url_host(url)),
     };
     let queue_url = format!("{origin}/{}/{}", encode(&account), encode(&queue));
-    Ok(QueueUri::Sqs(SqsUri {
+    Ok(SqsUri {
         queue_url,
         endpoint: if aws_region.is_some() {
             None
@@ -75,7 +74,7 @@ fn from_url(url: &url::Url) -> Result<QueueUri, String> {
         region,
         account,
         queue,
-    }))
+    })
 }
 
 /// The region named by an AWS SQS host name, if the host is one.

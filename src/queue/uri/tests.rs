@@ -1,6 +1,6 @@
 //! The `queueURI` grammars through [`QueueUri::parse`], and redaction.
 
-use super::*;
+use crate::queue::{ProviderKind, QueueUri};
 
 fn ok(s: &str) -> QueueUri {
     match QueueUri::parse(s) {
@@ -195,12 +195,12 @@ fn redis_errors() {
 
 #[test]
 fn beanstalk() {
-    let QueueUri::Beanstalk(u) = ok("beanstalk://queue.local/emails") else {
+    let QueueUri::Beanstalkd(u) = ok("beanstalk://queue.local/emails") else {
         panic!("not beanstalk")
     };
     assert_eq!(u.port, 11300);
     assert_eq!(u.tube, "emails");
-    let QueueUri::Beanstalk(u) = ok("beanstalk://10.0.0.1:11301/a%2Fb(1)") else {
+    let QueueUri::Beanstalkd(u) = ok("beanstalk://10.0.0.1:11301/a%2Fb(1)") else {
         panic!("not beanstalk")
     };
     assert_eq!(u.port, 11301);

@@ -15,7 +15,7 @@ use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserIn
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::json;
-use wpa::queue::uri::AmqpUri;
+use wpa::queue::rabbitmq::uri::AmqpUri;
 
 pub const AMQP_PORT: u16 = 5672;
 pub const MANAGEMENT: &str = "http://127.0.0.1:15672";

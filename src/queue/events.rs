@@ -1,4 +1,5 @@
-//! Which broker's worker events to listen to, derived from a queue's URI.
+//! Which broker's Celery worker events to listen to, derived from a queue's URI by its
+//! provider (`ProviderUri::celery_events`). Plain data: the listeners are in `workers/`.
 //!
 //! Queues on the same broker share one [`EventSource`] (it is a map key), so one listener
 //! serves them all. The credentials are part of the key because they decide what the
@@ -18,9 +19,8 @@
 
 use std::fmt;
 
-use crate::queue::uri::parts::{encode, render_host, render_userinfo};
-use crate::queue::uri::redacted;
-use crate::queue::{Credentials, QueueUri};
+use super::uri::parts::{encode, render_host, render_userinfo};
+use super::uri::redacted;
 
 /// The exchange Celery sends events to (Celery's `event_exchange` default).
 pub const EVENT_EXCHANGE: &str = "celeryev";
@@ -64,35 +64,6 @@ pub struct AmqpEvents {
 }
 
 impl EventSource {
-    /// The source of the worker events for the queue `uri`, or `None` when its broker has
-    /// no Celery worker events. Credentials from `creds` (the WPA's Secret) win over the
-    /// URI's userinfo, as for the queue providers.
-    pub fn for_queue(uri: &QueueUri, creds: &Credentials) -> Option<Self> {
-        match uri {
-            QueueUri::Redis(u) => Some(EventSource::Redis(RedisEvents {
-                tls: u.tls,
-                host: u.host.clone(),
-                port: u.port,
-                db: u.db,
-                prefix: u.prefix.clone(),
-                username: creds.username.as_ref().or(u.username.as_ref()).cloned(),
-                password: creds.password.as_ref().or(u.password.as_ref()).cloned(),
-            })),
-            QueueUri::Rabbitmq(u) => {
-                let (username, password) = crate::queue::rabbitmq::resolve_credentials(u, creds);
-                Some(EventSource::Rabbitmq(AmqpEvents {
-                    tls: u.tls,
-                    host: u.host.clone(),
-                    port: u.port,
-                    vhost: u.vhost.clone(),
-                    username,
-                    password,
-                }))
-            }
-            QueueUri::Sqs(_) | QueueUri::Beanstalk(_) | QueueUri::Http(_) => None,
-        }
-    }
-
     /// The broker with the password as `***`: safe for logs and errors.
     pub fn redacted(&self) -> String {
         match self {
@@ -208,9 +179,10 @@ impl fmt::Debug for AmqpEvents {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::{Credentials, QueueUri};
 
     fn source(uri: &str, creds: &Credentials) -> Option<EventSource> {
-        EventSource::for_queue(&QueueUri::parse(uri).unwrap(), creds)
+        QueueUri::parse(uri).unwrap().celery_events(creds)
     }
 
     fn redis(uri: &str) -> RedisEvents {
@@ -300,7 +272,7 @@ mod tests {
             "http+json://h/metrics",
         ] {
             let parsed = QueueUri::parse(uri).unwrap();
-            assert_eq!(EventSource::for_queue(&parsed, &none), None, "{uri}");
+            assert_eq!(parsed.celery_events(&none), None, "{uri}");
         }
     }
 
