@@ -11,6 +11,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use crate::queue::kinds;
+
 /// Annotation that freezes a WPA: the controller keeps reporting but never scales.
 pub const PAUSED_ANNOTATION: &str = "k8s.practo.dev/paused";
 
@@ -94,11 +96,11 @@ pub struct WorkerPodAutoScalerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "max_disruption_schema")]
     pub max_disruption: Option<IntOrString>,
-    /// The queue to watch: SQS URL, `amqp[s]://`, `redis[s]://`, `beanstalk://` or `http[s]+json://`.
-    /// Exactly one of `queueURI` and `queueURIs` is set.
+    /// The queue to watch, in the grammar of its provider (its scheme picks it; see
+    /// `workerpodautoscaler providers`). Exactly one of `queueURI` and `queueURIs` is set.
     #[serde(rename = "queueURI", default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 2048))]
-    #[x_kube(validation = Rule::new("self.matches('^(https?|amqps?|rediss?|beanstalk|https?\\\\+json)://')").message("queueURI must start with https://, http://, amqp://, amqps://, redis://, rediss://, beanstalk://, http+json:// or https+json://"))]
+    #[x_kube(validation = Rule::new(kinds::uri_scheme_rule("self")).message(Message::Message(kinds::uri_scheme_message("queueURI"))))]
     pub queue_uri: Option<String>,
     /// Several queues that the same workers consume (a Celery worker started with
     /// `--queues=a,b,c`), each written like `queueURI`: the backlog is the sum over them, and
@@ -316,8 +318,8 @@ fn queue_uris_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         "x-kubernetes-list-type": "set",
         "items": {"type": "string", "minLength": 1, "maxLength": 2048},
         "x-kubernetes-validations": [{
-            "rule": "self.all(u, u.matches('^(https?|amqps?|rediss?|beanstalk|https?\\\\+json)://'))",
-            "message": "every queueURIs entry must start with https://, http://, amqp://, amqps://, redis://, rediss://, beanstalk://, http+json:// or https+json://"
+            "rule": format!("self.all(u, {})", kinds::uri_scheme_rule("u")),
+            "message": kinds::uri_scheme_message("every queueURIs entry")
         }]
     })
 }

@@ -40,6 +40,9 @@ enum Command {
     Inspect(InspectArgs),
     /// Print the WorkerPodAutoScaler CustomResourceDefinition as YAML.
     Crd,
+    /// Print the queue providers this binary knows, one JSON object per line: name,
+    /// schemes, an example queueURI, the poll interval flag and its default.
+    Providers,
     /// Replay a queue trace through the scaling engine and print every decision.
     Simulate(SimulateArgs),
     /// Print the version.
@@ -109,6 +112,7 @@ fn main() -> ExitCode {
         Command::Run(args) => return run_controller(*args),
         Command::Inspect(args) => return run_inspect(args),
         Command::Crd => print_crd(),
+        Command::Providers => print_providers(),
         Command::Simulate(args) => run_simulate(args),
         Command::Version => {
             println!("workerpodautoscaler {}", env!("CARGO_PKG_VERSION"));
@@ -204,6 +208,15 @@ fn print_crd() -> Result<(), String> {
     io::stdout()
         .write_all(yaml.as_bytes())
         .map_err(|e| e.to_string())
+}
+
+fn print_providers() -> Result<(), String> {
+    let mut out = io::stdout().lock();
+    for provider in wpa::queue::kinds::describe() {
+        let line = serde_json::to_string(&provider).map_err(|e| e.to_string())?;
+        writeln!(out, "{line}").map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 fn run_simulate(args: SimulateArgs) -> Result<(), String> {

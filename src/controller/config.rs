@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+use super::poll_flags::PollFlags;
 use crate::queue::registry::PollSettings;
-use crate::queue::{ProviderKind, ProviderOptions};
+use crate::queue::{ProviderKind, ProviderOptions, kinds};
 use crate::scaler::{MaxDisruption, ScalerSettings};
 
 #[derive(Debug, Clone, Args)]
@@ -38,25 +39,19 @@ pub struct RunArgs {
     /// whose queueURI names no region (amazonaws.com URLs carry their own).
     #[arg(long, env = "AWS_REGIONS", default_value = "ap-south-1,ap-southeast-1")]
     pub aws_regions: String,
-    /// Seconds between SQS polls.
-    #[arg(long, env = "WPA_SQS_SHORT_POLL_INTERVAL", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
-    pub sqs_short_poll_interval: u64,
     /// WaitTimeSeconds of the SQS receive long poll at zero workers (0-20; 0 turns it off).
     #[arg(long, env = "WPA_SQS_LONG_POLL_INTERVAL", default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=20))]
     pub sqs_long_poll_interval: u32,
-    /// Seconds between beanstalkd polls (practo: 20; stats-tube is one cheap round trip).
-    #[arg(long, env = "WPA_BEANSTALK_SHORT_POLL_INTERVAL", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
-    pub beanstalk_short_poll_interval: u64,
     /// Accepted for compatibility with practo; beanstalkd is polled with stats-tube only.
     #[arg(long, env = "WPA_BEANSTALK_LONG_POLL_INTERVAL", default_value_t = 20)]
     pub beanstalk_long_poll_interval: u64,
-    /// Comma-separated providers this controller serves (sqs, beanstalkd, rabbitmq, redis, http).
-    #[arg(
-        long,
-        env = "WPA_QUEUE_SERVICES",
-        default_value = "sqs,beanstalkd,rabbitmq,redis,http"
-    )]
+    /// Comma-separated providers this controller serves (default: every provider).
+    #[arg(long, env = "WPA_QUEUE_SERVICES", default_value_t = kinds::default_services())]
     pub queue_services: String,
+    /// Each provider's poll interval flag (`--sqs-short-poll-interval`,
+    /// `--redis-poll-interval`, ...), from the provider table.
+    #[command(flatten)]
+    pub poll: PollFlags,
     /// Address of /metrics, /healthz and /readyz: ":8787", "127.0.0.1:8787" or "8787".
     #[arg(long, env = "WPA_METRICS_PORT", default_value = ":8787")]
     pub metrics_port: String,
@@ -76,15 +71,6 @@ pub struct RunArgs {
     /// Watch WPAs in this namespace only; all namespaces when empty.
     #[arg(long, env = "WPA_NAMESPACE", default_value = "")]
     pub namespace: String,
-    /// Seconds between Redis polls.
-    #[arg(long, env = "WPA_REDIS_POLL_INTERVAL", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
-    pub redis_poll_interval: u64,
-    /// Seconds between RabbitMQ polls.
-    #[arg(long, env = "WPA_RABBITMQ_POLL_INTERVAL", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
-    pub rabbitmq_poll_interval: u64,
-    /// Seconds between HTTP provider polls.
-    #[arg(long, env = "WPA_HTTP_POLL_INTERVAL", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
-    pub http_poll_interval: u64,
     /// Seconds the backlog must stay empty (and no receives be seen) before workers count as idle.
     #[arg(long, env = "WPA_IDLE_WINDOW", default_value_t = 60)]
     pub idle_window: u64,
@@ -195,7 +181,7 @@ impl RunArgs {
                     flag: "queue-services",
                     problem: format!(
                         "unknown service {name:?} (known: {})",
-                        crate::queue::kinds::service_names()
+                        kinds::service_names()
                     ),
                 });
             };
@@ -238,13 +224,7 @@ impl RunArgs {
 
     /// Default poll interval of each provider.
     pub fn poll_interval(&self, kind: ProviderKind) -> Duration {
-        Duration::from_secs(match kind {
-            ProviderKind::Sqs => self.sqs_short_poll_interval,
-            ProviderKind::Beanstalkd => self.beanstalk_short_poll_interval,
-            ProviderKind::Redis => self.redis_poll_interval,
-            ProviderKind::Rabbitmq => self.rabbitmq_poll_interval,
-            ProviderKind::Http => self.http_poll_interval,
-        })
+        self.poll.interval(kind)
     }
 
     pub fn lease_namespace(&self) -> String {
@@ -280,9 +260,11 @@ mod tests {
         assert_eq!(args.wpa_threads, 10);
         assert_eq!(args.wpa_default_max_disruption, "100%");
         assert_eq!(args.scale_down_delay_after_last_scale_activity, 600);
-        assert_eq!(args.sqs_short_poll_interval, 20);
         assert_eq!(args.sqs_long_poll_interval, 20);
-        assert_eq!(args.beanstalk_short_poll_interval, 1);
+        assert_eq!(
+            args.poll_interval(ProviderKind::Beanstalkd),
+            Duration::from_secs(1)
+        );
         assert!(args.sqs_receive_long_poll);
         assert_eq!(args.metrics_port, ":8787");
         assert_eq!(args.k8s_api_qps, 5.0);

@@ -25,6 +25,7 @@ mod plan;
 #[cfg(test)]
 mod plan_tests;
 mod pods;
+mod poll_flags;
 mod problem;
 mod ratelimit;
 mod reconcile;

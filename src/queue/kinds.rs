@@ -145,6 +145,37 @@ impl Serialize for ProviderKind {
     }
 }
 
+/// What `workerpodautoscaler providers` prints for one provider: its row and what is
+/// derived from it.
+#[derive(Debug, Serialize)]
+pub struct ProviderDescription {
+    pub name: &'static str,
+    pub aliases: &'static [&'static str],
+    pub schemes: &'static [&'static str],
+    pub example: &'static str,
+    pub default_poll_interval_seconds: u64,
+    pub interval_flag: &'static str,
+    pub interval_env: String,
+}
+
+/// Every provider's description, in table order.
+pub fn describe() -> Vec<ProviderDescription> {
+    ProviderKind::all()
+        .map(|kind| {
+            let spec = kind.spec();
+            ProviderDescription {
+                name: spec.name,
+                aliases: spec.aliases,
+                schemes: spec.schemes,
+                example: spec.example,
+                default_poll_interval_seconds: spec.default_interval.as_secs(),
+                interval_flag: spec.interval_flag,
+                interval_env: spec.interval_env(),
+            }
+        })
+        .collect()
+}
+
 /// The provider whose schemes include `scheme` (lower case).
 pub fn by_scheme(scheme: &str) -> Option<ProviderKind> {
     ProviderKind::all().find(|kind| kind.spec().schemes.contains(&scheme))

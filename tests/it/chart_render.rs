@@ -34,6 +34,19 @@ fn scenarios(out: &Path) -> Vec<String> {
     names
 }
 
+/// `sqsShortPollInterval` -> `sqs-short-poll-interval`.
+fn kebab(key: &str) -> String {
+    key.chars()
+        .flat_map(|c| {
+            if c.is_ascii_uppercase() {
+                vec!['-', c.to_ascii_lowercase()]
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
 /// The flags the chart must pass for `values` (an independent statement of the
 /// mapping in templates/deployment.yaml).
 fn expected_args(values: &Value) -> Vec<String> {
@@ -59,16 +72,23 @@ fn expected_args(values: &Value) -> Vec<String> {
             "scaleDownDelayAfterLastScaleActivity",
         ),
         ("aws-regions", "awsRegions"),
-        ("sqs-short-poll-interval", "sqsShortPollInterval"),
-        ("sqs-long-poll-interval", "sqsLongPollInterval"),
-        (
-            "beanstalk-short-poll-interval",
-            "beanstalkShortPollInterval",
-        ),
-        ("beanstalk-long-poll-interval", "beanstalkLongPollInterval"),
-        ("queue-services", "queueServices"),
     ] {
         args.push(format!("--{flag}={}", s(key)));
+    }
+    // Every *PollInterval value, in key order, as its kebab-case flag.
+    let mut intervals: Vec<&String> = c
+        .as_object()
+        .expect("controller values")
+        .keys()
+        .filter(|k| k.ends_with("PollInterval"))
+        .collect();
+    intervals.sort();
+    for key in intervals {
+        args.push(format!("--{}={}", kebab(key), s(key)));
+    }
+    // Empty: the binary's default (every provider).
+    if !s("queueServices").is_empty() {
+        args.push(format!("--queue-services={}", s("queueServices")));
     }
     args.push(format!("--metrics-port=:{}", s("metricsPort")));
     args.push(format!("--k8s-api-qps={}", s("k8sApiQps")));
@@ -78,14 +98,7 @@ fn expected_args(values: &Value) -> Vec<String> {
     if !s("namespace").is_empty() {
         args.push(format!("--namespace={}", s("namespace")));
     }
-    for (flag, key) in [
-        ("redis-poll-interval", "redisPollInterval"),
-        ("rabbitmq-poll-interval", "rabbitmqPollInterval"),
-        ("http-poll-interval", "httpPollInterval"),
-        ("idle-window", "idleWindow"),
-    ] {
-        args.push(format!("--{flag}={}", s(key)));
-    }
+    args.push(format!("--idle-window={}", s("idleWindow")));
     // On by default in the binary: the chart passes the flag only to turn it off.
     if !c["sqsReceiveLongPoll"].as_bool().unwrap_or(true) {
         args.push("--sqs-receive-long-poll=false".to_owned());
@@ -601,16 +614,7 @@ fn chart_defaults_are_the_binarys_defaults() {
         if key == "extraArgs" {
             continue;
         }
-        let flag: String = key
-            .chars()
-            .flat_map(|c| {
-                if c.is_ascii_uppercase() {
-                    vec!['-', c.to_ascii_lowercase()]
-                } else {
-                    vec![c]
-                }
-            })
-            .collect();
+        let flag = kebab(key);
         let default = binary
             .get(&flag)
             .unwrap_or_else(|| panic!("controller.{key}: no flag --{flag} in run --help"));
@@ -624,6 +628,14 @@ fn chart_defaults_are_the_binarys_defaults() {
             Value::Bool(_) => "false".to_owned(),
             _ => String::new(),
         });
+        // The chart leaves --queue-services out when empty: the binary's default applies.
+        if key == "queueServices" {
+            assert_eq!(
+                chart_default, "",
+                "controller.queueServices: empty means every provider"
+            );
+            continue;
+        }
         assert_eq!(
             chart_default, binary_default,
             "controller.{key} differs from the default of --{flag}"
@@ -706,5 +718,65 @@ fn rendered_args_are_accepted_by_the_binary() {
                 "{name}: {bad} for {args:?}:\n{stderr}"
             );
         }
+    }
+}
+
+/// The chart follows the provider table: `controller.queueServices` accepts exactly the
+/// table's names (the pattern is written by `hack/sync-crd.sh` from `workerpodautoscaler
+/// providers`), and every provider's interval flag has a value key the schema accepts
+/// (`<provider>PollInterval`, or an explicit property for practo's flag names), which the
+/// template turns back into that flag.
+#[test]
+fn the_chart_follows_the_provider_table() {
+    use wpa::queue::ProviderKind;
+    let schema: Value = serde_json::from_str(
+        &fs::read_to_string(repo().join("charts/worker-pod-autoscaler/values.schema.json"))
+            .expect("values.schema.json"),
+    )
+    .expect("schema is JSON");
+    let controller = &schema["properties"]["controller"];
+    let names: Vec<&str> = ProviderKind::all().map(|k| k.spec().name).collect();
+    let names = names.join("|");
+    assert_eq!(
+        controller["properties"]["queueServices"]["pattern"],
+        format!("^(({names})(,({names}))*)?$"),
+        "run hack/sync-crd.sh"
+    );
+    let patterns: Vec<&String> = controller["patternProperties"]
+        .as_object()
+        .expect("patternProperties")
+        .keys()
+        .collect();
+    assert_eq!(patterns, ["^[a-z]+PollInterval$"]);
+    let one_word_provider = |key: &str| {
+        key.strip_suffix("PollInterval")
+            .is_some_and(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase()))
+    };
+    for kind in ProviderKind::all() {
+        let flag = kind.spec().interval_flag.trim_start_matches("--");
+        let mut key = String::new();
+        let mut upper = false;
+        for c in flag.chars() {
+            match (c, upper) {
+                ('-', _) => upper = true,
+                (c, true) => {
+                    key.push(c.to_ascii_uppercase());
+                    upper = false;
+                }
+                (c, false) => key.push(c),
+            }
+        }
+        assert_eq!(
+            kebab(&key),
+            flag,
+            "the template's kebabcase gives the flag back"
+        );
+        let explicit = !controller["properties"][&key].is_null();
+        let by_pattern = one_word_provider(&key);
+        assert!(
+            explicit || by_pattern,
+            "controller.{key} ({}) is neither a property nor matched by patternProperties",
+            kind.spec().interval_flag
+        );
     }
 }

@@ -22,6 +22,7 @@ mod faults;
 mod from_zero;
 mod inspect;
 mod parser_properties;
+mod provider_docs;
 mod queue_beanstalk;
 mod queue_http;
 mod queue_rabbitmq;
