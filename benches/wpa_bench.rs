@@ -692,11 +692,7 @@ async fn scale_in_scenario(args: &Args, dir: &std::path::Path, report: &mut Repo
         eprintln!("  {}", scale_in_report::summary_line(&outcome));
         outcomes.push(outcome);
     }
-    report.emit(&scale_in_report::heading(
-        args.scale_in_seed,
-        &burst,
-        args.scale_in_grace,
-    ));
+    report.emit(&scale_in_report::heading(args.scale_in_seed, &outcomes));
     report.emit(&scale_in_report::table(&outcomes).render());
     report.emit("");
     report.emit(&scale_in_report::cost_table(&outcomes).render());

@@ -2,23 +2,33 @@
 
 use crate::stats::Table;
 use crate::support::closed_loop::Outcome;
-use crate::support::closed_loop::load::Load;
 use crate::support::closed_loop::tally::LONG_TASK;
 
-pub fn heading(seed: u64, burst: &Load, grace: u64) -> String {
+/// The scenario's heading: each load that ran, with its work and grace.
+pub fn heading(seed: u64, outcomes: &[Outcome]) -> String {
+    let mut loads: Vec<String> = Vec::new();
+    for o in outcomes {
+        let load = &o.case.load;
+        let line = format!(
+            "{} ({:.0} task-seconds, waves of {}; grace {} s)",
+            load.label,
+            load.work(),
+            load.waves
+                .iter()
+                .map(|w| format!("{} at {} s", w.seconds.len(), w.at.as_secs()))
+                .collect::<Vec<_>>()
+                .join(" and "),
+            o.case.grace.as_secs()
+        );
+        if !loads.contains(&line) {
+            loads.push(line);
+        }
+    }
     format!(
-        "\n## Scenario 4: closed-loop scale-in with real Celery workers \
-         (seed {seed}; burst: {}, {:.0} task-seconds, waves of {}; grace {grace} s; \
+        "\n## Scenario 4: closed-loop scale-in with real Celery workers (seed {seed}; {}; \
          controller flags at their defaults but --idle-window=20 \
          --scale-down-delay-after-last-scale-activity=30)\n",
-        burst.label,
-        burst.work(),
-        burst
-            .waves
-            .iter()
-            .map(|w| format!("{} at {} s", w.seconds.len(), w.at.as_secs()))
-            .collect::<Vec<_>>()
-            .join(" and "),
+        loads.join("; ")
     )
 }
 

@@ -1,23 +1,24 @@
-//! The provider table: the one place that names every provider. Each row is a provider's
-//! parsed `queueURI` type (implementing [`ProviderUri`], in the provider's own folder); the
-//! macro generates [`ProviderKind`], [`QueueUri`] and the dispatch from the rows, and the
-//! functions below derive what the rest of the crate needs from the rows' facts. Adding a
-//! broker or framework is one folder and one row here (docs/adding-a-provider.md).
+//! The provider table's machinery. The table itself is in `queue/mod.rs`: one row per
+//! provider folder, `module::UriType as Kind`, where the folder's `UriType` implements
+//! [`ProviderUri`](super::provider::ProviderUri). The macro here turns the rows into the
+//! folders' `pub mod`, [`ProviderKind`], [`QueueUri`] and their dispatch; the functions below
+//! derive what the rest of the crate needs from the rows' facts. Adding a broker or
+//! framework is one folder and one row (docs/adding-a-provider.md).
 
 use std::fmt;
 
 use serde::{Serialize, Serializer};
 
-use super::events::EventSource;
-use super::provider::{ConnectFuture, ProviderSpec, ProviderUri};
 use super::uri::{self, Refusal, UriError};
-use super::{Credentials, ProviderOptions, QueueError};
+use super::{ProviderKind, QueueUri};
 
-/// Generates, from `Kind => UriType` rows: the [`ProviderKind`] enum, the [`QueueUri`] enum
-/// (one variant per row, holding that row's type) and the methods that dispatch to the
-/// row's [`ProviderUri`] implementation.
+/// Generates, from `module::UriType as Kind` rows (invoked in `queue/mod.rs`, where the
+/// rows are the table): the `pub mod` of each provider's folder, the [`ProviderKind`] enum,
+/// the [`QueueUri`] enum (one variant per row, holding that row's type) and the methods
+/// that dispatch to the row's [`ProviderUri`] implementation.
 macro_rules! provider_table {
-    ($($kind:ident => $uri:ty),+ $(,)?) => {
+    ($($module:ident :: $uri:ident as $kind:ident),+ $(,)?) => {
+        $(pub mod $module;)+
         /// The broker or framework of a queue; also the `provider` field of `inspect`
         /// output and the `provider` label of the poll metrics.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -30,17 +31,17 @@ macro_rules! provider_table {
             pub const ALL: &'static [ProviderKind] = &[$(ProviderKind::$kind),+];
 
             /// This provider's facts.
-            pub fn spec(self) -> &'static ProviderSpec {
+            pub fn spec(self) -> &'static $crate::queue::provider::ProviderSpec {
                 match self {
-                    $(ProviderKind::$kind => &<$uri as ProviderUri>::SPEC),+
+                    $(ProviderKind::$kind => &<$module::uri::$uri as $crate::queue::provider::ProviderUri>::SPEC),+
                 }
             }
 
             /// Parses a trimmed `queueURI` whose scheme is one of this provider's.
-            fn parse(self, input: &str, scheme: &str) -> Result<QueueUri, String> {
+            pub(crate) fn parse_as(self, input: &str, scheme: &str) -> Result<QueueUri, String> {
                 match self {
                     $(ProviderKind::$kind => {
-                        <$uri as ProviderUri>::parse(input, scheme).map(QueueUri::$kind)
+                        <$module::uri::$uri as $crate::queue::provider::ProviderUri>::parse(input, scheme).map(QueueUri::$kind)
                     })+
                 }
             }
@@ -49,7 +50,7 @@ macro_rules! provider_table {
         /// A parsed `queueURI`: one provider's parsed form.
         #[derive(Debug, Clone, PartialEq, Eq, Hash)]
         pub enum QueueUri {
-            $($kind($uri)),+
+            $($kind($module::uri::$uri)),+
         }
 
         impl QueueUri {
@@ -64,16 +65,19 @@ macro_rules! provider_table {
             /// logs, events, errors and metric labels.
             pub fn redacted(&self) -> String {
                 match self {
-                    $(QueueUri::$kind(u) => ProviderUri::redacted(u)),+
+                    $(QueueUri::$kind(u) => $crate::queue::provider::ProviderUri::redacted(u)),+
                 }
             }
 
             /// What can be checked without contacting the broker (header values,
             /// providers built into this binary). A failure is a configuration error:
             /// retrying cannot help.
-            pub fn validate(&self, creds: &Credentials) -> Result<(), QueueError> {
+            pub fn validate(
+                &self,
+                creds: &$crate::queue::Credentials,
+            ) -> Result<(), $crate::queue::QueueError> {
                 match self {
-                    $(QueueUri::$kind(u) => u.validate(creds)),+
+                    $(QueueUri::$kind(u) => $crate::queue::provider::ProviderUri::validate(u, creds)),+
                 }
             }
 
@@ -82,27 +86,30 @@ macro_rules! provider_table {
             /// subscription.
             pub fn connect<'a>(
                 &'a self,
-                creds: &'a Credentials,
-                opts: &'a ProviderOptions,
-            ) -> ConnectFuture<'a> {
+                creds: &'a $crate::queue::Credentials,
+                opts: &'a $crate::queue::ProviderOptions,
+            ) -> $crate::queue::provider::ConnectFuture<'a> {
                 match self {
-                    $(QueueUri::$kind(u) => u.connect(creds, opts)),+
+                    $(QueueUri::$kind(u) => $crate::queue::provider::ProviderUri::connect(u, creds, opts)),+
                 }
             }
 
             /// Where Celery's worker events for this queue are published, if its broker
             /// carries them. Credentials from `creds` (the WPA's Secret) win over the URI's
             /// userinfo, as for the providers.
-            pub fn celery_events(&self, creds: &Credentials) -> Option<EventSource> {
+            pub fn celery_events(
+                &self,
+                creds: &$crate::queue::Credentials,
+            ) -> Option<$crate::queue::events::EventSource> {
                 match self {
-                    $(QueueUri::$kind(u) => u.celery_events(creds)),+
+                    $(QueueUri::$kind(u) => $crate::queue::provider::ProviderUri::celery_events(u, creds)),+
                 }
             }
         }
 
         $(
-            impl From<$uri> for QueueUri {
-                fn from(uri: $uri) -> Self {
+            impl From<$module::uri::$uri> for QueueUri {
+                fn from(uri: $module::uri::$uri) -> Self {
                     QueueUri::$kind(uri)
                 }
             }
@@ -110,13 +117,7 @@ macro_rules! provider_table {
     };
 }
 
-provider_table! {
-    Sqs => super::sqs::uri::SqsUri,
-    Rabbitmq => super::rabbitmq::uri::AmqpUri,
-    Redis => super::redis::uri::RedisUri,
-    Beanstalkd => super::beanstalk::uri::BeanstalkUri,
-    Http => super::http::uri::HttpUri,
-}
+pub(crate) use provider_table;
 
 impl ProviderKind {
     /// Every provider kind.
@@ -250,7 +251,7 @@ impl QueueUri {
             )),
         })?;
         match by_scheme(&scheme) {
-            Some(kind) => kind.parse(trimmed, &scheme).map_err(fail),
+            Some(kind) => kind.parse_as(trimmed, &scheme).map_err(fail),
             None => Err(fail(format!(
                 "unknown scheme `{}`; supported schemes: {}",
                 uri::quoted(&scheme),

@@ -10,22 +10,27 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Serialize;
 
-pub mod beanstalk;
 pub mod events;
-pub mod http;
 pub mod idle;
 pub mod inspect;
 pub mod kinds;
 pub mod provider;
-pub mod rabbitmq;
-pub mod redis;
 pub mod registry;
-pub mod sqs;
 pub mod uri;
 
-pub use kinds::{ProviderKind, QueueUri};
 pub use provider::{ProviderSpec, ProviderUri};
 pub use uri::UriError;
+
+// The provider table: one row per provider folder, `folder::UriType as Kind`. Everything
+// else about a provider is derived from its folder's `ProviderUri` implementation
+// (docs/adding-a-provider.md).
+kinds::provider_table! {
+    sqs::SqsUri as Sqs,
+    rabbitmq::AmqpUri as Rabbitmq,
+    redis::RedisUri as Redis,
+    beanstalk::BeanstalkUri as Beanstalkd,
+    http::HttpUri as Http,
+}
 
 /// What a provider measured in one poll. Counts are messages; `None` means the broker
 /// cannot tell (never "zero").
