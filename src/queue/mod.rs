@@ -240,6 +240,12 @@ pub trait QueueProvider: Send + 'static {
     /// registry before each poll. SQS then long-polls at zero backlog (practo's rule);
     /// other providers ignore it.
     fn set_no_workers(&mut self, _no_workers: bool) {}
+    /// Whether the next poll should start as soon as this one ended, rather than at the
+    /// next tick: the SQS long poll at zero workers, which waits for the whole interval
+    /// itself, so that it is always waiting.
+    fn poll_again_now(&self) -> bool {
+        false
+    }
     /// Whether every poll ends within a few request timeouts by itself. The registry then
     /// sets no deadline of its own around it (a timer per poll, thousands a second).
     fn polls_end_in_time(&self) -> bool {

@@ -226,3 +226,79 @@ async fn sqs_queue_never_polled() {
         .expect("send_message");
     assert_scaled_from_zero(&server, &controller, sent, "sqs").await;
 }
+
+/// SQS from zero at any phase of the long poll: back-to-back long polls at zero workers
+/// keep the queue waited on all the time. Before, a long poll that ended empty was followed
+/// by the 20 s poll interval with nobody waiting, and a message arriving then was seen up
+/// to 20 s later (issue 21). Four queues, each sent its message at another phase of a
+/// 20 s cycle, with default flags.
+#[tokio::test(flavor = "multi_thread")]
+async fn sqs_at_any_phase_of_the_long_poll_cycle() {
+    let client = sqs_client(MOTO_PORT);
+    let server = start_server().await;
+    let mut urls = Vec::new();
+    for i in 0..4 {
+        let name = unique("from-zero-phase");
+        let url = client
+            .create_queue()
+            .queue_name(&name)
+            .send()
+            .await
+            .expect("create_queue")
+            .queue_url()
+            .expect("queue url")
+            .to_string();
+        let uri = format!("http://127.0.0.1:{MOTO_PORT}/123456789012/{name}?region=us-east-1");
+        e2e::add_worker(
+            &server,
+            NS,
+            &format!("w{i}"),
+            0,
+            spec(&uri, &format!("w{i}"), 0, 5, 10),
+        );
+        urls.push(url);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let controller = ControllerProcess::start_with_env(
+        &server,
+        dir.path(),
+        "sqs-phases",
+        DEFAULT_FLAGS,
+        AWS_ENV,
+    );
+    for i in 0..4 {
+        e2e::wait_status(
+            &server,
+            NS,
+            &format!("w{i}"),
+            "first poll",
+            &controller,
+            |s| condition(s, "MetricsAvailable").is_some_and(|c| c["status"] == "True"),
+        )
+        .await;
+    }
+    // Into the long polls, then one message every 6.5 s: phases 0, 6.5, 13 and 19.5 s of
+    // a 20 s cycle.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut reactions = Vec::new();
+    for (i, url) in urls.iter().enumerate() {
+        let sent = Instant::now();
+        client
+            .send_message()
+            .queue_url(url)
+            .message_body("job")
+            .send()
+            .await
+            .expect("send_message");
+        e2e::wait_replicas(&server, NS, &format!("w{i}"), 1, "a message", &controller).await;
+        reactions.push(sent.elapsed());
+        tokio::time::sleep_until((sent + Duration::from_millis(6500)).into()).await;
+    }
+    eprintln!("SQS from zero at four phases: {reactions:?}");
+    for reaction in &reactions {
+        assert!(
+            *reaction <= Duration::from_secs(5),
+            "scaled after {reaction:?} ({reactions:?}): a phase without a long poll waiting"
+        );
+    }
+}

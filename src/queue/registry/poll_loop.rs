@@ -98,6 +98,9 @@ pub(super) async fn run_loop(inner: Weak<Inner>, key: LoopKey, id: u64, control:
         // One clock read serves the duration, the idle window and the next tick.
         let finished = Instant::now();
         let elapsed = finished.saturating_duration_since(started);
+        // A provider that waited the whole interval in its poll (SQS's long poll at zero
+        // workers) is polled again at once; a failed poll goes by the rules below.
+        let again_now = result.is_ok() && provider.as_ref().is_some_and(|p| p.poll_again_now());
         let Some(registry) = inner.upgrade() else {
             return;
         };
@@ -201,6 +204,9 @@ pub(super) async fn run_loop(inner: Weak<Inner>, key: LoopKey, id: u64, control:
                 })
                 .next();
             Instant::now() + next.unwrap_or(cap).min(cap)
+        } else if again_now {
+            backoff = None;
+            Instant::now()
         } else {
             backoff = None;
             next_tick(epoch, interval, finished)

@@ -17,7 +17,10 @@
 //! when a poll finds nothing visible and nothing in flight and the registry says no WPA on
 //! the queue has workers, the provider waits in `ReceiveMessage` (WaitTimeSeconds =
 //! `sqs_long_poll_seconds`, VisibilityTimeout 0, MaxNumberOfMessages 1) so the first
-//! message is noticed as soon as it arrives instead of at the next poll. The message stays
+//! message is noticed as soon as it arrives instead of at the next poll. A long poll that
+//! ends empty is followed at once by the next poll ([`QueueProvider::poll_again_now`]), so
+//! the queue is waited on all the time rather than for 20 s of every 40 s (one
+//! `GetQueueAttributes` and one `ReceiveMessage` per 20 s). The message stays
 //! visible, but its receive count goes up by one: with a redrive policy (maxReceiveCount)
 //! that receive moves it closer to the dead-letter queue. With workers running nobody
 //! long-polls, so their own receives are the only ones.
@@ -73,6 +76,9 @@ pub struct SqsProvider {
     long_poll: Option<Duration>,
     /// Every WPA on the queue is at zero replicas (from the registry).
     no_workers: bool,
+    /// The last poll waited in a long poll that ended empty: the next one should start at
+    /// once, so that the queue is always being waited on while nobody consumes it.
+    long_polled_empty: bool,
     request_timeout: Duration,
     cloudwatch: Option<CloudWatchActivity>,
 }
@@ -142,6 +148,7 @@ impl SqsProvider {
             queue_url: uri.queue_url.clone(),
             long_poll,
             no_workers: false,
+            long_polled_empty: false,
             request_timeout: opts.request_timeout,
             cloudwatch,
         })
@@ -217,14 +224,23 @@ impl QueueProvider for SqsProvider {
         self.no_workers = no_workers;
     }
 
+    fn poll_again_now(&self) -> bool {
+        self.long_polled_empty
+    }
+
     async fn poll(&mut self) -> Result<QueueMetrics, QueueError> {
+        self.long_polled_empty = false;
         let mut counts = self.counts().await?;
         if let Some(wait) = self.long_poll
             && self.no_workers
             && counts.visible == 0
             && counts.not_visible == 0
         {
+            let started = Instant::now();
             let received = self.long_poll(wait).await?;
+            // Only a long poll that really waited: a server that answers an empty long poll
+            // at once (not SQS) must not be asked in a tight loop.
+            self.long_polled_empty = received == 0 && started.elapsed() >= wait / 2;
             if received > 0 {
                 // Re-read so in-flight and delayed are current; the approximate counter
                 // may not show the message yet, but we know it is there.
