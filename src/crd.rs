@@ -128,6 +128,13 @@ pub struct WorkerPodAutoScalerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0))]
     pub seconds_to_process_one_job: Option<f64>,
+    /// The longest a newly queued task should wait before a worker starts it, in seconds.
+    /// When set, the workers are sized on wait time from what the controller learns (task
+    /// arrival rate, task time, worker start-up; docs/wait-time.md);
+    /// `targetMessagesPerWorker` decides until enough is learned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub max_wait_seconds: Option<i32>,
     /// HPA v2-style scaling behavior. When set, its stabilization windows and rate policies
     /// replace the controller's scale-down delay.
     #[serde(default, skip_serializing_if = "Option::is_none")]

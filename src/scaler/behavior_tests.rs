@@ -12,6 +12,7 @@ fn t(s: i64) -> Timestamp {
 
 fn policy(min: i32, max: i32, behavior: ScalingBehavior) -> Policy {
     Policy {
+        max_wait: None,
         min,
         max,
         target: 10,

@@ -62,6 +62,7 @@ mod policy;
 mod practo;
 mod reason;
 mod spec_error;
+pub mod wait;
 mod workers;
 
 #[cfg(test)]

@@ -10,7 +10,9 @@ use std::time::Duration;
 use crate::crd::{ScalingBehavior, ScalingRules, WorkerPodAutoScalerSpec};
 
 use super::disruption::MaxDisruption;
-use super::spec_error::{MAX_PERIOD_SECONDS, MAX_STABILIZATION_WINDOW_SECONDS, SpecError};
+use super::spec_error::{
+    MAX_PERIOD_SECONDS, MAX_STABILIZATION_WINDOW_SECONDS, MAX_WAIT_SECONDS, SpecError,
+};
 
 /// Controller-wide settings (flags).
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +45,8 @@ pub struct Policy {
     pub seconds_to_process_one_job: f64,
     pub max_disruption: MaxDisruption,
     pub behavior: Option<ScalingBehavior>,
+    /// `maxWaitSeconds`: size on wait time (see [`super::wait`]).
+    pub max_wait: Option<Duration>,
 }
 
 impl Policy {
@@ -80,6 +84,13 @@ impl Policy {
             check_rules("spec.behavior.scaleUp", behavior.scale_up.as_ref())?;
             check_rules("spec.behavior.scaleDown", behavior.scale_down.as_ref())?;
         }
+        let max_wait = match spec.max_wait_seconds {
+            None => None,
+            Some(seconds) if (1..=MAX_WAIT_SECONDS).contains(&seconds) => {
+                Some(Duration::from_secs(u64::from(seconds.unsigned_abs())))
+            }
+            Some(seconds) => return Err(SpecError::MaxWaitSeconds(seconds)),
+        };
         Ok(Policy {
             min: spec.min_replicas,
             max: spec.max_replicas,
@@ -87,6 +98,7 @@ impl Policy {
             seconds_to_process_one_job: seconds,
             max_disruption,
             behavior: spec.behavior.clone(),
+            max_wait,
         })
     }
 }
@@ -143,6 +155,7 @@ mod tests {
             poll_interval_seconds: None,
             credentials_secret_ref: None,
             worker_signal: None,
+            max_wait_seconds: None,
         }
     }
 
@@ -166,6 +179,18 @@ mod tests {
     }
 
     #[test]
+    fn max_wait_seconds_is_checked() {
+        let mut s = spec();
+        s.max_wait_seconds = Some(30);
+        let p = Policy::from_spec(&s, &ScalerSettings::default()).expect("valid");
+        assert_eq!(p.max_wait, Some(Duration::from_secs(30)));
+        for bad in [0, -5, 86_401] {
+            s.max_wait_seconds = Some(bad);
+            assert!(err_of(&s).contains("spec.maxWaitSeconds"), "{bad}");
+        }
+    }
+
+    #[test]
     fn accepts_a_valid_spec_and_resolves_defaults() {
         let mut s = spec();
         s.seconds_to_process_one_job = Some(0.5);
@@ -177,6 +202,7 @@ mod tests {
         assert_eq!(
             p,
             Ok(Policy {
+                max_wait: None,
                 min: 1,
                 max: 10,
                 target: 100,

@@ -14,6 +14,7 @@ fn t(s: i64) -> Timestamp {
 
 fn policy(min: i32, max: i32, target: i32) -> Policy {
     Policy {
+        max_wait: None,
         min,
         max,
         target,

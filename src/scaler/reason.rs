@@ -44,11 +44,19 @@ pub enum Reason {
     HoldInFlight,
     /// A scale-down stopped at the workers that are running tasks (worker signal).
     HoldBusyWorkers,
+    /// maxWaitSeconds: tasks would wait longer than the target with the current workers.
+    ScaleUpForWait,
+    /// maxWaitSeconds: fewer workers meet the target, and have for the whole hold.
+    ScaleDownForWait,
+    /// maxWaitSeconds: the current workers meet the target and fewer would not.
+    WithinWaitTarget,
+    /// maxWaitSeconds: fewer workers would meet the target, but not for the whole hold yet.
+    WaitScaleDownHeld,
 }
 
 impl Reason {
     /// Every variant, for documentation and exhaustive tests.
-    pub const ALL: [Reason; 18] = [
+    pub const ALL: [Reason; 22] = [
         Reason::ScaleUpFromZero,
         Reason::ScaleUpBacklog,
         Reason::ScaleDownBacklog,
@@ -67,6 +75,10 @@ impl Reason {
         Reason::ScalingDisabled,
         Reason::HoldInFlight,
         Reason::HoldBusyWorkers,
+        Reason::ScaleUpForWait,
+        Reason::ScaleDownForWait,
+        Reason::WithinWaitTarget,
+        Reason::WaitScaleDownHeld,
     ];
 
     /// The CamelCase name.
@@ -90,6 +102,10 @@ impl Reason {
             Reason::ScalingDisabled => "ScalingDisabled",
             Reason::HoldInFlight => "HoldInFlight",
             Reason::HoldBusyWorkers => "HoldBusyWorkers",
+            Reason::ScaleUpForWait => "ScaleUpForWait",
+            Reason::ScaleDownForWait => "ScaleDownForWait",
+            Reason::WithinWaitTarget => "WithinWaitTarget",
+            Reason::WaitScaleDownHeld => "WaitScaleDownHeld",
         }
     }
 
@@ -130,6 +146,16 @@ impl Reason {
             Reason::HoldBusyWorkers => {
                 "scale-down held: it would remove workers that are running tasks"
             }
+            Reason::ScaleUpForWait => "tasks would wait longer than maxWaitSeconds: adding workers",
+            Reason::ScaleDownForWait => {
+                "fewer workers keep waits within maxWaitSeconds: removing the surplus"
+            }
+            Reason::WithinWaitTarget => {
+                "the workers keep waits within maxWaitSeconds and fewer would not"
+            }
+            Reason::WaitScaleDownHeld => {
+                "fewer workers would do, but not for as long as a worker takes to start: holding"
+            }
         }
     }
 }
@@ -166,6 +192,10 @@ mod tests {
             Reason::ScalingDisabled => 15,
             Reason::HoldInFlight => 16,
             Reason::HoldBusyWorkers => 17,
+            Reason::ScaleUpForWait => 18,
+            Reason::ScaleDownForWait => 19,
+            Reason::WithinWaitTarget => 20,
+            Reason::WaitScaleDownHeld => 21,
         }
     }
 

@@ -27,4 +27,9 @@ pub enum SpecError {
     PeriodSeconds { field: String, value: i32 },
     #[error("{field} must be from 0 to {MAX_STABILIZATION_WINDOW_SECONDS}, got {value}")]
     StabilizationWindowSeconds { field: String, value: i32 },
+    #[error("spec.maxWaitSeconds must be from 1 to {MAX_WAIT_SECONDS}, got {0}")]
+    MaxWaitSeconds(i32),
 }
+
+/// The largest `spec.maxWaitSeconds` (a day).
+pub const MAX_WAIT_SECONDS: i32 = 86_400;

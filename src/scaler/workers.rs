@@ -62,7 +62,7 @@ pub fn decide_with_workers(
 
 /// Raises a scale-down that would go below `keep` to `keep` (never above the current count:
 /// busy workers hold replicas, they do not add them).
-fn hold_busy(decision: Decision, workers: &WorkerActivity, current: i32) -> Decision {
+pub(super) fn hold_busy(decision: Decision, workers: &WorkerActivity, current: i32) -> Decision {
     let keep = i32::try_from(workers.keep).unwrap_or(i32::MAX).min(current);
     if decision.desired >= current || decision.desired >= keep {
         return decision;

@@ -26,6 +26,13 @@ pub struct WorkerSeen {
     pub last_busy: Option<Timestamp>,
     /// Its heartbeat interval.
     pub freq: Duration,
+    /// Tasks it has started since its process started (Celery's `processed`).
+    pub processed: u64,
+    /// Seconds of task running summed over its heartbeats (`active` x the time to the next
+    /// heartbeat): with `processed`, the mean task time (Little's law).
+    pub busy_seconds: f64,
+    /// When its first event arrived here.
+    pub first_seen: Timestamp,
 }
 
 #[derive(Debug, Clone)]
@@ -35,6 +42,9 @@ struct Entry {
     freq: f64,
     last_beat: Timestamp,
     last_busy: Option<Timestamp>,
+    processed: u64,
+    busy_seconds: f64,
+    first_seen: Timestamp,
 }
 
 /// The live workers of one broker.
@@ -56,7 +66,22 @@ impl WorkerTable {
         } else {
             MAX_FREQ
         };
-        let previous_busy = self.workers.get(&beat.hostname).and_then(|e| e.last_busy);
+        let previous = self.workers.get(&beat.hostname);
+        let previous_busy = previous.and_then(|e| e.last_busy);
+        // The tasks that ran since the previous event ran for the time between them (a gap
+        // longer than the silence that ends a worker counts only that long).
+        let busy_seconds = match previous {
+            // A restarted process counts from zero again.
+            Some(e) if beat.processed >= e.processed => {
+                let gap = now
+                    .duration_since(e.last_beat)
+                    .as_secs_f64()
+                    .clamp(0.0, e.freq * MISSED_BEATS);
+                e.busy_seconds + f64::from(e.active) * gap
+            }
+            _ => 0.0,
+        };
+        let first_seen = previous.map_or(now, |e| e.first_seen);
         self.workers.insert(
             beat.hostname.clone(),
             Entry {
@@ -68,6 +93,9 @@ impl WorkerTable {
                 } else {
                     previous_busy
                 },
+                processed: beat.processed,
+                busy_seconds,
+                first_seen,
             },
         );
     }
@@ -85,6 +113,9 @@ impl WorkerTable {
                 active: e.active,
                 last_busy: e.last_busy,
                 freq: Duration::from_secs_f64(e.freq),
+                processed: e.processed,
+                busy_seconds: e.busy_seconds,
+                first_seen: e.first_seen,
             })
             .collect()
     }
@@ -172,5 +203,31 @@ mod tests {
         // NaN and huge intervals end after 3 x 60 s, not never.
         assert!(table.seen(at(181.0)).is_empty());
         assert_eq!(table.longest_interval(), None);
+    }
+
+    #[test]
+    fn busy_seconds_and_processed_accumulate_per_process() {
+        let mut table = WorkerTable::default();
+        let beat_at = |active: u32, processed: u64, t: f64, table: &mut WorkerTable| {
+            let mut b = beat("celery@w", BeatKind::Heartbeat, active, 2.0);
+            b.processed = processed;
+            table.record(&b, at(t));
+        };
+        beat_at(1, 5, 100.0, &mut table);
+        beat_at(2, 6, 102.0, &mut table);
+        // A 30 s gap counts as the 6 s a silent worker lives: 2 tasks x 6 s.
+        beat_at(0, 8, 132.0, &mut table);
+        let seen = table.seen(at(132.0));
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].processed, 8);
+        assert!(
+            (seen[0].busy_seconds - (2.0 + 12.0)).abs() < 1e-9,
+            "{}",
+            seen[0].busy_seconds
+        );
+        assert_eq!(seen[0].first_seen, at(100.0));
+        // A new process (processed went down) starts over.
+        beat_at(1, 0, 134.0, &mut table);
+        assert_eq!(table.seen(at(134.0))[0].busy_seconds, 0.0);
     }
 }

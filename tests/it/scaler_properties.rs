@@ -97,6 +97,7 @@ fn policy() -> impl Strategy<Value = Policy> {
         behavior(),
     )
         .prop_map(|(a, b, target, seconds, md, behavior)| Policy {
+            max_wait: None,
             min: a.min(b),
             max: a.max(b),
             target,
@@ -333,6 +334,7 @@ proptest! {
     ) {
         let (min, max) = (a.min(b), a.max(b));
         let p = Policy {
+            max_wait: None,
             min,
             max,
             target,
@@ -376,6 +378,7 @@ proptest! {
         // ceil(messages / target) == needed: messages in ((needed - 1) * target, needed * target]
         let messages = needed * target - short.min(target - 1);
         let p = Policy {
+            max_wait: None,
             min: 0,
             max: i32::MAX,
             target,
@@ -453,6 +456,7 @@ proptest! {
         delay in any::<u64>(),
     ) {
         let p = Policy {
+            max_wait: None,
             min,
             max,
             target,

@@ -17,6 +17,9 @@ fn worker(hostname: &str, active: u32, last_busy: Option<Timestamp>) -> WorkerSe
         active,
         last_busy,
         freq: Duration::from_secs(2),
+        processed: 0,
+        busy_seconds: 0.0,
+        first_seen: Timestamp::UNIX_EPOCH,
     }
 }
 
