@@ -26,6 +26,7 @@
 //! ([`decide_with_workers`]).
 
 pub mod erlang;
+pub mod learn;
 #[cfg(test)]
 mod tests;
 
