@@ -52,6 +52,16 @@ pub const PAUSED_ANNOTATION: &str = "k8s.practo.dev/paused";
     ),
     printcolumn(name = "Busy", type_ = "integer", json_path = ".status.workers.busy"),
     printcolumn(
+        name = "Wait",
+        type_ = "integer",
+        json_path = ".status.wait.predictedWaitSeconds"
+    ),
+    printcolumn(
+        name = "Arrivals/s",
+        type_ = "number",
+        json_path = ".status.wait.arrivalsPerSecond"
+    ),
+    printcolumn(
         name = "Decision",
         type_ = "string",
         json_path = ".status.lastDecisionReason"
@@ -432,6 +442,49 @@ pub struct WorkerPodAutoScalerStatus {
     /// What the workers report (`spec.workerSignal`); absent where there is no signal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workers: Option<WorkersStatus>,
+    /// Sizing on wait time (`spec.maxWaitSeconds`): what was learned and what it predicts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<WaitStatus>,
+}
+
+/// Sizing on wait time. Rates and times are rounded to two significant digits, so that a
+/// steady stream does not rewrite the status.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WaitStatus {
+    /// `MaxWait` while the workers are sized on wait time; `Learning` while
+    /// targetMessagesPerWorker decides (`message` says what is still being learned).
+    pub mode: String,
+    /// The wait (seconds) a task queued now is predicted to see with the desired workers:
+    /// the later of the backlog's last task, the arrivals' 95th percentile and the tasks
+    /// held by busy workers. Absent when the workers cannot keep up with the arrivals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted_wait_seconds: Option<i64>,
+    /// Tasks arriving per second (last 30 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arrivals_per_second: Option<f64>,
+    /// Tasks one worker (pod) finishes per second when busy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throughput_per_worker: Option<f64>,
+    /// Mean seconds a task runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_seconds: Option<f64>,
+    /// Tasks one pod runs at once, as seen so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slots_per_worker: Option<i32>,
+    /// Seconds from a scale-up to a new worker taking tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_seconds: Option<i64>,
+    /// Where the figures come from, e.g. `CeleryEvents`; the start-up is `Default` until one
+    /// was measured.
+    pub source: String,
+    /// Tasks held by busy workers (prefetched): no new pod can start them.
+    pub held_tasks: i64,
+    /// The replicas the target needs now, before maxReplicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needed_replicas: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// The target's pods by what their workers report.

@@ -10,6 +10,7 @@ use jiff::Timestamp;
 use super::key::WpaKey;
 use super::target::{ResourceVersion, TargetState};
 use crate::crd::WorkerPodAutoScaler;
+use crate::scaler::wait::learn::{Learned, Observation, WaitLearner};
 use crate::scaler::{Decision, History};
 
 /// After our own scale PATCH, trust it over a watch cache that has not caught up yet, for
@@ -30,6 +31,8 @@ pub struct WpaMemory {
     own_write: Option<OwnWrite>,
     /// The queue, redacted, for metric labels.
     queue_label: String,
+    /// What is learned for sizing on wait time; only for WPAs with `maxWaitSeconds`.
+    wait: Option<Box<WaitLearner>>,
 }
 
 /// A scale PATCH this controller made, with what is needed to tell whether a cached read
@@ -58,6 +61,7 @@ impl WpaMemory {
             history: History::with_last_scale_time(last),
             subscribed: None,
             own_write: None,
+            wait: None,
             queue_label: String::new(),
         }
     }
@@ -190,6 +194,20 @@ impl Memories {
             .unwrap_or_default()
     }
 
+    /// Feeds the WPA's wait learner (made on first use) and returns what it knows.
+    pub fn learn_wait(&self, key: &WpaKey, observation: &Observation<'_>) -> Option<Learned> {
+        self.with(key, |m| {
+            let learner = m.wait.get_or_insert_with(Box::default);
+            learner.observe(observation);
+            learner.learned(observation.now)
+        })
+    }
+
+    /// Forgets the WPA's wait learner (its `maxWaitSeconds` was removed).
+    pub fn forget_wait(&self, key: &WpaKey) {
+        self.with(key, |m| m.wait = None);
+    }
+
     /// Drops a WPA's memory; returns its queue label if it had any memory.
     pub fn remove(&self, key: &WpaKey) -> Option<String> {
         self.lock().remove(key).map(|m| m.queue_label)
@@ -210,6 +228,7 @@ mod tests {
             subscribed: None,
             own_write,
             queue_label: String::new(),
+            wait: None,
         }
     }
 

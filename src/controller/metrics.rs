@@ -38,6 +38,43 @@ pub struct Metrics {
     pub busy_pods_protected: CounterVec,
     /// Broker worker-event listeners running.
     pub worker_listeners: prometheus::IntGauge,
+    /// Sizing on wait time, per WPA with `maxWaitSeconds` (see [`WAIT_GAUGES`]).
+    pub wait: prometheus::GaugeVec,
+}
+
+/// The `wpa_wait` gauge's `figure` label values, in the order of [`WaitGauges::values`].
+pub const WAIT_GAUGES: [&str; 6] = [
+    "predicted_wait_seconds",
+    "target_wait_seconds",
+    "arrivals_per_second",
+    "throughput_per_worker_per_second",
+    "needed_replicas",
+    "held_tasks",
+];
+
+/// The figures of a WPA sized on wait time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WaitGauges {
+    /// -1 when the workers cannot keep up (waits grow).
+    pub predicted_wait_seconds: f64,
+    pub target_wait_seconds: f64,
+    pub arrivals_per_second: f64,
+    pub throughput_per_worker: f64,
+    pub needed_replicas: f64,
+    pub held_tasks: f64,
+}
+
+impl WaitGauges {
+    fn values(&self) -> [f64; 6] {
+        [
+            self.predicted_wait_seconds,
+            self.target_wait_seconds,
+            self.arrivals_per_second,
+            self.throughput_per_worker,
+            self.needed_replicas,
+            self.held_tasks,
+        ]
+    }
 }
 
 /// The label values of one WPA.
@@ -67,6 +104,8 @@ pub struct WpaGauges {
     pub available: i32,
     /// The target's pods by what their workers report, where there is a worker signal.
     pub workers: Option<crate::scaler::WorkerActivity>,
+    /// Sizing on wait time, once learned.
+    pub wait: Option<WaitGauges>,
 }
 
 impl Metrics {
@@ -156,6 +195,20 @@ impl Metrics {
                 registry.register(Box::new(g.clone()))?;
                 g
             },
+            wait: {
+                let g = prometheus::GaugeVec::new(
+                    Opts::new(
+                        "wpa_wait",
+                        "Sizing on wait time (WPAs with maxWaitSeconds, once learned): the \
+                         predicted wait (-1: the workers cannot keep up), the target, task \
+                         arrivals per second, tasks per second one worker finishes, the \
+                         replicas the target needs, tasks held by busy workers",
+                    ),
+                    &["name", "namespace", "figure"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
             busy_pods_protected: counter(
                 "wpa_busy_pods_protected_total",
                 "Busy pods kept by a scale-down (their deletion cost set high, the count held)",
@@ -217,6 +270,24 @@ impl Metrics {
             }
             None => self.forget_worker_pods(labels),
         }
+        match &gauges.wait {
+            Some(wait) => {
+                for (figure, value) in WAIT_GAUGES.iter().zip(wait.values()) {
+                    self.wait
+                        .with_label_values(&[labels.name, labels.namespace, figure])
+                        .set(value);
+                }
+            }
+            None => self.forget_wait(labels),
+        }
+    }
+
+    fn forget_wait(&self, labels: &WpaLabels<'_>) {
+        for figure in WAIT_GAUGES {
+            let _ = self
+                .wait
+                .remove_label_values(&[labels.name, labels.namespace, figure]);
+        }
     }
 
     fn forget_worker_pods(&self, labels: &WpaLabels<'_>) {
@@ -256,6 +327,7 @@ impl Metrics {
         let values = labels.values();
         self.wpa_gauges.remove(values);
         self.forget_worker_pods(labels);
+        self.forget_wait(labels);
         let _ = self
             .busy_pods_protected
             .remove_label_values(&[labels.name, labels.namespace]);
@@ -339,6 +411,14 @@ mod tests {
                 desired: 3,
                 available: 1,
                 workers: None,
+                wait: Some(WaitGauges {
+                    predicted_wait_seconds: 12.0,
+                    target_wait_seconds: 30.0,
+                    arrivals_per_second: 0.5,
+                    throughput_per_worker: 0.2,
+                    needed_replicas: 3.0,
+                    held_tasks: 0.0,
+                }),
             },
         );
         metrics.observe_reconcile(&labels, Duration::from_millis(3), true);
@@ -359,6 +439,16 @@ mod tests {
         }
         assert!(
             text.contains(r#"wpa_worker_desired{name="w",namespace="ns",queue_name="q"} 3"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"wpa_wait{figure="predicted_wait_seconds",name="w",namespace="ns"} 12"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"wpa_wait{figure="needed_replicas",name="w",namespace="ns"} 3"#),
             "{text}"
         );
         for line in [
@@ -395,6 +485,7 @@ mod tests {
                     idle: 1,
                     ..Default::default()
                 }),
+                wait: None,
             },
         );
         let text = metrics.render().expect("renders");

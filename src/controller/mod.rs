@@ -24,6 +24,7 @@ mod observed;
 mod plan;
 #[cfg(test)]
 mod plan_tests;
+mod plan_wait;
 mod pods;
 mod poll_flags;
 mod problem;
@@ -33,6 +34,7 @@ mod shutdown;
 mod status;
 mod status_writer;
 mod target;
+mod wait_observe;
 mod watch_log;
 mod watches;
 mod wpa_gauges;

@@ -21,6 +21,7 @@ use super::problem::{
     QUEUE_SERVICE_DISABLED, TARGET_NOT_FOUND,
 };
 use super::target::{PodSelector, TargetError, TargetRef};
+use super::wait_observe;
 use crate::crd::{WorkerPodAutoScaler, WorkerSignal};
 use crate::queue::registry::{Subscription, combined};
 use crate::queue::{ConsumerReport, Credentials, QueueUri};
@@ -40,7 +41,14 @@ pub async fn observe(
     let now = Timestamp::now();
     let history = ctx.memories.history(key, wpa);
     let world = match spec_and_subscription(wpa, ctx, key).await {
-        Ok(spec) => read_world(ctx, key, spec, now).await?,
+        Ok(spec) => {
+            let last_scale_up = wpa
+                .status
+                .as_ref()
+                .and_then(|s| s.last_scale_up_time.as_ref())
+                .map(|t| t.0);
+            read_world(ctx, key, spec, last_scale_up, now).await?
+        }
         Err(problem) => Err(problem),
     };
     Ok(Observed {
@@ -65,6 +73,7 @@ async fn read_world(
     ctx: &Context,
     key: &WpaKey,
     spec: CheckedSpec,
+    last_scale_up: Option<Timestamp>,
     now: Timestamp,
 ) -> Result<Result<World, Problem>, Error> {
     let namespace = key.namespace();
@@ -103,6 +112,21 @@ async fn read_world(
         .and_then(|q| q.metrics.as_ref())
         .and_then(|m| m.workers.as_deref());
     let workers = observe_workers(ctx, key, read.pods.as_ref(), consumers, state.replicas, now);
+    let wait = match spec.policy.max_wait {
+        Some(max_wait) => Some(wait_observe::observe_wait(
+            ctx,
+            key,
+            max_wait,
+            queue.as_ref(),
+            workers.as_ref(),
+            last_scale_up,
+            now,
+        )),
+        None => {
+            ctx.memories.forget_wait(key);
+            None
+        }
+    };
     let per_queue = if states.len() > 1 {
         spec.queues_redacted.into_iter().zip(states).collect()
     } else {
@@ -116,6 +140,7 @@ async fn read_world(
         queue,
         per_queue,
         workers,
+        wait,
     }))
 }
 
@@ -167,6 +192,7 @@ fn observe_workers(
             recheck: true,
             warming_up,
             source: source.clone(),
+            target_workers: Vec::new(),
         }
     };
     match ctx.pod_cache.state() {
@@ -185,6 +211,7 @@ fn observe_workers(
                 recheck: false,
                 warming_up: false,
                 source: source.clone(),
+                target_workers: Vec::new(),
                 message: Some(format!(
                     "cannot list pods ({error}); grant pods get/list/watch/patch: deciding on queue figures alone"
                 )),
@@ -222,6 +249,10 @@ fn observe_workers(
             } else {
                 None
             };
+            let target_workers = workers
+                .into_iter()
+                .filter(|w| pods.iter().any(|p| pods::runs_in(&w.hostname, &p.name)))
+                .collect();
             WorkersObserved {
                 recheck: activity.busy > 0,
                 warming_up: false,
@@ -229,6 +260,7 @@ fn observe_workers(
                 activity: Some(activity),
                 pods: classified,
                 message,
+                target_workers,
             }
         }
     })

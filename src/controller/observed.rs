@@ -1,6 +1,8 @@
 //! What a reconcile observed: the data the pure plan decides on, apart from the code that
 //! gathers it (`observe.rs`), so that the plan depends on data only.
 
+use std::time::Duration;
+
 use jiff::Timestamp;
 
 use super::pods::ClassifiedPod;
@@ -8,7 +10,10 @@ use super::problem::Problem;
 use super::target::{TargetRef, TargetState};
 use crate::crd::WorkerPodAutoScalerStatus;
 use crate::queue::registry::QueueState;
+use crate::scaler::wait::learn::Learned;
+use crate::scaler::wait::{Sizing, WaitState};
 use crate::scaler::{History, Policy, WorkerActivity};
+use crate::workers::WorkerSeen;
 
 /// What one reconcile saw.
 #[derive(Debug, Clone)]
@@ -39,6 +44,20 @@ pub struct World {
     pub per_queue: Vec<(String, QueueState)>,
     /// What the workers report, where the WPA's brokers carry worker events.
     pub workers: Option<WorkersObserved>,
+    /// Sizing on wait time: only for WPAs with `maxWaitSeconds`.
+    pub wait: Option<WaitObserved>,
+}
+
+/// What was learned for sizing on wait time, and where the work stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WaitObserved {
+    pub max_wait: Duration,
+    pub learned: Learned,
+    pub state: WaitState,
+    /// The two counts, once the model is learned (else the decision is practo's).
+    pub sizing: Option<Sizing>,
+    /// Pods whose workers run tasks (hold the prefetched ones).
+    pub busy_pods: u32,
 }
 
 /// The target's pods by what their workers report.
@@ -58,6 +77,8 @@ pub struct WorkersObserved {
     pub warming_up: bool,
     /// Where the reports come from: `CeleryEvents`, `Consumers` or both, comma-separated.
     pub source: String,
+    /// The Celery workers that run in the target's pods, as they last reported.
+    pub target_workers: Vec<WorkerSeen>,
 }
 
 /// `status.workers.source` values.

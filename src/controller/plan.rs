@@ -12,6 +12,7 @@ use kube::runtime::events::EventType;
 
 use super::metrics::WpaGauges;
 use super::observed::{Observed, WorkersObserved, World};
+use super::plan_wait::{WAIT_TARGET, plan_wait};
 use super::pods::PodWork;
 use super::problem::Problem;
 use super::status::{
@@ -134,7 +135,7 @@ pub struct PlannedEvent {
 }
 
 impl PlannedEvent {
-    fn new(type_: EventType, reason: impl Into<String>, note: String) -> Self {
+    pub fn new(type_: EventType, reason: impl Into<String>, note: String) -> Self {
         Self {
             type_,
             reason: reason.into(),
@@ -224,6 +225,7 @@ fn plan_world(
         };
     }
     let (metrics_condition, snapshot) = metrics_condition(world.queue.as_ref(), current);
+    let mut wait_gauges = None;
     let mut conditions = vec![metrics_condition];
     let mut status = base.cloned().unwrap_or_default();
     let mut plan = Plan {
@@ -239,10 +241,12 @@ fn plan_world(
 
     match snapshot {
         Some(queue) => {
-            let decision = scaler::decide_with_workers(
+            // With maxWaitSeconds and a learned model the wait rule decides; else practo's.
+            let decision = scaler::wait::decide_with_wait(
                 &world.policy,
                 &queue,
                 world.workers.as_ref().and_then(|w| w.activity.as_ref()),
+                world.wait.as_ref().and_then(|w| w.sizing.as_ref()),
                 current,
                 now,
                 history,
@@ -349,6 +353,26 @@ fn plan_world(
             if world.workers.as_ref().is_some_and(|w| w.recheck) {
                 plan.requeue = plan.requeue.min(WORKERS_RECHECK);
             }
+            match &world.wait {
+                Some(wait) => {
+                    let previous = base
+                        .and_then(|s| s.conditions.iter().find(|c| c.type_ == WAIT_TARGET))
+                        .map(|c| c.reason.as_str());
+                    let planned = plan_wait(wait, &world.policy, decision.desired, previous);
+                    conditions.push(planned.condition);
+                    status.wait = Some(planned.status);
+                    plan.events.extend(planned.event);
+                    wait_gauges = planned.gauges;
+                    // The learner needs the workers' figures as they change, and a hold
+                    // ends on its own: look again at the heartbeat cadence while there is
+                    // work or a worker.
+                    let s = &wait.state;
+                    if current > 0 || s.waiting + s.held + s.running > 0 {
+                        plan.requeue = plan.requeue.min(WORKERS_RECHECK);
+                    }
+                }
+                None => status.wait = None,
+            }
             status.desired_replicas = decision.desired;
             status.last_decision_reason = Some(decision.reason.to_string());
         }
@@ -411,6 +435,7 @@ fn plan_world(
             desired: status.desired_replicas,
             available: world.target_state.available,
             workers: None,
+            wait: wait_gauges,
         });
     }
     status.queues = world

@@ -23,12 +23,14 @@ pub struct ConditionState {
 pub enum Status {
     True,
     False,
+    Unknown,
 }
 
 impl Status {
     fn as_str(self) -> &'static str {
         match self {
             Status::True => "True",
+            Status::Unknown => "Unknown",
             Status::False => "False",
         }
     }

@@ -267,7 +267,7 @@ impl StatusWriter {
 /// Status fields that may be absent. A JSON merge patch leaves a field it does not
 /// mention as it is, so an absent one is sent as `null` to remove what an earlier status
 /// stored (per-queue figures after a switch back to one queue, say).
-const OPTIONAL_FIELDS: [&str; 9] = [
+const OPTIONAL_FIELDS: [&str; 10] = [
     "LastScaleTime",
     "inFlightMessages",
     "observedGeneration",
@@ -277,10 +277,21 @@ const OPTIONAL_FIELDS: [&str; 9] = [
     "conditions",
     "queues",
     "workers",
+    "wait",
 ];
 /// Optional fields of the status's objects: a merge patch merges objects field by field, so
 /// these too must be sent as `null` to be removed.
-const OPTIONAL_NESTED_FIELDS: [(&str, &str); 1] = [("workers", "message")];
+const OPTIONAL_NESTED_FIELDS: [(&str, &str); 9] = [
+    ("workers", "message"),
+    ("wait", "predictedWaitSeconds"),
+    ("wait", "arrivalsPerSecond"),
+    ("wait", "throughputPerWorker"),
+    ("wait", "taskSeconds"),
+    ("wait", "slotsPerWorker"),
+    ("wait", "startupSeconds"),
+    ("wait", "neededReplicas"),
+    ("wait", "message"),
+];
 
 /// The status as a merge patch body: what it says, and `null` for what it leaves out.
 fn merge_patch_body(status: &WorkerPodAutoScalerStatus) -> serde_json::Value {
@@ -453,6 +464,7 @@ mod tests {
             last_decision_reason: Some("ScaleUp".into()),
             queues: vec![crate::crd::QueueStatus::default()],
             workers: Some(crate::crd::WorkersStatus::default()),
+            wait: Some(crate::crd::WaitStatus::default()),
             ..status(1, 1)
         };
         let full = serde_json::to_value(&full).expect("serializes");
@@ -478,6 +490,13 @@ mod tests {
             without_message["workers"]["message"],
             serde_json::Value::Null
         );
+        let learning = merge_patch_body(&WorkerPodAutoScalerStatus {
+            wait: Some(crate::crd::WaitStatus::default()),
+            ..status(1, 1)
+        });
+        for (object, field) in OPTIONAL_NESTED_FIELDS.iter().filter(|(o, _)| *o == "wait") {
+            assert_eq!(learning[object][field], serde_json::Value::Null, "{field}");
+        }
         assert!(without_message["workers"].get("message").is_some());
         let with_message = merge_patch_body(&WorkerPodAutoScalerStatus {
             workers: Some(crate::crd::WorkersStatus {

@@ -2,6 +2,7 @@
 
 mod details;
 mod table;
+mod wait;
 mod workers;
 
 use std::time::Duration;
@@ -146,6 +147,7 @@ fn world(wpa: &WorkerPodAutoScaler, replicas: i32, queue: Option<QueueState>) ->
         queue,
         per_queue: Vec::new(),
         workers: None,
+        wait: None,
     }
 }
 

@@ -42,6 +42,7 @@ fn two_busy_of_four(costs: [Option<i64>; 4]) -> WorkersObserved {
         recheck: true,
         warming_up: false,
         source: CELERY_EVENTS.into(),
+        target_workers: Vec::new(),
     }
 }
 
@@ -197,6 +198,7 @@ fn a_signal_that_cannot_be_trusted_holds_and_says_why() {
         recheck: true,
         warming_up: false,
         source: CELERY_EVENTS.into(),
+        target_workers: Vec::new(),
     };
     let world = with_workers(&wpa, 3, fresh(0, 0, true), held);
     let plan = plan_for(&wpa, &observed(Ok(world), scaled_ago(3600)));
@@ -240,6 +242,7 @@ fn pods_that_cannot_be_listed_give_practos_decision_and_say_why() {
         recheck: false,
         warming_up: false,
         source: CELERY_EVENTS.into(),
+        target_workers: Vec::new(),
     };
     let world = with_workers(&wpa, 4, fresh(0, 0, true), unreadable);
     let plan = plan_for(&wpa, &observed(Ok(world), scaled_ago(3600)));

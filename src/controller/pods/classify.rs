@@ -81,7 +81,7 @@ fn host_of(hostname: &str) -> &str {
 
 /// Whether a worker with this node name runs in `pod`: its host is the pod name (Celery's
 /// default `celery@%h`) or ends with `.<pod>` (Tutor's `edx.lms.core.default.%h`).
-fn runs_in(hostname: &str, pod: &str) -> bool {
+pub fn runs_in(hostname: &str, pod: &str) -> bool {
     let host = host_of(hostname);
     host == pod
         || host

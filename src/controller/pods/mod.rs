@@ -21,7 +21,7 @@ use crate::sync::lock;
 
 #[cfg(test)]
 pub use classify::{BUSY_COST, IDLE_COST};
-pub use classify::{ClassifiedPod, DELETION_COST_ANNOTATION, PodView, PodWork, classify};
+pub use classify::{ClassifiedPod, DELETION_COST_ANNOTATION, PodView, PodWork, classify, runs_in};
 
 /// A pod selector from a `Scale`'s `status.selector` (`a=b,c=d`). Only equality terms are
 /// understood; anything else gives `None` (the pods are then not matched, so unknown).
