@@ -624,6 +624,8 @@ async fn scale_in_scenario(args: &Args, dir: &std::path::Path, report: &mut Repo
         timeout: Duration::from_secs(args.scale_in_timeout),
         redis_port: args.redis_port,
         pod_ips: PodIps::Loopback,
+        sizing: closed_loop::Sizing::default(),
+        start_delay: Duration::ZERO,
     };
     let mut cases = Vec::new();
     if args.scale_in_runs.contains(&ScaleInRun::Burst) {

@@ -12,6 +12,8 @@ Usage:
 --sleep SECONDS is short for --task wpa.test.sleep --args [SECONDS].
 --sleeps [S1, S2, ...] sends one wpa.test.sleep(Si) per entry, in order (--count is then
 the list's length, and may be omitted).
+--at [T1, T2, ...] (with --sleeps, as many entries) sends task i at Ti seconds after the
+producer is ready (sleeping in between), for arrivals spread over time.
 
 Sends `wpa.test.noop(i)` by default; with --task, that task with the same --args each time.
 Prints one JSON line: {"sent": N, "ids": [task ids], "sent_at": [Unix seconds each send
@@ -44,6 +46,8 @@ def main() -> int:
                         help="send wpa.test.sleep(SECONDS) instead of wpa.test.noop(i)")
     parser.add_argument("--sleeps", default=None,
                         help="JSON list of seconds: one wpa.test.sleep per entry")
+    parser.add_argument("--at", default=None,
+                        help="JSON list of send times, seconds after start (with --sleeps)")
     args = parser.parse_args()
     fixed_args = json.loads(args.args) if args.args is not None else None
     if args.sleep is not None:
@@ -76,11 +80,19 @@ def main() -> int:
     options = {"queue": args.queue, "routing_key": args.queue}
     if args.priority is not None:
         options["priority"] = args.priority
+    send_times = json.loads(args.at) if args.at is not None else None
+    if send_times is not None and (per_task is None or len(send_times) != len(per_task)):
+        parser.error("--at needs --sleeps with as many entries")
     ids = []
     sent_at = []
     with app.connection_for_write() as conn:
         producer = app.amqp.Producer(conn)
+        start = time.time()
         for i in range(args.count):
+            if send_times is not None:
+                delay = start + float(send_times[i]) - time.time()
+                if delay > 0:
+                    time.sleep(delay)
             if per_task is not None:
                 task_args = per_task[i]
             else:

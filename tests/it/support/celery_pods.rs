@@ -52,6 +52,10 @@ pub struct CeleryPodConfig {
     pub log_dir: Option<PathBuf>,
     /// More `celery worker` arguments, e.g. `--without-heartbeat`.
     pub extra_args: Vec<String>,
+    /// How long a Pod's container takes before its worker starts (image pull, app
+    /// start-up): the worker process starts this much later than the Pod, and the Pod is
+    /// counted from its creation.
+    pub start_delay: Duration,
 }
 
 impl CeleryPodConfig {
@@ -70,6 +74,7 @@ impl CeleryPodConfig {
             record: None,
             log_dir: None,
             extra_args: Vec::new(),
+            start_delay: Duration::ZERO,
         }
     }
 
@@ -229,7 +234,19 @@ impl Drop for CeleryPodRunner {
 
 fn worker_command(config: &CeleryPodConfig, pod: &str, ip: &str) -> Command {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/celery");
-    let mut command = Command::new("python3");
+    let mut command = if config.start_delay.is_zero() {
+        Command::new("python3")
+    } else {
+        // The container's start-up: a shell that sleeps, then becomes the worker (so the
+        // kubelet's signals reach the worker, or end the sleep).
+        let mut shell = Command::new("sh");
+        shell.args([
+            "-c",
+            "sleep \"$0\" && exec python3 \"$@\"",
+            &format!("{:.3}", config.start_delay.as_secs_f64()),
+        ]);
+        shell
+    };
     command
         .args(["-m", "celery", "-A", "worker_app", "worker"])
         .args(["--hostname", &format!("celery@{pod}")])

@@ -28,6 +28,21 @@ pub fn send_sleep_tasks_each(broker: &str, queue: &str, seconds: &[f64]) -> Vec<
     super::brokers::celery_produce_timed(broker, queue, count, &["--sleeps", &list])
 }
 
+/// As [`send_sleep_tasks_each`], sending task i `at[i]` seconds after the producer is
+/// ready (one producer process sleeping in between): arrivals spread over time. Returns
+/// when the last task was sent.
+pub fn send_sleep_tasks_at(
+    broker: &str,
+    queue: &str,
+    seconds: &[f64],
+    at: &[f64],
+) -> Vec<(String, f64)> {
+    let list = serde_json::to_string(seconds).expect("a list of numbers is JSON");
+    let times = serde_json::to_string(at).expect("a list of numbers is JSON");
+    let count = u32::try_from(seconds.len()).expect("a sane number of tasks");
+    super::brokers::celery_produce_timed(broker, queue, count, &["--sleeps", &list, "--at", &times])
+}
+
 /// One run of a task as the worker recorded it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskRun {

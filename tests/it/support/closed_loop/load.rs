@@ -12,6 +12,8 @@ pub struct Wave {
     pub at: Duration,
     /// Seconds each task sleeps, in sending order.
     pub seconds: Vec<f64>,
+    /// When each task is sent, in seconds after the wave's start (empty: all at once).
+    pub offsets: Vec<f64>,
 }
 
 /// What a run sends.
@@ -41,11 +43,13 @@ impl Load {
         let mut waves = vec![Wave {
             at: Duration::ZERO,
             seconds,
+            offsets: Vec::new(),
         }];
         if !second.is_empty() {
             waves.push(Wave {
                 at: gap,
                 seconds: second,
+                offsets: Vec::new(),
             });
         }
         Load {
@@ -60,6 +64,7 @@ impl Load {
             waves: vec![Wave {
                 at: Duration::ZERO,
                 seconds: vec![seconds],
+                offsets: Vec::new(),
             }],
             label: format!("one {seconds:.0} s task"),
         }
@@ -77,6 +82,7 @@ impl Load {
             waves: vec![Wave {
                 at: Duration::ZERO,
                 seconds,
+                offsets: Vec::new(),
             }],
             label: format!("{long} x {long_seconds:.0} s among {short} x {short_seconds:.0} s"),
         }
@@ -85,6 +91,46 @@ impl Load {
     /// Every task's length, in sending order.
     pub fn seconds(&self) -> impl Iterator<Item = f64> + '_ {
         self.waves.iter().flat_map(|w| w.seconds.iter().copied())
+    }
+
+    /// A Poisson stream in phases of `(tasks per second, seconds)`, each task running
+    /// `shortest..=longest` seconds (to 0.1 s), drawn from `seed`.
+    pub fn poisson(seed: u64, phases: &[(f64, f64)], shortest: f64, longest: f64) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut offsets = Vec::new();
+        let mut phase_start = 0.0;
+        for &(rate, length) in phases {
+            let mut t = phase_start;
+            if rate > 0.0 {
+                loop {
+                    // Exponential gaps: -ln(U) / rate, U in (0, 1].
+                    let u: f64 = 1.0 - rng.random_range(0.0..1.0);
+                    t += -u.ln() / rate;
+                    if t >= phase_start + length {
+                        break;
+                    }
+                    offsets.push((t * 1000.0).round() / 1000.0);
+                }
+            }
+            phase_start += length;
+        }
+        let seconds = offsets
+            .iter()
+            .map(|_| (rng.random_range(shortest..=longest) * 10.0).round() / 10.0)
+            .collect();
+        let label = phases
+            .iter()
+            .map(|(rate, length)| format!("{rate}/s {length:.0} s"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Load {
+            waves: vec![Wave {
+                at: Duration::ZERO,
+                seconds,
+                offsets,
+            }],
+            label: format!("Poisson {label}; tasks {shortest:.0}-{longest:.0} s"),
+        }
     }
 
     pub fn tasks(&self) -> usize {

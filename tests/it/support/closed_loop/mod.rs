@@ -20,7 +20,7 @@ use crate::support::broker_procs::unique;
 use crate::support::brokers::redis_broker;
 use crate::support::brokers_amqp;
 use crate::support::celery_pods::{CeleryPodConfig, CeleryPodRunner};
-use crate::support::celery_tasks::{TaskLedger, send_sleep_tasks_each};
+use crate::support::celery_tasks::{TaskLedger, send_sleep_tasks_at, send_sleep_tasks_each};
 use crate::support::controller::{ControllerProcess, condition, wpa};
 use load::Load;
 use tally::{Clock, Figures, Inputs};
@@ -106,6 +106,38 @@ pub struct Case {
     /// a cluster), or all at one ([`PodIps::Shared`]: host networking, or a NAT between the
     /// Pods and RabbitMQ). RabbitMQ's consumer reports name Pods by that address.
     pub pod_ips: PodIps,
+    /// The WPA's sizing: `targetMessagesPerWorker`, and `maxWaitSeconds` when set.
+    pub sizing: Sizing,
+    /// How long a Pod takes before its worker starts (counted in its worker-seconds).
+    pub start_delay: Duration,
+}
+
+/// How the WPA sizes the workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sizing {
+    pub target_messages_per_worker: i32,
+    pub max_wait_seconds: Option<i32>,
+    pub max_replicas: i32,
+}
+
+impl Default for Sizing {
+    /// Issue 23's: 5 per worker, at most 10.
+    fn default() -> Self {
+        Sizing {
+            target_messages_per_worker: 5,
+            max_wait_seconds: None,
+            max_replicas: 10,
+        }
+    }
+}
+
+impl Sizing {
+    pub fn label(&self) -> String {
+        match self.max_wait_seconds {
+            Some(wait) => format!("maxWaitSeconds {wait}"),
+            None => format!("{} per worker", self.target_messages_per_worker),
+        }
+    }
 }
 
 impl Case {
@@ -113,9 +145,12 @@ impl Case {
         format!(
             "closed-loop-{}-{}{}-{}-{}-{}",
             self.broker.label().to_lowercase(),
-            match self.layout {
-                Layout::OneQueue => "one",
-                Layout::TutorLms => "tutor",
+            match (self.layout, self.sizing.max_wait_seconds) {
+                (Layout::OneQueue, None) =>
+                    format!("one-{}", self.sizing.target_messages_per_worker),
+                (Layout::TutorLms, None) =>
+                    format!("tutor-{}", self.sizing.target_messages_per_worker),
+                (_, Some(wait)) => format!("wait{wait}"),
             },
             if self.pod_ips == PodIps::Shared {
                 "-shared-ip"
@@ -141,6 +176,10 @@ pub struct Outcome {
     pub took: Duration,
     /// Lines the controller logged at ERROR level.
     pub error_lines: Vec<String>,
+    /// With maxWaitSeconds: when the status first said the wait model was learned (seconds
+    /// after the first send), and the last `status.wait`.
+    pub wait_learned_at: Option<f64>,
+    pub last_wait_status: Option<Value>,
 }
 
 /// Where Celery connects, what the workers consume and what the WPA reads.
@@ -214,15 +253,18 @@ fn endpoints(case: &Case) -> Endpoints {
     }
 }
 
-/// The WPA of a run: issue 23's scenario, min 0, max 10, 5 messages per worker.
+/// The WPA of a run: min 0 and the case's sizing.
 fn wpa_spec(case: &Case, ends: &Endpoints) -> Value {
     let mut spec = json!({
         "minReplicas": 0,
-        "maxReplicas": 10,
-        "targetMessagesPerWorker": 5,
+        "maxReplicas": case.sizing.max_replicas,
+        "targetMessagesPerWorker": case.sizing.target_messages_per_worker,
         "deploymentName": DEPLOYMENT,
         "workerSignal": case.signal,
     });
+    if let Some(wait) = case.sizing.max_wait_seconds {
+        spec["maxWaitSeconds"] = json!(wait);
+    }
     match ends.uris.as_slice() {
         [one] => spec["queueURI"] = json!(one),
         several => spec["queueURIs"] = json!(several),
@@ -267,6 +309,7 @@ pub async fn run(case: Case, dir: &Path) -> Result<Outcome> {
     config.kill_grace = case.grace;
     config.record = ledger.record_target();
     config.log_dir = Some(logs);
+    config.start_delay = case.start_delay;
     let runner = CeleryPodRunner::start(&server, config);
 
     server
@@ -305,10 +348,16 @@ pub async fn run(case: Case, dir: &Path) -> Result<Outcome> {
             ends.queues[0].clone(),
             wave.seconds.clone(),
         );
-        let ids =
-            tokio::task::spawn_blocking(move || send_sleep_tasks_each(&broker, &to, &seconds))
-                .await
-                .context("sending tasks")?;
+        let offsets = wave.offsets.clone();
+        let ids = tokio::task::spawn_blocking(move || {
+            if offsets.is_empty() {
+                send_sleep_tasks_each(&broker, &to, &seconds)
+            } else {
+                send_sleep_tasks_at(&broker, &to, &seconds, &offsets)
+            }
+        })
+        .await
+        .context("sending tasks")?;
         sent.extend(ids);
     }
 
@@ -359,6 +408,7 @@ pub async fn run(case: Case, dir: &Path) -> Result<Outcome> {
         end,
     });
     let reasons = decision_reasons(&server);
+    let (wait_learned_at, last_wait_status) = wait_statuses(&server, first_sent);
     controller.terminate();
     let error_lines = controller
         .log_text()
@@ -377,6 +427,8 @@ pub async fn run(case: Case, dir: &Path) -> Result<Outcome> {
         stuck_at,
         took,
         error_lines,
+        wait_learned_at,
+        last_wait_status,
     })
 }
 
@@ -417,6 +469,24 @@ fn decision_reasons(server: &ApiServerDouble) -> Vec<String> {
         }
     }
     reasons
+}
+
+/// When a status first said `wait.mode: MaxWait` (seconds after `first_sent`), and the last
+/// `status.wait` written.
+fn wait_statuses(server: &ApiServerDouble, first_sent: f64) -> (Option<f64>, Option<Value>) {
+    let path = format!("/workerpodautoscalers/{DEPLOYMENT}/status");
+    let writes = server.requests("PATCH", &path);
+    let learned = writes
+        .iter()
+        .find(|r| r.body["status"]["wait"]["mode"] == "MaxWait")
+        .map(|r| r.at.as_millisecond() as f64 / 1000.0 - first_sent);
+    let last = writes
+        .iter()
+        .rev()
+        .map(|r| &r.body["status"]["wait"])
+        .find(|w| w.is_object())
+        .cloned();
+    (learned, last)
 }
 
 /// Deletes the run's queues (the whole vhost when the run made one), and on Redis the

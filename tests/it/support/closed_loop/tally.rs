@@ -56,6 +56,8 @@ pub struct Figures {
     pub back_to_zero: Option<f64>,
     /// Per task that started: its first start minus its send (seconds), ascending.
     pub waits: Vec<f64>,
+    /// Per task that started, in sending order: (sent, seconds after the first send; wait).
+    pub task_waits: Vec<(f64, f64)>,
     /// Seconds the workers ran, summed (a worker still running at the end counts until then):
     /// what the pods cost.
     pub worker_seconds: f64,
@@ -145,11 +147,15 @@ pub fn figures(inputs: &Inputs<'_>) -> Figures {
         .find(|(_, replicas)| *replicas == 0)
         .map(|(at, _)| *at);
     let first_start = first_starts(inputs.started);
-    let mut waits: Vec<f64> = inputs
+    let task_waits: Vec<(f64, f64)> = inputs
         .sent
         .iter()
-        .filter_map(|(id, sent_at)| Some((first_start.get(id.as_str())? - sent_at).max(0.0)))
+        .filter_map(|(id, sent_at)| {
+            let wait = (first_start.get(id.as_str())? - sent_at).max(0.0);
+            Some((sent_at - inputs.first_sent, wait))
+        })
         .collect();
+    let mut waits: Vec<f64> = task_waits.iter().map(|(_, w)| *w).collect();
     waits.sort_by(f64::total_cmp);
     let worker_seconds = inputs
         .workers
@@ -191,6 +197,7 @@ pub fn figures(inputs: &Inputs<'_>) -> Figures {
         drain: last_finish.map(|end| end - inputs.first_sent),
         back_to_zero: last_finish.zip(zero_at).map(|(end, zero)| zero - end),
         waits,
+        task_waits,
         worker_seconds,
         first_scale_in: first_scale_in(inputs.scale_writes, inputs.first_sent),
         long_tasks_end,
