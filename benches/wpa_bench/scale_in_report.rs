@@ -36,13 +36,28 @@ fn seconds(v: Option<f64>) -> String {
     v.map_or("-".to_string(), |v| format!("{v:.1} s"))
 }
 
+/// The columns that say which run a row is.
+const CASE_COLUMNS: [&str; 5] = ["broker", "queues", "ack", "workerSignal", "load"];
+
+/// The values of [`CASE_COLUMNS`] for `o`.
+fn case_cells(o: &Outcome) -> Vec<String> {
+    vec![
+        o.case.broker.label().to_string(),
+        o.case.setup_label(),
+        if o.case.acks_late { "late" } else { "early" }.to_string(),
+        o.case.signal.to_string(),
+        o.case.load.label.clone(),
+    ]
+}
+
+/// A table with the case columns first, then `columns`.
+fn with_case_columns(columns: &[&str]) -> Table {
+    let all: Vec<&str> = CASE_COLUMNS.iter().chain(columns).copied().collect();
+    Table::new(&all)
+}
+
 pub fn table(outcomes: &[Outcome]) -> Table {
-    let mut table = Table::new(&[
-        "broker",
-        "queues",
-        "ack",
-        "workerSignal",
-        "load",
+    let mut table = with_case_columns(&[
         "completed",
         "killed mid-run (never finished)",
         "never started (lost)",
@@ -63,12 +78,8 @@ pub fn table(outcomes: &[Outcome]) -> Table {
                 o.took.as_secs_f64()
             ),
         };
-        table.row(vec![
-            o.case.broker.label().to_string(),
-            o.case.setup_label(),
-            if o.case.acks_late { "late" } else { "early" }.to_string(),
-            o.case.signal.to_string(),
-            o.case.load.label.clone(),
+        let mut cells = case_cells(o);
+        cells.extend([
             format!("{}/{}", f.tally.completed, f.sent),
             f.tally.interrupted.to_string(),
             f.tally.never_started.to_string(),
@@ -80,6 +91,7 @@ pub fn table(outcomes: &[Outcome]) -> Table {
             seconds(f.drain),
             zero,
         ]);
+        table.row(cells);
     }
     table
 }
@@ -87,12 +99,7 @@ pub fn table(outcomes: &[Outcome]) -> Table {
 /// What the tasks waited, what the pods cost, when the pool first shrank, and the
 /// controller's ERROR lines.
 pub fn cost_table(outcomes: &[Outcome]) -> Table {
-    let mut table = Table::new(&[
-        "broker",
-        "queues",
-        "ack",
-        "workerSignal",
-        "load",
+    let mut table = with_case_columns(&[
         "wait p50",
         "wait p95",
         "wait max",
@@ -106,12 +113,8 @@ pub fn cost_table(outcomes: &[Outcome]) -> Table {
     for o in outcomes {
         let f = &o.figures;
         let work = o.case.load.work();
-        table.row(vec![
-            o.case.broker.label().to_string(),
-            o.case.setup_label(),
-            if o.case.acks_late { "late" } else { "early" }.to_string(),
-            o.case.signal.to_string(),
-            o.case.load.label.clone(),
+        let mut cells = case_cells(o);
+        cells.extend([
             seconds(f.wait(0.5)),
             seconds(f.wait(0.95)),
             seconds(f.wait(1.0)),
@@ -134,6 +137,7 @@ pub fn cost_table(outcomes: &[Outcome]) -> Table {
             },
             o.error_lines.len().to_string(),
         ]);
+        table.row(cells);
     }
     table
 }

@@ -87,9 +87,9 @@ pub struct ConsumerReport {
 }
 
 impl QueueMetrics {
-    /// A queue that does not exist yet, read as empty: nothing ready, nothing
-    /// unacknowledged, no consumers, so no worker is busy with it. `queue` names it.
-    pub fn missing_queue(queue: String) -> Self {
+    /// A queue with nothing in it and nobody consuming it, sampled now: nothing visible or
+    /// in flight, no consumers, idle.
+    pub fn empty() -> Self {
         QueueMetrics {
             visible: 0,
             in_flight: Some(0),
@@ -100,7 +100,16 @@ impl QueueMetrics {
             partial: None,
             sampled_at: jiff::Timestamp::now(),
             workers: None,
+            missing: Vec::new(),
+        }
+    }
+
+    /// A queue that does not exist yet, read as [empty](Self::empty): no worker is busy
+    /// with it. `queue` names it.
+    pub fn missing_queue(queue: String) -> Self {
+        QueueMetrics {
             missing: vec![queue],
+            ..QueueMetrics::empty()
         }
     }
 

@@ -125,14 +125,19 @@ async fn redis_key_never_written() {
     assert_scaled_from_zero(&server, &controller, sent, "redis").await;
 }
 
+/// The queueURI of `queue` on the default vhost, with a management API or not.
+fn rabbitmq_uri(queue: &str, management: Option<&str>) -> String {
+    let query = management.map_or(String::new(), |m| format!("?management={m}"));
+    format!("amqp://guest:guest@127.0.0.1:{AMQP_PORT}/%2F/{queue}{query}")
+}
+
 /// RabbitMQ: the queue is declared but has never had a consumer or a message.
 async fn rabbitmq_from_zero(management: Option<&str>, what: &str) {
     let queue = unique("from-zero");
     let (_conn, channel) = brokers_amqp::open(AMQP_PORT, "/").await;
     brokers_amqp::declare(&channel, &queue, false).await;
-    let query = management.map_or(String::new(), |m| format!("?management={m}"));
-    let uri = format!("amqp://guest:guest@127.0.0.1:{AMQP_PORT}/%2F/{queue}{query}");
-    let (server, _dir, controller) = idle_worker_at_zero(&uri, &[]).await;
+    let (server, _dir, controller) =
+        idle_worker_at_zero(&rabbitmq_uri(&queue, management), &[]).await;
     let sent = Instant::now();
     brokers_amqp::publish(&channel, &queue, 1).await;
     assert_scaled_from_zero(&server, &controller, sent, what).await;
@@ -156,9 +161,8 @@ async fn rabbitmq_with_management_queue_never_consumed() {
 /// declares it scales from zero as fast as on a declared queue; no ERROR line on the way.
 async fn rabbitmq_queue_nobody_declared(management: Option<&str>, what: &str) {
     let queue = unique("from-zero-undeclared");
-    let query = management.map_or(String::new(), |m| format!("?management={m}"));
-    let uri = format!("amqp://guest:guest@127.0.0.1:{AMQP_PORT}/%2F/{queue}{query}");
-    let (server, _dir, controller) = idle_worker_at_zero(&uri, &[]).await;
+    let (server, _dir, controller) =
+        idle_worker_at_zero(&rabbitmq_uri(&queue, management), &[]).await;
     let status = support::controller::wpa_status(&server, NS, "worker");
     let metrics = condition(&status, "MetricsAvailable").expect("MetricsAvailable");
     assert_eq!(metrics["reason"], "QueueNotDeclared", "{metrics}");

@@ -218,16 +218,8 @@ fn count(value: Option<&str>, key: &str) -> Result<u64, String> {
 /// What a tube that does not exist holds: nothing, and nobody watches it.
 fn missing_tube_metrics() -> QueueMetrics {
     QueueMetrics {
-        missing: Vec::new(),
-        visible: 0,
-        in_flight: Some(0),
         delayed: Some(0),
-        sent_per_minute: None,
-        consumers: Some(0),
-        idle: Some(true),
-        partial: None,
-        sampled_at: jiff::Timestamp::now(),
-        workers: None,
+        ..QueueMetrics::empty()
     }
 }
 
