@@ -30,6 +30,8 @@ mod scale_in_report;
 mod startup;
 #[path = "wpa_bench/stats.rs"]
 mod stats;
+#[path = "wpa_bench/wait.rs"]
+mod wait;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -58,6 +60,9 @@ enum Scenario {
     /// Scenario 4: real Celery workers started and stopped as the replicas change, a seeded
     /// burst of tasks, both ack modes, workerSignal Auto and Off: what happens to the tasks.
     ScaleIn,
+    /// Scenario 5: real Celery workers with a start-up delay, a seeded Poisson trace in
+    /// phases, practo's rule at several targets and maxWaitSeconds: waits and worker-seconds.
+    Wait,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -178,6 +183,25 @@ struct Args {
     /// SIGTERM to SIGKILL in the tutor-mix runs, in seconds.
     #[arg(long, default_value_t = 10)]
     scale_in_mix_grace: u64,
+    /// Scenario 5's Poisson phases, RATE:SECONDS comma-separated (quiet, ramp, plateau,
+    /// burst, quiet, tail).
+    #[arg(long, default_value = "0.05:60,0.3:30,0.6:30,1:90,3:30,0:60,0.3:60")]
+    wait_phases: String,
+    /// Scenario 5's shortest and longest task, in seconds.
+    #[arg(long, value_delimiter = ',', num_args = 2, default_value = "2,8")]
+    wait_task_seconds: Vec<f64>,
+    /// Seed of scenario 5's trace.
+    #[arg(long, default_value_t = 20261207)]
+    wait_seed: u64,
+    /// Scenario 5's maxWaitSeconds.
+    #[arg(long, default_value_t = 30)]
+    wait_max_wait: i32,
+    /// Scenario 5's targetMessagesPerWorker values for practo's rule.
+    #[arg(long, value_delimiter = ',', default_value = "2,5,10")]
+    wait_targets: Vec<i32>,
+    /// Seconds a Pod takes before its worker starts, in scenario 5.
+    #[arg(long, default_value_t = 10)]
+    wait_start_delay: u64,
     /// Port of the shared Redis used by the latency and burst scenarios.
     #[arg(long, default_value_t = 6379)]
     redis_port: u16,
@@ -250,6 +274,9 @@ async fn run(args: Args) -> Result<()> {
     }
     if args.scenario.contains(&Scenario::ScaleIn) {
         scale_in_scenario(&args, dir.path(), &mut report).await?;
+    }
+    if args.scenario.contains(&Scenario::Wait) {
+        wait_scenario(&args, dir.path(), &mut report).await?;
     }
     // Keep the controller logs of a run for a look afterwards.
     let kept = dir.keep();
@@ -589,6 +616,55 @@ async fn startup_scenario(args: &Args, dir: &std::path::Path, report: &mut Repor
     Ok(())
 }
 
+async fn wait_scenario(args: &Args, dir: &std::path::Path, report: &mut Report) -> Result<()> {
+    use support::closed_loop::load::Load;
+    let phases = wait::parse_phases(&args.wait_phases)?;
+    let (shortest, longest) = match args.wait_task_seconds[..] {
+        [a, b] if a > 0.0 && a <= b => (a, b),
+        _ => anyhow::bail!("--wait-task-seconds takes SHORTEST,LONGEST"),
+    };
+    let load = Load::poisson(args.wait_seed, &phases, shortest, longest);
+    let length: f64 = phases.iter().map(|(_, s)| s).sum();
+    let scenario = wait::WaitScenario {
+        load,
+        start_delay: Duration::from_secs(args.wait_start_delay),
+        max_wait: args.wait_max_wait,
+        max_replicas: 20,
+        targets: args.wait_targets.clone(),
+        // The trace, the 600 s delay of the default-flag practo run, and some.
+        timeout: Duration::from_secs_f64(length + 900.0),
+        redis_port: args.redis_port,
+    };
+    let mut outcomes = Vec::new();
+    for run in scenario.runs() {
+        eprintln!("wait: {}, {}", run.sizing.label(), run.flags.label());
+        let outcome = scenario.run(&run, dir).await?;
+        eprintln!("  {}", scale_in_report::summary_line(&outcome));
+        outcomes.push((run.flags.label().to_string(), outcome));
+    }
+    report.emit(&format!(
+        "\n## Scenario 5: waits and worker-seconds under Poisson arrivals (seed {}; {}; {} tasks, \
+         {:.0} task-seconds; Redis, task_acks_late, prefetch 1, one slot per pod; a pod's worker \
+         starts {} s after the pod; min 0, max 20)\n",
+        args.wait_seed,
+        scenario.load.label,
+        scenario.load.tasks(),
+        scenario.load.work(),
+        args.wait_start_delay
+    ));
+    report.emit(&wait::table(&outcomes, args.wait_max_wait).render());
+    report.emit("");
+    for (flags, o) in &outcomes {
+        report.emit(&format!(
+            "- {} ({flags}): replicas {}; reasons {}",
+            o.case.sizing.label(),
+            o.path,
+            o.reasons.join(", ")
+        ));
+    }
+    Ok(())
+}
+
 async fn scale_in_scenario(args: &Args, dir: &std::path::Path, report: &mut Report) -> Result<()> {
     use support::apiserver::PodIps;
     use support::closed_loop::load::Load;
@@ -626,6 +702,7 @@ async fn scale_in_scenario(args: &Args, dir: &std::path::Path, report: &mut Repo
         pod_ips: PodIps::Loopback,
         sizing: closed_loop::Sizing::default(),
         start_delay: Duration::ZERO,
+        flags: closed_loop::Flags::ShortDelays,
     };
     let mut cases = Vec::new();
     if args.scale_in_runs.contains(&ScaleInRun::Burst) {

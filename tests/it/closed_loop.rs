@@ -28,6 +28,7 @@ async fn tutor_mix(broker: CeleryBroker, acks_late: bool, pod_ips: PodIps) -> Ou
         pod_ips,
         sizing: Sizing::default(),
         start_delay: Duration::ZERO,
+        flags: closed_loop::Flags::ShortDelays,
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let outcome = closed_loop::run(case, dir.path())
@@ -123,6 +124,7 @@ async fn redis_max_wait_learns_and_keeps_waits_within_the_target() {
             max_replicas: 12,
         },
         start_delay: Duration::from_secs(5),
+        flags: closed_loop::Flags::ShortDelays,
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let outcome = closed_loop::run(case, dir.path())

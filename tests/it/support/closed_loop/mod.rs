@@ -110,6 +110,42 @@ pub struct Case {
     pub sizing: Sizing,
     /// How long a Pod takes before its worker starts (counted in its worker-seconds).
     pub start_delay: Duration,
+    /// The controller's flags: every one at its default, or the idle window and the
+    /// scale-down delay shortened (20 s and 30 s) so that a run takes minutes.
+    pub flags: Flags,
+}
+
+/// The controller flags of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flags {
+    Defaults,
+    ShortDelays,
+}
+
+impl Flags {
+    fn args(self) -> [&'static str; 4] {
+        match self {
+            Flags::Defaults => [
+                "--resync-period=20",
+                "--idle-window=60",
+                "--scale-down-delay-after-last-scale-activity=600",
+                "--log-level=info",
+            ],
+            Flags::ShortDelays => [
+                "--resync-period=20",
+                "--idle-window=20",
+                "--scale-down-delay-after-last-scale-activity=30",
+                "--log-level=info",
+            ],
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Flags::Defaults => "default flags",
+            Flags::ShortDelays => "idle window 20 s, scale-down delay 30 s",
+        }
+    }
 }
 
 /// How the WPA sizes the workers.
@@ -315,18 +351,7 @@ pub async fn run(case: Case, dir: &Path) -> Result<Outcome> {
     server
         .insert(wpa(NAMESPACE, DEPLOYMENT, wpa_spec(&case, &ends)))
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    // Default flags but two, shortened so that a run takes minutes (defaults 600 and 60).
-    let mut controller = ControllerProcess::start(
-        &server,
-        dir,
-        &name,
-        &[
-            "--resync-period=20",
-            "--idle-window=20",
-            "--scale-down-delay-after-last-scale-activity=30",
-            "--log-level=info",
-        ],
-    );
+    let mut controller = ControllerProcess::start(&server, dir, &name, &case.flags.args());
     let polled_by = Instant::now() + FIRST_POLL;
     while !polled(&server) {
         if Instant::now() >= polled_by || controller.has_exited() {

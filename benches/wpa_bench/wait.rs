@@ -1,0 +1,148 @@
+//! Scenario 5: waits and cost under Poisson arrivals. The closed loop of scenario 4 (real
+//! Celery workers as Pods, here with a start-up delay) fed one seeded Poisson trace in
+//! phases, once per sizing rule: practo's at several targetMessagesPerWorker, and
+//! maxWaitSeconds. The same trace for every row; what counts is how long tasks waited and
+//! what the pods cost.
+
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::stats::Table;
+use crate::support::apiserver::PodIps;
+use crate::support::closed_loop::load::Load;
+use crate::support::closed_loop::{self, Case, CeleryBroker, Flags, Layout, Outcome, Sizing};
+
+/// What one run of scenario 5 is.
+pub struct WaitRun {
+    pub sizing: Sizing,
+    pub flags: Flags,
+}
+
+/// The scenario's settings.
+pub struct WaitScenario {
+    pub load: Load,
+    pub start_delay: Duration,
+    pub max_wait: i32,
+    pub max_replicas: i32,
+    pub targets: Vec<i32>,
+    pub timeout: Duration,
+    pub redis_port: u16,
+}
+
+impl WaitScenario {
+    /// practo's rule at each target with the short delays, practo's at the middle target
+    /// with every flag at its default, and maxWaitSeconds with every flag at its default.
+    pub fn runs(&self) -> Vec<WaitRun> {
+        let practo = |target: i32, flags| WaitRun {
+            sizing: Sizing {
+                target_messages_per_worker: target,
+                max_wait_seconds: None,
+                max_replicas: self.max_replicas,
+            },
+            flags,
+        };
+        let mut runs: Vec<WaitRun> = self
+            .targets
+            .iter()
+            .map(|t| practo(*t, Flags::ShortDelays))
+            .collect();
+        if let Some(middle) = self.targets.get(self.targets.len() / 2) {
+            runs.push(practo(*middle, Flags::Defaults));
+        }
+        runs.push(WaitRun {
+            sizing: Sizing {
+                target_messages_per_worker: self.targets.first().copied().unwrap_or(5),
+                max_wait_seconds: Some(self.max_wait),
+                max_replicas: self.max_replicas,
+            },
+            flags: Flags::Defaults,
+        });
+        runs
+    }
+
+    pub async fn run(&self, run: &WaitRun, dir: &std::path::Path) -> Result<Outcome> {
+        closed_loop::run(
+            Case {
+                broker: CeleryBroker::Redis,
+                layout: Layout::OneQueue,
+                acks_late: true,
+                signal: "Auto",
+                load: self.load.clone(),
+                grace: Duration::from_secs(30),
+                timeout: self.timeout,
+                redis_port: self.redis_port,
+                pod_ips: PodIps::Cluster,
+                sizing: run.sizing,
+                start_delay: self.start_delay,
+                flags: run.flags,
+            },
+            dir,
+        )
+        .await
+    }
+}
+
+fn seconds(v: Option<f64>) -> String {
+    v.map_or("-".to_string(), |v| format!("{v:.1} s"))
+}
+
+/// One row per run: waits, cost, actions.
+pub fn table(outcomes: &[(String, Outcome)], max_wait: i32) -> Table {
+    let mut table = Table::new(&[
+        "sizing",
+        "flags",
+        "completed",
+        "wait p50",
+        "wait p95",
+        "wait max",
+        &format!("tasks waiting over {max_wait} s"),
+        "worker-seconds",
+        "per task-second",
+        "scale writes",
+        "peak replicas",
+        "learned after",
+    ]);
+    for (flags, o) in outcomes {
+        let f = &o.figures;
+        let work = o.case.load.work();
+        let over = f.waits.iter().filter(|w| **w > f64::from(max_wait)).count();
+        table.row(vec![
+            o.case.sizing.label(),
+            flags.clone(),
+            format!("{}/{}", f.tally.completed, f.sent),
+            seconds(f.wait(0.5)),
+            seconds(f.wait(0.95)),
+            seconds(f.wait(1.0)),
+            over.to_string(),
+            format!("{:.0}", f.worker_seconds),
+            if work > 0.0 {
+                format!("{:.2}", f.worker_seconds / work)
+            } else {
+                "-".to_string()
+            },
+            o.path.matches("->").count().to_string(),
+            f.peak_replicas.to_string(),
+            seconds(o.wait_learned_at),
+        ]);
+    }
+    table
+}
+
+/// The trace's phases as `rate:seconds` pairs, e.g. `0.05:60,0.3:30`.
+pub fn parse_phases(text: &str) -> Result<Vec<(f64, f64)>> {
+    text.split(',')
+        .map(|phase| {
+            let (rate, length) = phase
+                .split_once(':')
+                .ok_or_else(|| anyhow::anyhow!("phase {phase:?} is not RATE:SECONDS"))?;
+            let rate: f64 = rate.trim().parse()?;
+            let length: f64 = length.trim().parse()?;
+            anyhow::ensure!(
+                rate >= 0.0 && length > 0.0,
+                "phase {phase:?}: a rate >= 0 and seconds > 0"
+            );
+            Ok((rate, length))
+        })
+        .collect()
+}
