@@ -1,0 +1,91 @@
+//! The policies `simulate compare` knows, by name: `practo:<target>`, `keda:<target>` and
+//! `bound` (the offline lower bound, computed rather than simulated).
+//!
+//! A new policy is one file with a type implementing [`SimPolicy`] plus one arm in
+//! [`Choice::parse`] and one in [`build`]; the engine does not change.
+
+use super::context::{PolicyContext, PolicyError};
+use super::keda::Keda;
+use super::practo::Practo;
+use super::view::SimPolicy;
+
+/// One entry of `--policies`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Choice {
+    /// practo's rule (the project's engine) with this `targetMessagesPerWorker`.
+    Practo(i32),
+    /// An HPA on KEDA's list-length metric with this AverageValue target.
+    Keda(i32),
+    /// The offline lower bound.
+    Bound,
+}
+
+impl Choice {
+    pub fn parse(item: &str) -> Result<Choice, PolicyError> {
+        let item = item.trim();
+        let bad = |problem: &str| PolicyError::Parse {
+            item: item.to_string(),
+            problem: problem.to_string(),
+        };
+        let target = |value: &str| {
+            value
+                .trim()
+                .parse::<i32>()
+                .ok()
+                .filter(|t| *t >= 1)
+                .ok_or_else(|| bad("the target must be a whole number >= 1"))
+        };
+        match item.split_once(':') {
+            Some(("practo", value)) => Ok(Choice::Practo(target(value)?)),
+            Some(("keda", value)) => Ok(Choice::Keda(target(value)?)),
+            None if item == "bound" => Ok(Choice::Bound),
+            _ => Err(bad("unknown policy")),
+        }
+    }
+
+    /// A comma-separated list, in order.
+    pub fn parse_list(text: &str) -> Result<Vec<Choice>, PolicyError> {
+        let choices: Vec<Choice> = text
+            .split(',')
+            .filter(|i| !i.trim().is_empty())
+            .map(Choice::parse)
+            .collect::<Result<_, _>>()?;
+        if choices.is_empty() {
+            return Err(PolicyError::Empty);
+        }
+        Ok(choices)
+    }
+}
+
+/// The policy for a choice; `None` for `bound`, which is computed, not simulated.
+pub fn build(
+    choice: Choice,
+    ctx: &PolicyContext<'_>,
+) -> Result<Option<Box<dyn SimPolicy>>, PolicyError> {
+    Ok(match choice {
+        Choice::Practo(target) => Some(Box::new(Practo::new(target, ctx)?)),
+        Choice::Keda(target) => Some(Box::new(Keda::new(target, ctx)?)),
+        Choice::Bound => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn choices_parse_and_errors_name_the_item() {
+        assert_eq!(
+            Choice::parse_list("practo:2, keda:5,bound"),
+            Ok(vec![Choice::Practo(2), Choice::Keda(5), Choice::Bound])
+        );
+        let err = Choice::parse_list("practo:0").expect_err("zero target");
+        assert!(
+            err.to_string().contains("`practo:0`: the target must be"),
+            "{err}"
+        );
+        let err = Choice::parse_list("hpa:3").expect_err("unknown");
+        assert!(err.to_string().contains("`hpa:3`: unknown policy"), "{err}");
+        assert_eq!(Choice::parse_list(" , "), Err(PolicyError::Empty));
+    }
+}
