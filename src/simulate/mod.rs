@@ -4,8 +4,17 @@
 //! state, and see every decision the controller would make, as CSV and optionally as an SVG
 //! plot. Replicas follow each decision instantly (no pod start-up time is modelled).
 
+pub mod arrivals;
+pub mod bound;
+pub mod cluster;
+pub mod context;
+pub mod generate;
+pub mod keda;
 pub mod plot;
+pub mod policies;
+pub mod practo;
 pub mod trace;
+pub mod view;
 
 use std::io::Write;
 use std::time::Duration;
