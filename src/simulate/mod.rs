@@ -7,6 +7,8 @@
 pub mod arrivals;
 pub mod bound;
 pub mod cluster;
+pub mod compare;
+pub mod compare_plot;
 pub mod context;
 pub mod generate;
 pub mod keda;
