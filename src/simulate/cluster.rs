@@ -25,11 +25,11 @@
 //! when every task has ended and no pod is left, or `horizon` seconds after the last arrival
 //! (pods still alive are paid until then).
 
-use std::cmp::Ordering;
 use std::collections::{BTreeSet, BinaryHeap, VecDeque};
 use std::str::FromStr;
 
 use super::arrivals::Task;
+use super::events::{Event, Timed};
 use super::view::{ClusterView, Heartbeat, PodView, QueueView, SimPolicy};
 
 /// When a Celery worker acknowledges a task.
@@ -189,58 +189,6 @@ impl RunResult {
     /// Sum over pods of (exit - creation): what the pool cost, start-up included.
     pub fn worker_seconds(&self) -> f64 {
         self.pods.iter().map(|p| p.exited_at - p.created).sum()
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Event {
-    Arrival(usize),
-    PodReady(usize),
-    TaskEnd { pod: usize, task: usize },
-    Poll,
-    Beat(usize),
-    Decide,
-}
-
-impl Event {
-    /// Order of events at the same instant: state changes, then observations, then the
-    /// decision (which so sees everything that happened at its instant).
-    fn class(self) -> u8 {
-        match self {
-            Event::Arrival(_) | Event::PodReady(_) | Event::TaskEnd { .. } => 0,
-            Event::Poll | Event::Beat(_) => 1,
-            Event::Decide => 2,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Timed {
-    at: f64,
-    class: u8,
-    seq: u64,
-    event: Event,
-}
-
-impl PartialEq for Timed {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-impl Eq for Timed {}
-impl PartialOrd for Timed {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Timed {
-    /// Reversed: BinaryHeap pops the greatest, and the earliest event must come first.
-    fn cmp(&self, other: &Self) -> Ordering {
-        other
-            .at
-            .total_cmp(&self.at)
-            .then(other.class.cmp(&self.class))
-            .then(other.seq.cmp(&self.seq))
     }
 }
 
@@ -682,30 +630,5 @@ mod tests {
         };
         let err = run(&[task(0.0, 1.0)], &config, &mut Fixed(1)).expect_err("no slots");
         assert_eq!(err.to_string(), "--concurrency must be >= 1, got 0");
-    }
-
-    #[test]
-    fn same_instant_events_run_changes_before_decisions() {
-        let a = Timed {
-            at: 1.0,
-            class: 2,
-            seq: 1,
-            event: Event::Decide,
-        };
-        let b = Timed {
-            at: 1.0,
-            class: 0,
-            seq: 2,
-            event: Event::Arrival(0),
-        };
-        let c = Timed {
-            at: 0.5,
-            class: 2,
-            seq: 3,
-            event: Event::Decide,
-        };
-        let mut heap = BinaryHeap::from(vec![a, b, c]);
-        let order: Vec<u64> = std::iter::from_fn(|| heap.pop().map(|t| t.seq)).collect();
-        assert_eq!(order, vec![3, 2, 1]);
     }
 }
