@@ -112,6 +112,7 @@ pub fn compare(
         poll: options.cluster.poll,
         heartbeats: options.cluster.heartbeat.is_some(),
         max_wait: options.max_wait,
+        cluster: &options.cluster,
     };
     let task_seconds: f64 = tasks.iter().map(|t| t.duration).sum();
     let mut rows = Vec::new();

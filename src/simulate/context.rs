@@ -3,6 +3,8 @@
 use jiff::Timestamp;
 
 use crate::crd::WorkerPodAutoScaler;
+
+use super::cluster::ClusterConfig;
 use crate::scaler::{ScalerSettings, SpecError};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -36,6 +38,10 @@ pub struct PolicyContext<'a> {
     pub heartbeats: bool,
     /// The wait target of the comparison, seconds.
     pub max_wait: f64,
+    /// The simulated cluster's true parameters (start-up, slots, prefetch, ack). A policy
+    /// that stands for a controller must learn these from the view; only an oracle variant,
+    /// written to separate learning errors from sizing errors, may read them here.
+    pub cluster: &'a ClusterConfig,
 }
 
 /// Simulation seconds as the instant the scaler is given: the Unix epoch plus `now`, in

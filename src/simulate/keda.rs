@@ -5,8 +5,8 @@
 //! Modelled:
 //! - KEDA polls the list every 30 s (`pollingInterval`). At 0 replicas a non-empty list
 //!   (`activationListLength` 0) activates the workload: KEDA sets 1 replica. When the list
-//!   has been empty on every poll for `cooldownPeriod` (300 s) since it was last seen
-//!   non-empty, KEDA sets 0, whatever the HPA holds.
+//!   has been empty on every poll for more than `cooldownPeriod` (300 s) since it was last
+//!   seen non-empty (or was never seen non-empty), KEDA sets 0, whatever the HPA holds.
 //! - Between those, the HPA syncs every 15 s on the list length (visible messages only:
 //!   the running and prefetched tasks are not in the list) as an External metric with an
 //!   AverageValue target: usage ratio = length / (target * replicas); within 10% of 1 the
@@ -120,9 +120,11 @@ impl SimPolicy for Keda {
                     return 1;
                 }
             } else if current > 0
+                // KEDA scales to zero once lastActiveTime + cooldownPeriod is strictly in the
+                // past, or at once when it never saw the trigger active.
                 && self
                     .last_active
-                    .is_none_or(|at| now - at >= KEDA_COOLDOWN_SECONDS)
+                    .is_none_or(|at| now - at > KEDA_COOLDOWN_SECONDS)
             {
                 self.history = History::default();
                 return 0;

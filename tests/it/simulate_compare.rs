@@ -208,8 +208,13 @@ fn early_ack_prefetch_holds_tasks_that_new_pods_cannot_take() {
     assert_eq!(worst, 70.0);
 }
 
-fn context(wpa: &wpa::crd::WorkerPodAutoScaler, delay: u64) -> PolicyContext<'_> {
+fn context<'a>(
+    wpa: &'a wpa::crd::WorkerPodAutoScaler,
+    cluster: &'a ClusterConfig,
+    delay: u64,
+) -> PolicyContext<'a> {
     PolicyContext {
+        cluster,
         wpa,
         settings: wpa::scaler::ScalerSettings {
             scale_down_delay: std::time::Duration::from_secs(delay),
@@ -225,11 +230,12 @@ fn context(wpa: &wpa::crd::WorkerPodAutoScaler, delay: u64) -> PolicyContext<'_>
 #[test]
 fn practo_policy_decides_as_the_engine_with_its_own_target() {
     let wpa = load_wpa(WPA).expect("wpa");
+    let cluster = ClusterConfig::default();
     // 23 tasks at once: practo:5 wants ceil(23 / 5) = 5 from zero, practo:2 wants 12.
     let tasks: Vec<Task> = (0..23).map(|_| task(0.0, 40.0)).collect();
     for (target, first) in [(5, 5), (2, 12)] {
-        let mut policy = Practo::new(target, &context(&wpa, 30)).expect("policy");
-        let result = run(&tasks, &ClusterConfig::default(), &mut policy).expect("runs");
+        let mut policy = Practo::new(target, &context(&wpa, &cluster, 30)).expect("policy");
+        let result = run(&tasks, &cluster, &mut policy).expect("runs");
         check_invariants(&result, 1);
         assert_eq!(result.replicas[1], (0.0, first), "practo:{target}");
         // Later steps follow the backlog (23 in flight or waiting until the first tasks end
@@ -248,8 +254,8 @@ fn practo_policy_decides_as_the_engine_with_its_own_target() {
         assert_eq!(result.replicas.last().map(|r| r.1), Some(0));
     }
     // The 600 s default delay holds the pool after its last scale.
-    let mut held = Practo::new(5, &context(&wpa, 600)).expect("policy");
-    let result = run(&tasks, &ClusterConfig::default(), &mut held).expect("runs");
+    let mut held = Practo::new(5, &context(&wpa, &cluster, 600)).expect("policy");
+    let result = run(&tasks, &cluster, &mut held).expect("runs");
     let ups: Vec<f64> = result
         .replicas
         .windows(2)
@@ -272,10 +278,11 @@ fn practo_policy_decides_as_the_engine_with_its_own_target() {
 #[test]
 fn keda_syncs_every_15_s_activates_at_its_poll_and_holds_300_s() {
     let wpa = load_wpa(WPA).expect("wpa");
+    let cluster = ClusterConfig::default();
     // 60 tasks of 5 s at t = 1: KEDA's poll at 0 saw nothing, the one at 30 activates.
     let tasks: Vec<Task> = (0..60).map(|_| task(1.0, 5.0)).collect();
-    let mut policy = Keda::new(5, &context(&wpa, 600)).expect("policy");
-    let result = run(&tasks, &ClusterConfig::default(), &mut policy).expect("runs");
+    let mut policy = Keda::new(5, &context(&wpa, &cluster, 600)).expect("policy");
+    let result = run(&tasks, &cluster, &mut policy).expect("runs");
     check_invariants(&result, 1);
     let changes = &result.replicas[1..];
     assert!(changes.iter().all(|(t, _)| t % 15.0 == 0.0), "{changes:?}");
@@ -315,7 +322,7 @@ fn the_bound_is_below_every_policy_that_meets_the_target() {
     let options = CompareOptions {
         cluster: ClusterConfig::default(),
         max_wait: 30.0,
-        settings: context(&wpa, 30).settings,
+        settings: context(&wpa, &ClusterConfig::default(), 30).settings,
         idle_window: 20.0,
     };
     let choices = Choice::parse_list("practo:2,practo:5,keda:5,practo:10,bound").expect("choices");
