@@ -196,15 +196,20 @@ pub(crate) fn most_pods(windows: &[Window], concurrency: u32) -> f64 {
         .map(|w| w.end() - w.release)
         .fold(0.0, f64::max);
     let span = 2.0 * longest;
+    let mut by_release: Vec<Window> = windows.to_vec();
+    by_release.sort_by(|a, b| a.release.total_cmp(&b.release));
     let mut ends: Vec<f64> = windows.iter().map(Window::end).collect();
     ends.sort_by(f64::total_cmp);
     let mut most = 0.0f64;
-    for x in windows.iter().map(|w| w.release) {
+    for x in by_release.iter().map(|w| w.release) {
         let from = ends.partition_point(|&e| e <= x);
+        // Only windows released after x - longest can still be open at x.
+        let first = by_release.partition_point(|w| w.release <= x - longest);
         for &y in ends[from..].iter().take_while(|&&e| e - x <= span) {
-            let inside: f64 = windows
+            let last = by_release.partition_point(|w| w.release < y);
+            let inside: f64 = by_release[first..last.max(first)]
                 .iter()
-                .filter(|w| w.release < y && w.end() > x)
+                .filter(|w| w.end() > x)
                 .map(|w| {
                     let outside = (x - w.release).max(0.0) + (w.end() - y).max(0.0);
                     (w.duration - outside).max(0.0)
