@@ -275,6 +275,86 @@ fn practo_policy_decides_as_the_engine_with_its_own_target() {
     );
 }
 
+/// Wraps a policy and records what it was shown and what it answered.
+struct Recorder<P> {
+    inner: P,
+    idle_window: f64,
+    log: Vec<(f64, wpa::scaler::QueueSnapshot, i32, i32)>,
+}
+
+impl<P: SimPolicy> SimPolicy for Recorder<P> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn period(&self) -> f64 {
+        self.inner.period()
+    }
+    fn decide(&mut self, view: &ClusterView<'_>) -> i32 {
+        let desired = self.inner.decide(view);
+        let seen = Practo::snapshot(view, self.idle_window);
+        self.log.push((view.now, seen, view.replicas, desired));
+        desired
+    }
+}
+
+#[test]
+fn practo_without_heartbeats_matches_the_queue_trace_replay() {
+    // The queue figures the policy saw, replayed through `simulate --trace`'s engine, give
+    // the same decisions: the policy adds nothing of its own to practo's rule.
+    let wpa = load_wpa(&WPA.replace("minReplicas: 0", "minReplicas: 0\n  maxDisruption: \"50%\""))
+        .expect("wpa");
+    let cluster = ClusterConfig {
+        heartbeat: None,
+        ..ClusterConfig::default()
+    };
+    let mut ctx = context(&wpa, &cluster, 45);
+    ctx.heartbeats = false;
+    let tasks = long_tail();
+    let mut recorder = Recorder {
+        inner: Practo::new(3, &ctx).expect("policy"),
+        idle_window: ctx.idle_window,
+        log: Vec::new(),
+    };
+    run(&tasks, &cluster, &mut recorder).expect("runs");
+    let rows: Vec<wpa::simulate::trace::TraceRow> = recorder
+        .log
+        .iter()
+        .map(|(t, q, _, _)| wpa::simulate::trace::TraceRow {
+            t: *t,
+            messages: q.visible,
+            in_flight: q.in_flight,
+            sent_per_minute: 0.0,
+            idle: q.idle,
+            busy: None,
+        })
+        .collect();
+    let mut spec = wpa.clone();
+    spec.spec.target_messages_per_worker = 3;
+    let options = wpa::simulate::SimulateOptions {
+        initial_replicas: Some(0),
+        scale_down_delay: std::time::Duration::from_secs(45),
+        ..wpa::simulate::SimulateOptions::default()
+    };
+    let replay = wpa::simulate::simulate(&spec, &rows, &options).expect("replays");
+    assert_eq!(replay.len(), recorder.log.len());
+    let changes = recorder
+        .log
+        .iter()
+        .filter(|(_, _, current, desired)| current != desired)
+        .count();
+    assert!(
+        changes > 5,
+        "a run with few decisions proves little: {changes}"
+    );
+    for (step, (t, _, current, desired)) in replay.iter().zip(&recorder.log) {
+        assert_eq!(
+            (step.current, step.desired),
+            (*current, *desired),
+            "at {t} s"
+        );
+    }
+}
+
 #[test]
 fn keda_syncs_every_15_s_activates_at_its_poll_and_holds_300_s() {
     let wpa = load_wpa(WPA).expect("wpa");
