@@ -177,6 +177,9 @@ struct CompareArgs {
     /// Also draw waits and replicas over time as an SVG.
     #[arg(long, value_name = "OUT.svg")]
     plot: Option<PathBuf>,
+    /// Also write every task of every run as CSV (policy,task,arrival,duration,start,wait,pod).
+    #[arg(long, value_name = "OUT.csv")]
+    tasks: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -414,6 +417,11 @@ fn run_compare(args: CompareArgs) -> Result<(), String> {
         compare::compare(&wpa, &tasks, &choices, &options).map_err(|e| e.to_string())?;
     let mut table = Vec::new();
     compare::write_table(&comparison, &mut table).map_err(|e| e.to_string())?;
+    if let Some(path) = &args.tasks {
+        let mut csv = Vec::new();
+        compare::write_tasks(&comparison, &mut csv).map_err(|e| e.to_string())?;
+        write_out(Some(path), &csv)?;
+    }
     if let Some(plot) = &args.plot {
         let title = format!(
             "{}: {} tasks, start-up {} s, W = {} s",

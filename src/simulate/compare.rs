@@ -66,6 +66,8 @@ pub struct Comparison {
     pub tasks: usize,
     pub task_seconds: f64,
     pub options: CompareOptions,
+    /// The trace compared on.
+    pub trace: Vec<Task>,
 }
 
 /// The value at rank ceil(q * n) of the sorted values (q in (0, 1]).
@@ -182,6 +184,7 @@ pub fn compare(
         tasks: tasks.len(),
         task_seconds,
         options: options.clone(),
+        trace: tasks.to_vec(),
     })
 }
 
@@ -264,6 +267,46 @@ pub fn write_table(comparison: &Comparison, mut out: impl Write) -> std::io::Res
             },
             bound.schedule.worker_seconds,
         )?;
+    }
+    out.flush()
+}
+
+/// Every task of every run, one CSV row each: `policy,task,arrival,duration,start,wait,pod`
+/// (task = its row in the trace, from 0; start, wait and pod empty for a task never started;
+/// the offline schedule's rows have no pod).
+pub fn write_tasks(comparison: &Comparison, mut out: impl Write) -> std::io::Result<()> {
+    writeln!(out, "policy,task,arrival,duration,start,wait,pod")?;
+    let number = |v: Option<f64>| v.map_or_else(String::new, |v| format!("{v:.3}"));
+    for run in &comparison.runs {
+        for (i, t) in run.tasks.iter().enumerate() {
+            writeln!(
+                out,
+                "{},{i},{:.3},{:.3},{},{},{}",
+                run.policy,
+                t.arrival,
+                t.duration,
+                number(t.start),
+                number(t.wait()),
+                t.pod.map_or_else(String::new, |p| p.to_string()),
+            )?;
+        }
+    }
+    if let Some(bound) = &comparison.bound {
+        for (i, (wait, t)) in bound
+            .schedule
+            .waits
+            .iter()
+            .zip(&comparison.trace)
+            .enumerate()
+        {
+            writeln!(
+                out,
+                "bound (offline schedule),{i},{:.3},{:.3},{:.3},{wait:.3},",
+                t.arrival,
+                t.duration,
+                t.arrival + wait,
+            )?;
+        }
     }
     out.flush()
 }

@@ -478,6 +478,7 @@ fn compare_writes_the_table_and_the_plot() {
     let dir = tempfile::tempdir().expect("tempdir");
     let table = dir.path().join("table.md");
     let svg = dir.path().join("compare.svg");
+    let per_task = dir.path().join("tasks.csv");
     let wpa = repo("artifacts/examples/simulate/traces/wpa.yaml");
     let arrivals = repo("artifacts/examples/simulate/traces/long-tail.csv");
     let output = cli(&[
@@ -497,6 +498,8 @@ fn compare_writes_the_table_and_the_plot() {
         table.to_str().unwrap(),
         "--plot",
         svg.to_str().unwrap(),
+        "--tasks",
+        per_task.to_str().unwrap(),
     ]);
     assert!(
         output.status.success(),
@@ -512,6 +515,23 @@ fn compare_writes_the_table_and_the_plot() {
         text.contains("| practo:5 |") && text.contains("| keda:5 |"),
         "{text}"
     );
+    let rows = std::fs::read_to_string(&per_task).expect("tasks");
+    let mut lines = rows.lines();
+    assert_eq!(
+        lines.next(),
+        Some("policy,task,arrival,duration,start,wait,pod")
+    );
+    // One row per task and policy, and the waits are start - arrival.
+    assert_eq!(lines.clone().count(), 2 * 203);
+    for line in lines {
+        let f: Vec<&str> = line.split(',').collect();
+        let (arrival, start, wait): (f64, f64, f64) = (
+            f[2].parse().unwrap(),
+            f[4].parse().unwrap(),
+            f[5].parse().unwrap(),
+        );
+        assert!((start - arrival - wait).abs() < 0.002, "{line}");
+    }
     let picture = std::fs::read_to_string(&svg).expect("svg");
     for label in ["practo:5", "keda:5", "target wait W = 30 s", "replicas"] {
         assert!(picture.contains(label), "no `{label}` in the SVG");
