@@ -469,6 +469,48 @@ fn shipped_traces_parse_and_regenerate_from_their_header() {
     assert_eq!(long_tail().len(), 203);
 }
 
+#[test]
+fn the_docs_show_what_compare_prints_on_the_long_tail_trace() {
+    // docs/simulate.md's example tables are this command's output, row for row: a change to
+    // the engine, a policy or the bound that moves a figure must update the docs too.
+    let wpa = repo("artifacts/examples/simulate/traces/wpa.yaml");
+    let arrivals = repo("artifacts/examples/simulate/traces/long-tail.csv");
+    let docs = std::fs::read_to_string(repo("docs/simulate.md")).expect("docs");
+    for flags in [
+        &[][..],
+        &["--scale-down-delay", "30", "--idle-window", "20"][..],
+    ] {
+        let mut args = vec![
+            "simulate",
+            "compare",
+            "--wpa",
+            wpa.to_str().unwrap(),
+            "--arrivals",
+            arrivals.to_str().unwrap(),
+            "--startup",
+            "10",
+            "--max-wait",
+            "30",
+            "--policies",
+            "practo:2,practo:5,practo:8,practo:10,keda:5,bound",
+        ];
+        args.extend_from_slice(flags);
+        let output = cli(&args);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let table = String::from_utf8(output.stdout).expect("utf-8");
+        for row in table.lines().filter(|l| l.starts_with("| ")) {
+            assert!(
+                docs.contains(row),
+                "docs/simulate.md lacks `{row}` ({flags:?})"
+            );
+        }
+    }
+}
+
 fn cli(args: &[&str]) -> std::process::Output {
     Command::new(BIN).args(args).output().expect("binary runs")
 }
