@@ -432,8 +432,15 @@ fn run_compare(args: CompareArgs) -> Result<(), String> {
             args.startup,
             args.max_wait
         );
-        simulate::compare_plot::write_compare_svg(plot, &title, &comparison.runs, args.max_wait)
-            .map_err(|e| e.to_string())?;
+        let schedule = comparison.bound.as_ref().map(|b| b.schedule.replicas());
+        simulate::compare_plot::write_compare_svg(
+            plot,
+            &title,
+            &comparison.runs,
+            schedule.as_deref(),
+            args.max_wait,
+        )
+        .map_err(|e| e.to_string())?;
     }
     write_out(args.output.as_deref(), &table)
 }

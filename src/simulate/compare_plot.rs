@@ -24,16 +24,18 @@ fn colour(index: usize) -> RGBColor {
     PALETTE[index % PALETTE.len()]
 }
 
-/// Writes the SVG to `path`; `max_wait` is drawn as a line on the wait panel.
+/// Writes the SVG to `path`; `max_wait` is drawn as a line on the wait panel, and the
+/// offline schedule's pods, when given, as a dashed line beside the runs' replicas.
 pub fn write_compare_svg(
     path: &Path,
     title: &str,
     runs: &[RunResult],
+    schedule: Option<&[(f64, i32)]>,
     max_wait: f64,
 ) -> Result<(), PlotError> {
     let fail = |detail: String| PlotError::new(path, detail);
     let root = SVGBackend::new(path, (1000, 760)).into_drawing_area();
-    draw(&root, title, runs, max_wait).map_err(|e| fail(e.to_string()))?;
+    draw(&root, title, runs, schedule, max_wait).map_err(|e| fail(e.to_string()))?;
     root.present().map_err(|e| fail(e.to_string()))
 }
 
@@ -52,6 +54,7 @@ fn draw<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     title: &str,
     runs: &[RunResult],
+    schedule: Option<&[(f64, i32)]>,
     max_wait: f64,
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     root.fill(&WHITE)?;
@@ -73,6 +76,7 @@ fn draw<DB: DrawingBackend>(
     let most_replicas = runs
         .iter()
         .flat_map(|r| r.replicas.iter().map(|&(_, n)| n))
+        .chain(schedule.unwrap_or_default().iter().map(|&(_, n)| n))
         .max()
         .unwrap_or(0)
         .max(1);
@@ -129,6 +133,19 @@ fn draw<DB: DrawingBackend>(
         .axis_desc_style(("sans-serif", 15))
         .light_line_style(WHITE.mix(0.0))
         .draw()?;
+    if let Some(schedule) = schedule {
+        let end = schedule.last().map_or(0.0, |s| s.0);
+        let grey = BLACK.mix(0.6);
+        chart
+            .draw_series(DashedLineSeries::new(
+                steps(schedule, end),
+                6,
+                4,
+                grey.stroke_width(2),
+            ))?
+            .label("offline schedule (bound)")
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], grey.stroke_width(2)));
+    }
     for (i, run) in runs.iter().enumerate() {
         let c = colour(i);
         chart

@@ -170,6 +170,44 @@ fn a_lone_task_costs_startup_plus_duration_in_every_figure() {
         "{bound:?}"
     );
     assert_eq!(bound.schedule.waits, vec![0.0]);
+    assert_eq!(bound.schedule.lives, vec![(90.0, 105.0)]);
+    assert_eq!(
+        bound.schedule.replicas(),
+        vec![(0.0, 0), (90.0, 1), (105.0, 0)]
+    );
+}
+
+#[test]
+fn the_schedule_keeps_a_pod_over_short_gaps_and_replaces_it_over_long_ones() {
+    // S = 10, W = 0: a 4 s gap is bridged (one life), a 20 s gap costs a new pod instead.
+    let params = BoundParams {
+        max_wait: 0.0,
+        startup: 10.0,
+        concurrency: 1,
+        initial: 0,
+        max_pods: None,
+    };
+    let tasks = [
+        Task {
+            arrival: 20.0,
+            duration: 5.0,
+        },
+        Task {
+            arrival: 29.0,
+            duration: 5.0,
+        },
+        Task {
+            arrival: 54.0,
+            duration: 5.0,
+        },
+    ];
+    let bound = lower_bound(&tasks, &params).expect("bound");
+    assert_eq!(bound.schedule.lives, vec![(10.0, 34.0), (44.0, 59.0)]);
+    assert!((bound.schedule.worker_seconds - 39.0).abs() < 1e-9);
+    assert_eq!(
+        bound.schedule.replicas(),
+        vec![(0.0, 0), (10.0, 1), (34.0, 0), (44.0, 1), (59.0, 0)]
+    );
 }
 
 #[test]

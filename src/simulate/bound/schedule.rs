@@ -15,8 +15,8 @@ use super::{BoundParams, Window};
 pub struct Schedule {
     /// Sum over pod lives of (exit - creation).
     pub worker_seconds: f64,
-    /// Pod lives (creations, plus the initial pods used).
-    pub pods: usize,
+    /// Each pod life, (creation, exit), sorted by creation; an initial pod's starts at 0.
+    pub lives: Vec<(f64, f64)>,
     /// Per task, start - arrival, in trace order.
     pub waits: Vec<f64>,
 }
@@ -77,8 +77,7 @@ pub(crate) fn greedy(tasks: &[Task], windows: &[Window], params: &BoundParams) -
             .push((start, start + task.duration));
         waits.push(start - task.arrival);
     }
-    let mut worker_seconds = 0.0;
-    let mut lives = 0;
+    let mut lives: Vec<(f64, f64)> = Vec::new();
     for pod in &mut pods {
         pod.busy.sort_by(|a, b| a.0.total_cmp(&b.0));
         let Some(&(first, _)) = pod.busy.first() else {
@@ -87,31 +86,51 @@ pub(crate) fn greedy(tasks: &[Task], windows: &[Window], params: &BoundParams) -
         };
         // A new pod is created S before its first task; an initial pod is there from 0 and
         // idle until its first task, which is a gap like any other.
-        let mut covered = if pod.initial { 0.0 } else { first };
-        if !pod.initial {
-            worker_seconds += params.startup;
-            lives += 1;
-        } else if first <= params.startup {
-            lives += 1;
-        }
+        let (mut born, mut covered) = if pod.initial {
+            (0.0, 0.0)
+        } else {
+            (first - params.startup, first)
+        };
         for &(start, end) in &pod.busy {
-            if start > covered {
-                let gap = start - covered;
-                if gap > params.startup {
-                    lives += 1;
+            if start - covered > params.startup {
+                // Cheaper to remove the pod and create a new one S before the next task.
+                if covered > born {
+                    lives.push((born, covered));
                 }
-                worker_seconds += gap.min(params.startup);
-                covered = start;
+                born = start - params.startup;
             }
-            if end > covered {
-                worker_seconds += end - covered;
-                covered = end;
-            }
+            covered = covered.max(end);
         }
+        lives.push((born, covered));
     }
+    lives.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let worker_seconds = lives.iter().map(|(born, gone)| gone - born).sum();
     Schedule {
         worker_seconds,
-        pods: lives,
+        lives,
         waits,
+    }
+}
+
+impl Schedule {
+    /// The pods alive over time, as `(time, count)` at 0 and at every change.
+    pub fn replicas(&self) -> Vec<(f64, i32)> {
+        let mut changes: Vec<(f64, i32)> = self
+            .lives
+            .iter()
+            .flat_map(|&(born, gone)| [(born, 1), (gone, -1)])
+            .collect();
+        // At one instant exits before creations: a pod replaced at once is not counted twice.
+        changes.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let mut steps = vec![(0.0, 0)];
+        let mut alive = 0;
+        for (at, change) in changes {
+            alive += change;
+            match steps.last_mut() {
+                Some(last) if last.0 == at => last.1 = alive,
+                _ => steps.push((at, alive)),
+            }
+        }
+        steps
     }
 }
