@@ -43,13 +43,32 @@ impl Choice {
         }
     }
 
-    /// A comma-separated list, in order.
+    /// A comma-separated list, in order. `NAME:A..B` stands for every whole target from A
+    /// to B (`practo:1..12`: the sweep that shows which target meets a wait, at what cost).
     pub fn parse_list(text: &str) -> Result<Vec<Choice>, PolicyError> {
-        let choices: Vec<Choice> = text
-            .split(',')
-            .filter(|i| !i.trim().is_empty())
-            .map(Choice::parse)
-            .collect::<Result<_, _>>()?;
+        let mut choices = Vec::new();
+        for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            match item.split_once(':') {
+                Some((name, range)) if range.contains("..") => {
+                    let bad = |problem: &str| PolicyError::Parse {
+                        item: item.to_string(),
+                        problem: problem.to_string(),
+                    };
+                    let (low, high) = range.split_once("..").unwrap_or((range, range));
+                    let bound = |v: &str| v.trim().parse::<i32>().ok().filter(|t| *t >= 1);
+                    let (Some(low), Some(high)) = (bound(low), bound(high)) else {
+                        return Err(bad("a range is two whole targets >= 1, as in 2..10"));
+                    };
+                    if high < low || high - low > 100 {
+                        return Err(bad("a range goes up, over at most 100 targets"));
+                    }
+                    for target in low..=high {
+                        choices.push(Choice::parse(&format!("{name}:{target}"))?);
+                    }
+                }
+                _ => choices.push(Choice::parse(item)?),
+            }
+        }
         if choices.is_empty() {
             return Err(PolicyError::Empty);
         }
@@ -87,5 +106,21 @@ mod tests {
         let err = Choice::parse_list("hpa:3").expect_err("unknown");
         assert!(err.to_string().contains("`hpa:3`: unknown policy"), "{err}");
         assert_eq!(Choice::parse_list(" , "), Err(PolicyError::Empty));
+        assert_eq!(
+            Choice::parse_list("practo:2..4,bound"),
+            Ok(vec![
+                Choice::Practo(2),
+                Choice::Practo(3),
+                Choice::Practo(4),
+                Choice::Bound
+            ])
+        );
+        let err = Choice::parse_list("practo:4..2").expect_err("downwards");
+        assert!(
+            err.to_string().contains("`practo:4..2`: a range goes up"),
+            "{err}"
+        );
+        assert!(Choice::parse_list("practo:0..3").is_err());
+        assert!(Choice::parse_list("hpa:1..3").is_err());
     }
 }

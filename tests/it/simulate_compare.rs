@@ -476,10 +476,14 @@ fn the_docs_show_what_compare_prints_on_the_long_tail_trace() {
     let wpa = repo("artifacts/examples/simulate/traces/wpa.yaml");
     let arrivals = repo("artifacts/examples/simulate/traces/long-tail.csv");
     let docs = std::fs::read_to_string(repo("docs/simulate.md")).expect("docs");
-    for flags in [
-        &[][..],
-        &["--scale-down-delay", "30", "--idle-window", "20"][..],
-    ] {
+    let bench = ["--scale-down-delay", "30", "--idle-window", "20"];
+    let all = "practo:2,practo:5,practo:8,practo:10,keda:5,bound";
+    let runs = [
+        (all, &[][..]),
+        (all, &bench[..]),
+        ("practo:1..12,bound", &bench[..]),
+    ];
+    for (policies, flags) in runs {
         let mut args = vec![
             "simulate",
             "compare",
@@ -492,7 +496,7 @@ fn the_docs_show_what_compare_prints_on_the_long_tail_trace() {
             "--max-wait",
             "30",
             "--policies",
-            "practo:2,practo:5,practo:8,practo:10,keda:5,bound",
+            policies,
         ];
         args.extend_from_slice(flags);
         let output = cli(&args);
