@@ -44,7 +44,7 @@ enum Command {
     /// schemes, an example queueURI, the poll interval flag and its default.
     Providers,
     /// Replay a queue trace through the scaling engine and print every decision; `simulate
-    /// compare` and `simulate generate` compare policies on arrival traces.
+    /// generate` writes arrival traces and `simulate compare` compares policies on them.
     Simulate(SimulateArgs),
     /// Print the version.
     Version,
@@ -128,7 +128,8 @@ struct CompareArgs {
     /// Arrival trace: arrival,duration (seconds), e.g. from `simulate generate`.
     #[arg(long, value_name = "TRACE.csv")]
     arrivals: PathBuf,
-    /// Policies, comma-separated: practo:<targetMessagesPerWorker>, keda:<target>, bound.
+    /// Policies, comma-separated: practo:<targetMessagesPerWorker>, keda:<target>, bound; a
+    /// target may be a range (practo:1..12).
     #[arg(
         long,
         value_name = "LIST",
