@@ -673,3 +673,69 @@ fn command_line_errors_are_clear() {
         "--durations: `8..2`: MAX is below MIN",
     );
 }
+
+mod properties {
+    //! The engine's invariants on random traces, cluster settings and replica scripts.
+
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::Config;
+
+    fn traces() -> impl Strategy<Value = Vec<Task>> {
+        prop::collection::vec((0u32..2000, 1u32..400), 1..40).prop_map(|raw| {
+            let mut tasks: Vec<Task> = raw
+                .into_iter()
+                .map(|(a, d)| task(f64::from(a) / 10.0, f64::from(d) / 10.0))
+                .collect();
+            tasks.sort_by(|a, b| a.arrival.total_cmp(&b.arrival));
+            tasks
+        })
+    }
+
+    fn scripts() -> impl Strategy<Value = Vec<(f64, i32)>> {
+        prop::collection::vec((0u32..300, 0i32..6), 1..8).prop_map(|mut steps| {
+            steps.sort();
+            let mut script: Vec<(f64, i32)> =
+                steps.into_iter().map(|(t, n)| (f64::from(t), n)).collect();
+            // Always end with pods, so that every task starts.
+            script.push((300.0, 2));
+            script
+        })
+    }
+
+    proptest! {
+        #![proptest_config(Config { cases: 200, failure_persistence: None, ..Config::default() })]
+
+        #[test]
+        fn every_run_keeps_the_invariants(
+            tasks in traces(),
+            script in scripts(),
+            early in any::<bool>(),
+            prefetch in 1u32..4,
+            concurrency in 1u32..3,
+            startup in 0u32..20,
+        ) {
+            let config = ClusterConfig {
+                ack: if early { Ack::Early } else { Ack::Late },
+                prefetch,
+                concurrency,
+                startup: f64::from(startup),
+                horizon: 2000.0,
+                ..ClusterConfig::default()
+            };
+            let mut policy = Script::new(&script);
+            let result = run(&tasks, &config, &mut policy).expect("runs");
+            check_invariants(&result, concurrency);
+            // The queue never shows more tasks than have arrived.
+            for &(t, visible, in_flight) in &policy.seen {
+                let arrived = tasks.iter().filter(|x| x.arrival <= t).count() as u64;
+                prop_assert!(visible + in_flight <= arrived, "at {t}: {visible} + {in_flight} > {arrived}");
+            }
+            // Late ack without prefetch room beyond the slots: FIFO starts.
+            if !early && prefetch == 1 {
+                let starts: Vec<f64> = result.tasks.iter().map(|t| t.start.expect("started")).collect();
+                prop_assert!(starts.windows(2).all(|w| w[0] <= w[1]), "{starts:?}");
+            }
+        }
+    }
+}
