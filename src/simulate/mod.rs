@@ -3,9 +3,26 @@
 //! The tuning tool: take the WPA manifest one would `kubectl create`, a CSV trace of queue
 //! state, and see every decision the controller would make, as CSV and optionally as an SVG
 //! plot. Replicas follow each decision instantly (no pod start-up time is modelled).
+//!
+//! `simulate compare` ([`compare`]) models the cluster instead: task arrivals
+//! ([`arrivals`], [`generate`]) through pods that start, hold and finish tasks ([`cluster`]),
+//! under policies that see what a controller sees ([`view`], [`policies`]), beside an offline
+//! lower bound ([`bound`]).
 
+pub mod arrivals;
+pub mod bound;
+pub mod cluster;
+pub mod compare;
+pub mod compare_plot;
+pub mod context;
+mod events;
+pub mod generate;
+pub mod keda;
 pub mod plot;
+pub mod policies;
+pub mod practo;
 pub mod trace;
+pub mod view;
 
 use std::io::Write;
 use std::time::Duration;

@@ -25,6 +25,15 @@ pub struct PlotError {
     detail: String,
 }
 
+impl PlotError {
+    pub(crate) fn new(path: &Path, detail: String) -> Self {
+        PlotError {
+            path: path.display().to_string(),
+            detail,
+        }
+    }
+}
+
 const BACKLOG: RGBColor = RGBColor(31, 119, 180);
 const IN_FLIGHT: RGBColor = RGBColor(255, 127, 14);
 const REPLICAS: RGBColor = RGBColor(44, 160, 44);

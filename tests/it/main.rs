@@ -32,6 +32,7 @@ mod queue_registry;
 mod queue_sqs;
 mod readable_logs;
 mod scaler_properties;
+mod simulate_compare;
 mod simulate_practo;
 mod tutor_plugin;
 mod workers_celery;
