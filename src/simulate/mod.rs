@@ -18,6 +18,7 @@ pub mod context;
 mod events;
 pub mod generate;
 pub mod keda;
+pub mod max_wait;
 pub mod plot;
 pub mod policies;
 pub mod practo;

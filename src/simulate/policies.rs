@@ -1,11 +1,13 @@
-//! The policies `simulate compare` knows, by name: `practo:<target>`, `keda:<target>` and
-//! `bound` (the offline lower bound, computed rather than simulated).
+//! The policies `simulate compare` knows, by name: `practo:<target>`, `keda:<target>`,
+//! `maxwait:<seconds>` and `bound` (the offline lower bound, computed rather than
+//! simulated).
 //!
 //! A new policy is one file with a type implementing [`SimPolicy`] plus one arm in
 //! [`Choice::parse`] and one in [`build`]; the engine does not change.
 
 use super::context::{PolicyContext, PolicyError};
 use super::keda::Keda;
+use super::max_wait::MaxWait;
 use super::practo::Practo;
 use super::view::SimPolicy;
 
@@ -16,6 +18,8 @@ pub enum Choice {
     Practo(i32),
     /// An HPA on KEDA's list-length metric with this AverageValue target.
     Keda(i32),
+    /// The controller's sizing on wait time with this `maxWaitSeconds`.
+    MaxWait(i32),
     /// The offline lower bound.
     Bound,
 }
@@ -38,6 +42,7 @@ impl Choice {
         match item.split_once(':') {
             Some(("practo", value)) => Ok(Choice::Practo(target(value)?)),
             Some(("keda", value)) => Ok(Choice::Keda(target(value)?)),
+            Some(("maxwait", value)) => Ok(Choice::MaxWait(target(value)?)),
             None if item == "bound" => Ok(Choice::Bound),
             _ => Err(bad("unknown policy")),
         }
@@ -84,6 +89,7 @@ pub fn build(
     Ok(match choice {
         Choice::Practo(target) => Some(Box::new(Practo::new(target, ctx)?)),
         Choice::Keda(target) => Some(Box::new(Keda::new(target, ctx)?)),
+        Choice::MaxWait(seconds) => Some(Box::new(MaxWait::new(seconds, ctx)?)),
         Choice::Bound => None,
     })
 }

@@ -439,5 +439,79 @@ fn the_bound_is_below_every_policy_that_meets_the_target() {
     assert!((free.lower - bound.lower).abs() < 1e-6);
 }
 
+#[test]
+fn maxwait_meets_its_target_for_less_than_any_practo_target_at_the_same_wait() {
+    // The long-tail trace with the benchmark's flags: the wait policy keeps p95 within 30 s
+    // and the worst wait within 45 s (issue 21's targets), and no practo target whose p95 is
+    // as short spends fewer worker-seconds.
+    let wpa = load_wpa(WPA).expect("wpa");
+    let tasks = long_tail();
+    let options = CompareOptions {
+        cluster: ClusterConfig::default(),
+        max_wait: 30.0,
+        settings: context(&wpa, &ClusterConfig::default(), 30).settings,
+        idle_window: 20.0,
+    };
+    let choices = Choice::parse_list("practo:1..12,maxwait:30,bound").expect("choices");
+    let comparison = compare(&wpa, &tasks, &choices, &options).expect("compares");
+    let bound = comparison.bound.as_ref().expect("bound");
+    let row = |name: &str| {
+        comparison
+            .rows
+            .iter()
+            .find(|r| r.policy == name)
+            .unwrap_or_else(|| panic!("no row {name}"))
+    };
+    let maxwait = row("maxwait:30");
+    assert_eq!(maxwait.unstarted, 0, "{maxwait:?}");
+    let p95 = maxwait.p95.expect("p95");
+    assert!(p95 <= 30.0, "{maxwait:?}");
+    assert!(maxwait.max.expect("max") <= 45.0, "{maxwait:?}");
+    assert!(maxwait.worker_seconds >= bound.lower, "{maxwait:?}");
+    let index = choices
+        .iter()
+        .position(|c| *c == Choice::MaxWait(30))
+        .expect("maxwait chosen");
+    check_invariants(&comparison.runs[index], 1);
+    for practo in comparison
+        .rows
+        .iter()
+        .filter(|r| r.policy.starts_with("practo:"))
+    {
+        if practo.p95.is_some_and(|p| p <= p95) {
+            assert!(
+                practo.worker_seconds >= maxwait.worker_seconds,
+                "{practo:?} waits as little as {maxwait:?} for less"
+            );
+        }
+    }
+}
+
+#[test]
+fn maxwait_without_heartbeats_learns_nothing_and_is_practos_rule() {
+    // Nothing to learn from: every decision is practo's with the WPA's own target (5).
+    let wpa = load_wpa(WPA).expect("wpa");
+    let tasks = long_tail();
+    let cluster = ClusterConfig {
+        heartbeat: None,
+        ..ClusterConfig::default()
+    };
+    let options = CompareOptions {
+        settings: context(&wpa, &cluster, 30).settings,
+        cluster,
+        max_wait: 30.0,
+        idle_window: 20.0,
+    };
+    let choices = Choice::parse_list("practo:5,maxwait:30").expect("choices");
+    let comparison = compare(&wpa, &tasks, &choices, &options).expect("compares");
+    let (practo, maxwait) = (&comparison.rows[0], &comparison.rows[1]);
+    assert_eq!(
+        (practo.p95, practo.worker_seconds, practo.scale_actions),
+        (maxwait.p95, maxwait.worker_seconds, maxwait.scale_actions)
+    );
+    assert!(comparison.runs[0].replicas.len() > 4, "the pool moved");
+    assert_eq!(comparison.runs[0].replicas, comparison.runs[1].replicas);
+}
+
 #[path = "simulate_compare_cli.rs"]
 mod cli;

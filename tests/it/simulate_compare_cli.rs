@@ -56,6 +56,16 @@ fn the_docs_show_what_compare_prints() {
         ("burst-then-sparse", "practo:5,bound", &early[..]),
         ("burst-then-sparse", "practo:5,bound", &bench[..]),
     ];
+    let with_wait = "practo:5,keda:5,maxwait:30,bound";
+    let shipped = [
+        "steady",
+        "diurnal",
+        "bursts",
+        "long-tail",
+        "burst-then-sparse",
+    ]
+    .map(|trace| (trace, with_wait, &bench[..]));
+    let runs = runs.into_iter().chain(shipped);
     for (trace, policies, flags) in runs {
         let arrivals = repo(&format!("artifacts/examples/simulate/traces/{trace}.csv"));
         let mut args = vec![

@@ -31,7 +31,7 @@ fn state(waiting: u64, running: u64, ready: u32) -> WaitState {
 const W30: Duration = Duration::from_secs(30);
 
 #[test]
-fn a_steady_stream_gets_its_erlang_count_and_a_dead_band() {
+fn a_steady_stream_gets_its_erlang_count_and_a_hold_of_its_startup() {
     // 3 tasks/s of 5 s on one slot per pod: 15 pods' worth of work.
     let sizing = size(
         &model(3.0, 5.0, 1, 10.0),
@@ -42,8 +42,16 @@ fn a_steady_stream_gets_its_erlang_count_and_a_dead_band() {
     assert!((16..=18).contains(&sizing.up), "{sizing:?}");
     assert!(sizing.keep >= sizing.up, "{sizing:?}");
     assert_eq!(sizing.binding, Binding::Stream);
-    assert_eq!(sizing.hold, Duration::from_secs(15));
+    assert_eq!(sizing.hold, Duration::from_secs(10));
     assert!(!sizing.startup_exceeds_target);
+    // The hold is the start-up when longer than the 10 s floor.
+    let slow = size(
+        &model(3.0, 5.0, 1, 25.0),
+        &state(0, 15, 16),
+        W30,
+        &WaitTuning::default(),
+    );
+    assert_eq!(slow.hold, Duration::from_secs(25));
 }
 
 #[test]
