@@ -635,6 +635,15 @@ async fn wait_scenario(args: &Args, dir: &std::path::Path, report: &mut Report) 
         timeout: Duration::from_secs_f64(length + 900.0),
         redis_port: args.redis_port,
     };
+    // The trace as `simulate compare --arrivals` reads it, for the rules the closed loop
+    // cannot run (KEDA's) and the offline bound.
+    let trace_file = args
+        .report
+        .as_ref()
+        .map(|r| r.with_extension("wait-trace.csv"));
+    if let Some(path) = &trace_file {
+        std::fs::write(path, wait::arrivals_csv(&scenario.load))?;
+    }
     let mut outcomes = Vec::new();
     for run in scenario.runs() {
         eprintln!("wait: {}, {}", run.sizing.label(), run.flags.label());
@@ -654,6 +663,12 @@ async fn wait_scenario(args: &Args, dir: &std::path::Path, report: &mut Report) 
     ));
     report.emit(&wait::table(&outcomes, args.wait_max_wait).render());
     report.emit("");
+    if let Some(path) = &trace_file {
+        report.emit(&format!(
+            "The trace: {} (replay it with `workerpodautoscaler simulate compare --arrivals`).\n",
+            path.display()
+        ));
+    }
     for (flags, o) in &outcomes {
         report.emit(&format!(
             "- {} ({flags}): replicas {}; reasons {}",

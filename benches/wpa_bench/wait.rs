@@ -129,6 +129,22 @@ pub fn table(outcomes: &[(String, Outcome)], max_wait: i32) -> Table {
     table
 }
 
+/// The load as an arrivals CSV (`arrival,duration`, seconds from the first send).
+pub fn arrivals_csv(load: &Load) -> String {
+    let mut csv = format!(
+        "# closed-loop scenario 5: {}\narrival,duration\n",
+        load.label
+    );
+    for wave in &load.waves {
+        let at = wave.at.as_secs_f64();
+        for (i, seconds) in wave.seconds.iter().enumerate() {
+            let offset = wave.offsets.get(i).copied().unwrap_or(0.0);
+            csv.push_str(&format!("{:.3},{seconds:.1}\n", at + offset));
+        }
+    }
+    csv
+}
+
 /// The trace's phases as `rate:seconds` pairs, e.g. `0.05:60,0.3:30`.
 pub fn parse_phases(text: &str) -> Result<Vec<(f64, f64)>> {
     text.split(',')
