@@ -128,8 +128,8 @@ struct CompareArgs {
     /// Arrival trace: arrival,duration (seconds), e.g. from `simulate generate`.
     #[arg(long, value_name = "TRACE.csv")]
     arrivals: PathBuf,
-    /// Policies, comma-separated: practo:<targetMessagesPerWorker>, keda:<target>, bound; a
-    /// target may be a range (practo:1..12).
+    /// Policies, comma-separated: practo:<targetMessagesPerWorker>, keda:<target>,
+    /// maxwait:<maxWaitSeconds>, bound; a target may be a range (practo:1..12).
     #[arg(
         long,
         value_name = "LIST",

@@ -395,16 +395,21 @@ fn long_tail() -> Vec<Task> {
     read_arrivals(file).expect("parses")
 }
 
+/// The closed-loop benchmark's settings: W 30 s, scale-down delay 30 s, idle window 20 s.
+fn bench_options(wpa: &wpa::crd::WorkerPodAutoScaler, cluster: ClusterConfig) -> CompareOptions {
+    CompareOptions {
+        settings: context(wpa, &cluster, 30).settings,
+        cluster,
+        max_wait: 30.0,
+        idle_window: 20.0,
+    }
+}
+
 #[test]
 fn the_bound_is_below_every_policy_that_meets_the_target() {
     let wpa = load_wpa(WPA).expect("wpa");
     let tasks = long_tail();
-    let options = CompareOptions {
-        cluster: ClusterConfig::default(),
-        max_wait: 30.0,
-        settings: context(&wpa, &ClusterConfig::default(), 30).settings,
-        idle_window: 20.0,
-    };
+    let options = bench_options(&wpa, ClusterConfig::default());
     let choices = Choice::parse_list("practo:2,practo:5,keda:5,practo:10,bound").expect("choices");
     let comparison = compare(&wpa, &tasks, &choices, &options).expect("compares");
     let bound = comparison.bound.as_ref().expect("bound");
@@ -446,12 +451,7 @@ fn maxwait_meets_its_target_for_less_than_any_practo_target_at_the_same_wait() {
     // as short spends fewer worker-seconds.
     let wpa = load_wpa(WPA).expect("wpa");
     let tasks = long_tail();
-    let options = CompareOptions {
-        cluster: ClusterConfig::default(),
-        max_wait: 30.0,
-        settings: context(&wpa, &ClusterConfig::default(), 30).settings,
-        idle_window: 20.0,
-    };
+    let options = bench_options(&wpa, ClusterConfig::default());
     let choices = Choice::parse_list("practo:1..12,maxwait:30,bound").expect("choices");
     let comparison = compare(&wpa, &tasks, &choices, &options).expect("compares");
     let bound = comparison.bound.as_ref().expect("bound");
@@ -496,12 +496,7 @@ fn maxwait_without_heartbeats_learns_nothing_and_is_practos_rule() {
         heartbeat: None,
         ..ClusterConfig::default()
     };
-    let options = CompareOptions {
-        settings: context(&wpa, &cluster, 30).settings,
-        cluster,
-        max_wait: 30.0,
-        idle_window: 20.0,
-    };
+    let options = bench_options(&wpa, cluster);
     let choices = Choice::parse_list("practo:5,maxwait:30").expect("choices");
     let comparison = compare(&wpa, &tasks, &choices, &options).expect("compares");
     let (practo, maxwait) = (&comparison.rows[0], &comparison.rows[1]);
