@@ -17,7 +17,7 @@ use support::brokers::redis_port;
 use support::brokers_amqp::{self, AMQP_PORT, MANAGEMENT};
 use support::controller::{ControllerProcess, condition};
 use support::e2e::{self, spec, start_server};
-use support::queues::{BEANSTALKD_PORT, BeanstalkClient, MOTO_PORT, sqs_client};
+use support::queues::{BEANSTALKD_PORT, BeanstalkClient, MOTO_PORT, create_sqs_queue, sqs_client};
 
 const NS: &str = "workers";
 /// From the message to the scale write. Default flags poll every second (SQS long-polls at
@@ -206,15 +206,7 @@ async fn sqs_queue_never_polled() {
     let port = MOTO_PORT;
     let client = sqs_client(port);
     let name = unique("from-zero");
-    let url = client
-        .create_queue()
-        .queue_name(&name)
-        .send()
-        .await
-        .expect("create_queue")
-        .queue_url()
-        .expect("queue url")
-        .to_string();
+    let url = create_sqs_queue(&client, &name).await;
     let uri = format!("http://127.0.0.1:{port}/123456789012/{name}?region=us-east-1");
     let (server, _dir, controller) = idle_worker_at_zero(&uri, AWS_ENV).await;
     // Let the controller settle into its long poll (it starts once the WPA is known to be
@@ -243,15 +235,7 @@ async fn sqs_at_any_phase_of_the_long_poll_cycle() {
     let mut urls = Vec::new();
     for i in 0..4 {
         let name = unique("from-zero-phase");
-        let url = client
-            .create_queue()
-            .queue_name(&name)
-            .send()
-            .await
-            .expect("create_queue")
-            .queue_url()
-            .expect("queue url")
-            .to_string();
+        let url = create_sqs_queue(&client, &name).await;
         let uri = format!("http://127.0.0.1:{MOTO_PORT}/123456789012/{name}?region=us-east-1");
         e2e::add_worker(
             &server,

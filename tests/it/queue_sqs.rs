@@ -9,6 +9,7 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::config::{BehaviorVersion, Credentials as AwsCredentials, Region};
 use support::broker_procs::{eventually, start_moto, unique, wait_for_port};
 use support::cloudwatch::CloudWatchDouble;
+use support::queues::create_sqs_queue;
 use wpa::queue::sqs::SqsProvider;
 use wpa::queue::sqs::uri::SqsUri;
 use wpa::queue::{Credentials, ProviderOptions, QueueError, QueueProvider};
@@ -45,16 +46,6 @@ fn client(port: u16) -> Client {
         .endpoint_url(endpoint(port))
         .build();
     Client::from_conf(config)
-}
-
-async fn create_queue(client: &Client, name: &str) -> String {
-    let out = client
-        .create_queue()
-        .queue_name(name)
-        .send()
-        .await
-        .expect("create_queue");
-    out.queue_url().expect("queue url").to_string()
 }
 
 fn sqs_uri(port: u16, queue_url: &str, name: &str) -> SqsUri {
@@ -105,7 +96,7 @@ async fn receive(client: &Client, url: &str, n: usize) -> Vec<String> {
 async fn counts_visible_in_flight_and_delayed() {
     let sqs = client(SHARED_PORT);
     let name = unique("wpa-counts");
-    let url = create_queue(&sqs, &name).await;
+    let url = create_sqs_queue(&sqs, &name).await;
     for i in 0..5 {
         send(&sqs, &url, &format!("m{i}"), 0).await;
     }
@@ -134,7 +125,7 @@ async fn missing_queue_is_not_found() {
 
     // Created later: the same provider sees it.
     let sqs = client(SHARED_PORT);
-    assert_eq!(create_queue(&sqs, &name).await, url);
+    assert_eq!(create_sqs_queue(&sqs, &name).await, url);
     send(&sqs, &url, "x", 0).await;
     assert_eq!(provider.poll().await.unwrap().visible, 1);
 }
@@ -143,7 +134,7 @@ async fn missing_queue_is_not_found() {
 async fn drained_queue_reports_zero_backlog_and_leaves_idleness_to_the_registry() {
     let sqs = client(SHARED_PORT);
     let name = unique("wpa-idle");
-    let url = create_queue(&sqs, &name).await;
+    let url = create_sqs_queue(&sqs, &name).await;
     send(&sqs, &url, "work", 0).await;
     let mut provider = SqsProvider::connect(&sqs_uri(SHARED_PORT, &url, &name), &creds(), &opts())
         .await
@@ -177,7 +168,7 @@ async fn drained_queue_reports_zero_backlog_and_leaves_idleness_to_the_registry(
 async fn long_poll_notices_a_message_sent_during_the_wait() {
     let sqs = client(SHARED_PORT);
     let name = unique("wpa-longpoll");
-    let url = create_queue(&sqs, &name).await;
+    let url = create_sqs_queue(&sqs, &name).await;
     let opts = ProviderOptions {
         sqs_receive_long_poll: true,
         sqs_long_poll_seconds: 15,
@@ -232,7 +223,7 @@ async fn assert_returns_at_once(provider: &mut SqsProvider, what: &str) {
 async fn no_long_poll_while_workers_run_or_when_turned_off() {
     let sqs = client(SHARED_PORT);
     let name = unique("wpa-shortpoll");
-    let url = create_queue(&sqs, &name).await;
+    let url = create_sqs_queue(&sqs, &name).await;
     let uri = sqs_uri(SHARED_PORT, &url, &name);
     // Default options: long polling is on, but only once the registry says no workers.
     let mut provider = SqsProvider::connect(&uri, &creds(), &opts()).await.unwrap();
@@ -256,7 +247,7 @@ async fn recovers_after_the_server_restarts() {
     wait_for_port(port, WAIT).await;
     let sqs = client(port);
     let name = unique("wpa-restart");
-    let url = create_queue(&sqs, &name).await;
+    let url = create_sqs_queue(&sqs, &name).await;
     send(&sqs, &url, "a", 0).await;
 
     let mut provider = SqsProvider::connect(&sqs_uri(port, &url, &name), &creds(), &opts())
@@ -367,7 +358,7 @@ async fn cloudwatch_gives_the_sent_rate_and_receives_veto_idleness() {
     let cloudwatch = CloudWatchDouble::start().await;
     let sqs = client(SHARED_PORT);
     let name = unique("wpa-cw");
-    let url = create_queue(&sqs, &name).await;
+    let url = create_sqs_queue(&sqs, &name).await;
     let uri = sqs_uri(SHARED_PORT, &url, &name);
 
     // Receives in the lookback: the workers are busy although the queue looks empty.
@@ -428,7 +419,7 @@ async fn cloudwatch_failures_leave_the_signals_unknown_and_the_backlog_reported(
     cloudwatch.set_failing(true);
     let sqs = client(SHARED_PORT);
     let name = unique("wpa-cw-down");
-    let url = create_queue(&sqs, &name).await;
+    let url = create_sqs_queue(&sqs, &name).await;
     send(&sqs, &url, "work", 0).await;
     let mut provider = SqsProvider::connect(
         &sqs_uri(SHARED_PORT, &url, &name),

@@ -21,6 +21,17 @@ pub fn sqs_client(port: u16) -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::from_conf(config)
 }
 
+/// Creates the SQS queue `name` and returns its URL.
+pub async fn create_sqs_queue(client: &aws_sdk_sqs::Client, name: &str) -> String {
+    let out = client
+        .create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .expect("create_queue");
+    out.queue_url().expect("queue url").to_string()
+}
+
 /// A blocking beanstalkd connection (producer side).
 pub struct BeanstalkClient {
     conn: BufReader<TcpStream>,
