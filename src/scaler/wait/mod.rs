@@ -12,12 +12,13 @@
 //!   fewest pods with which a new task waits longer than the target with probability at
 //!   most [`STREAM_TAIL`], on the 30 s arrival rate. (A fluid "capacity >= arrivals" count
 //!   lets waits grow without bound as the pool fills up.)
-//! - two counts, so that a tuning can leave a dead band: `up` (scale up to it at once) and
-//!   `keep` (scale down only to it), `up <= keep` always. With the default tuning they use
-//!   the same target and tail (a tighter `keep` held pods after every burst for little
-//!   gain); what stops a steady stream from flapping is the hold: a scale-down goes to the
-//!   highest `keep` of the last `hold` (the start-up time, at least 10 s), since a pod that
-//!   is surplus for less than its own start-up is cheaper kept than restarted.
+//! - two counts: `up` (the larger of the two above; scale up to it at once) and `keep`
+//!   (scale down only to it): `up`, but never below the slots the running tasks use, nor
+//!   below one pod while there is work. A dead band (a tighter `keep`) was tried and held
+//!   pods after every burst for little gain; what stops a steady stream from flapping is the
+//!   hold: a scale-down goes to the highest `keep` of the last `hold` (the start-up time, at
+//!   least 10 s), since a pod that is surplus for less than its own start-up is cheaper kept
+//!   than restarted.
 //! - sparse work: when arrivals are so rare that a pod started per task costs less than one
 //!   kept waiting (`arrivals x (start-up + task + hold) < 1`) and the start-up fits in the
 //!   target, no pod is kept for the stream: each task starts its pod.
@@ -91,18 +92,14 @@ pub struct WaitState {
     pub starting: Vec<f64>,
 }
 
-/// The knobs of the rule (fixed in production, varied in the simulator and tests).
+/// The knobs of the rule (fixed in production; tests and tuning runs may vary them).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct WaitTuning {
     /// Seconds between a task arriving and a scale-up taking effect besides the start-up
     /// (the poll interval, the decision, the scale write).
     pub reaction_seconds: f64,
-    /// `keep`'s target as a fraction of `up`'s.
-    pub keep_fraction: f64,
-    /// Tail probability of a longer wait `up` accepts.
-    pub up_tail: f64,
-    /// Tail probability of a longer wait `keep` accepts.
-    pub keep_tail: f64,
+    /// Tail probability of a longer wait the stream's count accepts.
+    pub stream_tail: f64,
     /// Shortest hold before a scale-down.
     pub min_hold: Duration,
 }
@@ -110,17 +107,16 @@ pub struct WaitTuning {
 /// The tail the stream is sized for: the Erlang C probability that a new task waits longer
 /// than the target. M/M/N assumes exponential task times and looks at one moment, so its tail
 /// is heavier than that of real task mixes over a whole trace: sized at 20 %, the simulated
-/// p95 wait stays under the target on every shipped trace (docs/simulate.md), and a tighter
-/// tail (5 %, then 1 % to keep) cost 30-60 % more worker-seconds for waits far below it.
+/// p95 wait stays under the target on the shipped traces (docs/simulate.md), and the former
+/// tuning (5 % to scale up, a tighter count at 1 % to scale down to) cost 20-47 % more
+/// worker-seconds for waits far below it.
 pub const STREAM_TAIL: f64 = 0.2;
 
 impl Default for WaitTuning {
     fn default() -> Self {
         WaitTuning {
             reaction_seconds: 2.0,
-            keep_fraction: 1.0,
-            up_tail: STREAM_TAIL,
-            keep_tail: STREAM_TAIL,
+            stream_tail: STREAM_TAIL,
             min_hold: Duration::from_secs(10),
         }
     }
@@ -180,7 +176,7 @@ pub fn size(
     let slots = u64::from(model.slots.max(1));
     let running_floor = state.running.div_ceil(slots);
     let sparse = is_sparse(model, target, hold);
-    let up_stream = if sparse {
+    let stream = if sparse {
         0
     } else {
         erlang::pods_for_stream(
@@ -188,23 +184,10 @@ pub fn size(
             model.task_seconds,
             model.slots,
             target,
-            tuning.up_tail,
+            tuning.stream_tail,
         )
     };
-    let keep_target = target * tuning.keep_fraction;
-    let keep_stream = if sparse {
-        0
-    } else {
-        erlang::pods_for_stream(
-            model.arrivals_short,
-            model.task_seconds,
-            model.slots,
-            keep_target,
-            tuning.keep_tail,
-        )
-    };
-    let up_backlog = pods_for_backlog(model, state, target);
-    let keep_backlog = pods_for_backlog(model, state, keep_target);
+    let backlog = pods_for_backlog(model, state, target);
     // Work in flight keeps at least one pod, whatever the figures.
     let any_work = u64::from(
         state
@@ -213,17 +196,13 @@ pub fn size(
             .saturating_add(state.running)
             > 0,
     );
-    let up = up_backlog.max(up_stream);
-    let keep = keep_backlog
-        .max(keep_stream)
-        .max(running_floor)
-        .max(any_work)
-        .max(up);
+    let up = backlog.max(stream);
+    let keep = up.max(running_floor).max(any_work);
     let binding = if keep == 0 {
         Binding::Zero
-    } else if keep == running_floor && running_floor > keep_backlog.max(keep_stream) {
+    } else if keep == running_floor && running_floor > up {
         Binding::Running
-    } else if keep_stream >= keep_backlog {
+    } else if stream >= backlog {
         Binding::Stream
     } else {
         Binding::Backlog
