@@ -57,16 +57,13 @@ pub fn observe_wait(
     });
     let activity = workers.and_then(|w| w.activity);
     let running: u64 = seen.iter().map(|w| u64::from(w.active)).sum();
-    let ready_pods = activity.map_or(0, |a| a.busy + a.idle);
-    // Pods no worker reports for yet are taken as half-way through their start-up.
-    let starting = vec![learned.startup_seconds / 2.0; activity.map_or(0, |a| a.unknown) as usize];
-    let state = WaitState {
-        waiting: visible,
-        held: in_flight.saturating_sub(running),
+    let state = WaitState::from_reports(
+        visible,
+        in_flight,
         running,
-        ready_pods,
-        starting,
-    };
+        activity.as_ref(),
+        learned.startup_seconds,
+    );
     let sizing = learned
         .model
         .as_ref()

@@ -94,14 +94,13 @@ impl SimPolicy for MaxWait {
         let learned = self.learner.learned(now);
         let activity = worker_activity(view, self.idle_window);
         let running: u64 = samples.iter().map(|s| u64::from(s.active)).sum();
-        let state = WaitState {
-            waiting: view.queue.visible,
-            held: view.queue.in_flight.saturating_sub(running),
+        let state = WaitState::from_reports(
+            view.queue.visible,
+            view.queue.in_flight,
             running,
-            ready_pods: activity.busy + activity.idle,
-            // As the controller: pods without a report are half-way through their start-up.
-            starting: vec![learned.startup_seconds / 2.0; activity.unknown as usize],
-        };
+            Some(&activity),
+            learned.startup_seconds,
+        );
         let sizing = learned
             .model
             .as_ref()

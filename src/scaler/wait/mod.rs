@@ -92,6 +92,27 @@ pub struct WaitState {
     pub starting: Vec<f64>,
 }
 
+impl WaitState {
+    /// Where things stand, from a poll (`visible`, `in_flight`), the tasks the workers report
+    /// running, and the target's pods as classified by their workers' reports. Pods no
+    /// worker reports for yet are taken as half-way through their start-up.
+    pub fn from_reports(
+        visible: u64,
+        in_flight: u64,
+        running: u64,
+        activity: Option<&WorkerActivity>,
+        startup_seconds: f64,
+    ) -> Self {
+        WaitState {
+            waiting: visible,
+            held: in_flight.saturating_sub(running),
+            running,
+            ready_pods: activity.map_or(0, |a| a.busy + a.idle),
+            starting: vec![startup_seconds / 2.0; activity.map_or(0, |a| a.unknown) as usize],
+        }
+    }
+}
+
 /// The knobs of the rule (fixed in production; tests and tuning runs may vary them).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct WaitTuning {
