@@ -8,6 +8,7 @@
 #   moto_server 127.0.0.1:5001 (SQS-compatible; log in /tmp/moto_server-5001.log)
 # Run as root: bash hack/services.sh
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 readonly WAIT_SECONDS="${WAIT_SECONDS:-60}"
 readonly RABBITMQ_CONF=/etc/rabbitmq/rabbitmq.conf
@@ -58,6 +59,10 @@ command -v redis-cli >/dev/null || missing+=(redis-tools)
 [[ -x /usr/sbin/rabbitmq-server ]] || missing+=(rabbitmq-server)
 command -v beanstalkd >/dev/null || missing+=(beanstalkd)
 command -v curl >/dev/null || missing+=(curl)
+# The job frameworks' real workers: Sidekiq from Debian, Node for BullMQ.
+command -v sidekiq >/dev/null || missing+=(ruby-sidekiq)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 command -v python3 >/dev/null || missing+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 if ((${#missing[@]} > 0)); then
@@ -78,6 +83,21 @@ if ! command -v moto_server >/dev/null || ! python3 -c 'import celery, redis' 2>
     command -v moto_server >/dev/null || die "moto_server is not on PATH after pip install"
 else
     log "pip packages already installed"
+fi
+
+if ! python3 -c 'import rq, dramatiq' 2>/dev/null; then
+    log "installing with pip: rq dramatiq[redis]"
+    PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q 'rq>=2' 'dramatiq[redis]>=1.17'
+else
+    log "rq and dramatiq already installed"
+fi
+
+# BullMQ for the tests, at the versions of tests/bullmq/package-lock.json.
+if [[ -f tests/bullmq/node_modules/bullmq/package.json ]]; then
+    log "bullmq already installed"
+else
+    log "installing bullmq with npm into tests/bullmq"
+    (cd tests/bullmq && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 # --- Redis --------------------------------------------------------------------------

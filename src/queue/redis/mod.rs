@@ -43,16 +43,17 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{
-    Client, ConnectionAddr, ErrorKind, IntoConnectionInfo, RedisConnectionInfo, RedisError, Value,
-};
+use ::redis::Value;
+use ::redis::aio::ConnectionManager;
 use async_trait::async_trait;
 
+pub mod location;
 pub mod pool;
 pub mod uri;
 
-use self::pool::{ConnectionKey, Slot};
+pub(crate) use self::location::{client, map_error};
+use self::location::{has_code, shared_connection};
+use self::pool::Slot;
 use super::events::{EventSource, RedisEvents};
 use super::provider::{ConnectFuture, ProviderSpec, ProviderUri, boxed};
 use super::{Credentials, ProviderOptions, QueueError, QueueMetrics, QueueProvider};
@@ -104,24 +105,8 @@ impl RedisProvider {
         opts: &ProviderOptions,
     ) -> Result<Self, QueueError> {
         let label = uri.redacted();
-        let key = ConnectionKey {
-            tls: uri.tls,
-            host: uri.host.clone(),
-            port: uri.port,
-            db: uri.db,
-            username: creds.username.as_ref().or(uri.username.as_ref()).cloned(),
-            password: creds.password.as_ref().or(uri.password.as_ref()).cloned(),
-        };
-        let client = client(&key, &label)?;
-        let timeout = opts.request_timeout;
-        // Boxed: every queue waiting for the shared connection would otherwise hold room
-        // for the connecting future, which only the first one runs.
-        let (connection, conn) = opts
-            .redis_connections
-            .get(key, || {
-                Box::pin(open_connection(client, timeout, label.clone()))
-            })
-            .await?;
+        let key = uri.location().connection_key(creds);
+        let (connection, conn) = shared_connection(key, &label, opts).await?;
         let list_keys = uri
             .priority_steps
             .iter()
@@ -352,60 +337,6 @@ impl RedisProvider {
     }
 }
 
-/// Opens a connection manager, bounded in time.
-/// A client for the server, database and identity of `key` (TLS verified against the
-/// system's roots). `label` names the server in errors; it must not hold the password.
-pub(crate) fn client(key: &ConnectionKey, label: &str) -> Result<Client, QueueError> {
-    let addr = if key.tls {
-        // redis-rs builds its rustls config from the process-wide crypto provider;
-        // make sure there is one (main installs the same provider at startup).
-        if rustls::crypto::CryptoProvider::get_default().is_none() {
-            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        }
-        let host = if key.host.contains(':') {
-            format!("[{}]", key.host)
-        } else {
-            key.host.clone()
-        };
-        format!("rediss://{host}:{}", key.port).into_connection_info()
-    } else {
-        ConnectionAddr::Tcp(key.host.clone(), key.port).into_connection_info()
-    }
-    .map_err(|e| map_error(label, &e))?;
-    let mut settings = RedisConnectionInfo::default().set_db(key.db);
-    if let Some(user) = &key.username {
-        settings = settings.set_username(user);
-    }
-    if let Some(password) = &key.password {
-        settings = settings.set_password(password);
-    }
-    Client::open(addr.set_redis_settings(settings)).map_err(|e| map_error(label, &e))
-}
-
-async fn open_connection(
-    client: Client,
-    timeout: Duration,
-    label: String,
-) -> Result<ConnectionManager, QueueError> {
-    // Few, quick reconnect attempts: the registry owns the backoff between polls.
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout))
-        .set_number_of_retries(1)
-        .set_min_delay(Duration::from_millis(50))
-        .set_max_delay(Duration::from_secs(1));
-    tokio::time::timeout(
-        timeout.saturating_mul(2),
-        ConnectionManager::new_with_config(client, config),
-    )
-    .await
-    .map_err(|_| QueueError::Unavailable {
-        queue: label.clone(),
-        detail: format!("no connection within {:?}", timeout * 2),
-    })?
-    .map_err(|e| map_error(&label, &e))
-}
-
 /// kombu's key for one priority step: step 0 is the bare queue name.
 pub fn priority_key(prefix: &str, queue: &str, separator: &str, step: u32) -> String {
     if step == 0 {
@@ -499,39 +430,6 @@ fn match_from(
     matched
 }
 
-/// Whether the server answered one of `codes`, directly or for any command of a
-/// pipeline (a pipeline error carries one server error per failed command).
-fn has_code(e: &RedisError, codes: &[&str]) -> bool {
-    if e.code().is_some_and(|c| codes.contains(&c)) {
-        return true;
-    }
-    e.clone()
-        .into_server_errors()
-        .is_some_and(|items| items.iter().any(|(_, err)| codes.contains(&err.code())))
-}
-
-/// Maps a Redis error to the provider contract's error kinds.
-pub(crate) fn map_error(label: &str, e: &RedisError) -> QueueError {
-    let queue = label.to_string();
-    let detail = e.to_string();
-    if e.kind() == ErrorKind::AuthenticationFailed
-        || has_code(e, &["NOAUTH", "WRONGPASS", "NOPERM"])
-    {
-        return QueueError::Denied { queue, detail };
-    }
-    if has_code(e, &["WRONGTYPE"]) {
-        return QueueError::BadResponse { queue, detail };
-    }
-    if e.kind() == ErrorKind::InvalidClientConfig {
-        return QueueError::Config(format!("{label}: {detail}"));
-    }
-    if matches!(e.kind(), ErrorKind::Parse | ErrorKind::UnexpectedReturnType) {
-        return QueueError::BadResponse { queue, detail };
-    }
-    // I/O, refused, timeouts, dropped connections, LOADING, MASTERDOWN...: transient.
-    QueueError::Unavailable { queue, detail }
-}
-
 impl ProviderUri for RedisUri {
     const SPEC: ProviderSpec = ProviderSpec {
         name: "redis",
@@ -576,6 +474,7 @@ impl ProviderUri for RedisUri {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ::redis::{ErrorKind, RedisError};
 
     #[test]
     fn priority_keys_follow_kombu() {

@@ -3,15 +3,13 @@
 //! port 6379 by default; kombu's defaults are steps `0,3,6,9`, separator `\x06\x16` (write
 //! it `%06%16`) and no prefix.
 
-use crate::queue::uri::parts::{
-    encode, host_of, parse_url, port_of, query_params, quote, reject_fragment, render_host,
-    render_userinfo, segments, userinfo,
-};
+use super::location::{self, RedisQueueRef};
+use crate::queue::uri::parts::{encode, quote};
 use crate::queue::uri::redacted as shown;
 
 /// Parses a `redis://` or `rediss://` queue URI.
 pub(crate) fn parse(input: &str, scheme: &str) -> Result<RedisUri, String> {
-    from_url(&parse_url(input)?, scheme == "rediss")
+    from_location(input, scheme == "rediss")
 }
 
 /// `redis[s]://[user:pass@]host[:port]/<db>/<queue>[?priority_steps=0,3,6,9&sep=..&prefix=..]`
@@ -57,24 +55,17 @@ pub const DEFAULT_SEPARATOR: &str = "\x06\x16";
 
 const MAX_PRIORITY_STEPS: usize = 256;
 
-const DEFAULT_REDIS_PORT: u16 = 6379;
-
-fn from_url(url: &url::Url, tls: bool) -> Result<RedisUri, String> {
-    reject_fragment(url)?;
-    let host = host_of(url)?;
-    let port = port_of(url, DEFAULT_REDIS_PORT)?;
-    let (username, password) = userinfo(url)?;
-    let query = query_params(url, &["priority_steps", "sep", "prefix"])?;
-    let [db, queue] = segments::<2>(url, "/<db>/<queue>")?;
-    let db = db
-        .parse::<u32>()
-        .ok()
-        .filter(|d| i64::from(*d) <= i64::from(i32::MAX))
-        .map(i64::from)
-        .ok_or_else(|| format!("bad db `{}`: expected a database number >= 0", quote(&db)))?;
-    if queue.is_empty() {
-        return Err("the queue segment is empty; expected /<db>/<queue>".to_string());
-    }
+fn from_location(input: &str, tls: bool) -> Result<RedisUri, String> {
+    let (at, query) = location::parse(input, tls, &["priority_steps", "sep", "prefix"])?;
+    let RedisQueueRef {
+        tls,
+        host,
+        port,
+        db,
+        queue,
+        username,
+        password,
+    } = at;
     let priority_steps = match query.get("priority_steps") {
         Some(steps) => parse_priority_steps(steps)?,
         None => DEFAULT_PRIORITY_STEPS.to_vec(),
@@ -127,15 +118,6 @@ fn parse_priority_steps(value: &str) -> Result<Vec<u32>, String> {
 impl RedisUri {
     /// Canonical form with the password as `***`; non-default kombu settings kept.
     pub(crate) fn redacted(&self) -> String {
-        let mut s = format!(
-            "{}://{}{}:{}/{}/{}",
-            if self.tls { "rediss" } else { "redis" },
-            render_userinfo(&self.username, &self.password),
-            render_host(&self.host),
-            self.port,
-            self.db,
-            encode(&self.queue)
-        );
         let mut query = Vec::new();
         if self.priority_steps != DEFAULT_PRIORITY_STEPS {
             let steps: Vec<String> = self.priority_steps.iter().map(|s| s.to_string()).collect();
@@ -147,10 +129,19 @@ impl RedisUri {
         if !self.prefix.is_empty() {
             query.push(format!("prefix={}", encode(&self.prefix)));
         }
-        if !query.is_empty() {
-            s.push('?');
-            s.push_str(&query.join("&"));
+        self.location().redacted("redis", &query)
+    }
+
+    /// Where the queue is, without the kombu settings.
+    pub(crate) fn location(&self) -> RedisQueueRef {
+        RedisQueueRef {
+            tls: self.tls,
+            host: self.host.clone(),
+            port: self.port,
+            db: self.db,
+            queue: self.queue.clone(),
+            username: self.username.clone(),
+            password: self.password.clone(),
         }
-        s
     }
 }

@@ -56,6 +56,21 @@ pub struct CeleryPodConfig {
     /// start-up): the worker process starts this much later than the Pod, and the Pod is
     /// counted from its creation.
     pub start_delay: Duration,
+    /// Another framework's worker instead of Celery's (`broker`, `queues`, `concurrency`,
+    /// `pool`, `acks_late` and `extra_args` are then Celery's only and unused).
+    pub program: Option<WorkerProgram>,
+}
+
+/// A worker process of another framework, run per Pod like the Celery worker: in its own
+/// process group, with `POD_NAME` and `POD_IP` set, SIGTERM then SIGKILL after the grace.
+#[derive(Debug, Clone)]
+pub struct WorkerProgram {
+    pub program: String,
+    /// Arguments; `{pod}` in one is replaced by the Pod's name.
+    pub args: Vec<String>,
+    /// Working directory.
+    pub dir: PathBuf,
+    pub env: Vec<(String, String)>,
 }
 
 impl CeleryPodConfig {
@@ -75,6 +90,7 @@ impl CeleryPodConfig {
             log_dir: None,
             extra_args: Vec::new(),
             start_delay: Duration::ZERO,
+            program: None,
         }
     }
 
@@ -232,34 +248,51 @@ impl Drop for CeleryPodRunner {
     }
 }
 
+/// `program` started after the container's start-up delay: a shell that sleeps, then
+/// becomes the worker (so the kubelet's signals reach the worker, or end the sleep).
+fn delayed(program: &str, delay: Duration) -> Command {
+    if delay.is_zero() {
+        return Command::new(program);
+    }
+    let mut shell = Command::new("sh");
+    shell.args([
+        "-c",
+        "sleep \"$1\" && shift && exec \"$0\" \"$@\"",
+        program,
+        &format!("{:.3}", delay.as_secs_f64()),
+    ]);
+    shell
+}
+
 fn worker_command(config: &CeleryPodConfig, pod: &str, ip: &str) -> Command {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/celery");
-    let mut command = if config.start_delay.is_zero() {
-        Command::new("python3")
-    } else {
-        // The container's start-up: a shell that sleeps, then becomes the worker (so the
-        // kubelet's signals reach the worker, or end the sleep).
-        let mut shell = Command::new("sh");
-        shell.args([
-            "-c",
-            "sleep \"$0\" && exec python3 \"$@\"",
-            &format!("{:.3}", config.start_delay.as_secs_f64()),
-        ]);
-        shell
+    let mut command = match &config.program {
+        Some(worker) => {
+            let mut command = delayed(&worker.program, config.start_delay);
+            command
+                .args(worker.args.iter().map(|a| a.replace("{pod}", pod)))
+                .current_dir(&worker.dir)
+                .envs(worker.env.iter().map(|(k, v)| (k, v)));
+            command
+        }
+        None => {
+            let mut command = delayed("python3", config.start_delay);
+            command
+                .args(["-m", "celery", "-A", "worker_app", "worker"])
+                .args(["--hostname", &format!("celery@{pod}")])
+                .args(["-Q", &config.queues])
+                .args(["--concurrency", &config.concurrency.to_string()])
+                .args(["--pool", &config.pool, "--loglevel", "INFO"])
+                .args(&config.extra_args)
+                .current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/celery"))
+                .env("WPA_TEST_BROKER", &config.broker)
+                .env(
+                    "WPA_TEST_ACKS_LATE",
+                    if config.acks_late { "1" } else { "0" },
+                );
+            command
+        }
     };
     command
-        .args(["-m", "celery", "-A", "worker_app", "worker"])
-        .args(["--hostname", &format!("celery@{pod}")])
-        .args(["-Q", &config.queues])
-        .args(["--concurrency", &config.concurrency.to_string()])
-        .args(["--pool", &config.pool, "--loglevel", "INFO"])
-        .args(&config.extra_args)
-        .current_dir(dir)
-        .env("WPA_TEST_BROKER", &config.broker)
-        .env(
-            "WPA_TEST_ACKS_LATE",
-            if config.acks_late { "1" } else { "0" },
-        )
         .env("POD_NAME", pod)
         .env("POD_IP", ip)
         .stdin(Stdio::null())
