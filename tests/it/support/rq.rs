@@ -5,7 +5,6 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use redis::Commands;
 use serde::Deserialize;
@@ -156,20 +155,6 @@ impl RqWorker {
     /// RQ's warm shutdown: finish the running job, then exit.
     pub fn sigterm(&self) {
         signal(self.child.id(), libc::SIGTERM, false);
-    }
-
-    /// Waits for the process to exit; its status, or `None` after `timeout`.
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
     }
 }
 
