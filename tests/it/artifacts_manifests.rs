@@ -283,6 +283,7 @@ fn examples_are_typed_and_self_consistent() {
         ("beanstalkd", "beanstalk://"),
         ("http", "http"),
         ("openedx", "redis://"),
+        ("rq", "redis+rq://"),
     ]);
     for (folder, scheme) in &expected_scheme {
         let dir = examples.join(folder);
@@ -467,6 +468,7 @@ fn example_wpas_match_the_crd_schema() {
         "beanstalkd",
         "http",
         "openedx",
+        "rq",
     ] {
         let dir = repo().join("artifacts/examples").join(folder);
         for entry in fs::read_dir(&dir)
@@ -487,7 +489,7 @@ fn example_wpas_match_the_crd_schema() {
             }
         }
     }
-    assert!(checked >= 7, "checked {checked} WPAs");
+    assert!(checked >= 8, "checked {checked} WPAs");
 
     // The checker itself must catch a wrong field and a wrong type.
     let mut errors = Vec::new();
