@@ -20,7 +20,10 @@ fn options() -> ProviderOptions {
 }
 
 fn uri(queue: &str, query: &str) -> String {
-    format!("redis+dramatiq://127.0.0.1:{}/{DB}/{queue}{query}", redis_port())
+    format!(
+        "redis+dramatiq://127.0.0.1:{}/{DB}/{queue}{query}",
+        redis_port()
+    )
 }
 
 async fn provider(uri: &str) -> Box<dyn QueueProvider> {
@@ -57,7 +60,10 @@ async fn visible_and_delayed_are_what_dramatiq_holds() {
     let m = poll(&mut p).await;
     assert_eq!(m.visible, said["llen"].as_u64().expect("llen"), "{said}");
     assert_eq!(m.visible, 3);
-    assert_eq!(m.delayed, Some(said["delay_llen"].as_u64().expect("delay_llen")));
+    assert_eq!(
+        m.delayed,
+        Some(said["delay_llen"].as_u64().expect("delay_llen"))
+    );
     assert_eq!(m.delayed, Some(2));
     // Dramatiq's qsize counts every unacked message of the queue and its delay queue.
     assert_eq!(
@@ -79,9 +85,16 @@ async fn a_running_worker_holds_its_job_and_its_prefetch() {
     let mut p = provider(&uri(&q, "?client_names=true")).await;
     let jobs = dq::send(&q, "job", &[6.0, 0.5, 0.5], None);
     let _worker = Worker::start(&q, &record, "pod-a", &[]);
-    eventually(Duration::from_secs(30), "the long job to start", async || {
-        dq::runs(&record).iter().any(|r| r.job == jobs[0]).then_some(())
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the long job to start",
+        async || {
+            dq::runs(&record)
+                .iter()
+                .any(|r| r.job == jobs[0])
+                .then_some(())
+        },
+    )
     .await;
     let said = dq::counts(&q);
     let m = poll(&mut p).await;
@@ -151,17 +164,24 @@ async fn a_dead_workers_messages_come_back_as_visible() {
         ],
     );
     eventually(Duration::from_secs(30), "the job to start", async || {
-        dq::runs(&record).iter().any(|r| r.job == jobs[0]).then_some(())
+        dq::runs(&record)
+            .iter()
+            .any(|r| r.job == jobs[0])
+            .then_some(())
     })
     .await;
     worker.kill();
     let killed = Instant::now();
     let m = poll(&mut p).await;
     assert_eq!((m.visible, m.in_flight), (0, Some(1)), "{m:?}");
-    let m = eventually(Duration::from_secs(10), "the heartbeat to expire", async || {
-        let m = p.poll().await.ok()?;
-        (m.in_flight == Some(0)).then_some(m)
-    })
+    let m = eventually(
+        Duration::from_secs(10),
+        "the heartbeat to expire",
+        async || {
+            let m = p.poll().await.ok()?;
+            (m.in_flight == Some(0)).then_some(m)
+        },
+    )
     .await;
     assert!(killed.elapsed() >= Duration::from_millis(2500), "{m:?}");
     assert_eq!((m.visible, m.idle), (1, Some(false)), "{m:?}");
@@ -208,5 +228,8 @@ fn the_docs_page_gives_the_tested_middleware() {
         .split_once("\"\"\"\n\n")
         .map(|(_, code)| code)
         .expect("a docstring, then the code");
-    assert!(page.contains(code.trim()), "docs/frameworks/dramatiq.md lacks:\n{code}");
+    assert!(
+        page.contains(code.trim()),
+        "docs/frameworks/dramatiq.md lacks:\n{code}"
+    );
 }
