@@ -31,6 +31,7 @@ kinds::provider_table! {
     beanstalk::BeanstalkUri as Beanstalkd,
     http::HttpUri as Http,
     rq::RqUri as Rq,
+    dramatiq::DramatiqUri as Dramatiq,
 }
 
 /// What a provider measured in one poll. Counts are messages; `None` means the broker

@@ -284,6 +284,7 @@ fn examples_are_typed_and_self_consistent() {
         ("http", "http"),
         ("openedx", "redis://"),
         ("rq", "redis+rq://"),
+        ("dramatiq", "redis+dramatiq://"),
     ]);
     for (folder, scheme) in &expected_scheme {
         let dir = examples.join(folder);
@@ -469,6 +470,7 @@ fn example_wpas_match_the_crd_schema() {
         "http",
         "openedx",
         "rq",
+        "dramatiq",
     ] {
         let dir = repo().join("artifacts/examples").join(folder);
         for entry in fs::read_dir(&dir)

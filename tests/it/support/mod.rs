@@ -10,6 +10,7 @@ pub mod celery_tasks;
 pub mod closed_loop;
 pub mod cloudwatch;
 pub mod controller;
+pub mod dramatiq;
 pub mod e2e;
 pub mod garbage;
 pub mod queues;
