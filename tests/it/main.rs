@@ -24,6 +24,7 @@ mod inspect;
 mod parser_properties;
 mod provider_docs;
 mod queue_beanstalk;
+mod queue_bullmq;
 mod queue_http;
 mod queue_rabbitmq;
 mod queue_redis;
