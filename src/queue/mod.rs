@@ -32,6 +32,7 @@ kinds::provider_table! {
     http::HttpUri as Http,
     rq::RqUri as Rq,
     dramatiq::DramatiqUri as Dramatiq,
+    bullmq::BullmqUri as Bullmq,
 }
 
 /// What a provider measured in one poll. Counts are messages; `None` means the broker

@@ -285,6 +285,7 @@ fn examples_are_typed_and_self_consistent() {
         ("openedx", "redis://"),
         ("rq", "redis+rq://"),
         ("dramatiq", "redis+dramatiq://"),
+        ("bullmq", "redis+bullmq://"),
     ]);
     for (folder, scheme) in &expected_scheme {
         let dir = examples.join(folder);
@@ -471,6 +472,7 @@ fn example_wpas_match_the_crd_schema() {
         "openedx",
         "rq",
         "dramatiq",
+        "bullmq",
     ] {
         let dir = repo().join("artifacts/examples").join(folder);
         for entry in fs::read_dir(&dir)

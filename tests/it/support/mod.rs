@@ -5,6 +5,7 @@ pub mod apiserver;
 pub mod broker_procs;
 pub mod brokers;
 pub mod brokers_amqp;
+pub mod bullmq;
 pub mod celery_pods;
 pub mod celery_tasks;
 pub mod closed_loop;

@@ -1,0 +1,172 @@
+//! Real BullMQ for the provider and closed-loop tests: the Node scripts in tests/bullmq
+//! (`queue.js` adds jobs and prints BullMQ's own counts, `worker.js` is a Worker as an app
+//! runs it in a Pod), and the ledger the workers write each job's start and finish to.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use redis::Commands;
+use serde_json::{Value, json};
+
+use super::brokers::{redis_conn, redis_port};
+
+/// BullMQ's tests use this Redis database only.
+pub const DB: u8 = 14;
+
+pub fn bullmq_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/bullmq")
+}
+
+/// `redis://127.0.0.1:<port>/14`, as the scripts read it from `WPA_TEST_REDIS`.
+pub fn redis_url() -> String {
+    format!("redis://127.0.0.1:{}/{DB}", redis_port())
+}
+
+/// The provider's URI for `queue` in the test database (`query` e.g. `?prefix=x`).
+pub fn queue_uri(queue: &str, query: &str) -> String {
+    format!(
+        "redis+bullmq://127.0.0.1:{}/{DB}/{queue}{query}",
+        redis_port()
+    )
+}
+
+/// Runs `node queue.js <command> <queue> [jobs]` with `prefix`; returns the counts it
+/// printed (BullMQ's `getJobCounts`, `due`, `isPaused`, `workers`).
+pub fn queue_js(command: &str, queue: &str, jobs: Option<&Value>, prefix: &str) -> Value {
+    let mut cmd = Command::new("node");
+    cmd.arg("queue.js").arg(command).arg(queue);
+    if let Some(jobs) = jobs {
+        cmd.arg(jobs.to_string());
+    }
+    let out = cmd
+        .current_dir(bullmq_dir())
+        .env("WPA_TEST_REDIS", redis_url())
+        .env("BULLMQ_PREFIX", prefix)
+        .output()
+        .expect("node runs (tests/bullmq: npm ci)");
+    assert!(
+        out.status.success(),
+        "queue.js {command} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("queue.js prints JSON")
+}
+
+/// Adds jobs of `seconds` each (BullMQ `addBulk`), with `opts` per job; returns the counts.
+pub fn add_jobs(queue: &str, jobs: &[(f64, Value)], prefix: &str) -> Value {
+    let list: Vec<Value> = jobs
+        .iter()
+        .map(|(seconds, opts)| json!({"name": "sleep", "data": {"seconds": seconds}, "opts": opts}))
+        .collect();
+    queue_js("add", queue, Some(&Value::Array(list)), prefix)
+}
+
+/// A count from `queue.js`' output.
+pub fn count(counts: &Value, name: &str) -> u64 {
+    counts[name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no count {name} in {counts}"))
+}
+
+/// A `node worker.js` process; SIGKILLed when dropped if still running.
+pub struct NodeWorker {
+    child: Child,
+}
+
+impl NodeWorker {
+    /// Starts `node worker.js <queue>` as Pod `pod` (its Worker `name`, unless `named` is
+    /// false), recording runs to `record_key`.
+    pub fn start(queue: &str, pod: &str, named: bool, record_key: &str) -> Self {
+        let child = Command::new("node")
+            .arg("worker.js")
+            .arg(queue)
+            .current_dir(bullmq_dir())
+            .env("WPA_TEST_REDIS", redis_url())
+            .env("POD_NAME", pod)
+            .env("WPA_TEST_UNNAMED", if named { "0" } else { "1" })
+            .env("WPA_TEST_RECORD_KEY", record_key)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node worker.js starts");
+        NodeWorker { child }
+    }
+
+    /// SIGTERM (the worker closes gracefully) and wait for the exit; its exit code.
+    #[allow(unsafe_code)]
+    pub fn terminate(&mut self) -> Option<i32> {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
+        // SAFETY: kill(2) on our own unreaped child; no memory is shared.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        self.child.wait().ok().and_then(|s| s.code())
+    }
+}
+
+impl Drop for NodeWorker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One job run as a worker recorded it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobEvent {
+    pub event: String,
+    pub job: String,
+    pub pod: String,
+    /// Unix milliseconds.
+    pub at: i64,
+}
+
+/// The runs recorded under `key`, oldest first.
+pub fn recorded(key: &str) -> Vec<JobEvent> {
+    let mut con = redis_conn(redis_port(), DB);
+    let entries: Vec<String> = con.lrange(key, 0, -1).expect("LRANGE the ledger");
+    entries
+        .iter()
+        .map(|e| {
+            let v: Value = serde_json::from_str(e).expect("ledger entries are JSON");
+            JobEvent {
+                event: v["event"].as_str().unwrap_or_default().to_string(),
+                job: v["job"].as_str().unwrap_or_default().to_string(),
+                pod: v["pod"].as_str().unwrap_or_default().to_string(),
+                at: v["at"].as_i64().unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
+/// Per job id: how many times it started and finished.
+pub fn runs_per_job(events: &[JobEvent]) -> HashMap<String, (u32, u32)> {
+    let mut runs: HashMap<String, (u32, u32)> = HashMap::new();
+    for e in events {
+        let entry = runs.entry(e.job.clone()).or_default();
+        match e.event.as_str() {
+            "start" => entry.0 += 1,
+            "finish" => entry.1 += 1,
+            other => panic!("unknown ledger event {other}"),
+        }
+    }
+    runs
+}
+
+/// Deletes a queue's keys (`<prefix>:<queue>:*`) and the given extra keys.
+pub fn remove_queue(queue: &str, prefix: &str, extra: &[&str]) {
+    let mut con = redis_conn(redis_port(), DB);
+    let keys: Vec<String> = con
+        .scan_match::<_, String>(format!("{prefix}:{queue}:*"))
+        .expect("SCAN")
+        .collect::<Result<_, _>>()
+        .expect("SCAN replies");
+    if !keys.is_empty() {
+        let _: () = con.del(&keys).expect("DEL the queue's keys");
+    }
+    if !extra.is_empty() {
+        let _: () = con.del(extra).expect("DEL");
+    }
+}
