@@ -30,6 +30,7 @@ kinds::provider_table! {
     redis::RedisUri as Redis,
     beanstalk::BeanstalkUri as Beanstalkd,
     http::HttpUri as Http,
+    sidekiq::SidekiqUri as Sidekiq,
 }
 
 /// What a provider measured in one poll. Counts are messages; `None` means the broker
