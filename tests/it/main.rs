@@ -29,6 +29,7 @@ mod queue_rabbitmq;
 mod queue_redis;
 mod queue_redis_tls;
 mod queue_registry;
+mod queue_sidekiq;
 mod queue_sqs;
 mod readable_logs;
 mod scaler_properties;

@@ -13,3 +13,4 @@ pub mod controller;
 pub mod e2e;
 pub mod garbage;
 pub mod queues;
+pub mod sidekiq;
