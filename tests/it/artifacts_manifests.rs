@@ -283,6 +283,7 @@ fn examples_are_typed_and_self_consistent() {
         ("beanstalkd", "beanstalk://"),
         ("http", "http"),
         ("openedx", "redis://"),
+        ("sidekiq", "redis+sidekiq://"),
     ]);
     for (folder, scheme) in &expected_scheme {
         let dir = examples.join(folder);
@@ -467,6 +468,7 @@ fn example_wpas_match_the_crd_schema() {
         "beanstalkd",
         "http",
         "openedx",
+        "sidekiq",
     ] {
         let dir = repo().join("artifacts/examples").join(folder);
         for entry in fs::read_dir(&dir)

@@ -118,7 +118,11 @@ async fn a_running_job_makes_its_process_busy_then_idle() {
     assert!(reports_of(&m, &pod).iter().all(|r| r.busy), "{m:?}");
     let sidekiq = sk::count(&queue);
     assert_eq!(sidekiq["running"], 1, "Sidekiq agrees: {sidekiq}");
-    assert_eq!(sidekiq["processes"][0]["hostname"], pod.as_str(), "{sidekiq}");
+    assert_eq!(
+        sidekiq["processes"][0]["hostname"],
+        pod.as_str(),
+        "{sidekiq}"
+    );
     // The ledger confirms it is running, not finished.
     let entries = sk::ledger(&ledger);
     assert!(

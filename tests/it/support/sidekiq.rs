@@ -135,26 +135,28 @@ impl Drop for SidekiqProcess {
 }
 
 /// The pod runner's program for Sidekiq: one `sidekiq -c <concurrency>` per Pod serving
-/// `queue`, with `DYNO` = the Pod's name (what `Socket.gethostname` gives in a real Pod).
+/// `queue`, with `DYNO` = the Pod's name (what `Socket.gethostname` gives in a real Pod; the
+/// runner replaces `{pod}` in arguments only, so `env` sets it and then execs `sidekiq`,
+/// which therefore gets the kubelet's signals itself).
 /// `-t`: how long Sidekiq waits for running jobs after SIGTERM before it requeues them.
 pub fn worker_program(queue: &str, concurrency: u32, shutdown_timeout: Duration) -> WorkerProgram {
+    let args = [
+        "DYNO={pod}",
+        "sidekiq",
+        "-r",
+        "./worker.rb",
+        "-q",
+        queue,
+        "-c",
+        &concurrency.to_string(),
+        "-t",
+        &shutdown_timeout.as_secs().to_string(),
+    ];
     WorkerProgram {
-        program: "sidekiq".into(),
-        args: vec![
-            "-r".into(),
-            "./worker.rb".into(),
-            "-q".into(),
-            queue.into(),
-            "-c".into(),
-            concurrency.to_string(),
-            "-t".into(),
-            shutdown_timeout.as_secs().to_string(),
-        ],
+        program: "env".into(),
+        args: args.iter().map(|a| a.to_string()).collect(),
         dir: dir(),
-        env: vec![
-            ("REDIS_URL".into(), redis_url()),
-            ("DYNO".into(), "{pod}".into()),
-        ],
+        env: vec![("REDIS_URL".into(), redis_url())],
     }
 }
 
