@@ -33,6 +33,7 @@ kinds::provider_table! {
     rq::RqUri as Rq,
     dramatiq::DramatiqUri as Dramatiq,
     bullmq::BullmqUri as Bullmq,
+    sidekiq::SidekiqUri as Sidekiq,
 }
 
 /// What a provider measured in one poll. Counts are messages; `None` means the broker

@@ -286,6 +286,7 @@ fn examples_are_typed_and_self_consistent() {
         ("rq", "redis+rq://"),
         ("dramatiq", "redis+dramatiq://"),
         ("bullmq", "redis+bullmq://"),
+        ("sidekiq", "redis+sidekiq://"),
     ]);
     for (folder, scheme) in &expected_scheme {
         let dir = examples.join(folder);
@@ -473,6 +474,7 @@ fn example_wpas_match_the_crd_schema() {
         "rq",
         "dramatiq",
         "bullmq",
+        "sidekiq",
     ] {
         let dir = repo().join("artifacts/examples").join(folder);
         for entry in fs::read_dir(&dir)

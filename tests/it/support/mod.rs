@@ -16,3 +16,4 @@ pub mod e2e;
 pub mod garbage;
 pub mod queues;
 pub mod rq;
+pub mod sidekiq;

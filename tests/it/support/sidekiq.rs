@@ -1,0 +1,208 @@
+//! Real Sidekiq for the provider tests (Debian's `ruby-sidekiq`, `/usr/bin/sidekiq`): jobs
+//! pushed with `Sidekiq::Client.push`, Sidekiq's own counts, `sidekiq` processes, and the
+//! ledger its `SleepJob` (tests/sidekiq/worker.rb) writes to.
+
+use std::collections::HashMap;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use redis::Commands;
+use serde_json::Value;
+
+use super::brokers::{redis_broker, redis_conn, redis_port};
+use super::celery_pods::WorkerProgram;
+
+/// The Redis database of the Sidekiq tests (no other suite uses it).
+pub const DB: u8 = 10;
+
+/// tests/sidekiq: the job class and the client script.
+pub fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sidekiq")
+}
+
+/// `REDIS_URL` for Sidekiq: the shared Redis, database [`DB`].
+pub fn redis_url() -> String {
+    redis_broker(redis_port(), DB)
+}
+
+/// `redis+sidekiq://127.0.0.1:<port>/10/<queue>` plus `query` (e.g. `?namespace=x`).
+pub fn queue_uri(queue: &str, query: &str) -> String {
+    format!(
+        "redis+sidekiq://127.0.0.1:{}/{DB}/{queue}{query}",
+        redis_port()
+    )
+}
+
+fn client(args: &[&str]) -> Value {
+    let out = Command::new("ruby")
+        .arg(dir().join("client.rb"))
+        .args(args)
+        .current_dir(dir())
+        .env("REDIS_URL", redis_url())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("ruby runs");
+    assert!(out.status.success(), "client.rb {args:?} failed");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "client.rb {args:?} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// Enqueues one `SleepJob` per entry of `seconds` on `queue` with `Sidekiq::Client.push`,
+/// recording into `ledger`; returns the jobs' ids (`<queue>-<n>`).
+pub fn push(queue: &str, ledger: &str, seconds: &[f64]) -> Vec<String> {
+    let seconds: Vec<String> = seconds.iter().map(|s| s.to_string()).collect();
+    let mut args = vec!["push", queue, ledger];
+    args.extend(seconds.iter().map(String::as_str));
+    let out = client(&args);
+    out["ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .map(|id| id.as_str().expect("id").to_string())
+        .collect()
+}
+
+/// Sidekiq's own view of `queue`: `size` (`Sidekiq::Queue#size`), `processes` (those
+/// serving it), `running` (its jobs in `Sidekiq::Workers`) and `workers`
+/// (`Sidekiq::Workers#size`, every queue).
+pub fn count(queue: &str) -> Value {
+    client(&["count", queue])
+}
+
+/// One `sidekiq` process; SIGKILLed with its group when dropped.
+pub struct SidekiqProcess {
+    child: Child,
+}
+
+impl SidekiqProcess {
+    /// `sidekiq -r ./worker.rb -q <each queue> -c <concurrency>` with `DYNO=<hostname>` (the
+    /// name Sidekiq reports, as a Pod's hostname would be), logging to `log`.
+    pub fn start(queues: &[&str], concurrency: u32, hostname: &str, log: &Path) -> Self {
+        let mut command = Command::new("sidekiq");
+        command.args(["-r", "./worker.rb", "-c", &concurrency.to_string()]);
+        for queue in queues {
+            command.args(["-q", queue]);
+        }
+        let log = std::fs::File::create(log).expect("log file");
+        let child = command
+            .current_dir(dir())
+            .env("REDIS_URL", redis_url())
+            .env("DYNO", hostname)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log"))
+            .stderr(log)
+            // Its own group, so that dropping it kills whatever it started.
+            .process_group(0)
+            .spawn()
+            .expect("sidekiq starts");
+        SidekiqProcess { child }
+    }
+
+    /// SIGTERM (Sidekiq's shutdown: stop fetching, finish or requeue, remove its record).
+    #[allow(unsafe_code)]
+    pub fn terminate(&mut self) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits");
+        // SAFETY: kill(2) on our own unreaped child.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
+
+    /// Whether it has exited.
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+}
+
+impl Drop for SidekiqProcess {
+    #[allow(unsafe_code)]
+    fn drop(&mut self) {
+        if !self.exited() {
+            let pgid = libc::pid_t::try_from(self.child.id()).expect("pid fits");
+            // SAFETY: kill(2) on the group our own unreaped child leads.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// The pod runner's program for Sidekiq: one `sidekiq -c <concurrency>` per Pod serving
+/// `queue`, with `DYNO` = the Pod's name (what `Socket.gethostname` gives in a real Pod; the
+/// runner replaces `{pod}` in arguments only, so `env` sets it and then execs `sidekiq`,
+/// which therefore gets the kubelet's signals itself).
+/// `-t`: how long Sidekiq waits for running jobs after SIGTERM before it requeues them.
+pub fn worker_program(queue: &str, concurrency: u32, shutdown_timeout: Duration) -> WorkerProgram {
+    let args = [
+        "DYNO={pod}",
+        "sidekiq",
+        "-r",
+        "./worker.rb",
+        "-q",
+        queue,
+        "-c",
+        &concurrency.to_string(),
+        "-t",
+        &shutdown_timeout.as_secs().to_string(),
+    ];
+    WorkerProgram {
+        program: "env".into(),
+        args: args.iter().map(|a| a.to_string()).collect(),
+        dir: dir(),
+        env: vec![("REDIS_URL".into(), redis_url())],
+    }
+}
+
+/// One entry `SleepJob` wrote to its ledger.
+#[derive(Debug, Clone)]
+pub struct LedgerEntry {
+    pub event: String,
+    pub id: String,
+    pub host: String,
+    pub at: f64,
+}
+
+/// Everything written to `ledger` so far, in order.
+pub fn ledger(ledger: &str) -> Vec<LedgerEntry> {
+    let mut conn = redis_conn(redis_port(), DB);
+    let entries: Vec<String> = conn.lrange(ledger, 0, -1).expect("LRANGE ledger");
+    entries
+        .iter()
+        .map(|e| {
+            let v: Value = serde_json::from_str(e).expect("ledger entry is JSON");
+            LedgerEntry {
+                event: v["event"].as_str().unwrap_or_default().to_string(),
+                id: v["id"].as_str().unwrap_or_default().to_string(),
+                host: v["host"].as_str().unwrap_or_default().to_string(),
+                at: v["at"].as_f64().unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
+/// Per job id: how many times it started and finished.
+pub fn runs(entries: &[LedgerEntry]) -> HashMap<String, (u32, u32)> {
+    let mut runs: HashMap<String, (u32, u32)> = HashMap::new();
+    for e in entries {
+        let run = runs.entry(e.id.clone()).or_default();
+        match e.event.as_str() {
+            "start" => run.0 += 1,
+            "finish" => run.1 += 1,
+            _ => {}
+        }
+    }
+    runs
+}
+
+/// Deletes keys of a test (best effort; the database is the Sidekiq tests' own).
+pub fn delete(keys: &[String]) {
+    let mut conn = redis_conn(redis_port(), DB);
+    let _: redis::RedisResult<()> = conn.del(keys);
+}
