@@ -18,6 +18,7 @@ mod controller_queues;
 mod controller_startup;
 mod controller_workers;
 mod crd;
+mod drain_celery;
 mod faults;
 mod from_zero;
 mod inspect;
