@@ -24,14 +24,61 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 
 use super::pods::{ClassifiedPod, PodWork, runs_in};
+use crate::queue::events::EventSource;
 use crate::workers::WorkerSeen;
 
-/// Set on a pod whose workers are being drained: the drain's deadline (RFC 3339). A pod
-/// carrying it that no live drain knows of is resumed (after a controller restart).
-pub const DRAINING_ANNOTATION: &str = "k8s.practo.dev/draining";
+/// Where a WPA's workers are drained: the broker's remote control and the queue names to
+/// cancel. Only WPAs whose queues are all Celery queues on one Redis database have one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrainChannel {
+    pub source: EventSource,
+    pub queues: Vec<String>,
+}
+
+/// What the controller must remember of a WPA's drain after a plan.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Remember {
+    #[default]
+    Keep,
+    Start(Drain),
+    /// The drain is over; these drained pods are being removed (not orphans to resume).
+    Finish {
+        removing: Vec<String>,
+    },
+    Clear,
+}
 /// The deletion cost of a drained victim: below the idle pods' (`IDLE_COST`), so that the
 /// ReplicaSet removes the drained pods and no other.
 pub const DRAINED_COST: i64 = -2000;
+
+/// `--drain-before-scale-in` and `--drain-timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainSettings {
+    pub enabled: bool,
+    /// How long a drain may take; `None`: the pods' termination grace period.
+    pub timeout: Option<Duration>,
+}
+
+/// The grace period Kubernetes gives a pod that sets none.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+
+impl DrainSettings {
+    /// The bound of a drain of `pods`: the flag, else the longest grace period among them
+    /// (what the pods would get at their removal anyway).
+    pub fn bound(&self, pods: &[ClassifiedPod]) -> Duration {
+        self.timeout.unwrap_or_else(|| {
+            pods.iter()
+                .map(|p| {
+                    p.pod
+                        .grace_seconds
+                        .and_then(|s| u64::try_from(s).ok())
+                        .map_or(DEFAULT_GRACE, Duration::from_secs)
+                })
+                .max()
+                .unwrap_or(DEFAULT_GRACE)
+        })
+    }
+}
 
 /// A pod being drained and its workers' node names.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,7 +3,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::*;
-use crate::controller::pods::PodView;
+use crate::controller::pods::{DRAINING_ANNOTATION, PodView};
 
 fn now() -> Timestamp {
     "2026-01-02T03:04:05Z".parse().expect("time")
@@ -16,6 +16,8 @@ fn at(seconds: i64) -> Timestamp {
 fn pod(name: &str, work: PodWork) -> ClassifiedPod {
     ClassifiedPod {
         pod: PodView {
+            draining: None,
+            grace_seconds: None,
             name: name.into(),
             ip: None,
             ordinal: None,

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 
+use super::drain::{Drain, DrainChannel, Remember};
 use super::key::WpaKey;
 use super::target::{ResourceVersion, TargetState};
 use crate::crd::WorkerPodAutoScaler;
@@ -17,6 +18,10 @@ use crate::scaler::{Decision, History};
 /// this long when the target carries no resourceVersion to tell (otherwise until the cache
 /// shows any newer version of the target).
 pub const OWN_WRITE_TRUST: Duration = Duration::from_secs(10);
+
+/// How long the drained pods of a finished drain are not taken for orphans of a drain (to
+/// resume) while the pod cache does not show them terminating yet.
+const REMOVING_FOR: Duration = Duration::from_secs(60);
 
 /// Versions of a target remembered per own write; more writes than this while the cache
 /// stays behind only shorten the trust (the cache is then believed a little early).
@@ -33,6 +38,26 @@ pub struct WpaMemory {
     queue_label: String,
     /// What is learned for sizing on wait time; only for WPAs with `maxWaitSeconds`.
     wait: Option<Box<WaitLearner>>,
+    /// The drain before a scale-in, where the WPA's workers can be drained.
+    drain: DrainMemory,
+}
+
+/// A WPA's drain as remembered across reconciles.
+#[derive(Debug, Clone, Default)]
+struct DrainMemory {
+    /// Set when the queue is subscribed: where the workers are drained.
+    channel: Option<DrainChannel>,
+    live: Option<Drain>,
+    /// Drained pods a finished drain removes, until when they are not orphans.
+    removing: Vec<(String, Instant)>,
+}
+
+/// What is remembered of a WPA's drain, for a reconcile.
+#[derive(Debug, Clone, Default)]
+pub struct DrainRecall {
+    pub channel: Option<DrainChannel>,
+    pub live: Option<Drain>,
+    pub removing: Vec<String>,
 }
 
 /// A scale PATCH this controller made, with what is needed to tell whether a cached read
@@ -63,6 +88,7 @@ impl WpaMemory {
             own_write: None,
             wait: None,
             queue_label: String::new(),
+            drain: DrainMemory::default(),
         }
     }
 
@@ -208,6 +234,41 @@ impl Memories {
         self.with(key, |m| m.wait = None);
     }
 
+    /// Where the WPA's workers are drained (`None`: they cannot be).
+    pub fn set_drain_channel(&self, key: &WpaKey, channel: Option<DrainChannel>) {
+        self.with(key, |m| m.drain.channel = channel);
+    }
+
+    /// The WPA's drain as remembered.
+    pub fn drain(&self, key: &WpaKey) -> DrainRecall {
+        self.with(key, |m| {
+            let now = Instant::now();
+            m.drain.removing.retain(|(_, until)| *until > now);
+            DrainRecall {
+                channel: m.drain.channel.clone(),
+                live: m.drain.live.clone(),
+                removing: m.drain.removing.iter().map(|(p, _)| p.clone()).collect(),
+            }
+        })
+        .unwrap_or_default()
+    }
+
+    /// Remembers what a plan decided about the WPA's drain.
+    pub fn remember_drain(&self, key: &WpaKey, change: &Remember) {
+        self.with(key, |m| match change {
+            Remember::Keep => {}
+            Remember::Start(drain) => m.drain.live = Some(drain.clone()),
+            Remember::Finish { removing } => {
+                m.drain.live = None;
+                let until = Instant::now() + REMOVING_FOR;
+                m.drain
+                    .removing
+                    .extend(removing.iter().map(|p| (p.clone(), until)));
+            }
+            Remember::Clear => m.drain.live = None,
+        });
+    }
+
     /// Drops a WPA's memory; returns its queue label if it had any memory.
     pub fn remove(&self, key: &WpaKey) -> Option<String> {
         self.lock().remove(key).map(|m| m.queue_label)
@@ -229,6 +290,7 @@ mod tests {
             own_write,
             queue_label: String::new(),
             wait: None,
+            drain: DrainMemory::default(),
         }
     }
 
