@@ -41,8 +41,10 @@ pub enum Remember {
     #[default]
     Keep,
     Start(Drain),
-    /// The drain is over; these drained pods are being removed (not orphans to resume).
+    /// The drain is over; these drained pods are being removed by the scale to `to` (not
+    /// orphans to resume, once that scale is made).
     Finish {
+        to: i32,
         removing: Vec<String>,
     },
     Clear,

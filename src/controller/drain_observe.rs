@@ -47,12 +47,13 @@ pub fn channel_for(queues: &[QueueUri], credentials: &Credentials) -> Option<Dra
     })
 }
 
-/// The WPA's drain, where drain before scale-in is on and its workers can be drained.
-pub async fn observe_drain(ctx: &Context, key: &WpaKey) -> Option<DrainObserved> {
+/// The WPA's drain, where drain before scale-in is on and its workers can be drained;
+/// the target is at `replicas`.
+pub async fn observe_drain(ctx: &Context, key: &WpaKey, replicas: i32) -> Option<DrainObserved> {
     if !ctx.plan.drain.enabled {
         return None;
     }
-    let recall = ctx.memories.drain(key);
+    let recall = ctx.memories.drain(key, replicas);
     let channel = recall.channel?;
     let drained = match &recall.live {
         Some(live) => ask_victims(ctx, key, &channel, live).await,

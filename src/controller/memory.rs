@@ -48,8 +48,9 @@ struct DrainMemory {
     /// Set when the queue is subscribed: where the workers are drained.
     channel: Option<DrainChannel>,
     live: Option<Drain>,
-    /// Drained pods a finished drain removes, until when they are not orphans.
-    removing: Vec<(String, Instant)>,
+    /// Drained pods a finished drain removes, the replicas it scales to, and until when
+    /// they are not orphans.
+    removing: Vec<(String, i32, Instant)>,
 }
 
 /// What is remembered of a WPA's drain, for a reconcile.
@@ -239,15 +240,20 @@ impl Memories {
         self.with(key, |m| m.drain.channel = channel);
     }
 
-    /// The WPA's drain as remembered.
-    pub fn drain(&self, key: &WpaKey) -> DrainRecall {
+    /// The WPA's drain as remembered, with the target at `replicas` now: a finished
+    /// drain's pods are being removed only if its scale was made (else they are orphans,
+    /// to consume again).
+    pub fn drain(&self, key: &WpaKey, replicas: i32) -> DrainRecall {
         self.with(key, |m| {
             let now = Instant::now();
-            m.drain.removing.retain(|(_, until)| *until > now);
+            m.drain.removing.retain(|(_, _, until)| *until > now);
             DrainRecall {
                 channel: m.drain.channel.clone(),
                 live: m.drain.live.clone(),
-                removing: m.drain.removing.iter().map(|(p, _)| p.clone()).collect(),
+                removing: (m.drain.removing.iter())
+                    .filter(|(_, to, _)| replicas <= *to)
+                    .map(|(p, _, _)| p.clone())
+                    .collect(),
             }
         })
         .unwrap_or_default()
@@ -258,12 +264,12 @@ impl Memories {
         self.with(key, |m| match change {
             Remember::Keep => {}
             Remember::Start(drain) => m.drain.live = Some(drain.clone()),
-            Remember::Finish { removing } => {
+            Remember::Finish { to, removing } => {
                 m.drain.live = None;
                 let until = Instant::now() + REMOVING_FOR;
                 m.drain
                     .removing
-                    .extend(removing.iter().map(|p| (p.clone(), until)));
+                    .extend(removing.iter().map(|p| (p.clone(), *to, until)));
             }
             Remember::Clear => m.drain.live = None,
         });
@@ -410,6 +416,25 @@ mod tests {
         assert_eq!(m.trusted_state(state(4, Some(2))).replicas, 6);
         assert_eq!(m.trusted_state(state(6, Some(3))).replicas, 6);
         assert_eq!(m.trusted_state(state(2, Some(9))).replicas, 2);
+    }
+
+    #[test]
+    fn a_finished_drains_pods_are_being_removed_only_once_its_scale_is_made() {
+        let memories = Memories::default();
+        let key = WpaKey::new("ns", "w");
+        memories.lock().insert(key.clone(), memory(None));
+        memories.remember_drain(
+            &key,
+            &Remember::Finish {
+                to: 1,
+                removing: vec!["w-a".into()],
+            },
+        );
+        assert_eq!(memories.drain(&key, 1).removing, vec!["w-a".to_string()]);
+        // The scale failed (or was undone): the drained pod is an orphan to resume.
+        assert!(memories.drain(&key, 2).removing.is_empty());
+        memories.remember_drain(&key, &Remember::Clear);
+        assert!(memories.drain(&key, 1).live.is_none());
     }
 
     #[test]

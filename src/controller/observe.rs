@@ -128,7 +128,7 @@ async fn read_world(
             None
         }
     };
-    let drain = observe_drain(ctx, key).await;
+    let drain = observe_drain(ctx, key, state.replicas).await;
     let per_queue = if states.len() > 1 {
         spec.queues_redacted.into_iter().zip(states).collect()
     } else {

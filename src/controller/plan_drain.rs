@@ -187,6 +187,7 @@ pub fn plan_drain(input: &DrainPlanInput<'_>) -> DrainOutcome {
             }
             out.writes.resume = kept;
             out.writes.remember = Remember::Finish {
+                to,
                 removing: gone.clone(),
             };
             if to < current {

@@ -183,6 +183,7 @@ fn a_drained_victim_is_removed_first() {
     assert_eq!(
         plan.drain.remember,
         Remember::Finish {
+            to: 1,
             removing: vec!["worker-a".into()]
         }
     );
