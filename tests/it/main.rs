@@ -12,6 +12,7 @@ mod artifacts_manifests;
 mod chart_render;
 mod cli;
 mod closed_loop;
+mod controller_drain;
 mod controller_e2e;
 mod controller_features;
 mod controller_queues;
