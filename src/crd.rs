@@ -501,10 +501,18 @@ pub struct WorkersStatus {
     pub unknown: i32,
     /// Tasks executing now on the target's workers.
     pub active_tasks: i64,
+    /// Pods whose workers are being drained (told to stop taking tasks) before a
+    /// scale-in removes them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub draining: i32,
     /// Why the reports cannot be used now (the broker's events cannot be read, the
     /// controller started moments ago); absent while they can.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
 }
 
 /// One queue of a WPA that watches several.

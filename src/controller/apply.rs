@@ -15,6 +15,7 @@ use tracing::{debug, info, warn};
 use super::Error;
 use super::api_errors::Seen;
 use super::context::Context;
+use super::drain_apply::apply_drain;
 use super::key::WpaKey;
 use super::observed::Observed;
 use super::plan::{Plan, PlannedEvent, PodCost};
@@ -51,6 +52,18 @@ pub async fn apply(
     if plan.scale.is_some() && ctx.shutdown.requested() {
         info!("shutting down: the planned scale is not made");
         return Ok(());
+    }
+    if let (Ok(world), false) = (&observed.world, ctx.shutdown.requested())
+        && let Some(drain) = &world.drain
+    {
+        // Before the scale: a finished drain's kept victims consume again first.
+        apply_drain(ctx, key, &drain.channel, plan.drain.clone()).await;
+    }
+    if let Some(draining) = plan.draining {
+        ctx.metrics
+            .draining_pods
+            .with_label_values(&[key.name(), key.namespace()])
+            .set(i64::try_from(draining).unwrap_or(i64::MAX));
     }
     if let (Some(change), Ok(world)) = (&plan.scale, &observed.world) {
         if let Err(e) = set_pod_costs(ctx, key, &plan.pod_costs).await {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+use super::drain::DrainSettings;
 use super::poll_flags::PollFlags;
 use crate::queue::registry::PollSettings;
 use crate::queue::{ProviderKind, ProviderOptions, kinds};
@@ -74,6 +75,22 @@ pub struct RunArgs {
     /// Seconds the backlog must stay empty (and no receives be seen) before workers count as idle.
     #[arg(long, env = "WPA_IDLE_WINDOW", default_value_t = 60)]
     pub idle_window: u64,
+    /// Before a scale-in removes pods, tell their Celery workers (on Redis) to stop taking
+    /// tasks and wait until they hold none (bounded by --drain-timeout). `=false` turns it
+    /// off: the pods are removed at once, as before.
+    #[arg(
+        long,
+        env = "WPA_DRAIN_BEFORE_SCALE_IN",
+        default_value_t = true,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub drain_before_scale_in: bool,
+    /// Seconds a drain may take before the scale-in goes ahead without the pods still busy
+    /// (they are kept). Default: the pods' terminationGracePeriodSeconds (30 if unset).
+    #[arg(long, env = "WPA_DRAIN_TIMEOUT", value_parser = clap::value_parser!(u64).range(1..))]
+    pub drain_timeout: Option<u64>,
     /// As practo: when a queue is empty and every WPA on it is at zero replicas, wait for
     /// the first message in a ReceiveMessage long poll (VisibilityTimeout 0) instead of
     /// sleeping until the next poll. Each message that arrives then is received once more
@@ -227,6 +244,14 @@ impl RunArgs {
         self.poll.interval(kind)
     }
 
+    /// `--drain-before-scale-in` and `--drain-timeout`.
+    pub fn drain_settings(&self) -> DrainSettings {
+        DrainSettings {
+            enabled: self.drain_before_scale_in,
+            timeout: self.drain_timeout.map(Duration::from_secs),
+        }
+    }
+
     pub fn lease_namespace(&self) -> String {
         self.leader_election_namespace
             .clone()
@@ -357,6 +382,18 @@ mod tests {
         // WaitTimeSeconds 0 is how practo users turned it off; the SQS provider honours it.
         let opts = parse(&["--sqs-long-poll-interval=0"]).provider_options();
         assert_eq!(opts.sqs_long_poll_seconds, 0);
+    }
+
+    #[test]
+    fn drain_flags() {
+        let defaults = parse(&[]).drain_settings();
+        assert!(defaults.enabled, "drain before scale-in is on by default");
+        assert_eq!(defaults.timeout, None, "the pods' grace period by default");
+        let set = parse(&["--drain-before-scale-in=false", "--drain-timeout=45"]).drain_settings();
+        assert!(!set.enabled);
+        assert_eq!(set.timeout, Some(Duration::from_secs(45)));
+        assert!(parse(&["--drain-before-scale-in"]).drain_before_scale_in);
+        assert!(Wrapper::try_parse_from(["run", "--drain-timeout=0"]).is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 
+use super::drain::{Drain, DrainChannel, Remember};
 use super::key::WpaKey;
 use super::target::{ResourceVersion, TargetState};
 use crate::crd::WorkerPodAutoScaler;
@@ -17,6 +18,10 @@ use crate::scaler::{Decision, History};
 /// this long when the target carries no resourceVersion to tell (otherwise until the cache
 /// shows any newer version of the target).
 pub const OWN_WRITE_TRUST: Duration = Duration::from_secs(10);
+
+/// How long the drained pods of a finished drain are not taken for orphans of a drain (to
+/// resume) while the pod cache does not show them terminating yet.
+const REMOVING_FOR: Duration = Duration::from_secs(60);
 
 /// Versions of a target remembered per own write; more writes than this while the cache
 /// stays behind only shorten the trust (the cache is then believed a little early).
@@ -33,6 +38,27 @@ pub struct WpaMemory {
     queue_label: String,
     /// What is learned for sizing on wait time; only for WPAs with `maxWaitSeconds`.
     wait: Option<Box<WaitLearner>>,
+    /// The drain before a scale-in, where the WPA's workers can be drained.
+    drain: DrainMemory,
+}
+
+/// A WPA's drain as remembered across reconciles.
+#[derive(Debug, Clone, Default)]
+struct DrainMemory {
+    /// Set when the queue is subscribed: where the workers are drained.
+    channel: Option<DrainChannel>,
+    live: Option<Drain>,
+    /// Drained pods a finished drain removes, the replicas it scales to, and until when
+    /// they are not orphans.
+    removing: Vec<(String, i32, Instant)>,
+}
+
+/// What is remembered of a WPA's drain, for a reconcile.
+#[derive(Debug, Clone, Default)]
+pub struct DrainRecall {
+    pub channel: Option<DrainChannel>,
+    pub live: Option<Drain>,
+    pub removing: Vec<String>,
 }
 
 /// A scale PATCH this controller made, with what is needed to tell whether a cached read
@@ -63,6 +89,7 @@ impl WpaMemory {
             own_write: None,
             wait: None,
             queue_label: String::new(),
+            drain: DrainMemory::default(),
         }
     }
 
@@ -208,6 +235,46 @@ impl Memories {
         self.with(key, |m| m.wait = None);
     }
 
+    /// Where the WPA's workers are drained (`None`: they cannot be).
+    pub fn set_drain_channel(&self, key: &WpaKey, channel: Option<DrainChannel>) {
+        self.with(key, |m| m.drain.channel = channel);
+    }
+
+    /// The WPA's drain as remembered, with the target at `replicas` now: a finished
+    /// drain's pods are being removed only if its scale was made (else they are orphans,
+    /// to consume again).
+    pub fn drain(&self, key: &WpaKey, replicas: i32) -> DrainRecall {
+        self.with(key, |m| {
+            let now = Instant::now();
+            m.drain.removing.retain(|(_, _, until)| *until > now);
+            DrainRecall {
+                channel: m.drain.channel.clone(),
+                live: m.drain.live.clone(),
+                removing: (m.drain.removing.iter())
+                    .filter(|(_, to, _)| replicas <= *to)
+                    .map(|(p, _, _)| p.clone())
+                    .collect(),
+            }
+        })
+        .unwrap_or_default()
+    }
+
+    /// Remembers what a plan decided about the WPA's drain.
+    pub fn remember_drain(&self, key: &WpaKey, change: &Remember) {
+        self.with(key, |m| match change {
+            Remember::Keep => {}
+            Remember::Start(drain) => m.drain.live = Some(drain.clone()),
+            Remember::Finish { to, removing } => {
+                m.drain.live = None;
+                let until = Instant::now() + REMOVING_FOR;
+                m.drain
+                    .removing
+                    .extend(removing.iter().map(|p| (p.clone(), *to, until)));
+            }
+            Remember::Clear => m.drain.live = None,
+        });
+    }
+
     /// Drops a WPA's memory; returns its queue label if it had any memory.
     pub fn remove(&self, key: &WpaKey) -> Option<String> {
         self.lock().remove(key).map(|m| m.queue_label)
@@ -229,6 +296,7 @@ mod tests {
             own_write,
             queue_label: String::new(),
             wait: None,
+            drain: DrainMemory::default(),
         }
     }
 
@@ -348,6 +416,25 @@ mod tests {
         assert_eq!(m.trusted_state(state(4, Some(2))).replicas, 6);
         assert_eq!(m.trusted_state(state(6, Some(3))).replicas, 6);
         assert_eq!(m.trusted_state(state(2, Some(9))).replicas, 2);
+    }
+
+    #[test]
+    fn a_finished_drains_pods_are_being_removed_only_once_its_scale_is_made() {
+        let memories = Memories::default();
+        let key = WpaKey::new("ns", "w");
+        memories.lock().insert(key.clone(), memory(None));
+        memories.remember_drain(
+            &key,
+            &Remember::Finish {
+                to: 1,
+                removing: vec!["w-a".into()],
+            },
+        );
+        assert_eq!(memories.drain(&key, 1).removing, vec!["w-a".to_string()]);
+        // The scale failed (or was undone): the drained pod is an orphan to resume.
+        assert!(memories.drain(&key, 2).removing.is_empty());
+        memories.remember_drain(&key, &Remember::Clear);
+        assert!(memories.drain(&key, 1).live.is_none());
     }
 
     #[test]

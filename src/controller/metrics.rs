@@ -38,6 +38,8 @@ pub struct Metrics {
     pub busy_pods_protected: CounterVec,
     /// Broker worker-event listeners running.
     pub worker_listeners: prometheus::IntGauge,
+    /// Pods being drained before a scale-in removes them, per WPA.
+    pub draining_pods: prometheus::IntGaugeVec,
     /// Sizing on wait time, per WPA with `maxWaitSeconds` (see [`WAIT_GAUGES`]).
     pub wait: prometheus::GaugeVec,
 }
@@ -209,6 +211,18 @@ impl Metrics {
                 registry.register(Box::new(g.clone()))?;
                 g
             },
+            draining_pods: {
+                let g = prometheus::IntGaugeVec::new(
+                    Opts::new(
+                        "wpa_draining_pods",
+                        "Pods whose Celery workers are being drained (told to stop taking \
+                         tasks) before a scale-in removes them",
+                    ),
+                    &["name", "namespace"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
             busy_pods_protected: counter(
                 "wpa_busy_pods_protected_total",
                 "Busy pods kept by a scale-down (their deletion cost set high, the count held)",
@@ -330,6 +344,9 @@ impl Metrics {
         self.forget_wait(labels);
         let _ = self
             .busy_pods_protected
+            .remove_label_values(&[labels.name, labels.namespace]);
+        let _ = self
+            .draining_pods
             .remove_label_values(&[labels.name, labels.namespace]);
         let _ = self.loop_duration.remove_label_values(&values);
         let _ = self.loop_count_success.remove_label_values(&values);

@@ -14,6 +14,9 @@ mod client;
 pub mod config;
 mod context;
 mod credentials;
+mod drain;
+mod drain_apply;
+mod drain_observe;
 mod error;
 mod key;
 mod leader;
@@ -22,6 +25,8 @@ pub mod metrics;
 mod observe;
 mod observed;
 mod plan;
+mod plan_drain;
+mod plan_figures;
 #[cfg(test)]
 mod plan_tests;
 mod plan_wait;
@@ -200,6 +205,7 @@ async fn run_controller(
             scaler: settings,
             dry_run: args.dry_run,
             resync: Duration::from_secs(args.resync_period),
+            drain: args.drain_settings(),
         },
         enabled,
         metrics,

@@ -11,6 +11,7 @@ use tracing::debug;
 use super::Error;
 use super::context::Context;
 use super::credentials;
+use super::drain_observe::{channel_for, observe_drain};
 use super::key::WpaKey;
 use super::observed::{
     CELERY_EVENTS, CELERY_EVENTS_AND_CONSUMERS, CONSUMERS, Observed, WorkersObserved, World,
@@ -127,6 +128,7 @@ async fn read_world(
             None
         }
     };
+    let drain = observe_drain(ctx, key, state.replicas).await;
     let per_queue = if states.len() > 1 {
         spec.queues_redacted.into_iter().zip(states).collect()
     } else {
@@ -141,6 +143,7 @@ async fn read_world(
         per_queue,
         workers,
         wait,
+        drain,
     }))
 }
 
@@ -391,9 +394,11 @@ fn subscribe(
             }
         }
     }
+    let drain_channel = channel_for(&subscription.queues, &subscription.credentials);
     ctx.registry
         .subscribe(key.id(), subscription)
         .map_err(|e| Problem::new(INVALID_QUEUE_CONFIG, e.to_string()))?;
+    ctx.memories.set_drain_channel(key, drain_channel);
     ctx.workers.attach(key.id(), sources);
     ctx.update_worker_listener_gauge();
     let generation = wpa.meta().generation.unwrap_or(0);

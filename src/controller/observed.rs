@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
+use super::drain::{Drain, DrainChannel};
 use super::pods::ClassifiedPod;
 use super::problem::Problem;
 use super::target::{TargetRef, TargetState};
@@ -46,6 +47,21 @@ pub struct World {
     pub workers: Option<WorkersObserved>,
     /// Sizing on wait time: only for WPAs with `maxWaitSeconds`.
     pub wait: Option<WaitObserved>,
+    /// The drain before a scale-in: only where it is on and the workers can be drained.
+    pub drain: Option<DrainObserved>,
+}
+
+/// A WPA's drain as remembered, and what its victims answered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DrainObserved {
+    pub channel: DrainChannel,
+    /// The drain this controller runs, if any.
+    pub live: Option<Drain>,
+    /// Drained pods a finished drain is removing: not orphans to resume.
+    pub removing: Vec<String>,
+    /// Victims of the live drain whose workers all answered that they hold nothing and
+    /// consume none of the WPA's queues.
+    pub drained: Vec<String>,
 }
 
 /// What was learned for sizing on wait time, and where the work stands.

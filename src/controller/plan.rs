@@ -10,8 +10,11 @@ use kube::Resource;
 use kube::ResourceExt;
 use kube::runtime::events::EventType;
 
+use super::drain::{DRAINED_COST, DrainSettings};
 use super::metrics::WpaGauges;
 use super::observed::{Observed, WorkersObserved, World};
+use super::plan_drain::{DRAINING, DrainPlanInput, DrainScale, DrainWrites, plan_drain};
+use super::plan_figures::{delay_remaining, queue_status, workers_status};
 use super::plan_wait::{WAIT_TARGET, plan_wait};
 use super::pods::PodWork;
 use super::problem::Problem;
@@ -19,7 +22,7 @@ use super::status::{
     self, ABLE_TO_SCALE, ConditionState, METRICS_AVAILABLE, READY, SCALING_LIMITED, Status,
 };
 use crate::crd::{
-    PAUSED_ANNOTATION, QueueStatus, WorkerPodAutoScaler, WorkerPodAutoScalerStatus, WorkersStatus,
+    PAUSED_ANNOTATION, WorkerPodAutoScaler, WorkerPodAutoScalerStatus, WorkersStatus,
 };
 use crate::queue::registry::QueueState;
 use crate::scaler::{self, Decision, History, QueueSnapshot, Reason, ScalerSettings};
@@ -32,6 +35,9 @@ pub const BEHAVIOR_RECHECK: Duration = Duration::from_secs(1);
 /// How soon to look again while busy workers hold replicas or the worker signal is not
 /// usable yet: Celery's heartbeat interval.
 pub const WORKERS_RECHECK: Duration = Duration::from_secs(2);
+
+/// How soon to look again while a drain runs: its victims are asked what they hold.
+pub const DRAIN_RECHECK: Duration = Duration::from_secs(1);
 
 /// Condition reasons this module sets (besides the problem reasons and the scaler's
 /// reasons for a limited decision).
@@ -82,6 +88,8 @@ pub struct PlanSettings {
     /// `--dry-run`.
     pub dry_run: bool,
     pub resync: Duration,
+    /// `--drain-before-scale-in`, `--drain-timeout`.
+    pub drain: DrainSettings,
 }
 
 /// What a reconcile does, in order: scale; then record, publish and write status, which all
@@ -102,6 +110,10 @@ pub struct Plan {
     pub requeue: Duration,
     /// A problem the owner must fix, for the log.
     pub problem: Option<Problem>,
+    /// Drain writes, made before the scale.
+    pub drain: DrainWrites,
+    /// Pods being drained, where the WPA's workers can be drained (the gauge).
+    pub draining: Option<usize>,
 }
 
 /// A pod's `pod-deletion-cost` to set.
@@ -196,6 +208,8 @@ fn plan_problem(
         gauges: None,
         requeue: settings.resync,
         problem: Some(problem.clone()),
+        drain: DrainWrites::default(),
+        draining: None,
     }
 }
 
@@ -222,6 +236,8 @@ fn plan_world(
             gauges: None,
             requeue: FIRST_POLL_RECHECK,
             problem: None,
+            drain: DrainWrites::default(),
+            draining: None,
         };
     }
     let (metrics_condition, snapshot) = metrics_condition(world.queue.as_ref(), current);
@@ -237,6 +253,8 @@ fn plan_world(
         gauges: None,
         requeue: settings.resync,
         problem: None,
+        drain: DrainWrites::default(),
+        draining: None,
     };
 
     match snapshot {
@@ -258,7 +276,32 @@ fn plan_world(
                 .get(PAUSED_ANNOTATION)
                 .is_some_and(|v| v == "true");
             let dry_run = settings.dry_run || wpa.spec.dry_run.unwrap_or(false);
-            if wants_change && paused {
+            let applied = wants_change && !paused && !dry_run;
+            let drain = plan_drain(&DrainPlanInput {
+                drain: world.drain.as_ref(),
+                workers: world.workers.as_ref(),
+                settings: settings.drain,
+                current,
+                desired: if applied { decision.desired } else { current },
+                target: &target,
+                now,
+            });
+            plan.events.extend(
+                (drain.events.iter()).map(|(t, r, n)| PlannedEvent::new(*t, *r, n.clone())),
+            );
+            plan.draining = world.drain.as_ref().map(|_| drain.draining);
+            plan.drain = drain.writes;
+            if drain.draining > 0 || drain.scale != DrainScale::Pass {
+                plan.requeue = plan.requeue.min(DRAIN_RECHECK);
+            }
+            if let (true, DrainScale::Hold(message)) = (applied, &drain.scale) {
+                conditions.push(ConditionState::new(
+                    ABLE_TO_SCALE,
+                    Status::True,
+                    DRAINING,
+                    message.clone(),
+                ));
+            } else if wants_change && paused {
                 conditions.push(ConditionState::new(
                     ABLE_TO_SCALE,
                     Status::False,
@@ -288,9 +331,13 @@ fn plan_world(
                     ),
                 ));
             } else if wants_change {
+                let drained = match &drain.scale {
+                    DrainScale::Finish { to, drained } => Some((*to, drained)),
+                    _ => None,
+                };
                 let change = ScaleChange {
                     from: current,
-                    to: decision.desired,
+                    to: drained.map_or(decision.desired, |(to, _)| to),
                     reason: decision.reason,
                     target: target.clone(),
                 };
@@ -310,7 +357,7 @@ fn plan_world(
                     },
                     format!(
                         "scaled {target} from {current} to {}: {}",
-                        decision.desired,
+                        change.to,
                         decision.reason.message()
                     ),
                 ));
@@ -318,12 +365,12 @@ fn plan_world(
                     ABLE_TO_SCALE,
                     Status::True,
                     SCALED,
-                    format!("scaled from {current} to {}", decision.desired),
+                    format!("scaled from {current} to {}", change.to),
                 ));
                 if !change.is_up()
                     && let Some(workers) = &world.workers
                 {
-                    protect_busy_pods(&mut plan, workers, &change);
+                    protect_busy_pods(&mut plan, workers, &change, drained.map(|(_, d)| d));
                 }
                 plan.scale = Some(change);
                 plan.record = Some(decision);
@@ -451,7 +498,12 @@ fn plan_world(
             .collect();
         gauges.workers = world.workers.as_ref().and_then(|w| w.activity);
     }
-    status.workers = world.workers.as_ref().map(workers_status);
+    status.workers = world.workers.as_ref().map(|w| WorkersStatus {
+        draining: plan
+            .draining
+            .map_or(0, |n| i32::try_from(n).unwrap_or(i32::MAX)),
+        ..workers_status(w)
+    });
     status.current_replicas = current;
     status.available_replicas = world.target_state.available;
     status.observed_generation = wpa.meta().generation;
@@ -468,14 +520,24 @@ fn plan_world(
     plan
 }
 
-/// Before a scale-down: the deletion costs that make the ReplicaSet remove idle pods first,
-/// and an Event naming the busy pods it keeps.
-fn protect_busy_pods(plan: &mut Plan, workers: &WorkersObserved, change: &ScaleChange) {
+/// Before a scale-down: the deletion costs that make the ReplicaSet remove idle pods first
+/// (and before them the `drained` ones), and an Event naming the busy pods it keeps.
+fn protect_busy_pods(
+    plan: &mut Plan,
+    workers: &WorkersObserved,
+    change: &ScaleChange,
+    drained: Option<&Vec<String>>,
+) {
     plan.pod_costs = workers
         .pods
         .iter()
         .filter_map(|p| {
-            p.cost_change().map(|cost| PodCost {
+            let cost = match drained.is_some_and(|d| d.contains(&p.pod.name)) {
+                true => (p.pod.deletion_cost.as_deref() != Some(&DRAINED_COST.to_string()))
+                    .then_some(DRAINED_COST),
+                false => p.cost_change(),
+            };
+            cost.map(|cost| PodCost {
                 pod: p.pod.name.clone(),
                 cost,
             })
@@ -500,32 +562,6 @@ fn protect_busy_pods(plan: &mut Plan, workers: &WorkersObserved, change: &ScaleC
                 busy.join(", ")
             ),
         ));
-    }
-}
-
-/// The status's worker figures.
-fn workers_status(workers: &WorkersObserved) -> WorkersStatus {
-    let count = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
-    let activity = workers.activity.unwrap_or_default();
-    WorkersStatus {
-        source: workers.source.clone(),
-        busy: count(activity.busy),
-        idle: count(activity.idle),
-        unknown: count(activity.unknown),
-        active_tasks: i64::try_from(activity.active_tasks).unwrap_or(i64::MAX),
-        message: workers.message.clone(),
-    }
-}
-
-/// One queue's line in the status of a WPA that watches several.
-fn queue_status(queue: &str, state: &QueueState) -> QueueStatus {
-    let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    QueueStatus {
-        queue: queue.to_string(),
-        messages: clamp(state.backlog()),
-        in_flight_messages: state.metrics.as_ref().and_then(|m| m.in_flight).map(clamp),
-        idle: state.idle,
-        error: state.error.as_ref().map(ToString::to_string),
     }
 }
 
@@ -617,22 +653,6 @@ fn changed(
     status: WorkerPodAutoScalerStatus,
 ) -> Option<WorkerPodAutoScalerStatus> {
     status::status_changed(base, &status).then_some(status)
-}
-
-/// Time until a delayed scale-down may happen, so the WPA is looked at again right then
-/// instead of at the next resync.
-fn delay_remaining(history: &History, settings: &ScalerSettings, now: Timestamp) -> Duration {
-    let Some(last) = history.last_scale_time() else {
-        return Duration::ZERO;
-    };
-    let elapsed = now.duration_since(last);
-    let delay = jiff::SignedDuration::try_from(settings.scale_down_delay)
-        .unwrap_or(jiff::SignedDuration::MAX);
-    let remaining = delay
-        .checked_sub(elapsed)
-        .unwrap_or(jiff::SignedDuration::ZERO);
-    // practo allows the scale-down only strictly after the delay: look just past it.
-    Duration::try_from(remaining).unwrap_or(Duration::ZERO) + Duration::from_millis(200)
 }
 
 fn limited_condition(decision: &Decision) -> ConditionState {

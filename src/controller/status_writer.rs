@@ -500,6 +500,7 @@ mod tests {
         assert!(without_message["workers"].get("message").is_some());
         let with_message = merge_patch_body(&WorkerPodAutoScalerStatus {
             workers: Some(crate::crd::WorkersStatus {
+                draining: 0,
                 message: Some("starting".into()),
                 ..Default::default()
             }),

@@ -26,6 +26,7 @@
 //!   `content_encoding: utf-8`, `delivery_mode: 1`, header `hostname`.
 
 pub mod amqp;
+pub mod drain;
 mod forward;
 pub mod parse;
 pub mod redis;

@@ -1,6 +1,7 @@
 //! Table tests of the pure plan: every branch a reconcile can take, without brokers or HTTP.
 
 mod details;
+mod drain;
 mod table;
 mod wait;
 mod workers;
@@ -11,6 +12,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Resource;
 
+use super::drain::DrainSettings;
 use super::observed::{Observed, World};
 use super::plan::{Plan, PlanSettings, plan};
 use super::problem::Problem;
@@ -32,6 +34,10 @@ fn settings() -> PlanSettings {
         scaler: ScalerSettings::default(),
         dry_run: false,
         resync: RESYNC,
+        drain: DrainSettings {
+            enabled: true,
+            timeout: None,
+        },
     }
 }
 
@@ -148,6 +154,7 @@ fn world(wpa: &WorkerPodAutoScaler, replicas: i32, queue: Option<QueueState>) ->
         per_queue: Vec::new(),
         workers: None,
         wait: None,
+        drain: None,
     }
 }
 

@@ -12,6 +12,8 @@ use crate::scaler::WorkerActivity;
 fn pod(name: &str, cost: Option<i64>, work: PodWork) -> ClassifiedPod {
     ClassifiedPod {
         pod: PodView {
+            draining: None,
+            grace_seconds: None,
             name: name.to_string(),
             ip: None,
             ordinal: None,

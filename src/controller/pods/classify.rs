@@ -13,6 +13,10 @@ use crate::workers::WorkerSeen;
 
 /// The annotation the ReplicaSet controller ranks victims by (lower goes first).
 pub const DELETION_COST_ANNOTATION: &str = "controller.kubernetes.io/pod-deletion-cost";
+/// Set on a pod whose workers are being drained before a scale-in: the drain's deadline
+/// (RFC 3339). Kept here, beside the cost, because the pod cache keeps both; the drain
+/// (`controller/drain.rs`) is what sets and reads it.
+pub const DRAINING_ANNOTATION: &str = "k8s.practo.dev/draining";
 /// Cost given to a pod whose worker runs tasks: removed last.
 pub const BUSY_COST: i64 = 1000;
 /// Cost given to a pod whose workers are idle: removed first.
@@ -22,7 +26,7 @@ pub const IDLE_COST: i64 = -1000;
 const JUST_BUSY_BEATS: u32 = 3;
 
 /// One pod of a target, as far as the decision needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PodView {
     pub name: String,
     /// The pod IP, where known (a broker connection's peer).
@@ -31,6 +35,10 @@ pub struct PodView {
     pub ordinal: Option<u32>,
     /// The `pod-deletion-cost` annotation as set now.
     pub deletion_cost: Option<String>,
+    /// The [`DRAINING_ANNOTATION`] as set now: a drain started on this pod.
+    pub draining: Option<String>,
+    /// `spec.terminationGracePeriodSeconds`, where set (Kubernetes' default is 30 s).
+    pub grace_seconds: Option<i64>,
 }
 
 /// What a pod's workers are doing.

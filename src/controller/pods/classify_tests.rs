@@ -4,6 +4,8 @@ use super::*;
 
 fn pod(name: &str) -> PodView {
     PodView {
+        draining: None,
+        grace_seconds: None,
         name: name.to_string(),
         ip: None,
         ordinal: None,
@@ -133,6 +135,8 @@ fn recently_busy_lasts_the_idle_window() {
 fn a_statefulset_keeps_up_to_its_highest_busy_ordinal() {
     let pods: Vec<PodView> = (0..5)
         .map(|i| PodView {
+            draining: None,
+            grace_seconds: None,
             ordinal: Some(i),
             ..pod(&format!("s-{i}"))
         })
@@ -148,6 +152,8 @@ fn a_statefulset_keeps_up_to_its_highest_busy_ordinal() {
 fn costs_are_written_only_where_they_differ() {
     let classified = |cost: Option<&str>, work| ClassifiedPod {
         pod: PodView {
+            draining: None,
+            grace_seconds: None,
             deletion_cost: cost.map(str::to_string),
             ..pod("w")
         },
@@ -180,6 +186,8 @@ fn costs_are_written_only_where_they_differ() {
 #[test]
 fn consumer_reports_by_pod_name_or_ip() {
     let with_ip = |name: &str, ip: &str| PodView {
+        draining: None,
+        grace_seconds: None,
         ip: Some(ip.to_string()),
         ..pod(name)
     };
@@ -252,6 +260,8 @@ fn consumer_reports_by_pod_name_or_ip() {
 #[test]
 fn consumer_reports_by_an_ip_several_pods_share() {
     let at_ip = |name: &str, ip: &str| PodView {
+        draining: None,
+        grace_seconds: None,
         ip: Some(ip.to_string()),
         ..pod(name)
     };

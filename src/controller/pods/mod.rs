@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
 use kube::api::Api;
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::reflector::{Store, store::Writer};
@@ -21,7 +21,10 @@ use crate::sync::lock;
 
 #[cfg(test)]
 pub use classify::{BUSY_COST, IDLE_COST};
-pub use classify::{ClassifiedPod, DELETION_COST_ANNOTATION, PodView, PodWork, classify, runs_in};
+pub use classify::{
+    ClassifiedPod, DELETION_COST_ANNOTATION, DRAINING_ANNOTATION, PodView, PodWork, classify,
+    runs_in,
+};
 
 /// A pod selector from a `Scale`'s `status.selector` (`a=b,c=d`). Only equality terms are
 /// understood; anything else gives `None` (the pods are then not matched, so unknown).
@@ -65,6 +68,11 @@ pub fn target_pods(
             PodView {
                 ordinal,
                 deletion_cost: p.annotations().get(DELETION_COST_ANNOTATION).cloned(),
+                draining: p.annotations().get(DRAINING_ANNOTATION).cloned(),
+                grace_seconds: p
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds),
                 ip: p.status.as_ref().and_then(|s| s.pod_ip.clone()),
                 name,
             }
@@ -121,8 +129,9 @@ impl PodCacheState {
     }
 }
 
-/// The Pod watch, cached with only what the classification reads (name, labels, the
-/// deletion cost, terminating or not, the pod IP): a cluster's pods would otherwise dominate memory.
+/// The Pod watch, cached with only what the classification and the drain read (name,
+/// labels, the deletion cost and draining annotations, terminating or not, the pod IP,
+/// the termination grace period): a cluster's pods would otherwise dominate memory.
 pub fn watch(
     api: Api<Pod>,
     writer: Writer<Pod>,
@@ -134,9 +143,13 @@ pub fn watch(
         .modify(|p: &mut Pod| {
             p.managed_fields_mut().clear();
             p.annotations_mut()
-                .retain(|k, _| k == DELETION_COST_ANNOTATION);
+                .retain(|k, _| k == DELETION_COST_ANNOTATION || k == DRAINING_ANNOTATION);
             p.meta_mut().owner_references = None;
-            p.spec = None;
+            // The grace period bounds a drain by default (the time the pod would get anyway).
+            p.spec = p.spec.take().map(|s| PodSpec {
+                termination_grace_period_seconds: s.termination_grace_period_seconds,
+                ..PodSpec::default()
+            });
             // The pod IP maps a broker connection's peer to its pod.
             p.status = p.status.take().map(|s| PodStatus {
                 pod_ip: s.pod_ip,

@@ -1,0 +1,156 @@
+//! The drain's part of observing a WPA: what is remembered of its drain and, while one
+//! runs, what its victims' workers answer they hold (Celery's remote control). Writes
+//! nothing.
+
+use std::time::Duration;
+
+use tracing::{debug, info, warn};
+
+use super::api_errors::Seen;
+use super::context::Context;
+use super::drain::{Drain, DrainChannel};
+use super::key::WpaKey;
+use super::observed::DrainObserved;
+use crate::queue::events::EventSource;
+use crate::queue::{Credentials, QueueUri};
+use crate::workers::drain::Mailbox;
+
+/// How long the victims get to answer what they hold: a reconcile waits for it, and a
+/// worker that does not answer in time counts as not drained (asked again a second later).
+pub const ASK_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long connecting to the broker for remote control may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The step of [`Context::failures`] asking the victims is kept under.
+const ASK: &str = "drain-ask";
+
+/// Where the workers of a WPA reading `queues` are drained: Celery queues on one Redis
+/// database only (RabbitMQ has no remote control here yet; other brokers none at all).
+pub fn channel_for(queues: &[QueueUri], credentials: &Credentials) -> Option<DrainChannel> {
+    let mut source: Option<EventSource> = None;
+    let mut names = Vec::with_capacity(queues.len());
+    for queue in queues {
+        let QueueUri::Redis(redis) = queue else {
+            return None;
+        };
+        let events = queue.celery_events(credentials)?;
+        match &source {
+            Some(known) if *known != events => return None,
+            Some(_) => {}
+            None => source = Some(events),
+        }
+        names.push(redis.queue.clone());
+    }
+    Some(DrainChannel {
+        source: source?,
+        queues: names,
+    })
+}
+
+/// The WPA's drain, where drain before scale-in is on and its workers can be drained;
+/// the target is at `replicas`.
+pub async fn observe_drain(ctx: &Context, key: &WpaKey, replicas: i32) -> Option<DrainObserved> {
+    if !ctx.plan.drain.enabled {
+        return None;
+    }
+    let recall = ctx.memories.drain(key, replicas);
+    let channel = recall.channel?;
+    let drained = match &recall.live {
+        Some(live) => ask_victims(ctx, key, &channel, live).await,
+        None => Vec::new(),
+    };
+    Some(DrainObserved {
+        channel,
+        live: recall.live,
+        removing: recall.removing,
+        drained,
+    })
+}
+
+/// The victims whose workers all answered that they hold nothing and consume none of the
+/// WPA's queues. A failure to ask leaves every victim not drained.
+async fn ask_victims(
+    ctx: &Context,
+    key: &WpaKey,
+    channel: &DrainChannel,
+    live: &Drain,
+) -> Vec<String> {
+    let nodes: Vec<String> = live
+        .victims
+        .iter()
+        .flat_map(|v| v.nodes.iter().cloned())
+        .collect();
+    let mailbox = Mailbox::new(channel.source.clone(), CONNECT_TIMEOUT);
+    let span = tracing::debug_span!("drain_ask", broker = %mailbox.broker(), nodes = nodes.len());
+    let holdings = match tracing::Instrument::instrument(
+        mailbox.holdings(&nodes, ASK_TIMEOUT),
+        span,
+    )
+    .await
+    {
+        Ok(holdings) => {
+            if let Some(reason) = ctx.failures.succeeded(&key.to_string(), ASK) {
+                info!(failed_with = %reason, "asking the drained workers works again");
+            }
+            holdings
+        }
+        Err(e) => {
+            let reason = e.to_string();
+            if ctx.failures.failed(&key.to_string(), ASK, &reason) == Seen::New {
+                warn!(error = %reason, "cannot ask the drained workers what they hold; they count as busy");
+            }
+            return Vec::new();
+        }
+    };
+    let drained: Vec<String> = live
+        .victims
+        .iter()
+        .filter(|v| {
+            v.nodes.iter().all(|node| {
+                holdings
+                    .iter()
+                    .any(|h| &h.node == node && h.drained(&channel.queues))
+            })
+        })
+        .map(|v| v.pod.clone())
+        .collect();
+    debug!(?drained, ?holdings, "victims asked");
+    drained
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uris(texts: &[&str]) -> Vec<QueueUri> {
+        texts
+            .iter()
+            .map(|t| QueueUri::parse(t).expect("test URI"))
+            .collect()
+    }
+
+    #[test]
+    fn drain_channel_only_for_redis_queues_on_one_database() {
+        let none = Credentials::default();
+        let one = channel_for(&uris(&["redis://h:6379/0/a", "redis://h:6379/0/b"]), &none)
+            .expect("one Redis database");
+        assert_eq!(one.queues, vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(
+            channel_for(&uris(&["redis://h:6379/0/a", "redis://h:6379/1/b"]), &none),
+            None,
+            "two databases: two remote controls"
+        );
+        assert_eq!(
+            channel_for(&uris(&["amqp://guest:guest@h:5672/%2F/a"]), &none),
+            None,
+            "RabbitMQ: not yet"
+        );
+        assert_eq!(
+            channel_for(
+                &uris(&["redis://h:6379/0/a", "beanstalk://h:11300/a"]),
+                &none
+            ),
+            None
+        );
+    }
+}

@@ -1,0 +1,208 @@
+//! Draining Celery workers before their pods are removed: telling them to stop taking
+//! work from the WPA's queues, asking what they still hold, and undoing it.
+//!
+//! All of it goes through Celery's remote control (the broker's pidbox), which workers
+//! answer by default: `cancel_consumer <queue>` stops a worker consuming a queue (what it
+//! already holds, running or prefetched, it keeps and finishes), `add_consumer <queue>`
+//! starts it again, and `active_queues`, `active` and `reserved` say what it consumes and
+//! holds. Commands name their workers by node name (`destination`), so only the victims
+//! act on them.
+//!
+//! - [`envelope`]: the messages (pure).
+//! - `redis_pidbox`: kombu's Redis transport (PUBLISH, replies via a bound list).
+//!
+//! Brokers without a pidbox here (RabbitMQ for now) give [`DrainError::Unsupported`]:
+//! their workers are not drained and scale-in works as without drain.
+
+pub mod envelope;
+mod redis_pidbox;
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use self::envelope::{Command, Reply};
+use self::redis_pidbox::RedisPidbox;
+use crate::queue::events::EventSource;
+
+/// Why a drain command could not be sent or answered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DrainError {
+    #[error("remote control on {broker} failed: {detail}")]
+    Broker { broker: String, detail: String },
+    #[error("workers on {broker} cannot be drained: no remote control for this broker")]
+    Unsupported { broker: String },
+}
+
+/// What one worker consumes and holds, as it answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeHolding {
+    pub node: String,
+    /// The queues it consumes from now.
+    pub consuming: Vec<String>,
+    /// Tasks it executes.
+    pub active: usize,
+    /// Tasks it has received and not started (prefetched).
+    pub reserved: usize,
+}
+
+impl NodeHolding {
+    /// Stopped on every one of `queues`, with nothing running or waiting.
+    pub fn drained(&self, queues: &[String]) -> bool {
+        self.active == 0 && self.reserved == 0 && !self.consuming.iter().any(|q| queues.contains(q))
+    }
+}
+
+/// The remote control of the Celery workers on one broker.
+#[derive(Debug, Clone)]
+pub struct Mailbox {
+    source: EventSource,
+    connect_timeout: Duration,
+}
+
+impl Mailbox {
+    /// The mailbox on the broker whose worker events `source` describes.
+    pub fn new(source: EventSource, connect_timeout: Duration) -> Self {
+        Self {
+            source,
+            connect_timeout,
+        }
+    }
+
+    pub fn broker(&self) -> String {
+        self.source.redacted()
+    }
+
+    fn redis(&self) -> Result<RedisPidbox<'_>, DrainError> {
+        match &self.source {
+            EventSource::Redis(redis) => Ok(RedisPidbox::new(redis, self.connect_timeout)),
+            EventSource::Rabbitmq(_) => Err(DrainError::Unsupported {
+                broker: self.broker(),
+            }),
+        }
+    }
+
+    /// Whether this broker's workers can be drained at all.
+    pub fn supported(&self) -> bool {
+        self.redis().is_ok()
+    }
+
+    /// Tells `nodes` to stop consuming from `queues`.
+    pub async fn cancel(&self, nodes: &[String], queues: &[String]) -> Result<(), DrainError> {
+        let commands: Vec<Command> = queues
+            .iter()
+            .map(|q| Command::CancelConsumer(q.clone()))
+            .collect();
+        self.redis()?.cast(&commands, nodes).await
+    }
+
+    /// Tells `nodes` to consume from `queues` again. A worker already consuming one
+    /// ignores it.
+    pub async fn resume(&self, nodes: &[String], queues: &[String]) -> Result<(), DrainError> {
+        let commands: Vec<Command> = queues
+            .iter()
+            .map(|q| Command::AddConsumer(q.clone()))
+            .collect();
+        self.redis()?.cast(&commands, nodes).await
+    }
+
+    /// What each of `nodes` consumes and holds, for those that answered within `timeout`
+    /// (a node missing from the answer is unknown, never drained).
+    pub async fn holdings(
+        &self,
+        nodes: &[String],
+        timeout: Duration,
+    ) -> Result<Vec<NodeHolding>, DrainError> {
+        let commands = [Command::ActiveQueues, Command::Active, Command::Reserved];
+        let replies = self.redis()?.call(&commands, nodes, timeout).await?;
+        Ok(holdings_from(nodes, &replies))
+    }
+}
+
+/// Each node that answered all three questions (`active_queues`, `active`, `reserved`,
+/// by index), with its answers.
+fn holdings_from(nodes: &[String], replies: &[(usize, Reply)]) -> Vec<NodeHolding> {
+    let answer = |node: &str, index: usize| {
+        replies
+            .iter()
+            .find(|(i, r)| *i == index && r.node == node)
+            .and_then(|(_, r)| r.result.as_array())
+    };
+    nodes
+        .iter()
+        .filter_map(|node| {
+            let queues = answer(node, 0)?;
+            let active = answer(node, 1)?;
+            let reserved = answer(node, 2)?;
+            Some(NodeHolding {
+                node: node.clone(),
+                consuming: queues
+                    .iter()
+                    .filter_map(|q| q.get("name").and_then(Value::as_str))
+                    .map(str::to_string)
+                    .collect(),
+                active: active.len(),
+                reserved: reserved.len(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn reply(index: usize, node: &str, result: Value) -> (usize, Reply) {
+        (
+            index,
+            Reply {
+                ticket: String::new(),
+                node: node.into(),
+                result,
+            },
+        )
+    }
+
+    #[test]
+    fn drain_holdings_need_all_three_answers() {
+        let nodes = vec!["celery@a".to_string(), "celery@b".to_string()];
+        let replies = vec![
+            reply(0, "celery@a", json!([{"name": "q1"}, {"name": "other"}])),
+            reply(1, "celery@a", json!([])),
+            reply(2, "celery@a", json!([{"id": "r1"}, {"id": "r2"}])),
+            // b answered only two questions; an error is not an answer.
+            reply(0, "celery@b", json!([])),
+            reply(1, "celery@b", json!({"error": "boom"})),
+        ];
+        let holdings = holdings_from(&nodes, &replies);
+        assert_eq!(
+            holdings,
+            vec![NodeHolding {
+                node: "celery@a".into(),
+                consuming: vec!["q1".into(), "other".into()],
+                active: 0,
+                reserved: 2,
+            }]
+        );
+        let queues = vec!["q1".to_string()];
+        assert!(!holdings[0].drained(&queues));
+        let stopped = NodeHolding {
+            consuming: vec!["other".into()],
+            reserved: 0,
+            ..holdings[0].clone()
+        };
+        assert!(
+            stopped.drained(&queues),
+            "another program's queue is not ours"
+        );
+        assert!(
+            !NodeHolding {
+                active: 1,
+                ..stopped
+            }
+            .drained(&queues)
+        );
+    }
+}
