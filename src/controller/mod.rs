@@ -30,6 +30,7 @@ mod plan_figures;
 #[cfg(test)]
 mod plan_tests;
 mod plan_wait;
+mod planned_event;
 mod pods;
 mod poll_flags;
 mod problem;

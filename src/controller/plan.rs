@@ -16,6 +16,7 @@ use super::observed::{Observed, WorkersObserved, World};
 use super::plan_drain::{DRAINING, DrainPlanInput, DrainScale, DrainWrites, plan_drain};
 use super::plan_figures::{delay_remaining, queue_status, workers_status};
 use super::plan_wait::{WAIT_TARGET, plan_wait};
+pub use super::planned_event::PlannedEvent;
 use super::pods::PodWork;
 use super::problem::Problem;
 use super::status::{
@@ -136,23 +137,6 @@ pub struct ScaleChange {
 impl ScaleChange {
     pub fn is_up(&self) -> bool {
         self.to > self.from
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct PlannedEvent {
-    pub type_: EventType,
-    pub reason: String,
-    pub note: String,
-}
-
-impl PlannedEvent {
-    pub fn new(type_: EventType, reason: impl Into<String>, note: String) -> Self {
-        Self {
-            type_,
-            reason: reason.into(),
-            note,
-        }
     }
 }
 

@@ -7,7 +7,7 @@ use kube::runtime::events::EventType;
 
 use super::metrics::WaitGauges;
 use super::observed::WaitObserved;
-use super::plan::PlannedEvent;
+use super::planned_event::PlannedEvent;
 use super::status::{ConditionState, Status};
 use crate::crd::WaitStatus;
 use crate::scaler::Policy;
