@@ -1,6 +1,6 @@
 // Drives a BullMQ queue the way an application does, for the provider tests.
 //
-//   node queue.js add <queue> '<jobs JSON>'   add jobs, print the counts
+//   node queue.js add <queue> '<jobs JSON>'   add jobs, print the counts and their `ids`
 //   node queue.js counts <queue>              print the counts
 //   node queue.js pause|resume <queue>        pause or resume, print the counts
 //
@@ -29,10 +29,11 @@ async function main() {
     throw new Error('usage: node queue.js add|counts|pause|resume <queue> [jobs JSON]');
   }
   const queue = new Queue(name, { connection: connection(), prefix: prefix() });
+  let added = null;
   try {
     switch (command) {
       case 'add':
-        await queue.addBulk(JSON.parse(jobs || '[]'));
+        added = (await queue.addBulk(JSON.parse(jobs || '[]'))).map(job => job.id);
         break;
       case 'pause':
         await queue.pause();
@@ -45,7 +46,11 @@ async function main() {
       default:
         throw new Error(`unknown command ${command}`);
     }
-    process.stdout.write(JSON.stringify(await counts(queue)) + '\n');
+    const out = await counts(queue);
+    if (added) {
+      out.ids = added;
+    }
+    process.stdout.write(JSON.stringify(out) + '\n');
   } finally {
     await queue.close();
   }

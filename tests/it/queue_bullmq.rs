@@ -10,26 +10,11 @@ use redis::Commands;
 use serde_json::{Value, json};
 use support::brokers::{eventually, free_port, redis_conn, redis_port, unique};
 use support::bullmq::{DB, NodeWorker, add_jobs, count, queue_js, queue_uri, remove_queue};
-use wpa::queue::{
-    ConsumerReport, Credentials, ProviderOptions, QueueError, QueueMetrics, QueueProvider, QueueUri,
-};
-
-fn options() -> ProviderOptions {
-    ProviderOptions {
-        request_timeout: Duration::from_secs(3),
-        ..ProviderOptions::default()
-    }
-}
-
-async fn provider(uri: &str, creds: &Credentials) -> Result<Box<dyn QueueProvider>, QueueError> {
-    let uri = QueueUri::parse(uri).expect("test URI parses");
-    uri.connect(creds, &options()).await
-}
+use support::providers::{provider, try_provider};
+use wpa::queue::{ConsumerReport, Credentials, QueueError, QueueMetrics};
 
 async fn poll(uri: &str) -> QueueMetrics {
-    let mut p = provider(uri, &Credentials::default())
-        .await
-        .expect("connect to redis");
+    let mut p = provider(uri).await;
     p.poll().await.expect("poll")
 }
 
@@ -228,9 +213,7 @@ async fn bullmq_wrong_type_is_a_bad_response_naming_the_key() {
     let mut con = redis_conn(redis_port(), DB);
     let key = format!("bull:{queue}:active");
     let _: () = con.set(&key, "not a list").expect("SET");
-    let mut p = provider(&queue_uri(&queue, ""), &Credentials::default())
-        .await
-        .expect("connect");
+    let mut p = provider(&queue_uri(&queue, "")).await;
     match p.poll().await {
         Err(QueueError::BadResponse { detail, .. }) => {
             assert!(
@@ -246,7 +229,7 @@ async fn bullmq_wrong_type_is_a_bad_response_naming_the_key() {
 #[tokio::test]
 async fn bullmq_unreachable_redis_is_unavailable() {
     let uri = format!("redis+bullmq://127.0.0.1:{}/0/q", free_port());
-    let result = match provider(&uri, &Credentials::default()).await {
+    let result = match try_provider(&uri, &Credentials::default()).await {
         Ok(mut p) => p.poll().await.map(|_| ()),
         Err(e) => Err(e),
     };
@@ -279,7 +262,13 @@ async fn bullmq_refused_client_list_is_partial() {
         password: Some("acl-test-password".into()),
         ..Credentials::default()
     };
-    let result = async { provider(&queue_uri(&queue, ""), &creds).await?.poll().await }.await;
+    let result = async {
+        try_provider(&queue_uri(&queue, ""), &creds)
+            .await?
+            .poll()
+            .await
+    }
+    .await;
     let _: () = redis::cmd("ACL")
         .arg("DELUSER")
         .arg(&user)

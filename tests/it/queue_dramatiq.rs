@@ -8,36 +8,10 @@ use std::time::{Duration, Instant};
 
 use redis::Commands;
 use support::brokers::{eventually, free_port, redis_conn, redis_port, unique};
-use support::dramatiq::{self as dq, DB, Worker};
-use wpa::queue::{ConsumerReport, Credentials, ProviderOptions, QueueError, QueueMetrics};
+use support::dramatiq::{self as dq, DB, Worker, queue_name as queue, queue_uri as uri};
+use support::providers::{options, provider};
+use wpa::queue::{ConsumerReport, Credentials, QueueError, QueueMetrics};
 use wpa::queue::{QueueProvider, QueueUri};
-
-fn options() -> ProviderOptions {
-    ProviderOptions {
-        request_timeout: Duration::from_secs(3),
-        ..ProviderOptions::default()
-    }
-}
-
-fn uri(queue: &str, query: &str) -> String {
-    format!(
-        "redis+dramatiq://127.0.0.1:{}/{DB}/{queue}{query}",
-        redis_port()
-    )
-}
-
-async fn provider(uri: &str) -> Box<dyn QueueProvider> {
-    QueueUri::parse(uri)
-        .expect("test URI parses")
-        .connect(&Credentials::default(), &options())
-        .await
-        .expect("connect to redis")
-}
-
-/// A Dramatiq queue name (letters, digits, `_`, `-`) nobody has used.
-fn queue(prefix: &str) -> String {
-    unique(prefix).replace('-', "_")
-}
 
 async fn poll(p: &mut Box<dyn QueueProvider>) -> QueueMetrics {
     p.poll().await.expect("poll")

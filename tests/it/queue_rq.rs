@@ -8,25 +8,9 @@ use std::time::Duration;
 
 use redis::Commands;
 use support::brokers::{eventually, free_port, redis_conn, redis_port, unique};
+use support::providers::{options, provider};
 use support::rq::{Enqueue, RQ_DB, RqWorker, ledger, rq_counts, rq_enqueue, rq_queue_uri};
-use wpa::queue::{
-    ConsumerReport, Credentials, ProviderOptions, QueueError, QueueMetrics, QueueProvider, QueueUri,
-};
-
-fn options() -> ProviderOptions {
-    ProviderOptions {
-        request_timeout: Duration::from_secs(3),
-        ..ProviderOptions::default()
-    }
-}
-
-async fn provider(uri: &str) -> Box<dyn QueueProvider> {
-    QueueUri::parse(uri)
-        .expect("test URI parses")
-        .connect(&Credentials::default(), &options())
-        .await
-        .expect("connect to redis")
-}
+use wpa::queue::{ConsumerReport, Credentials, QueueError, QueueMetrics, QueueProvider, QueueUri};
 
 async fn poll(p: &mut Box<dyn QueueProvider>) -> QueueMetrics {
     p.poll().await.expect("poll")

@@ -8,24 +8,9 @@ use std::time::Duration;
 
 use redis::Commands;
 use support::brokers::{free_port, redis_conn, redis_port, unique};
+use support::providers::{options, provider};
 use support::sidekiq::{self as sk, SidekiqProcess, queue_uri};
-use wpa::queue::{
-    ConsumerReport, Credentials, ProviderOptions, QueueError, QueueMetrics, QueueProvider, QueueUri,
-};
-
-fn options() -> ProviderOptions {
-    ProviderOptions {
-        request_timeout: Duration::from_secs(3),
-        ..ProviderOptions::default()
-    }
-}
-
-async fn provider(uri: &str) -> Box<dyn QueueProvider> {
-    let uri = QueueUri::parse(uri).expect("test URI parses");
-    uri.connect(&Credentials::default(), &options())
-        .await
-        .expect("connect to redis")
-}
+use wpa::queue::{ConsumerReport, Credentials, QueueError, QueueMetrics, QueueProvider, QueueUri};
 
 /// Polls until `check` accepts a sample (a poll a second, as the controller does), or
 /// panics after `timeout` with the last sample.
@@ -126,7 +111,7 @@ async fn a_running_job_makes_its_process_busy_then_idle() {
     // The ledger confirms it is running, not finished.
     let entries = sk::ledger(&ledger);
     assert!(
-        entries.iter().any(|e| e.event == "start" && e.host == pod),
+        entries.iter().any(|e| e.event == "start" && e.pod == pod),
         "{entries:?}"
     );
     assert!(!entries.iter().any(|e| e.event == "finish"), "{entries:?}");

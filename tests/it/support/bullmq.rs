@@ -2,7 +2,6 @@
 //! (`queue.js` adds jobs and prints BullMQ's own counts, `worker.js` is a Worker as an app
 //! runs it in a Pod), and the ledger the workers write each job's start and finish to.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
@@ -10,6 +9,8 @@ use redis::Commands;
 use serde_json::{Value, json};
 
 use super::brokers::{redis_conn, redis_port};
+use super::celery_pods::WorkerProgram;
+use super::framework_loop::{JobRun, LedgerFields, read_ledger};
 
 /// BullMQ's tests use this Redis database only.
 pub const DB: u8 = 14;
@@ -53,7 +54,8 @@ pub fn queue_js(command: &str, queue: &str, jobs: Option<&Value>, prefix: &str) 
     serde_json::from_slice(&out.stdout).expect("queue.js prints JSON")
 }
 
-/// Adds jobs of `seconds` each (BullMQ `addBulk`), with `opts` per job; returns the counts.
+/// Adds jobs of `seconds` each (BullMQ `addBulk`), with `opts` per job; returns the counts
+/// and, as `ids`, the jobs' ids.
 pub fn add_jobs(queue: &str, jobs: &[(f64, Value)], prefix: &str) -> Value {
     let list: Vec<Value> = jobs
         .iter()
@@ -67,6 +69,20 @@ pub fn count(counts: &Value, name: &str) -> u64 {
     counts[name]
         .as_u64()
         .unwrap_or_else(|| panic!("no count {name} in {counts}"))
+}
+
+/// The pod runner's program for BullMQ: one `node worker.js <queue>` per Pod (a Worker
+/// named after `POD_NAME`), recording its runs to `ledger`.
+pub fn worker_program(queue: &str, ledger: &str) -> WorkerProgram {
+    WorkerProgram {
+        program: "node".to_string(),
+        args: vec!["worker.js".to_string(), queue.to_string()],
+        dir: bullmq_dir(),
+        env: vec![
+            ("WPA_TEST_REDIS".to_string(), redis_url()),
+            ("WPA_TEST_RECORD_KEY".to_string(), ledger.to_string()),
+        ],
+    }
 }
 
 /// A `node worker.js` process; SIGKILLed when dropped if still running.
@@ -113,46 +129,13 @@ impl Drop for NodeWorker {
     }
 }
 
-/// One job run as a worker recorded it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JobEvent {
-    pub event: String,
-    pub job: String,
-    pub pod: String,
-    /// Unix milliseconds.
-    pub at: i64,
-}
-
-/// The runs recorded under `key`, oldest first.
-pub fn recorded(key: &str) -> Vec<JobEvent> {
-    let mut con = redis_conn(redis_port(), DB);
-    let entries: Vec<String> = con.lrange(key, 0, -1).expect("LRANGE the ledger");
-    entries
-        .iter()
-        .map(|e| {
-            let v: Value = serde_json::from_str(e).expect("ledger entries are JSON");
-            JobEvent {
-                event: v["event"].as_str().unwrap_or_default().to_string(),
-                job: v["job"].as_str().unwrap_or_default().to_string(),
-                pod: v["pod"].as_str().unwrap_or_default().to_string(),
-                at: v["at"].as_i64().unwrap_or_default(),
-            }
-        })
-        .collect()
-}
-
-/// Per job id: how many times it started and finished.
-pub fn runs_per_job(events: &[JobEvent]) -> HashMap<String, (u32, u32)> {
-    let mut runs: HashMap<String, (u32, u32)> = HashMap::new();
-    for e in events {
-        let entry = runs.entry(e.job.clone()).or_default();
-        match e.event.as_str() {
-            "start" => entry.0 += 1,
-            "finish" => entry.1 += 1,
-            other => panic!("unknown ledger event {other}"),
-        }
-    }
-    runs
+/// The runs recorded under `key`, oldest first (the workers record Unix milliseconds).
+pub fn recorded(key: &str) -> Vec<JobRun> {
+    let fields = LedgerFields {
+        millis: true,
+        ..LedgerFields::PLAIN
+    };
+    read_ledger(DB, key, fields)
 }
 
 /// Deletes a queue's keys (`<prefix>:<queue>:*`) and the given extra keys.

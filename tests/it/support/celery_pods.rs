@@ -395,8 +395,9 @@ async fn supervise(
     records[index].exit = status.ok();
 }
 
+/// SIGTERM, SIGKILL… to one process (not its group).
 #[allow(unsafe_code)]
-fn signal_process(pid: u32, signal: libc::c_int) {
+pub fn signal_process(pid: u32, signal: libc::c_int) {
     let pid = libc::pid_t::try_from(pid).expect("pid fits pid_t");
     assert!(pid > 1, "refusing to signal pid {pid}");
     // SAFETY: kill(2) takes plain integers; a positive pid names one process.
@@ -405,8 +406,9 @@ fn signal_process(pid: u32, signal: libc::c_int) {
     }
 }
 
+/// A signal to the process group `leader` leads.
 #[allow(unsafe_code)]
-fn signal_group(leader: u32, signal: libc::c_int) {
+pub fn signal_group(leader: u32, signal: libc::c_int) {
     let pgid = libc::pid_t::try_from(leader).expect("pid fits pid_t");
     assert!(pgid > 1, "refusing to signal process group {pgid}");
     // SAFETY: kill(2) takes plain integers; a negative pid names one process group.

@@ -61,7 +61,10 @@ impl ControllerProcess {
         let wrapper = std::env::var("WPA_CONTROLLER_WRAPPER").unwrap_or_default();
         let mut command_line: Vec<String> =
             wrapper.split_whitespace().map(str::to_string).collect();
-        command_line.push(BIN.to_string());
+        // nextest names the binary of its own build (e.g. one extracted from an archive);
+        // the compile-time path may since hold another build.
+        command_line
+            .push(std::env::var("NEXTEST_BIN_EXE_workerpodautoscaler").unwrap_or(BIN.into()));
         let child = Command::new(&command_line[0])
             .args(&command_line[1..])
             .args(&args)

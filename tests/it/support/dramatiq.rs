@@ -2,7 +2,7 @@
 //! Dramatiq's own producer, the counts Dramatiq's Redis broker reads itself, `dramatiq`
 //! worker processes, and the start/finish records the `sleep` actor writes.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -10,7 +10,9 @@ use std::process::{Child, Command, Stdio};
 use redis::Commands;
 use serde_json::Value;
 
-use super::brokers::{redis_broker, redis_conn, redis_port};
+use super::brokers::{redis_broker, redis_conn, redis_port, unique};
+use super::celery_pods::{WorkerProgram, signal_group};
+use super::framework_loop::{self, JobRun, LedgerFields, read_ledger};
 
 /// The Redis database every Dramatiq test uses (no other suite does).
 pub const DB: u8 = 15;
@@ -22,6 +24,19 @@ pub fn dir() -> PathBuf {
 /// The broker URL the actors module reads.
 pub fn url() -> String {
     redis_broker(redis_port(), DB)
+}
+
+/// The provider's URI for `queue` in the test database, plus `query`.
+pub fn queue_uri(queue: &str, query: &str) -> String {
+    format!(
+        "redis+dramatiq://127.0.0.1:{}/{DB}/{queue}{query}",
+        redis_port()
+    )
+}
+
+/// A Dramatiq queue name (letters, digits, `_`, `-`) nobody has used.
+pub fn queue_name(prefix: &str) -> String {
+    unique(prefix).replace('-', "_")
 }
 
 /// The environment of the actors module for `queue`, recording runs to `record`.
@@ -69,48 +84,14 @@ pub fn counts(queue: &str) -> Value {
     serde_json::from_str(&script(queue, &["counts"])).expect("JSON counts")
 }
 
-/// One record of the `sleep` actor.
-#[derive(Debug, Clone)]
-pub struct Run {
-    pub job: String,
-    pub event: String,
-    pub pod: String,
-    pub worker: String,
-    pub at: f64,
-}
-
-/// The records in `key`, oldest first.
-pub fn runs(key: &str) -> Vec<Run> {
-    let entries: Vec<String> = redis_conn(redis_port(), DB)
-        .lrange(key, 0, -1)
-        .expect("read the records");
-    entries
-        .iter()
-        .map(|e| {
-            let v: Value = serde_json::from_str(e).expect("a JSON record");
-            Run {
-                job: v["job"].as_str().unwrap_or_default().to_string(),
-                event: v["event"].as_str().unwrap_or_default().to_string(),
-                pod: v["pod"].as_str().unwrap_or_default().to_string(),
-                worker: v["worker"].as_str().unwrap_or_default().to_string(),
-                at: v["at"].as_f64().unwrap_or_default(),
-            }
-        })
-        .collect()
+/// The records of the `sleep` actor in `key`, oldest first (with the worker's id).
+pub fn runs(key: &str) -> Vec<JobRun> {
+    read_ledger(DB, key, LedgerFields::PLAIN)
 }
 
 /// Per job: (starts, finishes).
-pub fn tally(key: &str) -> HashMap<String, (usize, usize)> {
-    let mut by_job: HashMap<String, (usize, usize)> = HashMap::new();
-    for run in runs(key) {
-        let entry = by_job.entry(run.job).or_default();
-        match run.event.as_str() {
-            "start" => entry.0 += 1,
-            "finish" => entry.1 += 1,
-            _ => {}
-        }
-    }
-    by_job
+pub fn tally(key: &str) -> BTreeMap<String, (usize, usize)> {
+    framework_loop::tally(&runs(key))
 }
 
 /// Deletes every key of `queue` in Dramatiq's default namespace, and `record`.
@@ -123,6 +104,19 @@ pub fn clean(queue: &str, record: &str) {
     let _: () = conn.del(keys).expect("delete the test's keys");
 }
 
+/// The pod runner's program for Dramatiq: one `dramatiq wpa_actors --processes 1
+/// --threads 1` per Pod with `env` (see [`env`]).
+pub fn worker_program(env: Vec<(String, String)>) -> WorkerProgram {
+    WorkerProgram {
+        program: "dramatiq".to_string(),
+        args: WORKER_ARGS.map(String::from).to_vec(),
+        dir: dir(),
+        env,
+    }
+}
+
+const WORKER_ARGS: [&str; 5] = ["wpa_actors", "--processes", "1", "--threads", "1"];
+
 /// A `dramatiq wpa_actors --processes 1 --threads 1` worker in its own process group.
 pub struct Worker {
     child: Child,
@@ -132,7 +126,7 @@ impl Worker {
     /// `extra`: more environment (heartbeat timeout, maintenance chance).
     pub fn start(queue: &str, record: &str, pod: &str, extra: &[(&str, &str)]) -> Worker {
         let child = Command::new("dramatiq")
-            .args(["wpa_actors", "--processes", "1", "--threads", "1"])
+            .args(WORKER_ARGS)
             .current_dir(dir())
             .envs(env(queue, record))
             .envs(extra.iter().copied())
@@ -158,15 +152,5 @@ impl Drop for Worker {
         if matches!(self.child.try_wait(), Ok(None)) {
             self.kill();
         }
-    }
-}
-
-#[allow(unsafe_code)]
-fn signal_group(leader: u32, signal: libc::c_int) {
-    let pgid = libc::pid_t::try_from(leader).expect("pid fits pid_t");
-    assert!(pgid > 1, "refusing to signal process group {pgid}");
-    // SAFETY: kill(2) takes plain integers; a negative pid names one process group.
-    unsafe {
-        libc::kill(-pgid, signal);
     }
 }

@@ -6,11 +6,11 @@
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
-use redis::Commands;
 use serde::Deserialize;
 
-use super::brokers::{redis_conn, redis_port};
-use super::celery_pods::WorkerProgram;
+use super::brokers::redis_port;
+use super::celery_pods::{WorkerProgram, signal_group, signal_process};
+use super::framework_loop::{JobRun, LedgerFields, read_ledger};
 
 /// The RQ tests' Redis database.
 pub const RQ_DB: u8 = 13;
@@ -154,43 +154,20 @@ impl RqWorker {
 
     /// RQ's warm shutdown: finish the running job, then exit.
     pub fn sigterm(&self) {
-        signal(self.child.id(), libc::SIGTERM, false);
+        signal_process(self.child.id(), libc::SIGTERM);
     }
 }
 
 impl Drop for RqWorker {
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
-            signal(self.child.id(), libc::SIGKILL, true);
+            signal_group(self.child.id(), libc::SIGKILL);
             let _ = self.child.wait();
         }
     }
 }
 
-#[allow(unsafe_code)]
-fn signal(pid: u32, signal: libc::c_int, group: bool) {
-    let pid = libc::pid_t::try_from(pid).expect("pid fits pid_t");
-    // SAFETY: kill(2) with a pid (or group id) of our own unreaped child.
-    unsafe {
-        libc::kill(if group { -pid } else { pid }, signal);
-    }
-}
-
-/// One run of `rq_jobs.sleep` as the job recorded it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct LedgerEntry {
-    pub event: String,
-    pub job: String,
-    pub pod: String,
-    pub at: f64,
-}
-
 /// The runs the test jobs recorded in the Redis list `key` (database 13).
-pub fn ledger(key: &str) -> Vec<LedgerEntry> {
-    let mut conn = redis_conn(redis_port(), RQ_DB);
-    let lines: Vec<String> = conn.lrange(key, 0, -1).expect("read the ledger");
-    lines
-        .iter()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("ledger line {l:?}: {e}")))
-        .collect()
+pub fn ledger(key: &str) -> Vec<JobRun> {
+    read_ledger(RQ_DB, key, LedgerFields::PLAIN)
 }

@@ -2,7 +2,6 @@
 //! pushed with `Sidekiq::Client.push`, Sidekiq's own counts, `sidekiq` processes, and the
 //! ledger its `SleepJob` (tests/sidekiq/worker.rb) writes to.
 
-use std::collections::HashMap;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -12,7 +11,8 @@ use redis::Commands;
 use serde_json::Value;
 
 use super::brokers::{redis_broker, redis_conn, redis_port};
-use super::celery_pods::WorkerProgram;
+use super::celery_pods::{WorkerProgram, signal_group, signal_process};
+use super::framework_loop::{JobRun, LedgerFields, read_ledger};
 
 /// The Redis database of the Sidekiq tests (no other suite uses it).
 pub const DB: u8 = 10;
@@ -105,13 +105,8 @@ impl SidekiqProcess {
     }
 
     /// SIGTERM (Sidekiq's shutdown: stop fetching, finish or requeue, remove its record).
-    #[allow(unsafe_code)]
     pub fn terminate(&mut self) {
-        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits");
-        // SAFETY: kill(2) on our own unreaped child.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
+        signal_process(self.child.id(), libc::SIGTERM);
     }
 
     /// Whether it has exited.
@@ -121,14 +116,9 @@ impl SidekiqProcess {
 }
 
 impl Drop for SidekiqProcess {
-    #[allow(unsafe_code)]
     fn drop(&mut self) {
         if !self.exited() {
-            let pgid = libc::pid_t::try_from(self.child.id()).expect("pid fits");
-            // SAFETY: kill(2) on the group our own unreaped child leads.
-            unsafe {
-                libc::kill(-pgid, libc::SIGKILL);
-            }
+            signal_group(self.child.id(), libc::SIGKILL);
         }
         let _ = self.child.wait();
     }
@@ -160,45 +150,15 @@ pub fn worker_program(queue: &str, concurrency: u32, shutdown_timeout: Duration)
     }
 }
 
-/// One entry `SleepJob` wrote to its ledger.
-#[derive(Debug, Clone)]
-pub struct LedgerEntry {
-    pub event: String,
-    pub id: String,
-    pub host: String,
-    pub at: f64,
-}
-
-/// Everything written to `ledger` so far, in order.
-pub fn ledger(ledger: &str) -> Vec<LedgerEntry> {
-    let mut conn = redis_conn(redis_port(), DB);
-    let entries: Vec<String> = conn.lrange(ledger, 0, -1).expect("LRANGE ledger");
-    entries
-        .iter()
-        .map(|e| {
-            let v: Value = serde_json::from_str(e).expect("ledger entry is JSON");
-            LedgerEntry {
-                event: v["event"].as_str().unwrap_or_default().to_string(),
-                id: v["id"].as_str().unwrap_or_default().to_string(),
-                host: v["host"].as_str().unwrap_or_default().to_string(),
-                at: v["at"].as_f64().unwrap_or_default(),
-            }
-        })
-        .collect()
-}
-
-/// Per job id: how many times it started and finished.
-pub fn runs(entries: &[LedgerEntry]) -> HashMap<String, (u32, u32)> {
-    let mut runs: HashMap<String, (u32, u32)> = HashMap::new();
-    for e in entries {
-        let run = runs.entry(e.id.clone()).or_default();
-        match e.event.as_str() {
-            "start" => run.0 += 1,
-            "finish" => run.1 += 1,
-            _ => {}
-        }
-    }
-    runs
+/// Everything `SleepJob` wrote to `ledger` so far, in order (it names the job `id` and the
+/// Pod `host`).
+pub fn ledger(ledger: &str) -> Vec<JobRun> {
+    let fields = LedgerFields {
+        job: "id",
+        pod: "host",
+        millis: false,
+    };
+    read_ledger(DB, ledger, fields)
 }
 
 /// Deletes keys of a test (best effort; the database is the Sidekiq tests' own).

@@ -21,7 +21,8 @@ use crate::support::brokers::redis_broker;
 use crate::support::brokers_amqp;
 use crate::support::celery_pods::{CeleryPodConfig, CeleryPodRunner};
 use crate::support::celery_tasks::{TaskLedger, send_sleep_tasks_at, send_sleep_tasks_each};
-use crate::support::controller::{ControllerProcess, condition, wpa};
+use crate::support::controller::{ControllerProcess, wpa};
+use crate::support::framework_loop::{polled, scale_writes};
 use load::Load;
 use tally::{Clock, Figures, Inputs};
 
@@ -353,7 +354,8 @@ pub async fn run(case: Case, dir: &Path) -> Result<Outcome> {
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let mut controller = ControllerProcess::start(&server, dir, &name, &case.flags.args());
     let polled_by = Instant::now() + FIRST_POLL;
-    while !polled(&server) {
+    // A queue nobody has declared yet may be an error, which is what a run may want to show.
+    while !polled(&server, NAMESPACE, DEPLOYMENT) {
         if Instant::now() >= polled_by || controller.has_exited() {
             bail!(
                 "the controller never polled the queue; log: {}",
@@ -415,7 +417,7 @@ pub async fn run(case: Case, dir: &Path) -> Result<Outcome> {
     let took = started.elapsed();
     let end = Instant::now();
 
-    let scale_writes = scale_writes(&server);
+    let scale_writes = scale_writes(&server, NAMESPACE, DEPLOYMENT);
     let started_runs = ledger.started();
     let finished_runs = ledger.finished();
     let workers = runner.records();
@@ -455,30 +457,6 @@ pub async fn run(case: Case, dir: &Path) -> Result<Outcome> {
         wait_learned_at,
         last_wait_status,
     })
-}
-
-/// The WPA's first poll has finished: its status says whether metrics are available (a
-/// queue nobody has declared yet may be an error, which is what a run may want to show).
-fn polled(server: &ApiServerDouble) -> bool {
-    server
-        .get(&Gvr::WORKER_POD_AUTOSCALERS, Some(NAMESPACE), DEPLOYMENT)
-        .and_then(|w| condition(&w["status"], "MetricsAvailable"))
-        .is_some()
-}
-
-/// (Unix seconds, replicas) of the successful scale writes, oldest first.
-fn scale_writes(server: &ApiServerDouble) -> Vec<(f64, i64)> {
-    let path = format!("/namespaces/{NAMESPACE}/deployments/{DEPLOYMENT}/scale");
-    server
-        .recorded()
-        .into_iter()
-        .filter(|r| matches!(r.method.as_str(), "PATCH" | "PUT") && r.succeeded())
-        .filter(|r| r.path.ends_with(&path))
-        .filter_map(|r| {
-            let replicas = r.body.pointer("/spec/replicas")?.as_i64()?;
-            Some((r.at.as_millisecond() as f64 / 1000.0, replicas))
-        })
-        .collect()
 }
 
 /// `lastDecisionReason` of each status write, consecutive repeats once.
