@@ -103,10 +103,18 @@ fn expected_args(values: &Value) -> Vec<String> {
     if !c["sqsReceiveLongPoll"].as_bool().unwrap_or(true) {
         args.push("--sqs-receive-long-poll=false".to_owned());
     }
-    for (flag, key) in [("sqs-cloudwatch", "sqsCloudwatch"), ("dry-run", "dryRun")] {
-        if b(key) {
-            args.push(format!("--{flag}"));
-        }
+    if b("sqsCloudwatch") {
+        args.push("--sqs-cloudwatch".to_owned());
+    }
+    // On by default in the binary, as the long poll.
+    if !c["drainBeforeScaleIn"].as_bool().unwrap_or(true) {
+        args.push("--drain-before-scale-in=false".to_owned());
+    }
+    if let Some(seconds) = c["drainTimeout"].as_u64() {
+        args.push(format!("--drain-timeout={seconds}"));
+    }
+    if b("dryRun") {
+        args.push("--dry-run".to_owned());
     }
     if leader {
         args.push("--leader-elect".to_owned());
