@@ -451,14 +451,16 @@ impl ProviderUri for RedisUri {
     /// Every Redis queue: a `redis://` URI cannot tell a Celery queue from a plain list (for
     /// a plain list the listener simply never hears anything).
     fn celery_events(&self, creds: &Credentials) -> Option<EventSource> {
+        // The same server and identity the queue is polled with.
+        let key = self.location().connection_key(creds);
         Some(EventSource::Redis(RedisEvents {
-            tls: self.tls,
-            host: self.host.clone(),
-            port: self.port,
-            db: self.db,
+            tls: key.tls,
+            host: key.host,
+            port: key.port,
+            db: key.db,
             prefix: self.prefix.clone(),
-            username: creds.username.as_ref().or(self.username.as_ref()).cloned(),
-            password: creds.password.as_ref().or(self.password.as_ref()).cloned(),
+            username: key.username,
+            password: key.password,
         }))
     }
 
