@@ -75,8 +75,8 @@ pub struct RunArgs {
     /// Seconds the backlog must stay empty (and no receives be seen) before workers count as idle.
     #[arg(long, env = "WPA_IDLE_WINDOW", default_value_t = 60)]
     pub idle_window: u64,
-    /// Before a scale-in removes pods, tell their Celery workers (on Redis) to stop taking
-    /// tasks and wait until they hold none (bounded by --drain-timeout). `=false` turns it
+    /// Before a scale-in removes pods, tell their Celery workers (on Redis) or Sidekiq
+    /// processes to stop taking tasks and wait until they hold none (bounded by --drain-timeout). `=false` turns it
     /// off: the pods are removed at once, as before.
     #[arg(
         long,
@@ -88,7 +88,7 @@ pub struct RunArgs {
     )]
     pub drain_before_scale_in: bool,
     /// Seconds a drain may take before the scale-in goes ahead without the pods still busy
-    /// (they are kept). Default: the pods' terminationGracePeriodSeconds (30 if unset).
+    /// (they are kept; Sidekiq's, which cannot take work again, are removed). Default: the pods' terminationGracePeriodSeconds (30 if unset).
     #[arg(long, env = "WPA_DRAIN_TIMEOUT", value_parser = clap::value_parser!(u64).range(1..))]
     pub drain_timeout: Option<u64>,
     /// As practo: when a queue is empty and every WPA on it is at zero replicas, wait for

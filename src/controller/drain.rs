@@ -24,15 +24,37 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 
 use super::pods::{ClassifiedPod, PodWork, runs_in};
-use crate::queue::events::EventSource;
 use crate::workers::WorkerSeen;
+use crate::workers::drain::DrainVia;
 
-/// Where a WPA's workers are drained: the broker's remote control and the queue names to
-/// cancel. Only WPAs whose queues are all Celery queues on one Redis database have one.
+/// Where a WPA's workers are drained: the broker's remote control (or Sidekiq's signals)
+/// and the queue names to cancel. Only WPAs whose queues are all Celery queues on one
+/// Redis database, or all Sidekiq queues on one, have one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DrainChannel {
-    pub source: EventSource,
+    pub source: DrainVia,
     pub queues: Vec<String>,
+}
+
+impl DrainChannel {
+    pub fn style(&self) -> DrainStyle {
+        DrainStyle {
+            irreversible: !self.source.reversible(),
+            by_pod: self.source.names_pods(),
+        }
+    }
+}
+
+/// How the drains of a channel go. The default is Celery's: called off by `add_consumer`,
+/// workers named by their node names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DrainStyle {
+    /// A worker told to stop cannot take work again (Sidekiq's quiet): a started drain is
+    /// never called off, and its victims are removed even if the decision reverses or
+    /// they are still busy at the bound.
+    pub irreversible: bool,
+    /// Commands name the pods (Sidekiq finds its processes by hostname), not the workers.
+    pub by_pod: bool,
 }
 
 /// What the controller must remember of a WPA's drain after a plan.
@@ -118,6 +140,7 @@ pub struct DrainInput<'a> {
     pub now: Timestamp,
     /// How long a drain may take: the pods' termination grace period by default.
     pub bound: Duration,
+    pub style: DrainStyle,
 }
 
 /// What to do about draining now.
@@ -129,12 +152,14 @@ pub enum Step {
     Start(Drain),
     /// Still draining: hold the scale.
     Wait,
-    /// Scale to `to` (when below the current replicas) with the `drained` victims
-    /// removed first; `kept` victims consume again.
+    /// Scale to `to` (when below the current replicas) with the `drained` and `forced`
+    /// victims removed first; `kept` victims consume again. `forced`: victims of an
+    /// irreversible drain still busy at the bound, removed all the same.
     Finish {
         to: i32,
         drained: Vec<Victim>,
         kept: Vec<Victim>,
+        forced: Vec<Victim>,
     },
     /// The scale-in is off: every victim consumes again.
     Cancel(Vec<Victim>),
@@ -146,6 +171,7 @@ pub fn step(input: &DrainInput<'_>) -> Step {
     match input.drain {
         None if scale_in => start(input),
         None => Step::Pass,
+        Some(drain) if input.style.irreversible => finish_committed(input, drain),
         Some(drain) => {
             let present = |v: &Victim| input.pods.iter().any(|p| p.pod.name == v.pod);
             if !scale_in || input.current != drain.from || !drain.victims.iter().all(present) {
@@ -162,8 +188,49 @@ pub fn step(input: &DrainInput<'_>) -> Step {
             // Never below what the decision wants now (it may want fewer pods gone).
             let removed = i32::try_from(drained.len()).unwrap_or(i32::MAX);
             let to = (drain.from - removed - drain.undrainable).max(input.desired);
-            Step::Finish { to, drained, kept }
+            Step::Finish {
+                to,
+                drained,
+                kept,
+                forced: Vec::new(),
+            }
         }
+    }
+}
+
+/// An irreversible drain: its victims cannot take work again, so it is never called off.
+/// It waits until every victim still there is drained, or the bound; then they are all
+/// removed (those still busy too: a quiet pod would idle for good, and Sidekiq's own
+/// shutdown puts back the jobs it could not finish). If the scale-in still stands the
+/// scale goes on to what the decision wants; if it reversed, only the victims go, and
+/// the next reconcile scales up afresh.
+fn finish_committed(input: &DrainInput<'_>, drain: &Drain) -> Step {
+    let present: Vec<Victim> = drain
+        .victims
+        .iter()
+        .filter(|v| input.pods.iter().any(|p| p.pod.name == v.pod))
+        .cloned()
+        .collect();
+    let (drained, busy): (Vec<Victim>, Vec<Victim>) = present
+        .into_iter()
+        .partition(|v| input.drained.contains(&v.pod));
+    if !busy.is_empty() && input.now < drain.deadline {
+        return Step::Wait;
+    }
+    let removed = i32::try_from(drained.len() + busy.len()).unwrap_or(i32::MAX);
+    let base = (input.current - removed).max(0);
+    let to = if input.desired < input.current && input.current == drain.from {
+        // The scale-in stands: the pods it could not drain go too, not below the decision
+        // (nor above `base`: every victim goes).
+        (base - drain.undrainable).max(input.desired.min(base))
+    } else {
+        base
+    };
+    Step::Finish {
+        to,
+        drained,
+        kept: Vec::new(),
+        forced: busy,
     }
 }
 
@@ -178,12 +245,18 @@ fn start(input: &DrainInput<'_>) -> Step {
         .iter()
         .filter(|p| p.work == PodWork::Idle)
         .filter_map(|p| {
-            let nodes: Vec<String> = input
-                .workers
-                .iter()
-                .filter(|w| runs_in(&w.hostname, &p.pod.name))
-                .map(|w| w.hostname.clone())
-                .collect();
+            // Idle is only ever said of a pod whose workers report: by pod, that report
+            // is the pod's process.
+            let nodes: Vec<String> = if input.style.by_pod {
+                vec![p.pod.name.clone()]
+            } else {
+                input
+                    .workers
+                    .iter()
+                    .filter(|w| runs_in(&w.hostname, &p.pod.name))
+                    .map(|w| w.hostname.clone())
+                    .collect()
+            };
             (!nodes.is_empty()).then(|| Victim {
                 pod: p.pod.name.clone(),
                 nodes,

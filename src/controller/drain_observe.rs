@@ -11,9 +11,8 @@ use super::context::Context;
 use super::drain::{Drain, DrainChannel};
 use super::key::WpaKey;
 use super::observed::DrainObserved;
-use crate::queue::events::EventSource;
 use crate::queue::{Credentials, QueueUri};
-use crate::workers::drain::Mailbox;
+use crate::workers::drain::{DrainVia, Mailbox, SidekiqQuiet};
 
 /// How long the victims get to answer what they hold: a reconcile waits for it, and a
 /// worker that does not answer in time counts as not drained (asked again a second later).
@@ -25,21 +24,29 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const ASK: &str = "drain-ask";
 
 /// Where the workers of a WPA reading `queues` are drained: Celery queues on one Redis
-/// database only (RabbitMQ has no remote control here yet; other brokers none at all).
+/// database, or Sidekiq queues on one Redis database and namespace (RabbitMQ has no remote
+/// control here yet; other brokers and frameworks none at all).
 pub fn channel_for(queues: &[QueueUri], credentials: &Credentials) -> Option<DrainChannel> {
-    let mut source: Option<EventSource> = None;
+    let mut source: Option<DrainVia> = None;
     let mut names = Vec::with_capacity(queues.len());
     for queue in queues {
-        let QueueUri::Redis(redis) = queue else {
-            return None;
+        let (via, name) = match queue {
+            QueueUri::Redis(redis) => (
+                DrainVia::Celery(queue.celery_events(credentials)?),
+                redis.queue.clone(),
+            ),
+            QueueUri::Sidekiq(sidekiq) => (
+                DrainVia::Sidekiq(SidekiqQuiet::of(sidekiq, credentials)),
+                sidekiq.location.queue.clone(),
+            ),
+            _ => return None,
         };
-        let events = queue.celery_events(credentials)?;
         match &source {
-            Some(known) if *known != events => return None,
+            Some(known) if *known != via => return None,
             Some(_) => {}
-            None => source = Some(events),
+            None => source = Some(via),
         }
-        names.push(redis.queue.clone());
+        names.push(name);
     }
     Some(DrainChannel {
         source: source?,

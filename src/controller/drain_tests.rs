@@ -135,6 +135,7 @@ fn drain_steps() {
                 to: 2,
                 drained: vec![b.clone(), c.clone()],
                 kept: Vec::new(),
+                forced: Vec::new(),
             },
         },
         Case {
@@ -148,6 +149,7 @@ fn drain_steps() {
                 to: 1,
                 drained: vec![b.clone(), c.clone()],
                 kept: Vec::new(),
+                forced: Vec::new(),
             },
         },
         Case {
@@ -161,6 +163,7 @@ fn drain_steps() {
                 to: 3,
                 drained: vec![b.clone(), c.clone()],
                 kept: Vec::new(),
+                forced: Vec::new(),
             },
         },
         Case {
@@ -174,6 +177,7 @@ fn drain_steps() {
                 to: 3,
                 drained: vec![c.clone()],
                 kept: vec![b.clone()],
+                forced: Vec::new(),
             },
         },
         Case {
@@ -187,6 +191,7 @@ fn drain_steps() {
                 to: 4,
                 drained: Vec::new(),
                 kept: vec![b.clone()],
+                forced: Vec::new(),
             },
         },
         Case {
@@ -221,6 +226,7 @@ fn drain_steps() {
             drained: &drained,
             now: case.now,
             bound: Duration::from_secs(30),
+            style: DrainStyle::default(),
         });
         assert_eq!(got, case.want, "{}", case.name);
     }
@@ -239,6 +245,7 @@ fn drain_is_cancelled_when_a_victim_vanished() {
         drained: &[],
         now: at(1),
         bound: Duration::from_secs(30),
+        style: DrainStyle::default(),
     });
     assert_eq!(got, Step::Cancel(drain.victims.clone()));
 }
@@ -259,6 +266,7 @@ fn drain_passes_where_nothing_can_be_drained() {
         drained: &[],
         now: now(),
         bound: Duration::from_secs(30),
+        style: DrainStyle::default(),
     };
     assert_eq!(step(&input), Step::Pass);
     // A StatefulSet removes its highest ordinals whatever the costs.
@@ -295,4 +303,95 @@ fn drain_drained_victims_rank_below_idle_pods() {
     const _: () = assert!(DRAINED_COST < crate::controller::pods::IDLE_COST);
     // practo's annotation domain, as the other annotations of this controller.
     assert!(DRAINING_ANNOTATION.starts_with("k8s.practo.dev/"));
+}
+
+/// Sidekiq's drain: victims named by pod, never called off, all removed at the end.
+fn committed(
+    drain: Option<&Drain>,
+    current: i32,
+    desired: i32,
+    drained: &[&str],
+    now: Timestamp,
+) -> Step {
+    let pods = pods();
+    let drained: Vec<String> = drained.iter().map(|s| s.to_string()).collect();
+    step(&DrainInput {
+        drain,
+        current,
+        desired,
+        pods: &pods,
+        // Sidekiq processes are no Celery workers: victims come from the pods alone.
+        workers: &[],
+        drained: &drained,
+        now,
+        bound: Duration::from_secs(30),
+        style: DrainStyle {
+            irreversible: true,
+            by_pod: true,
+        },
+    })
+}
+
+#[test]
+fn drain_irreversible_names_pods_and_is_never_called_off() {
+    let b = victim("w-b", "w-b");
+    let c = victim("w-c", "w-c");
+    assert_eq!(
+        committed(None, 4, 2, &[], now()),
+        Step::Start(draining(vec![b.clone(), c.clone()], 0)),
+        "idle pods are the victims, named by pod"
+    );
+    let live = draining(vec![b.clone(), c.clone()], 0);
+    assert_eq!(
+        committed(Some(&live), 4, 5, &["w-b"], at(5)),
+        Step::Wait,
+        "reversed: still waits for the victims, which cannot consume again"
+    );
+    assert_eq!(
+        committed(Some(&live), 4, 5, &["w-b", "w-c"], at(6)),
+        Step::Finish {
+            to: 2,
+            drained: vec![b.clone(), c.clone()],
+            kept: Vec::new(),
+            forced: Vec::new(),
+        },
+        "reversed, all drained: only the victims go; the next reconcile scales up"
+    );
+    assert_eq!(
+        committed(Some(&live), 4, 3, &["w-b", "w-c"], at(6)),
+        Step::Finish {
+            to: 2,
+            drained: vec![b.clone(), c.clone()],
+            kept: Vec::new(),
+            forced: Vec::new(),
+        },
+        "the decision now wants fewer pods gone: every quiet victim goes all the same"
+    );
+    assert_eq!(
+        committed(Some(&live), 4, 2, &["w-b"], at(30)),
+        Step::Finish {
+            to: 2,
+            drained: vec![b.clone()],
+            kept: Vec::new(),
+            forced: vec![c.clone()],
+        },
+        "at the bound a still busy victim is removed, not kept quiet for good"
+    );
+    let with_unknown = draining(vec![b.clone()], 1);
+    assert_eq!(
+        committed(Some(&with_unknown), 4, 1, &["w-b"], at(3)),
+        Step::Finish {
+            to: 2,
+            drained: vec![b.clone()],
+            kept: Vec::new(),
+            forced: Vec::new(),
+        },
+        "the scale-in stands: the undrainable pod goes too"
+    );
+    let one = draining(vec![b.clone()], 0);
+    assert_eq!(
+        committed(Some(&one), 3, 2, &[], at(3)),
+        Step::Wait,
+        "replicas changed under the drain: still committed"
+    );
 }

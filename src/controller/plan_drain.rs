@@ -2,12 +2,12 @@
 //! draining by an earlier run, whether the scale goes ahead, waits or goes to another
 //! count, what to write (annotate and cancel, resume and unannotate) and what to remember.
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use kube::runtime::events::EventType;
 
 use super::drain::{self, DrainInput, DrainSettings, Remember, Step, Victim};
 use super::observed::{DrainObserved, WorkersObserved};
-use super::pods::runs_in;
+use super::pods::{ClassifiedPod, runs_in};
 
 /// Event reasons of the drain.
 pub const DRAIN_STARTED: &str = "DrainStarted";
@@ -95,22 +95,31 @@ pub fn plan_drain(input: &DrainPlanInput<'_>) -> DrainOutcome {
     // Pods an earlier run left draining: consume again first. Only those whose workers
     // report (their node names are needed; a command without names would reach every
     // worker on the broker); the others wait for their heartbeats.
+    let style = observed.channel.style();
     let annotated: Vec<String> = pods
         .iter()
         .filter(|p| p.pod.draining.is_some() && !observed.removing.contains(&p.pod.name))
         .map(|p| p.pod.name.clone())
         .collect();
-    for pod in drain::orphans(&annotated, observed.live.as_ref()) {
-        let nodes: Vec<String> = workers
-            .iter()
-            .filter(|w| runs_in(&w.hostname, pod))
-            .map(|w| w.hostname.clone())
-            .collect();
-        if !nodes.is_empty() {
-            out.writes.resume.push(Victim {
-                pod: pod.to_string(),
-                nodes,
-            });
+    let orphans = drain::orphans(&annotated, observed.live.as_ref());
+    if style.irreversible {
+        if observed.live.is_none() && !orphans.is_empty() {
+            adopt(input, &orphans, pods, &mut out);
+            return out;
+        }
+    } else {
+        for pod in orphans {
+            let nodes: Vec<String> = workers
+                .iter()
+                .filter(|w| runs_in(&w.hostname, pod))
+                .map(|w| w.hostname.clone())
+                .collect();
+            if !nodes.is_empty() {
+                out.writes.resume.push(Victim {
+                    pod: pod.to_string(),
+                    nodes,
+                });
+            }
         }
     }
     if !out.writes.resume.is_empty() && observed.live.is_none() {
@@ -138,6 +147,7 @@ pub fn plan_drain(input: &DrainPlanInput<'_>) -> DrainOutcome {
         drained: &observed.drained,
         now: input.now,
         bound: input.settings.bound(pods),
+        style,
     });
     let (current, target) = (input.current, input.target);
     match step {
@@ -176,14 +186,26 @@ pub fn plan_drain(input: &DrainPlanInput<'_>) -> DrainOutcome {
                 waiting.join(", ")
             ));
         }
-        Step::Finish { to, drained, kept } => {
-            let gone: Vec<String> = drained.iter().map(|v| v.pod.clone()).collect();
+        Step::Finish {
+            to,
+            drained,
+            kept,
+            forced,
+        } => {
+            let mut gone: Vec<String> = drained.iter().map(|v| v.pod.clone()).collect();
             let mut note = format!("drained {}", gone.join(", "));
             if !kept.is_empty() {
                 note.push_str(&format!(
                     "; still busy at the bound, kept: {}",
                     names(&kept)
                 ));
+            }
+            if !forced.is_empty() {
+                note.push_str(&format!(
+                    "; still busy at the bound but told to stop for good, removed too: {}",
+                    names(&forced)
+                ));
+                gone.extend(forced.iter().map(|v| v.pod.clone()));
             }
             out.writes.resume = kept;
             out.writes.remember = Remember::Finish {
@@ -221,4 +243,46 @@ pub fn plan_drain(input: &DrainPlanInput<'_>) -> DrainOutcome {
         }
     }
     out
+}
+
+/// Pods an earlier run left draining whose workers cannot take work again (Sidekiq): the
+/// drain is taken over as this run's own, from the current replicas, and their workers are
+/// told to stop once more (the earlier run may have stopped between the annotation and the
+/// signal; a quiet process ignores a second one). They are then removed as any victim of
+/// an irreversible drain.
+fn adopt(
+    input: &DrainPlanInput<'_>,
+    orphans: &[&str],
+    pods: &[ClassifiedPod],
+    out: &mut DrainOutcome,
+) {
+    let victims: Vec<Victim> = orphans
+        .iter()
+        .map(|pod| Victim {
+            pod: pod.to_string(),
+            nodes: vec![pod.to_string()],
+        })
+        .collect();
+    let bound = SignedDuration::try_from(input.settings.bound(pods)).unwrap_or(SignedDuration::MAX);
+    let adopted = drain::Drain {
+        victims,
+        from: input.current,
+        undrainable: 0,
+        deadline: input.now.saturating_add(bound).unwrap_or(Timestamp::MAX),
+    };
+    let listed = names(&adopted.victims);
+    out.draining = adopted.victims.len();
+    out.events.push((
+        EventType::Normal,
+        DRAIN_STARTED,
+        format!(
+            "pods left draining by an earlier run cannot take work again; draining them to the end (until {}): {listed}",
+            adopted.deadline
+        ),
+    ));
+    out.scale = DrainScale::Hold(format!(
+        "finishing the drain of pods left draining by an earlier run: {listed}"
+    ));
+    out.writes.start = Some(adopted.clone());
+    out.writes.remember = Remember::Start(adopted);
 }

@@ -3,7 +3,8 @@
 //! a Pod) and stops it as a kubelet would (SIGTERM, SIGKILL after a grace shorter than the
 //! long jobs), and the real controller binary scales the Deployment on a
 //! `redis+sidekiq://` queue. Long jobs among short ones make the pool grow, then shrink to
-//! the Pods running long jobs while they run, then go back to zero.
+//! the Pods running long jobs while they run, then go back to zero; every Pod removed is
+//! drained first (quieted with `TSTP`, the default drain before removal).
 
 use crate::support;
 
@@ -30,6 +31,11 @@ const SCALE_DOWN_DELAY: u64 = 15;
 /// Sidekiq 6 beats every 5 s; the provider remembers a busy process for 3 beats.
 const BEAT: f64 = 5.0;
 const BUSY_BEATS: f64 = 3.0;
+/// Drain before removal is on (the default): a victim reads `TSTP` at its next beat and
+/// says it is quiet and idle at the one after, so a drain takes up to two beats. Its bound
+/// is the pods' grace by default (30 s in a real Pod); the 5 s grace here is shorter than
+/// a beat, so the bound is set to what a default grace allows.
+const DRAIN_TIMEOUT: &str = "--drain-timeout=15";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sidekiq_pool_grows_then_shrinks_to_the_busy_pods_and_loses_no_job() {
@@ -47,7 +53,7 @@ async fn sidekiq_pool_grows_then_shrinks_to_the_busy_pods_and_loses_no_job() {
         worker_signal: None,
         idle_window: IDLE_WINDOW,
         scale_down_delay: SCALE_DOWN_DELAY,
-        flags: &[],
+        flags: &[DRAIN_TIMEOUT],
     })
     .await;
 
@@ -74,6 +80,18 @@ async fn sidekiq_pool_grows_then_shrinks_to_the_busy_pods_and_loses_no_job() {
     out.assert_each_ran_once(&ids);
     out.assert_none_killed();
     out.assert_none_stopped_busy();
+    // Every Pod removed was drained first: its Sidekiq quieted before the SIGTERM.
+    for worker in out.workers.iter().filter(|w| w.terminated_at.is_some()) {
+        let log = out.dir.join("workers").join(format!("{}.log", worker.pod));
+        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        let quiet = log.find("Received TSTP");
+        let shutdown = log.find("Shutting down");
+        assert!(
+            matches!((quiet, shutdown), (Some(q), Some(s)) if q < s),
+            "{} got SIGTERM without being quieted first: {log}; {context}",
+            worker.pod
+        );
+    }
     // The pool grew to the maximum, then shrank while the long jobs still ran.
     assert_eq!(out.peak(), MAX_REPLICAS, "{context}");
     let long_end =
@@ -85,15 +103,16 @@ async fn sidekiq_pool_grows_then_shrinks_to_the_busy_pods_and_loses_no_job() {
     );
     // Back to 0 soon after the last job: the provider says idle itself (so the idle window
     // plays no part) once the process's last busy beat has left its memory of three beats,
-    // which is at most three beat periods after the job ended; then a poll and the scale
-    // write. The scale-down delay holds it longer when the last scale change was recent.
+    // which is at most three beat periods after the job ended; then the drain (two beats),
+    // a poll and the scale write. The scale-down delay holds it longer when the last scale change was recent.
     // 5 s of slack for beats delayed on a loaded machine.
     let last_finish = out.last_finish(|_| true);
     let zero_at = out.back_to_zero_at();
     let writes = &out.writes;
     let last_change_before = writes.iter().rev().nth(1).map_or(sent_at, |(at, _)| *at);
-    let bound = (last_finish + BEAT * BUSY_BEATS + 5.0)
-        .max(last_change_before + SCALE_DOWN_DELAY as f64 + 5.0);
+    let drain = 2.0 * BEAT;
+    let bound = (last_finish + BEAT * BUSY_BEATS + drain + 5.0)
+        .max(last_change_before + SCALE_DOWN_DELAY as f64 + drain + 5.0);
     assert!(
         zero_at <= bound,
         "back to 0 at {zero_at:.0}, last job finished at {last_finish:.0}, bound {bound:.0}; \

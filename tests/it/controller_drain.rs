@@ -22,7 +22,7 @@ use support::celery_tasks::{TaskLedger, send_sleep_tasks};
 use support::controller::{ControllerProcess, event_reasons, wpa};
 use support::e2e;
 use wpa::queue::{Credentials, QueueUri};
-use wpa::workers::drain::{Mailbox, NodeHolding};
+use wpa::workers::drain::{DrainVia, Mailbox, NodeHolding};
 
 const NS: &str = "drain";
 const DB: u8 = 0;
@@ -83,7 +83,7 @@ async fn cluster(acks_late: bool, extra: &[&str]) -> Cluster {
         .expect("queue URI")
         .celery_events(&Credentials::default())
         .expect("a Redis queue has a pidbox");
-    let mailbox = Mailbox::new(source, Duration::from_secs(5));
+    let mailbox = Mailbox::new(DrainVia::Celery(source), Duration::from_secs(5));
     for pod in server.live_pod_names(&Gvr::DEPLOYMENTS, NS, "worker") {
         until(&mailbox, &pod, STARTUP, "consuming", |h| {
             h.consuming.contains(&queue)

@@ -13,7 +13,7 @@ use redis::Commands;
 use support::brokers::{celery_produce_ids, redis_broker, redis_conn, redis_port, unique};
 use support::celery_tasks::{TaskLedger, send_sleep_tasks};
 use wpa::queue::{Credentials, QueueUri};
-use wpa::workers::drain::{Mailbox, NodeHolding};
+use wpa::workers::drain::{DrainVia, Mailbox, NodeHolding};
 
 /// A Celery worker takes a few seconds to start on a loaded machine.
 const STARTUP: Duration = Duration::from_secs(60);
@@ -51,7 +51,7 @@ fn mailbox(uri: &str) -> Mailbox {
         .expect("test URI parses")
         .celery_events(&Credentials::default())
         .expect("a Redis queue has a pidbox");
-    Mailbox::new(source, Duration::from_secs(5))
+    Mailbox::new(DrainVia::Celery(source), Duration::from_secs(5))
 }
 
 /// Asks until `check` holds for the node's answer; panics after `within`.

@@ -24,6 +24,7 @@ mod controller_startup;
 mod controller_workers;
 mod crd;
 mod drain_celery;
+mod drain_sidekiq;
 mod faults;
 mod from_zero;
 mod inspect;

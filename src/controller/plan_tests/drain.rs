@@ -16,6 +16,7 @@ use super::*;
 use crate::queue::Credentials;
 use crate::scaler::WorkerActivity;
 use crate::workers::WorkerSeen;
+use crate::workers::drain::DrainVia;
 
 fn pod(name: &str, draining: bool) -> ClassifiedPod {
     ClassifiedPod {
@@ -64,10 +65,29 @@ fn two_idle(annotated: &[&str]) -> WorkersObserved {
 fn channel() -> DrainChannel {
     let uri = crate::queue::QueueUri::parse(QUEUE).expect("queue");
     DrainChannel {
-        source: uri
-            .celery_events(&Credentials::default())
-            .expect("Redis events"),
+        source: DrainVia::Celery(
+            uri.celery_events(&Credentials::default())
+                .expect("Redis events"),
+        ),
         queues: vec!["jobs".into()],
+    }
+}
+
+/// Sidekiq's channel: irreversible, victims named by pod.
+fn sidekiq_drain(live: Option<Drain>, drained: &[&str]) -> DrainObserved {
+    let uri =
+        crate::queue::QueueUri::parse("redis+sidekiq://127.0.0.1:6379/0/jobs").expect("queue");
+    let none = Credentials::default();
+    DrainObserved {
+        channel: super::super::drain_observe::channel_for(&[uri], &none).expect("drainable"),
+        ..drain(live, drained)
+    }
+}
+
+fn sidekiq_victim(pod: &str) -> Victim {
+    Victim {
+        pod: pod.into(),
+        nodes: vec![pod.into()],
     }
 }
 
@@ -279,4 +299,63 @@ fn with_the_drain_off_a_scale_in_goes_at_once() {
     let plan = plan_for(&wpa, &observed(Ok(undrainable), scaled_ago(3600)));
     assert_eq!(plan.scale.as_ref().map(|c| c.to), Some(1));
     assert_eq!(plan.draining, None);
+}
+
+#[test]
+fn sidekiq_drain_names_pods_and_is_not_called_off_when_backlog_returns() {
+    let wpa = min_one();
+    let world = world_with(&wpa, 0, two_idle(&[]), sidekiq_drain(None, &[]));
+    let plan = plan_for(&wpa, &observed(Ok(world), scaled_ago(3600)));
+    let started = plan.drain.start.as_ref().expect("a drain starts");
+    assert_eq!(started.victims, vec![sidekiq_victim("worker-a")]);
+    assert_eq!(plan.scale, None);
+
+    // 20 messages back: a Celery drain is called off; a quiet Sidekiq process cannot
+    // take work again, so the drain goes on, and the scale waits for it.
+    let live = Drain {
+        victims: vec![sidekiq_victim("worker-a")],
+        ..live_drain()
+    };
+    let world = world_with(
+        &wpa,
+        20,
+        two_idle(&["worker-a"]),
+        sidekiq_drain(Some(live.clone()), &[]),
+    );
+    let plan = plan_for(&wpa, &observed(Ok(world), scaled_ago(3600)));
+    assert!(plan.drain.resume.is_empty(), "nothing to resume");
+    assert_eq!(plan.scale, None);
+    assert_eq!(plan.draining, Some(1));
+
+    // Drained: only the victim goes (2 -> 1); the scale-up comes at the next reconcile.
+    let world = world_with(
+        &wpa,
+        20,
+        two_idle(&["worker-a"]),
+        sidekiq_drain(Some(live), &["worker-a"]),
+    );
+    let plan = plan_for(&wpa, &observed(Ok(world), scaled_ago(3600)));
+    let change = plan.scale.as_ref().expect("the victim goes");
+    assert_eq!((change.from, change.to), (2, 1));
+    assert!(plan.pod_costs.contains(&PodCost {
+        pod: "worker-a".into(),
+        cost: DRAINED_COST
+    }));
+    assert!(reasons(&plan).contains(&DRAINED));
+}
+
+#[test]
+fn sidekiq_pods_left_draining_by_an_earlier_run_are_drained_to_the_end() {
+    let wpa = min_one();
+    // After a restart: worker-b is annotated; it may be quiet already, and cannot be
+    // resumed. The drain is taken over (and the signal sent again).
+    let world = world_with(&wpa, 0, two_idle(&["worker-b"]), sidekiq_drain(None, &[]));
+    let plan = plan_for(&wpa, &observed(Ok(world), scaled_ago(3600)));
+    assert!(plan.drain.resume.is_empty());
+    let adopted = plan.drain.start.as_ref().expect("taken over");
+    assert_eq!(adopted.victims, vec![sidekiq_victim("worker-b")]);
+    assert_eq!(adopted.from, 2);
+    assert_eq!(plan.drain.remember, Remember::Start(adopted.clone()));
+    assert_eq!(plan.scale, None);
+    assert!(reasons(&plan).contains(&DRAIN_STARTED));
 }

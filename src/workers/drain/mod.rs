@@ -1,7 +1,7 @@
-//! Draining Celery workers before their pods are removed: telling them to stop taking
-//! work from the WPA's queues, asking what they still hold, and undoing it.
+//! Draining workers before their pods are removed: telling them to stop taking work from
+//! the WPA's queues, asking what they still hold, and (where the framework can) undoing it.
 //!
-//! All of it goes through Celery's remote control (the broker's pidbox), which workers
+//! Celery: all of it goes through Celery's remote control (the broker's pidbox), which workers
 //! answer by default: `cancel_consumer <queue>` stops a worker consuming a queue (what it
 //! already holds, running or prefetched, it keeps and finishes), `add_consumer <queue>`
 //! starts it again, and `active_queues`, `active` and `reserved` say what it consumes and
@@ -10,12 +10,14 @@
 //!
 //! - [`envelope`]: the messages (pure).
 //! - `redis_pidbox`: kombu's Redis transport (PUBLISH, replies via a bound list).
+//! - `sidekiq_quiet`: Sidekiq processes, quieted by pod (`TSTP`), which cannot be undone.
 //!
 //! Brokers without a pidbox here (RabbitMQ for now) give [`DrainError::Unsupported`]:
 //! their workers are not drained and scale-in works as without drain.
 
 pub mod envelope;
 mod redis_pidbox;
+mod sidekiq_quiet;
 
 use std::time::Duration;
 
@@ -23,6 +25,7 @@ use serde_json::Value;
 
 use self::envelope::{Command, Reply};
 use self::redis_pidbox::RedisPidbox;
+pub use self::sidekiq_quiet::SidekiqQuiet;
 use crate::queue::events::EventSource;
 
 /// Why a drain command could not be sent or answered.
@@ -32,6 +35,39 @@ pub enum DrainError {
     Broker { broker: String, detail: String },
     #[error("workers on {broker} cannot be drained: no remote control for this broker")]
     Unsupported { broker: String },
+    #[error("workers on {broker} cannot take work again once told to stop")]
+    Irreversible { broker: String },
+}
+
+/// How a WPA's workers are told to stop taking work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DrainVia {
+    /// Celery's remote control on the broker whose worker events `EventSource` describes;
+    /// commands name the workers by node name.
+    Celery(EventSource),
+    /// Sidekiq's process signals; commands name the pods.
+    Sidekiq(SidekiqQuiet),
+}
+
+impl DrainVia {
+    /// Whether workers told to stop can be told to take work again (Celery's
+    /// `add_consumer`); a Sidekiq process stays quiet until it exits.
+    pub fn reversible(&self) -> bool {
+        matches!(self, DrainVia::Celery(_))
+    }
+
+    /// Whether a drain names pods rather than the workers' own names.
+    pub fn names_pods(&self) -> bool {
+        matches!(self, DrainVia::Sidekiq(_))
+    }
+
+    /// The broker, for messages (no secret).
+    pub fn redacted(&self) -> String {
+        match self {
+            DrainVia::Celery(source) => source.redacted(),
+            DrainVia::Sidekiq(quiet) => quiet.label().to_string(),
+        }
+    }
 }
 
 /// What one worker consumes and holds, as it answered.
@@ -53,28 +89,29 @@ impl NodeHolding {
     }
 }
 
-/// The remote control of the Celery workers on one broker.
+/// The way to drain the workers of one broker (Celery's remote control, Sidekiq's
+/// signals).
 #[derive(Debug, Clone)]
 pub struct Mailbox {
-    source: EventSource,
+    via: DrainVia,
     connect_timeout: Duration,
 }
 
 impl Mailbox {
-    /// The mailbox on the broker whose worker events `source` describes.
-    pub fn new(source: EventSource, connect_timeout: Duration) -> Self {
+    /// The mailbox for the workers `via` reaches.
+    pub fn new(via: DrainVia, connect_timeout: Duration) -> Self {
         Self {
-            source,
+            via,
             connect_timeout,
         }
     }
 
     pub fn broker(&self) -> String {
-        self.source.redacted()
+        self.via.redacted()
     }
 
-    fn redis(&self) -> Result<RedisPidbox<'_>, DrainError> {
-        match &self.source {
+    fn redis<'s>(&self, source: &'s EventSource) -> Result<RedisPidbox<'s>, DrainError> {
+        match source {
             EventSource::Redis(redis) => Ok(RedisPidbox::new(redis, self.connect_timeout)),
             EventSource::Rabbitmq(_) => Err(DrainError::Unsupported {
                 broker: self.broker(),
@@ -84,26 +121,43 @@ impl Mailbox {
 
     /// Whether this broker's workers can be drained at all.
     pub fn supported(&self) -> bool {
-        self.redis().is_ok()
+        match &self.via {
+            DrainVia::Celery(source) => self.redis(source).is_ok(),
+            DrainVia::Sidekiq(_) => true,
+        }
     }
 
-    /// Tells `nodes` to stop consuming from `queues`.
+    /// Tells `nodes` (Celery node names, or pods for Sidekiq) to stop consuming from
+    /// `queues`.
     pub async fn cancel(&self, nodes: &[String], queues: &[String]) -> Result<(), DrainError> {
-        let commands: Vec<Command> = queues
-            .iter()
-            .map(|q| Command::CancelConsumer(q.clone()))
-            .collect();
-        self.redis()?.cast(&commands, nodes).await
+        match &self.via {
+            DrainVia::Celery(source) => {
+                let commands: Vec<Command> = queues
+                    .iter()
+                    .map(|q| Command::CancelConsumer(q.clone()))
+                    .collect();
+                self.redis(source)?.cast(&commands, nodes).await
+            }
+            // Sidekiq has no per-queue stop: the whole process goes quiet.
+            DrainVia::Sidekiq(quiet) => quiet.quiet(nodes, self.connect_timeout).await,
+        }
     }
 
     /// Tells `nodes` to consume from `queues` again. A worker already consuming one
-    /// ignores it.
+    /// ignores it. Sidekiq cannot: [`DrainError::Irreversible`].
     pub async fn resume(&self, nodes: &[String], queues: &[String]) -> Result<(), DrainError> {
-        let commands: Vec<Command> = queues
-            .iter()
-            .map(|q| Command::AddConsumer(q.clone()))
-            .collect();
-        self.redis()?.cast(&commands, nodes).await
+        match &self.via {
+            DrainVia::Celery(source) => {
+                let commands: Vec<Command> = queues
+                    .iter()
+                    .map(|q| Command::AddConsumer(q.clone()))
+                    .collect();
+                self.redis(source)?.cast(&commands, nodes).await
+            }
+            DrainVia::Sidekiq(_) => Err(DrainError::Irreversible {
+                broker: self.broker(),
+            }),
+        }
     }
 
     /// What each of `nodes` consumes and holds, for those that answered within `timeout`
@@ -113,9 +167,18 @@ impl Mailbox {
         nodes: &[String],
         timeout: Duration,
     ) -> Result<Vec<NodeHolding>, DrainError> {
-        let commands = [Command::ActiveQueues, Command::Active, Command::Reserved];
-        let replies = self.redis()?.call(&commands, nodes, timeout).await?;
-        Ok(holdings_from(nodes, &replies))
+        match &self.via {
+            DrainVia::Celery(source) => {
+                let commands = [Command::ActiveQueues, Command::Active, Command::Reserved];
+                let replies = self.redis(source)?.call(&commands, nodes, timeout).await?;
+                Ok(holdings_from(nodes, &replies))
+            }
+            DrainVia::Sidekiq(quiet) => {
+                quiet
+                    .holdings(nodes, self.connect_timeout.max(timeout))
+                    .await
+            }
+        }
     }
 }
 
