@@ -61,6 +61,8 @@ command -v beanstalkd >/dev/null || missing+=(beanstalkd)
 command -v curl >/dev/null || missing+=(curl)
 # The job frameworks' real workers: Sidekiq from Debian, Node for BullMQ.
 command -v sidekiq >/dev/null || missing+=(ruby-sidekiq)
+# redis-namespace: the Sidekiq tests run one install under a namespace, as Sidekiq 6 allows.
+ruby -e 'require "redis-namespace"' 2>/dev/null || missing+=(ruby-redis-namespace)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 command -v python3 >/dev/null || missing+=(python3)

@@ -11,6 +11,7 @@ use support::brokers::{free_port, redis_conn, redis_port, unique};
 use support::providers::{options, provider};
 use support::sidekiq::{self as sk, SidekiqProcess, queue_uri};
 use wpa::queue::{ConsumerReport, Credentials, QueueError, QueueMetrics, QueueProvider, QueueUri};
+use wpa::workers::drain::{DrainVia, Mailbox, SidekiqQuiet};
 
 /// Polls until `check` accepts a sample (a poll a second, as the controller does), or
 /// panics after `timeout` with the last sample.
@@ -184,13 +185,93 @@ async fn a_process_of_two_queues_is_counted_per_queue() {
     sk::delete(&[ledger]);
 }
 
+/// A real Sidekiq under a redis-namespace (Debian's ruby-redis-namespace): the provider
+/// with `?namespace=` counts what Sidekiq counts and sees the process; drain's `TSTP` on
+/// the namespaced signal list quiets it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_real_sidekiq_under_a_namespace_is_seen_and_drained() {
+    let ns = unique("sk-realns");
+    let queue = unique("sk-nsq");
+    let ledger = unique("sk-ledger");
+    let pod = unique("worker-pod");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("sidekiq.log");
+    let _worker = SidekiqProcess::start_in(Some(&ns), &[&queue], 1, &pod, &log);
+    let uri = queue_uri(&queue, &format!("?namespace={ns}"));
+    let mut p = provider(&uri).await;
+    poll_until(
+        &mut p,
+        Duration::from_secs(30),
+        "the process to beat",
+        |m| reports_of(m, &pod).len() == 1,
+    )
+    .await;
+    // Nothing of it outside the namespace.
+    let mut plain = provider(&queue_uri(&queue, "")).await;
+    let outside = plain.poll().await.expect("poll");
+    assert!(reports_of(&outside, &pod).is_empty(), "{outside:?}");
+
+    sk::push_in(Some(&ns), &queue, &ledger, &[30.0, 1.0, 1.0]);
+    let m = poll_until(&mut p, Duration::from_secs(15), "the job in flight", |m| {
+        m.in_flight == Some(1)
+    })
+    .await;
+    let sidekiq = sk::count_in(&ns, &queue);
+    assert_eq!(m.visible, 2);
+    assert_eq!(sidekiq["size"], 2, "Sidekiq agrees: {sidekiq}");
+    assert_eq!(sidekiq["running"], 1, "{sidekiq}");
+    assert!(reports_of(&m, &pod).iter().all(|r| r.busy), "{m:?}");
+
+    let QueueUri::Sidekiq(sidekiq_uri) = QueueUri::parse(&uri).expect("URI") else {
+        panic!("a Sidekiq URI");
+    };
+    let mailbox = Mailbox::new(
+        DrainVia::Sidekiq(SidekiqQuiet::of(&sidekiq_uri, &Credentials::default())),
+        Duration::from_secs(5),
+    );
+    let pods = vec![pod.clone()];
+    mailbox
+        .cancel(&pods, std::slice::from_ref(&queue))
+        .await
+        .expect("TSTP");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let holdings = mailbox
+            .holdings(&pods, Duration::from_secs(2))
+            .await
+            .expect("holdings");
+        if holdings.iter().any(|h| h.consuming.is_empty()) {
+            assert_eq!(holdings[0].active, 1, "quiet, its job still running");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never quiet: {holdings:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let m = p.poll().await.expect("poll");
+    assert_eq!(
+        m.consumers,
+        Some(0),
+        "a quiet process is no consumer: {m:?}"
+    );
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(log.contains("Received TSTP"), "{log}");
+    sk::delete(&[
+        format!("{ns}:queue:{queue}"),
+        format!("{ns}:queues"),
+        format!("{ns}:{ledger}"),
+    ]);
+}
+
 #[tokio::test]
 async fn a_namespace_prefixes_every_key() {
     let ns = unique("sk-ns");
     let queue = "default";
     let mut conn = redis_conn(redis_port(), sk::DB);
-    // What redis-namespace makes of Sidekiq's keys (the gem is not installed here, so the
-    // keys are written as it would write them).
+    // What redis-namespace makes of Sidekiq's keys, written by hand (the real thing is
+    // above), for the error case.
     let _: () = conn
         .rpush(format!("{ns}:queue:{queue}"), &["{}", "{}", "{}"])
         .expect("RPUSH");

@@ -1,7 +1,7 @@
 # frozen_string_literal: true
 
 # What the integration tests ask Sidekiq's own client and API (`REDIS_URL` picks the server
-# and database). One command per run, one JSON document on stdout:
+# and database, `SIDEKIQ_NAMESPACE` a redis-namespace, as in worker.rb). One command per run, one JSON document on stdout:
 #
 #   ruby client.rb push <queue> <ledger> <seconds> [<seconds>...]
 #       enqueues one SleepJob per <seconds> with Sidekiq::Client.push; prints {"ids": [...]}

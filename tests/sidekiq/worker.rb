@@ -10,6 +10,16 @@ require "json"
 require "socket"
 require "sidekiq"
 
+# SIDEKIQ_NAMESPACE=<ns>: every key under `<ns>:`, as the redis-namespace gem (Debian's
+# ruby-redis-namespace) makes it, which Sidekiq 6.x accepts as `namespace:`.
+namespace = ENV["SIDEKIQ_NAMESPACE"].to_s
+unless namespace.empty?
+  require "redis-namespace"
+  redis = {url: ENV.fetch("REDIS_URL"), namespace: namespace}
+  Sidekiq.configure_server { |config| config.redis = redis }
+  Sidekiq.configure_client { |config| config.redis = redis }
+end
+
 # redis-rb 4.8 warns about `sadd` on every push (Sidekiq 6.4 calls it): noise in test logs.
 Redis.silence_deprecations = true if Redis.respond_to?(:silence_deprecations=)
 

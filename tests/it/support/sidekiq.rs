@@ -36,11 +36,17 @@ pub fn queue_uri(queue: &str, query: &str) -> String {
 }
 
 fn client(args: &[&str]) -> Value {
+    client_in(None, args)
+}
+
+/// `client.rb` with `SIDEKIQ_NAMESPACE` set to `namespace` (none: no namespace).
+fn client_in(namespace: Option<&str>, args: &[&str]) -> Value {
     let out = Command::new("ruby")
         .arg(dir().join("client.rb"))
         .args(args)
         .current_dir(dir())
         .env("REDIS_URL", redis_url())
+        .env("SIDEKIQ_NAMESPACE", namespace.unwrap_or_default())
         .stderr(Stdio::inherit())
         .output()
         .expect("ruby runs");
@@ -56,10 +62,15 @@ fn client(args: &[&str]) -> Value {
 /// Enqueues one `SleepJob` per entry of `seconds` on `queue` with `Sidekiq::Client.push`,
 /// recording into `ledger`; returns the jobs' ids (`<queue>-<n>`).
 pub fn push(queue: &str, ledger: &str, seconds: &[f64]) -> Vec<String> {
+    push_in(None, queue, ledger, seconds)
+}
+
+/// [`push`] under a redis-namespace (the ledger too is then `<ns>:<ledger>`).
+pub fn push_in(namespace: Option<&str>, queue: &str, ledger: &str, seconds: &[f64]) -> Vec<String> {
     let seconds: Vec<String> = seconds.iter().map(|s| s.to_string()).collect();
     let mut args = vec!["push", queue, ledger];
     args.extend(seconds.iter().map(String::as_str));
-    let out = client(&args);
+    let out = client_in(namespace, &args);
     out["ids"]
         .as_array()
         .expect("ids")
@@ -75,6 +86,11 @@ pub fn count(queue: &str) -> Value {
     client(&["count", queue])
 }
 
+/// [`count`] under a redis-namespace.
+pub fn count_in(namespace: &str, queue: &str) -> Value {
+    client_in(Some(namespace), &["count", queue])
+}
+
 /// One `sidekiq` process; SIGKILLed with its group when dropped.
 pub struct SidekiqProcess {
     child: Child,
@@ -84,6 +100,17 @@ impl SidekiqProcess {
     /// `sidekiq -r ./worker.rb -q <each queue> -c <concurrency>` with `DYNO=<hostname>` (the
     /// name Sidekiq reports, as a Pod's hostname would be), logging to `log`.
     pub fn start(queues: &[&str], concurrency: u32, hostname: &str, log: &Path) -> Self {
+        Self::start_in(None, queues, concurrency, hostname, log)
+    }
+
+    /// [`SidekiqProcess::start`] under a redis-namespace (`SIDEKIQ_NAMESPACE`).
+    pub fn start_in(
+        namespace: Option<&str>,
+        queues: &[&str],
+        concurrency: u32,
+        hostname: &str,
+        log: &Path,
+    ) -> Self {
         let mut command = Command::new("sidekiq");
         command.args(["-r", "./worker.rb", "-c", &concurrency.to_string()]);
         for queue in queues {
@@ -94,6 +121,7 @@ impl SidekiqProcess {
             .current_dir(dir())
             .env("REDIS_URL", redis_url())
             .env("DYNO", hostname)
+            .env("SIDEKIQ_NAMESPACE", namespace.unwrap_or_default())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log"))
             .stderr(log)
