@@ -28,7 +28,8 @@ use crate::queue::events::EventSource;
 use crate::workers::WorkerSeen;
 
 /// Where a WPA's workers are drained: the broker's remote control and the queue names to
-/// cancel. Only WPAs whose queues are all Celery queues on one Redis database have one.
+/// cancel. Only WPAs whose queues are all Celery queues on one broker (one Redis database
+/// or one RabbitMQ vhost) have one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DrainChannel {
     pub source: EventSource,

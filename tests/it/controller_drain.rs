@@ -1,7 +1,7 @@
 //! Drain before removal with the real controller binary: the API double runs the
 //! Deployment's Pods, the pod runner one real Celery worker per Pod (Redis DB 0, unique
-//! queues), and the controller drains a scale-in's victims through Celery's remote control
-//! before the ReplicaSet removes them.
+//! queues; or RabbitMQ, a vhost of the test's own), and the controller drains a scale-in's
+//! victims through Celery's remote control before the ReplicaSet removes them.
 //!
 //! A victim is an idle pod when the drain starts: the first idle pod by name. To make it
 //! hold work during its drain (in production: a task that reached it just before the
@@ -16,12 +16,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 use support::apiserver::{ApiServerDouble, Fault, Gvr, objects};
-use support::brokers::{redis_broker, redis_conn, redis_port, unique};
+use support::brokers::{redis_conn, redis_port, unique};
 use support::celery_pods::{CeleryPodConfig, CeleryPodRunner, WorkerRecord};
 use support::celery_tasks::{TaskLedger, send_sleep_tasks};
 use support::controller::{ControllerProcess, event_reasons, wpa};
+use support::drain::CeleryBroker;
 use support::e2e;
-use wpa::queue::{Credentials, QueueUri};
 use wpa::workers::drain::{Mailbox, NodeHolding};
 
 const NS: &str = "drain";
@@ -39,6 +39,7 @@ struct Cluster {
     server: ApiServerDouble,
     ledger: TaskLedger,
     runner: CeleryPodRunner,
+    /// The Celery broker URL.
     broker: String,
     queue: String,
     mailbox: Mailbox,
@@ -54,17 +55,22 @@ fn running(records: &[WorkerRecord]) -> usize {
     records.iter().filter(|r| r.running()).count()
 }
 
-/// `acks_late`: Celery's `task_acks_late`; `extra`: more `celery worker` arguments.
+/// On Redis: see [`cluster_on`].
 async fn cluster(acks_late: bool, extra: &[&str]) -> Cluster {
+    cluster_on(&CeleryBroker::redis(""), acks_late, extra).await
+}
+
+/// The cluster with its workers on `broker`. `acks_late`: Celery's `task_acks_late`;
+/// `extra`: more `celery worker` arguments.
+async fn cluster_on(celery: &CeleryBroker, acks_late: bool, extra: &[&str]) -> Cluster {
     let server = ApiServerDouble::start().await.expect("API double");
     server.simulate_pods(true);
     let mut deployment = objects::deployment(NS, "worker", 2);
     deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = json!(GRACE_SECONDS);
     server.insert(deployment).expect("deployment");
-    let port = redis_port();
-    let broker = redis_broker(port, DB);
+    let broker = celery.url();
     let queue = unique("drain-ctl");
-    let ledger = TaskLedger::new(&broker, &unique("drain-ledger"));
+    let ledger = TaskLedger::new(&celery.ledger_url(), &unique("drain-ledger"));
     let logs = tempfile::tempdir().expect("tempdir");
     let mut config = CeleryPodConfig::new(&Gvr::DEPLOYMENTS, NS, "worker", &broker, &queue);
     config.kill_grace = Duration::from_secs(GRACE_SECONDS);
@@ -78,12 +84,8 @@ async fn cluster(acks_late: bool, extra: &[&str]) -> Cluster {
         "{:?}",
         runner.records()
     );
-    let uri = format!("redis://127.0.0.1:{port}/{DB}/{queue}");
-    let source = QueueUri::parse(&uri)
-        .expect("queue URI")
-        .celery_events(&Credentials::default())
-        .expect("a Redis queue has a pidbox");
-    let mailbox = Mailbox::new(source, Duration::from_secs(5));
+    let uri = celery.queue_uri(&queue);
+    let mailbox = celery.mailbox(&queue);
     for pod in server.live_pod_names(&Gvr::DEPLOYMENTS, NS, "worker") {
         until(&mailbox, &pod, STARTUP, "consuming", |h| {
             h.consuming.contains(&queue)
@@ -168,7 +170,7 @@ impl Cluster {
         (pods[0].clone(), side)
     }
 
-    /// Moves every task waiting in `stage` onto `side` at once.
+    /// Moves every task waiting in `stage` onto `side` at once (Redis only).
     fn release(&self, stage: &str, side: &str) {
         let mut conn = redis_conn(redis_port(), DB);
         while redis::cmd("RPOPLPUSH")
@@ -243,7 +245,22 @@ fn cost_patched(server: &ApiServerDouble, pod: &str, cost: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_scale_in_removes_the_drained_victim_which_takes_no_new_task() {
     let c = cluster(true, &[]).await;
-    let controller = c.controller("drain-a");
+    removes_the_drained_victim(&c, "drain-a").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_rabbitmq_scale_in_removes_the_drained_victim_which_takes_no_new_task() {
+    let broker = CeleryBroker::rabbitmq().await;
+    let c = cluster_on(&broker, true, &[]).await;
+    removes_the_drained_victim(&c, "drain-amqp").await;
+    drop(c);
+    broker.remove().await;
+}
+
+/// A drain starts; a task sent then goes to the pod that stays; the drained victim is
+/// removed and its worker exits clean, having taken nothing.
+async fn removes_the_drained_victim(c: &Cluster, name: &str) {
+    let controller = c.controller(name);
     let (victim, other) = c.drain_started(&controller).await;
     // A task sent once the drain started goes to the pod that stays.
     let sent = send_sleep_tasks(&c.broker, &c.queue, 1, 0.5);
@@ -279,6 +296,12 @@ async fn drain_scale_in_removes_the_drained_victim_which_takes_no_new_task() {
     assert!(record.terminated_at.is_some() && record.exited_cleanly() && !record.killed());
     c.wait_event("DrainStarted").await;
     c.wait_event("Drained").await;
+    // Drained through the remote control, not let go because it could not be asked.
+    let log = controller.log_text();
+    assert!(log.contains("drain started"), "{log}");
+    for failure in ["drain write failed", "cannot be drained", "cannot ask"] {
+        assert!(!log.contains(failure), "{failure}:\n{log}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

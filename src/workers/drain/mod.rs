@@ -6,14 +6,16 @@
 //! already holds, running or prefetched, it keeps and finishes), `add_consumer <queue>`
 //! starts it again, and `active_queues`, `active` and `reserved` say what it consumes and
 //! holds. Commands name their workers by node name (`destination`), so only the victims
-//! act on them.
+//! act on them; a command without names would reach every worker, so none is ever sent.
 //!
-//! - [`envelope`]: the messages (pure).
+//! - [`envelope`]: the messages (pure, the same on every broker).
 //! - `redis_pidbox`: kombu's Redis transport (PUBLISH, replies via a bound list).
+//! - `amqp_pidbox`: kombu's AMQP mailbox on RabbitMQ (the `celery.pidbox` fanout
+//!   exchange, replies via our own queue bound to `reply.celery.pidbox`).
 //!
-//! Brokers without a pidbox here (RabbitMQ for now) give [`DrainError::Unsupported`]:
-//! their workers are not drained and scale-in works as without drain.
+//! Which one is used follows the broker of the WPA's queues ([`EventSource`]).
 
+mod amqp_pidbox;
 pub mod envelope;
 mod redis_pidbox;
 
@@ -21,6 +23,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use self::amqp_pidbox::AmqpPidbox;
 use self::envelope::{Command, Reply};
 use self::redis_pidbox::RedisPidbox;
 use crate::queue::events::EventSource;
@@ -30,8 +33,22 @@ use crate::queue::events::EventSource;
 pub enum DrainError {
     #[error("remote control on {broker} failed: {detail}")]
     Broker { broker: String, detail: String },
-    #[error("workers on {broker} cannot be drained: no remote control for this broker")]
-    Unsupported { broker: String },
+    /// No worker ever listened for remote control there (RabbitMQ: the mailbox exchange
+    /// was never declared on the vhost).
+    #[error(
+        "no Celery worker listens for remote control on {broker}: exchange {exchange} does not exist"
+    )]
+    NoMailbox { broker: String, exchange: String },
+}
+
+/// How long a worker may still act on a command: a command stuck that long (a worker
+/// blocked, a broker backlog) is better dropped than run late.
+const COMMAND_TTL: Duration = Duration::from_secs(30);
+
+/// The `expires` header of a command sent now (seconds since the epoch, as kombu writes
+/// it).
+fn command_expiry() -> f64 {
+    jiff::Timestamp::now().as_millisecond() as f64 / 1000.0 + COMMAND_TTL.as_secs_f64()
 }
 
 /// What one worker consumes and holds, as it answered.
@@ -73,18 +90,12 @@ impl Mailbox {
         self.source.redacted()
     }
 
-    fn redis(&self) -> Result<RedisPidbox<'_>, DrainError> {
-        match &self.source {
-            EventSource::Redis(redis) => Ok(RedisPidbox::new(redis, self.connect_timeout)),
-            EventSource::Rabbitmq(_) => Err(DrainError::Unsupported {
-                broker: self.broker(),
-            }),
-        }
-    }
-
-    /// Whether this broker's workers can be drained at all.
+    /// Whether this broker's workers can be drained at all: every broker with Celery
+    /// worker events has a pidbox here.
     pub fn supported(&self) -> bool {
-        self.redis().is_ok()
+        match &self.source {
+            EventSource::Redis(_) | EventSource::Rabbitmq(_) => true,
+        }
     }
 
     /// Tells `nodes` to stop consuming from `queues`.
@@ -93,7 +104,7 @@ impl Mailbox {
             .iter()
             .map(|q| Command::CancelConsumer(q.clone()))
             .collect();
-        self.redis()?.cast(&commands, nodes).await
+        self.cast(&commands, nodes).await
     }
 
     /// Tells `nodes` to consume from `queues` again. A worker already consuming one
@@ -103,7 +114,7 @@ impl Mailbox {
             .iter()
             .map(|q| Command::AddConsumer(q.clone()))
             .collect();
-        self.redis()?.cast(&commands, nodes).await
+        self.cast(&commands, nodes).await
     }
 
     /// What each of `nodes` consumes and holds, for those that answered within `timeout`
@@ -113,9 +124,42 @@ impl Mailbox {
         nodes: &[String],
         timeout: Duration,
     ) -> Result<Vec<NodeHolding>, DrainError> {
+        if nodes.is_empty() {
+            return Ok(Vec::new());
+        }
         let commands = [Command::ActiveQueues, Command::Active, Command::Reserved];
-        let replies = self.redis()?.call(&commands, nodes, timeout).await?;
+        let replies = match &self.source {
+            EventSource::Redis(redis) => {
+                RedisPidbox::new(redis, self.connect_timeout)
+                    .call(&commands, nodes, timeout)
+                    .await?
+            }
+            EventSource::Rabbitmq(amqp) => {
+                AmqpPidbox::new(amqp, self.connect_timeout)
+                    .call(&commands, nodes, timeout)
+                    .await?
+            }
+        };
         Ok(holdings_from(nodes, &replies))
+    }
+
+    async fn cast(&self, commands: &[Command], nodes: &[String]) -> Result<(), DrainError> {
+        // Never without names: a command without a destination reaches every worker.
+        if nodes.is_empty() || commands.is_empty() {
+            return Ok(());
+        }
+        match &self.source {
+            EventSource::Redis(redis) => {
+                RedisPidbox::new(redis, self.connect_timeout)
+                    .cast(commands, nodes)
+                    .await
+            }
+            EventSource::Rabbitmq(amqp) => {
+                AmqpPidbox::new(amqp, self.connect_timeout)
+                    .cast(commands, nodes)
+                    .await
+            }
+        }
     }
 }
 

@@ -1,0 +1,128 @@
+//! The broker a drain test's Celery workers use, Redis or RabbitMQ, behind one face: the
+//! Celery broker URL, the WPA's queue URI, the remote control, and what waits in a queue.
+//! A RabbitMQ broker gets a vhost of its own, so that tests never see each other's
+//! workers or pidbox messages; the task ledger stays on Redis either way.
+
+use std::time::Duration;
+
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+use redis::Commands;
+use wpa::queue::{Credentials, QueueUri};
+use wpa::workers::drain::Mailbox;
+
+use super::broker_procs::unique;
+use super::brokers::{redis_broker, redis_conn, redis_port};
+use super::brokers_amqp::{AMQP_PORT, MANAGEMENT, create_vhost, delete_vhost, open};
+
+pub enum CeleryBroker {
+    /// Database 0 of the shared Redis, with kombu's `global_keyprefix` (may be empty).
+    Redis { port: u16, prefix: String },
+    /// A vhost of the test's own on the shared RabbitMQ.
+    Rabbitmq { vhost: String },
+}
+
+impl CeleryBroker {
+    pub fn redis(prefix: &str) -> Self {
+        CeleryBroker::Redis {
+            port: redis_port(),
+            prefix: prefix.to_string(),
+        }
+    }
+
+    /// A fresh vhost, guest with every permission on it.
+    pub async fn rabbitmq() -> Self {
+        let vhost = unique("wpa-drain");
+        create_vhost(&vhost).await;
+        CeleryBroker::Rabbitmq { vhost }
+    }
+
+    /// Where tasks are recorded: Redis, whatever the broker.
+    pub fn ledger_url(&self) -> String {
+        redis_broker(redis_port(), 0)
+    }
+
+    /// The Celery broker URL.
+    pub fn url(&self) -> String {
+        match self {
+            CeleryBroker::Redis { port, .. } => redis_broker(*port, 0),
+            CeleryBroker::Rabbitmq { vhost } => {
+                format!("amqp://guest:guest@127.0.0.1:{AMQP_PORT}/{vhost}")
+            }
+        }
+    }
+
+    /// The worker's environment for this broker (kombu's key prefix on Redis).
+    pub fn worker_env(&self) -> Vec<(String, String)> {
+        match self {
+            CeleryBroker::Redis { prefix, .. } if !prefix.is_empty() => {
+                vec![("WPA_TEST_KEYPREFIX".into(), prefix.clone())]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The producer's extra arguments for this broker.
+    pub fn produce_args(&self) -> Vec<String> {
+        match self {
+            CeleryBroker::Redis { prefix, .. } if !prefix.is_empty() => {
+                vec!["--prefix".into(), prefix.clone()]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The WPA's queue URI for `queue` (RabbitMQ with its management API).
+    pub fn queue_uri(&self, queue: &str) -> String {
+        match self {
+            CeleryBroker::Redis { port, prefix } if prefix.is_empty() => {
+                format!("redis://127.0.0.1:{port}/0/{queue}")
+            }
+            CeleryBroker::Redis { port, prefix } => {
+                format!("redis://127.0.0.1:{port}/0/{queue}?prefix={prefix}")
+            }
+            CeleryBroker::Rabbitmq { vhost } => format!(
+                "amqp://guest:guest@127.0.0.1:{AMQP_PORT}/{vhost}/{queue}?management={MANAGEMENT}"
+            ),
+        }
+    }
+
+    /// The remote control of the workers reading `queue`, as the controller builds it.
+    pub fn mailbox(&self, queue: &str) -> Mailbox {
+        let source = QueueUri::parse(&self.queue_uri(queue))
+            .expect("test URI parses")
+            .celery_events(&Credentials::default())
+            .expect("a Celery broker has a pidbox");
+        Mailbox::new(source, Duration::from_secs(5))
+    }
+
+    /// How many messages wait in `queue` (not handed to any worker).
+    pub async fn waiting(&self, queue: &str) -> u64 {
+        match self {
+            CeleryBroker::Redis { port, prefix } => {
+                let mut conn = redis_conn(*port, 0);
+                conn.llen(format!("{prefix}{queue}")).expect("LLEN")
+            }
+            CeleryBroker::Rabbitmq { vhost } => {
+                let (connection, channel) = open(AMQP_PORT, vhost).await;
+                let passive = QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                };
+                let declared = channel
+                    .queue_declare(queue.into(), passive, FieldTable::default())
+                    .await
+                    .expect("passive queue.declare");
+                let _ = connection.close(200, "done".into()).await;
+                u64::from(declared.message_count())
+            }
+        }
+    }
+
+    /// Drops the test's vhost (RabbitMQ).
+    pub async fn remove(self) {
+        if let CeleryBroker::Rabbitmq { vhost } = self {
+            delete_vhost(&vhost).await;
+        }
+    }
+}
