@@ -55,14 +55,22 @@ fn running(records: &[WorkerRecord]) -> usize {
     records.iter().filter(|r| r.running()).count()
 }
 
+/// The workers' setting that turns Celery's remote control off.
+const REMOTE_CONTROL_OFF: (&str, &str) = ("WPA_TEST_REMOTE_CONTROL", "0");
+
 /// On Redis: see [`cluster_on`].
 async fn cluster(acks_late: bool, extra: &[&str]) -> Cluster {
-    cluster_on(&CeleryBroker::redis(""), acks_late, extra).await
+    cluster_on(&CeleryBroker::redis(""), acks_late, extra, &[]).await
 }
 
 /// The cluster with its workers on `broker`. `acks_late`: Celery's `task_acks_late`;
-/// `extra`: more `celery worker` arguments.
-async fn cluster_on(celery: &CeleryBroker, acks_late: bool, extra: &[&str]) -> Cluster {
+/// `extra`: more `celery worker` arguments; `env`: more worker settings.
+async fn cluster_on(
+    celery: &CeleryBroker,
+    acks_late: bool,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Cluster {
     let server = ApiServerDouble::start().await.expect("API double");
     server.simulate_pods(true);
     let mut deployment = objects::deployment(NS, "worker", 2);
@@ -78,6 +86,10 @@ async fn cluster_on(celery: &CeleryBroker, acks_late: bool, extra: &[&str]) -> C
     config.acks_late = acks_late;
     config.extra_args = extra.iter().map(|a| a.to_string()).collect();
     config.log_dir = Some(logs.path().to_path_buf());
+    config.env = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let runner = CeleryPodRunner::start(&server, config);
     assert!(
         runner.wait_until(STARTUP, |r| running(r) == 2).await,
@@ -86,11 +98,15 @@ async fn cluster_on(celery: &CeleryBroker, acks_late: bool, extra: &[&str]) -> C
     );
     let uri = celery.queue_uri(&queue);
     let mailbox = celery.mailbox(&queue);
-    for pod in server.live_pod_names(&Gvr::DEPLOYMENTS, NS, "worker") {
-        until(&mailbox, &pod, STARTUP, "consuming", |h| {
-            h.consuming.contains(&queue)
-        })
-        .await;
+    // Workers without remote control cannot say; the controller waits for their
+    // heartbeats anyway.
+    if !env.contains(&REMOTE_CONTROL_OFF) {
+        for pod in server.live_pod_names(&Gvr::DEPLOYMENTS, NS, "worker") {
+            until(&mailbox, &pod, STARTUP, "consuming", |h| {
+                h.consuming.contains(&queue)
+            })
+            .await;
+        }
     }
     let spec = json!({
         "minReplicas": 1,
@@ -251,8 +267,42 @@ async fn drain_scale_in_removes_the_drained_victim_which_takes_no_new_task() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_rabbitmq_scale_in_removes_the_drained_victim_which_takes_no_new_task() {
     let broker = CeleryBroker::rabbitmq().await;
-    let c = cluster_on(&broker, true, &[]).await;
+    let c = cluster_on(&broker, true, &[], &[]).await;
     removes_the_drained_victim(&c, "drain-amqp").await;
+    drop(c);
+    broker.remove().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_rabbitmq_without_any_mailbox_removes_the_victim_as_without_drain() {
+    // Remote control off and no mingle: nothing ever declares `celery.pidbox` on the vhost.
+    let broker = CeleryBroker::rabbitmq().await;
+    let c = cluster_on(&broker, true, &["--without-mingle"], &[REMOTE_CONTROL_OFF]).await;
+    let controller = c.controller("drain-nomailbox");
+    let (victim, other) = c.drain_started(&controller).await;
+    let started = Instant::now();
+    e2e::wait_replicas(
+        &c.server,
+        NS,
+        "worker",
+        1,
+        "the victim gone without drain",
+        &controller,
+    )
+    .await;
+    // Let go at once, not held until the drain's bound.
+    assert!(
+        started.elapsed() < Duration::from_secs(GRACE_SECONDS / 2),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        c.server.live_pod_names(&Gvr::DEPLOYMENTS, NS, "worker"),
+        vec![other]
+    );
+    assert!(cost_patched(&c.server, &victim, "-2000"));
+    let log = controller.log_text();
+    assert!(log.contains("cannot be drained"), "{log}");
     drop(c);
     broker.remove().await;
 }

@@ -13,7 +13,7 @@ use redis::Commands;
 use support::brokers::{celery_produce_ids, redis_conn, redis_port, unique};
 use support::brokers_amqp::{MANAGEMENT, create_vhost, delete_vhost};
 use support::celery_tasks::{TaskLedger, send_sleep_tasks};
-use support::drain::CeleryBroker;
+use support::drain::{CeleryBroker, DRAIN_PERMISSIONS};
 use wpa::queue::{Credentials, QueueUri};
 use wpa::workers::drain::{DrainError, Mailbox, NodeHolding};
 
@@ -222,14 +222,41 @@ async fn queues_ending(vhost: &str, suffix: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_rabbitmq_cancel_consumer_keeps_a_task_queued_and_add_consumer_resumes() {
-    let broker = CeleryBroker::rabbitmq().await;
-    cancel_then_resume(&broker, &format!("celery@{}", unique("pod"))).await;
-    // Our reply queues went with our connections.
-    let CeleryBroker::Rabbitmq { vhost } = &broker else {
+    // The remote control logs in with only the permissions the docs list, on a vhost where
+    // nobody asked a worker anything yet (so it declares `reply.celery.pidbox`).
+    let broker = CeleryBroker::rabbitmq()
+        .await
+        .with_user(DRAIN_PERMISSIONS)
+        .await;
+    let node = format!("celery@{}", unique("pod"));
+    cancel_then_resume(&broker, &node).await;
+    let CeleryBroker::Rabbitmq { vhost, .. } = &broker else {
         unreachable!("a RabbitMQ broker")
     };
+    // Our reply queues went with our connections.
     let left = queues_ending(vhost, ".reply.celery.pidbox").await;
     assert!(left.is_empty(), "left reply queues: {left:?}");
+
+    // Without those permissions: the broker's refusal, no secret in it.
+    let broker = broker.with_user(["^$", "^$", "^$"]).await;
+    let CeleryBroker::Rabbitmq {
+        user: Some((_, password)),
+        ..
+    } = &broker
+    else {
+        unreachable!("a RabbitMQ broker with a user")
+    };
+    let refused = broker
+        .mailbox("q")
+        .holdings(&[node], ASK)
+        .await
+        .expect_err("no permission");
+    let text = refused.to_string();
+    assert!(
+        matches!(refused, DrainError::Broker { .. }) && text.contains("ACCESS_REFUSED"),
+        "{text}"
+    );
+    assert!(!text.contains(password.as_str()), "{text}");
     broker.remove().await;
 }
 

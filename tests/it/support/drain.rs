@@ -18,9 +18,21 @@ use super::brokers_amqp::{AMQP_PORT, MANAGEMENT, create_vhost, delete_vhost, ope
 pub enum CeleryBroker {
     /// Database 0 of the shared Redis, with kombu's `global_keyprefix` (may be empty).
     Redis { port: u16, prefix: String },
-    /// A vhost of the test's own on the shared RabbitMQ.
-    Rabbitmq { vhost: String },
+    /// A vhost of the test's own on the shared RabbitMQ; the remote control logs in as
+    /// `user` (name, password) when set, else as guest.
+    Rabbitmq {
+        vhost: String,
+        user: Option<(String, String)>,
+    },
 }
+
+/// What docs/worker-aware-scale-in.md says the controller's RabbitMQ user needs for the
+/// drain (configure, write, read).
+pub const DRAIN_PERMISSIONS: [&str; 3] = [
+    r"^([0-9a-f-]+\.)?reply\.celery\.pidbox$",
+    r"^(celery\.pidbox|[0-9a-f-]+\.reply\.celery\.pidbox)$",
+    r"^([0-9a-f-]+\.)?reply\.celery\.pidbox$",
+];
 
 impl CeleryBroker {
     pub fn redis(prefix: &str) -> Self {
@@ -34,7 +46,40 @@ impl CeleryBroker {
     pub async fn rabbitmq() -> Self {
         let vhost = unique("wpa-drain");
         create_vhost(&vhost).await;
-        CeleryBroker::Rabbitmq { vhost }
+        CeleryBroker::Rabbitmq { vhost, user: None }
+    }
+
+    /// The remote control logs in as a new user with only `permissions` (configure,
+    /// write, read) on the vhost (RabbitMQ).
+    pub async fn with_user(self, permissions: [&str; 3]) -> Self {
+        let CeleryBroker::Rabbitmq { vhost, user } = self else {
+            return self;
+        };
+        if let Some((old, _)) = user {
+            delete_user(&old).await;
+        }
+        let name = unique("wpa-drain-user");
+        let password = unique("pw");
+        let http = reqwest::Client::new();
+        let r = http
+            .put(format!("{MANAGEMENT}/api/users/{name}"))
+            .basic_auth("guest", Some("guest"))
+            .json(&serde_json::json!({"password": password, "tags": ""}))
+            .send()
+            .await;
+        assert!(r.expect("PUT user").status().is_success());
+        let [configure, write, read] = permissions;
+        let r = http
+            .put(format!("{MANAGEMENT}/api/permissions/{vhost}/{name}"))
+            .basic_auth("guest", Some("guest"))
+            .json(&serde_json::json!({"configure": configure, "write": write, "read": read}))
+            .send()
+            .await;
+        assert!(r.expect("PUT permissions").status().is_success());
+        CeleryBroker::Rabbitmq {
+            vhost,
+            user: Some((name, password)),
+        }
     }
 
     /// Where tasks are recorded: Redis, whatever the broker.
@@ -46,7 +91,7 @@ impl CeleryBroker {
     pub fn url(&self) -> String {
         match self {
             CeleryBroker::Redis { port, .. } => redis_broker(*port, 0),
-            CeleryBroker::Rabbitmq { vhost } => {
+            CeleryBroker::Rabbitmq { vhost, .. } => {
                 format!("amqp://guest:guest@127.0.0.1:{AMQP_PORT}/{vhost}")
             }
         }
@@ -81,17 +126,29 @@ impl CeleryBroker {
             CeleryBroker::Redis { port, prefix } => {
                 format!("redis://127.0.0.1:{port}/0/{queue}?prefix={prefix}")
             }
-            CeleryBroker::Rabbitmq { vhost } => format!(
+            CeleryBroker::Rabbitmq { vhost, .. } => format!(
                 "amqp://guest:guest@127.0.0.1:{AMQP_PORT}/{vhost}/{queue}?management={MANAGEMENT}"
             ),
         }
     }
 
-    /// The remote control of the workers reading `queue`, as the controller builds it.
+    /// The remote control of the workers reading `queue`, as the controller builds it
+    /// (with the user's credentials as a Secret gives them, when there is one).
     pub fn mailbox(&self, queue: &str) -> Mailbox {
+        let credentials = match self {
+            CeleryBroker::Rabbitmq {
+                user: Some((name, password)),
+                ..
+            } => Credentials {
+                username: Some(name.clone()),
+                password: Some(password.clone()),
+                ..Credentials::default()
+            },
+            _ => Credentials::default(),
+        };
         let source = QueueUri::parse(&self.queue_uri(queue))
             .expect("test URI parses")
-            .celery_events(&Credentials::default())
+            .celery_events(&credentials)
             .expect("a Celery broker has a pidbox");
         Mailbox::new(source, Duration::from_secs(5))
     }
@@ -103,7 +160,7 @@ impl CeleryBroker {
                 let mut conn = redis_conn(*port, 0);
                 conn.llen(format!("{prefix}{queue}")).expect("LLEN")
             }
-            CeleryBroker::Rabbitmq { vhost } => {
+            CeleryBroker::Rabbitmq { vhost, .. } => {
                 let (connection, channel) = open(AMQP_PORT, vhost).await;
                 let passive = QueueDeclareOptions {
                     passive: true,
@@ -119,10 +176,21 @@ impl CeleryBroker {
         }
     }
 
-    /// Drops the test's vhost (RabbitMQ).
+    /// Drops the test's vhost and user (RabbitMQ).
     pub async fn remove(self) {
-        if let CeleryBroker::Rabbitmq { vhost } = self {
+        if let CeleryBroker::Rabbitmq { vhost, user } = self {
             delete_vhost(&vhost).await;
+            if let Some((name, _)) = user {
+                delete_user(&name).await;
+            }
         }
     }
+}
+
+async fn delete_user(name: &str) {
+    let _ = reqwest::Client::new()
+        .delete(format!("{MANAGEMENT}/api/users/{name}"))
+        .basic_auth("guest", Some("guest"))
+        .send()
+        .await;
 }
