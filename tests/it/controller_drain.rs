@@ -7,8 +7,9 @@
 //! hold work during its drain (in production: a task that reached it just before the
 //! cancel), the tests point that pod, and only it, at a side queue of their own
 //! (`add_consumer`, before the drain) that the WPA does not watch, so the cancel leaves it
-//! alone; the tasks wait in a staging list and are moved onto the side queue the moment
-//! the drain starts (one Redis command: well before the drain's next look at its victim).
+//! alone; the tasks wait in a staging queue and are moved onto the side queue the moment
+//! the drain starts (Redis: RPOPLPUSH; RabbitMQ: basic.get and republish; milliseconds
+//! either way, well before the drain's next look at its victim).
 
 use crate::support;
 
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 use support::apiserver::{ApiServerDouble, Fault, Gvr, objects};
-use support::brokers::{redis_conn, redis_port, unique};
+use support::brokers::unique;
 use support::celery_pods::{CeleryPodConfig, CeleryPodRunner, WorkerRecord};
 use support::celery_tasks::{TaskLedger, send_sleep_tasks};
 use support::controller::{ControllerProcess, event_reasons, wpa};
@@ -25,7 +26,6 @@ use support::e2e;
 use wpa::workers::drain::{Mailbox, NodeHolding};
 
 const NS: &str = "drain";
-const DB: u8 = 0;
 /// Celery workers take a few seconds to start on a loaded 2-core machine.
 const STARTUP: Duration = Duration::from_secs(60);
 /// The pods' terminationGracePeriodSeconds: the drain's bound.
@@ -41,6 +41,7 @@ struct Cluster {
     runner: CeleryPodRunner,
     /// The Celery broker URL.
     broker: String,
+    celery: CeleryBroker,
     queue: String,
     mailbox: Mailbox,
     dir: tempfile::TempDir,
@@ -128,6 +129,7 @@ async fn cluster_on(
         ledger,
         runner,
         broker,
+        celery: celery.clone(),
         queue,
         mailbox,
         dir: tempfile::tempdir().expect("tempdir"),
@@ -186,16 +188,9 @@ impl Cluster {
         (pods[0].clone(), side)
     }
 
-    /// Moves every task waiting in `stage` onto `side` at once (Redis only).
-    fn release(&self, stage: &str, side: &str) {
-        let mut conn = redis_conn(redis_port(), DB);
-        while redis::cmd("RPOPLPUSH")
-            .arg(stage)
-            .arg(side)
-            .query::<Option<String>>(&mut conn)
-            .expect("RPOPLPUSH")
-            .is_some()
-        {}
+    /// Moves every task waiting in `stage` onto `side` at once.
+    async fn release(&self, stage: &str, side: &str) {
+        self.celery.move_all(stage, side).await;
     }
 
     async fn wait_event(&self, reason: &str) {
@@ -356,14 +351,27 @@ async fn removes_the_drained_victim(c: &Cluster, name: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_reversed_when_backlog_returns_resumes_the_victim_without_scale_in() {
-    let c = cluster(true, &[]).await;
+    reversed_when_backlog_returns(&cluster(true, &[]).await, "drain-b").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_rabbitmq_reversed_when_backlog_returns_resumes_the_victim_without_scale_in() {
+    let broker = CeleryBroker::rabbitmq().await;
+    let c = cluster_on(&broker, true, &[], &[]).await;
+    reversed_when_backlog_returns(&c, "drain-amqp-b").await;
+    drop(c);
+    broker.remove().await;
+}
+
+/// A busy victim holds the drain; backlog returns: the victim consumes again, no scale-in.
+async fn reversed_when_backlog_returns(c: &Cluster, name: &str) {
     let (expected, side) = c.side_queue_for_the_victim().await;
     let stage = unique("drain-stage");
     // Longer than the test: the victim stays busy, so its drain waits.
     send_sleep_tasks(&c.broker, &stage, 1, 60.0);
-    let controller = c.controller("drain-b");
+    let controller = c.controller(name);
     let (victim, _other) = c.drain_started(&controller).await;
-    c.release(&stage, &side);
+    c.release(&stage, &side).await;
     assert_eq!(victim, expected);
     until(
         &c.mailbox,
@@ -403,13 +411,26 @@ async fn drain_reversed_when_backlog_returns_resumes_the_victim_without_scale_in
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_left_by_a_killed_controller_is_resumed_after_restart() {
-    let c = cluster(true, &[]).await;
+    resumed_after_restart(&cluster(true, &[]).await, "drain-c").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_rabbitmq_left_by_a_killed_controller_is_resumed_after_restart() {
+    let broker = CeleryBroker::rabbitmq().await;
+    let c = cluster_on(&broker, true, &[], &[]).await;
+    resumed_after_restart(&c, "drain-amqp-c").await;
+    drop(c);
+    broker.remove().await;
+}
+
+/// A controller killed mid-drain leaves its victim cancelled; the next one resumes it.
+async fn resumed_after_restart(c: &Cluster, name: &str) {
     let (expected, side) = c.side_queue_for_the_victim().await;
     let stage = unique("drain-stage");
     send_sleep_tasks(&c.broker, &stage, 1, 60.0);
-    let mut controller = c.controller("drain-c1");
+    let mut controller = c.controller(&format!("{name}1"));
     let (victim, _other) = c.drain_started(&controller).await;
-    c.release(&stage, &side);
+    c.release(&stage, &side).await;
     assert_eq!(victim, expected);
     until(
         &c.mailbox,
@@ -429,7 +450,7 @@ async fn drain_left_by_a_killed_controller_is_resumed_after_restart() {
     let stopped = until(&c.mailbox, &victim, ASK, "still cancelled", |_| true).await;
     assert!(!stopped.consuming.contains(&c.queue));
 
-    let restarted = c.controller("drain-c2");
+    let restarted = c.controller(&format!("{name}2"));
     until(
         &c.mailbox,
         &victim,
@@ -450,16 +471,32 @@ async fn drain_left_by_a_killed_controller_is_resumed_after_restart() {
     c.wait_event("DrainCancelled").await;
 }
 
+/// Celery's defaults: early ack, and a prefetch of 4 per process.
+const PREFETCH_4: &[&str] = &["--prefetch-multiplier", "4"];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_early_ack_prefetch_4_finishes_the_reserved_tasks_before_the_pod_goes() {
-    // Celery's defaults: early ack, and a prefetch of 4 per process.
-    let c = cluster(false, &["--prefetch-multiplier", "4"]).await;
+    reserved_tasks_finish_first(&cluster(false, PREFETCH_4).await, "drain-d").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_rabbitmq_early_ack_prefetch_4_finishes_the_reserved_tasks_before_the_pod_goes() {
+    let broker = CeleryBroker::rabbitmq().await;
+    let c = cluster_on(&broker, false, PREFETCH_4, &[]).await;
+    reserved_tasks_finish_first(&c, "drain-amqp-d").await;
+    drop(c);
+    broker.remove().await;
+}
+
+/// The four tasks a victim holds (one running, three prefetched) all finish on it before
+/// its SIGTERM.
+async fn reserved_tasks_finish_first(c: &Cluster, name: &str) {
     let (expected, side) = c.side_queue_for_the_victim().await;
     let stage = unique("drain-stage");
     let held = send_sleep_tasks(&c.broker, &stage, 4, 1.5);
-    let controller = c.controller("drain-d");
+    let controller = c.controller(name);
     let (victim, other) = c.drain_started(&controller).await;
-    c.release(&stage, &side);
+    c.release(&stage, &side).await;
     assert_eq!(victim, expected);
     // One runs, the others wait prefetched in the victim (out of the broker's list).
     until(
