@@ -209,6 +209,34 @@ mod tests {
         )
     }
 
+    #[tokio::test]
+    async fn drain_sends_nothing_without_node_names() {
+        // Nothing listens on port 1: any attempt to reach the broker would fail.
+        let nowhere = EventSource::Rabbitmq(crate::queue::events::AmqpEvents {
+            tls: false,
+            host: "127.0.0.1".into(),
+            port: 1,
+            vhost: "/".into(),
+            username: "guest".into(),
+            password: "guest".into(),
+        });
+        let mailbox = Mailbox::new(nowhere, Duration::from_secs(1));
+        let queues = vec!["q".to_string()];
+        assert_eq!(mailbox.cancel(&[], &queues).await, Ok(()));
+        assert_eq!(mailbox.resume(&[], &queues).await, Ok(()));
+        assert_eq!(
+            mailbox.holdings(&[], Duration::from_secs(1)).await,
+            Ok(vec![])
+        );
+        let nodes = vec!["celery@a".to_string()];
+        let error = mailbox
+            .cancel(&nodes, &queues)
+            .await
+            .expect_err("nothing there");
+        assert!(matches!(error, DrainError::Broker { .. }), "{error:?}");
+        assert!(!error.to_string().contains(":guest@"), "{error}");
+    }
+
     #[test]
     fn drain_holdings_need_all_three_answers() {
         let nodes = vec!["celery@a".to_string(), "celery@b".to_string()];
