@@ -75,9 +75,9 @@ pub struct RunArgs {
     /// Seconds the backlog must stay empty (and no receives be seen) before workers count as idle.
     #[arg(long, env = "WPA_IDLE_WINDOW", default_value_t = 60)]
     pub idle_window: u64,
-    /// Before a scale-in removes pods, tell their Celery workers (on Redis) or Sidekiq
-    /// processes to stop taking tasks and wait until they hold none (bounded by --drain-timeout). `=false` turns it
-    /// off: the pods are removed at once, as before.
+    /// Before a scale-in removes pods, tell their Celery workers (on Redis or RabbitMQ) or
+    /// Sidekiq processes to stop taking tasks and wait until they hold none (bounded by
+    /// --drain-timeout). `=false` turns it off: the pods are removed at once, as before.
     #[arg(
         long,
         env = "WPA_DRAIN_BEFORE_SCALE_IN",

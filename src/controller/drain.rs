@@ -29,7 +29,8 @@ use crate::workers::drain::DrainVia;
 
 /// Where a WPA's workers are drained: the broker's remote control (or Sidekiq's signals)
 /// and the queue names to cancel. Only WPAs whose queues are all Celery queues on one
-/// Redis database, or all Sidekiq queues on one, have one.
+/// broker (one Redis database or one RabbitMQ vhost), or all Sidekiq queues on one Redis
+/// database, have one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DrainChannel {
     pub source: DrainVia,

@@ -12,7 +12,7 @@ use super::drain::{Drain, DrainChannel};
 use super::key::WpaKey;
 use super::observed::DrainObserved;
 use crate::queue::{Credentials, QueueUri};
-use crate::workers::drain::{DrainVia, Mailbox, SidekiqQuiet};
+use crate::workers::drain::{DrainError, DrainVia, Mailbox, SidekiqQuiet};
 
 /// How long the victims get to answer what they hold: a reconcile waits for it, and a
 /// worker that does not answer in time counts as not drained (asked again a second later).
@@ -23,9 +23,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The step of [`Context::failures`] asking the victims is kept under.
 const ASK: &str = "drain-ask";
 
-/// Where the workers of a WPA reading `queues` are drained: Celery queues on one Redis
-/// database, or Sidekiq queues on one Redis database and namespace (RabbitMQ has no remote
-/// control here yet; other brokers and frameworks none at all).
+/// Where the workers of a WPA reading `queues` are drained: Celery queues all on one
+/// broker's remote control (one Redis database, or one RabbitMQ vhost, with one identity),
+/// or Sidekiq queues on one Redis database and namespace. Mixed brokers, and brokers or
+/// frameworks without a way to stop a worker taking work, have none.
 pub fn channel_for(queues: &[QueueUri], credentials: &Credentials) -> Option<DrainChannel> {
     let mut source: Option<DrainVia> = None;
     let mut names = Vec::with_capacity(queues.len());
@@ -34,6 +35,10 @@ pub fn channel_for(queues: &[QueueUri], credentials: &Credentials) -> Option<Dra
             QueueUri::Redis(redis) => (
                 DrainVia::Celery(queue.celery_events(credentials)?),
                 redis.queue.clone(),
+            ),
+            QueueUri::Rabbitmq(amqp) => (
+                DrainVia::Celery(queue.celery_events(credentials)?),
+                amqp.queue.clone(),
             ),
             QueueUri::Sidekiq(sidekiq) => (
                 DrainVia::Sidekiq(SidekiqQuiet::of(sidekiq, credentials)),
@@ -48,10 +53,13 @@ pub fn channel_for(queues: &[QueueUri], credentials: &Credentials) -> Option<Dra
         }
         names.push(name);
     }
-    Some(DrainChannel {
-        source: source?,
-        queues: names,
-    })
+    let source = source?;
+    Mailbox::new(source.clone(), CONNECT_TIMEOUT)
+        .supported()
+        .then_some(DrainChannel {
+            source,
+            queues: names,
+        })
 }
 
 /// The WPA's drain, where drain before scale-in is on and its workers can be drained;
@@ -101,6 +109,17 @@ async fn ask_victims(
             }
             holdings
         }
+        Err(e @ DrainError::NoMailbox { .. }) => {
+            // No worker of the broker ever listened for remote control (RabbitMQ's mailbox
+            // exchange was never declared): the victims cannot be drained, and waiting for
+            // them would hold the scale-in at every drain's bound, forever. They go as
+            // without drain.
+            let reason = e.to_string();
+            if ctx.failures.failed(&key.to_string(), ASK, &reason) == Seen::New {
+                warn!(error = %reason, "the victims cannot be drained; removed as without drain");
+            }
+            return live.victims.iter().map(|v| v.pod.clone()).collect();
+        }
         Err(e) => {
             let reason = e.to_string();
             if ctx.failures.failed(&key.to_string(), ASK, &reason) == Seen::New {
@@ -137,7 +156,7 @@ mod tests {
     }
 
     #[test]
-    fn drain_channel_only_for_redis_queues_on_one_database() {
+    fn drain_channel_only_for_celery_queues_on_one_broker() {
         let none = Credentials::default();
         let one = channel_for(&uris(&["redis://h:6379/0/a", "redis://h:6379/0/b"]), &none)
             .expect("one Redis database");
@@ -147,10 +166,37 @@ mod tests {
             None,
             "two databases: two remote controls"
         );
+        let rabbit = channel_for(
+            &uris(&[
+                "amqp://guest:guest@h:5672/%2F/a",
+                "amqp://guest:guest@h:5672/%2F/b?management=http://h:15672",
+            ]),
+            &none,
+        )
+        .expect("one RabbitMQ vhost");
+        assert_eq!(rabbit.queues, vec!["a".to_string(), "b".to_string()]);
+        assert!(matches!(
+            rabbit.source,
+            DrainVia::Celery(crate::queue::events::EventSource::Rabbitmq(_))
+        ));
         assert_eq!(
-            channel_for(&uris(&["amqp://guest:guest@h:5672/%2F/a"]), &none),
+            channel_for(
+                &uris(&[
+                    "amqp://guest:guest@h:5672/%2F/a",
+                    "amqp://guest:guest@h:5672/v2/b"
+                ]),
+                &none
+            ),
             None,
-            "RabbitMQ: not yet"
+            "two vhosts: two remote controls"
+        );
+        assert_eq!(
+            channel_for(
+                &uris(&["redis://h:6379/0/a", "amqp://guest:guest@h:5672/%2F/b"]),
+                &none
+            ),
+            None,
+            "mixed brokers"
         );
         assert_eq!(
             channel_for(

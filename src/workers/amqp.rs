@@ -13,6 +13,8 @@
 //! without configure permission on the exchange gets `Denied` and is retried with backoff,
 //! which picks the exchange up once a worker created it.
 
+use std::time::Duration;
+
 use futures::StreamExt as _;
 use lapin::options::{
     BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
@@ -30,7 +32,7 @@ use crate::queue::events::{AmqpEvents, EVENT_EXCHANGE, WORKER_ROUTING_PREFIX};
 use crate::queue::rabbitmq::{amqp_uri, map_amqp_error};
 
 /// How long a clean close may take when the listener ends.
-const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Listens until the connection fails (`Err`) or nobody receives `beats` any more
 /// (`Ok`). `subscribed` is incremented once the consumer is in place.
@@ -41,25 +43,9 @@ pub async fn listen(
     settings: &ListenSettings,
 ) -> Result<(), ListenError> {
     let broker = source.redacted();
-    let uri = amqp_uri(
-        source.tls,
-        &source.host,
-        source.port,
-        &source.vhost,
-        (&source.username, &source.password),
-        settings.connect_timeout,
-    );
-    let connect = Connection::connect_uri(uri, ConnectionProperties::default());
-    let connection = match tokio::time::timeout(settings.connect_timeout, connect).await {
-        Ok(Ok(connection)) => connection,
-        Ok(Err(e)) => return Err(amqp_error(&broker, &e)),
-        Err(_) => {
-            return Err(ListenError::Subscribe {
-                broker,
-                detail: format!("no AMQP connection within {:?}", settings.connect_timeout),
-            });
-        }
-    };
+    let connection = connect(source, settings.connect_timeout)
+        .await
+        .map_err(|e| ListenError::connecting(e, &broker))?;
     let result = consume(&connection, &broker, beats, subscribed, settings).await;
     // Best effort: the broker drops the queue with the connection either way.
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, "done".into())).await;
@@ -74,7 +60,16 @@ async fn consume(
     settings: &ListenSettings,
 ) -> Result<(), ListenError> {
     let setup = async {
-        let channel = ensure_exchange(connection).await?;
+        let as_celery = ExchangeDeclareOptions {
+            durable: true,
+            auto_delete: false,
+            ..ExchangeDeclareOptions::default()
+        };
+        let (channel, declared) =
+            ensure_exchange(connection, EVENT_EXCHANGE, ExchangeKind::Topic, as_celery).await?;
+        if declared {
+            tracing::info!("declared the celeryev exchange as Celery does: no worker had yet");
+        }
         let queue = channel
             .queue_declare(
                 "".into(),
@@ -153,47 +148,66 @@ async fn consume(
     }
 }
 
-/// A channel on which the `celeryev` exchange exists (see the module documentation).
-async fn ensure_exchange(connection: &Connection) -> Result<Channel, lapin::Error> {
+/// Opens an AMQP connection to the vhost of `source` with its identity, within `timeout`.
+/// Errors name the broker redacted.
+pub(crate) async fn connect(
+    source: &AmqpEvents,
+    timeout: Duration,
+) -> Result<Connection, QueueError> {
+    let broker = source.redacted();
+    let uri = amqp_uri(
+        source.tls,
+        &source.host,
+        source.port,
+        &source.vhost,
+        (&source.username, &source.password),
+        timeout,
+    );
+    let connecting = Connection::connect_uri(uri, ConnectionProperties::default());
+    match tokio::time::timeout(timeout, connecting).await {
+        Ok(Ok(connection)) => Ok(connection),
+        Ok(Err(e)) => Err(map_amqp_error(&broker, &e)),
+        Err(_) => Err(QueueError::Unavailable {
+            queue: broker,
+            detail: format!("no AMQP connection within {timeout:?}"),
+        }),
+    }
+}
+
+/// A channel on which the exchange `name` exists, and whether we declared it: checked
+/// passively first (no configure permission needed), declared with `as_declared` only when
+/// missing. `as_declared` must be exactly what its owner declares it with, or the owner's
+/// own declare fails later with PRECONDITION_FAILED.
+pub(crate) async fn ensure_exchange(
+    connection: &Connection,
+    name: &str,
+    kind: ExchangeKind,
+    as_declared: ExchangeDeclareOptions,
+) -> Result<(Channel, bool), lapin::Error> {
     let channel = connection.create_channel().await?;
     let passive = ExchangeDeclareOptions {
         passive: true,
         ..ExchangeDeclareOptions::default()
     };
     let checked = channel
-        .exchange_declare(
-            EVENT_EXCHANGE.into(),
-            ExchangeKind::Topic,
-            passive,
-            FieldTable::default(),
-        )
+        .exchange_declare(name.into(), kind.clone(), passive, FieldTable::default())
         .await;
     match checked {
-        Ok(()) => Ok(channel),
+        Ok(()) => Ok((channel, false)),
         Err(e) if is_not_found(&e) => {
             // The failed passive declare closed that channel.
             let channel = connection.create_channel().await?;
-            let as_celery = ExchangeDeclareOptions {
-                durable: true,
-                auto_delete: false,
-                ..ExchangeDeclareOptions::default()
-            };
             channel
-                .exchange_declare(
-                    EVENT_EXCHANGE.into(),
-                    ExchangeKind::Topic,
-                    as_celery,
-                    FieldTable::default(),
-                )
+                .exchange_declare(name.into(), kind, as_declared, FieldTable::default())
                 .await?;
-            tracing::info!("declared the celeryev exchange as Celery does: no worker had yet");
-            Ok(channel)
+            Ok((channel, true))
         }
         Err(e) => Err(e),
     }
 }
 
-fn is_not_found(e: &lapin::Error) -> bool {
+/// The broker answered NOT_FOUND (a passive declare of something missing).
+pub(crate) fn is_not_found(e: &lapin::Error) -> bool {
     matches!(map_amqp_error("", e), QueueError::NotFound { .. })
 }
 

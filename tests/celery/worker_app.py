@@ -8,6 +8,8 @@ Settings from the environment:
   when the worker takes it (Celery's default), so a worker killed mid-task loses it.
 - WPA_TEST_KEYPREFIX: kombu's Redis `global_keyprefix`, when set.
 - WPA_TEST_PREFETCH: `worker_prefetch_multiplier` (default 1).
+- WPA_TEST_REMOTE_CONTROL: "0" turns `worker_enable_remote_control` off (the worker then
+  neither listens to nor declares its pidbox).
 - WPA_TEST_TASK_SECONDS: how long `wpa.test.noop` sleeps (default 1).
 - WPA_TEST_RECORD_REDIS, WPA_TEST_RECORD_KEY: where `wpa.test.sleep` records its runs
   (Redis lists KEY:started and KEY:finished of JSON lines), so a test can count tasks that
@@ -62,6 +64,7 @@ _connect_from_pod_ip()
 app = Celery("wpa_test_worker", broker=os.environ["WPA_TEST_BROKER"])
 app.conf.task_acks_late = os.environ.get("WPA_TEST_ACKS_LATE", "1") == "1"
 app.conf.worker_prefetch_multiplier = int(os.environ.get("WPA_TEST_PREFETCH", "1"))
+app.conf.worker_enable_remote_control = os.environ.get("WPA_TEST_REMOTE_CONTROL", "1") == "1"
 if os.environ.get("WPA_TEST_KEYPREFIX"):
     app.conf.broker_transport_options = {"global_keyprefix": os.environ["WPA_TEST_KEYPREFIX"]}
 

@@ -1,14 +1,15 @@
 //! Drain before removal with the real controller binary: the API double runs the
 //! Deployment's Pods, the pod runner one real Celery worker per Pod (Redis DB 0, unique
-//! queues), and the controller drains a scale-in's victims through Celery's remote control
-//! before the ReplicaSet removes them.
+//! queues; or RabbitMQ, a vhost of the test's own), and the controller drains a scale-in's
+//! victims through Celery's remote control before the ReplicaSet removes them.
 //!
 //! A victim is an idle pod when the drain starts: the first idle pod by name. To make it
 //! hold work during its drain (in production: a task that reached it just before the
 //! cancel), the tests point that pod, and only it, at a side queue of their own
 //! (`add_consumer`, before the drain) that the WPA does not watch, so the cancel leaves it
-//! alone; the tasks wait in a staging list and are moved onto the side queue the moment
-//! the drain starts (one Redis command: well before the drain's next look at its victim).
+//! alone; the tasks wait in a staging queue and are moved onto the side queue the moment
+//! the drain starts (Redis: RPOPLPUSH; RabbitMQ: basic.get and republish; milliseconds
+//! either way, well before the drain's next look at its victim).
 
 use crate::support;
 
@@ -16,16 +17,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 use support::apiserver::{ApiServerDouble, Fault, Gvr, objects};
-use support::brokers::{redis_broker, redis_conn, redis_port, unique};
+use support::brokers::unique;
 use support::celery_pods::{CeleryPodConfig, CeleryPodRunner, WorkerRecord};
 use support::celery_tasks::{TaskLedger, send_sleep_tasks};
 use support::controller::{ControllerProcess, event_reasons, wpa};
+use support::drain::CeleryBroker;
 use support::e2e;
-use wpa::queue::{Credentials, QueueUri};
-use wpa::workers::drain::{DrainVia, Mailbox, NodeHolding};
+use wpa::workers::drain::{Mailbox, NodeHolding};
 
 const NS: &str = "drain";
-const DB: u8 = 0;
 /// Celery workers take a few seconds to start on a loaded 2-core machine.
 const STARTUP: Duration = Duration::from_secs(60);
 /// The pods' terminationGracePeriodSeconds: the drain's bound.
@@ -39,7 +39,9 @@ struct Cluster {
     server: ApiServerDouble,
     ledger: TaskLedger,
     runner: CeleryPodRunner,
+    /// The Celery broker URL.
     broker: String,
+    celery: CeleryBroker,
     queue: String,
     mailbox: Mailbox,
     dir: tempfile::TempDir,
@@ -54,17 +56,30 @@ fn running(records: &[WorkerRecord]) -> usize {
     records.iter().filter(|r| r.running()).count()
 }
 
-/// `acks_late`: Celery's `task_acks_late`; `extra`: more `celery worker` arguments.
+/// The workers' setting that turns Celery's remote control off.
+const REMOTE_CONTROL_OFF: (&str, &str) = ("WPA_TEST_REMOTE_CONTROL", "0");
+
+/// On Redis: see [`cluster_on`].
 async fn cluster(acks_late: bool, extra: &[&str]) -> Cluster {
+    cluster_on(&CeleryBroker::redis(""), acks_late, extra, &[]).await
+}
+
+/// The cluster with its workers on `broker`. `acks_late`: Celery's `task_acks_late`;
+/// `extra`: more `celery worker` arguments; `env`: more worker settings.
+async fn cluster_on(
+    celery: &CeleryBroker,
+    acks_late: bool,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Cluster {
     let server = ApiServerDouble::start().await.expect("API double");
     server.simulate_pods(true);
     let mut deployment = objects::deployment(NS, "worker", 2);
     deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = json!(GRACE_SECONDS);
     server.insert(deployment).expect("deployment");
-    let port = redis_port();
-    let broker = redis_broker(port, DB);
+    let broker = celery.url();
     let queue = unique("drain-ctl");
-    let ledger = TaskLedger::new(&broker, &unique("drain-ledger"));
+    let ledger = TaskLedger::new(&celery.ledger_url(), &unique("drain-ledger"));
     let logs = tempfile::tempdir().expect("tempdir");
     let mut config = CeleryPodConfig::new(&Gvr::DEPLOYMENTS, NS, "worker", &broker, &queue);
     config.kill_grace = Duration::from_secs(GRACE_SECONDS);
@@ -72,23 +87,27 @@ async fn cluster(acks_late: bool, extra: &[&str]) -> Cluster {
     config.acks_late = acks_late;
     config.extra_args = extra.iter().map(|a| a.to_string()).collect();
     config.log_dir = Some(logs.path().to_path_buf());
+    config.env = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let runner = CeleryPodRunner::start(&server, config);
     assert!(
         runner.wait_until(STARTUP, |r| running(r) == 2).await,
         "{:?}",
         runner.records()
     );
-    let uri = format!("redis://127.0.0.1:{port}/{DB}/{queue}");
-    let source = QueueUri::parse(&uri)
-        .expect("queue URI")
-        .celery_events(&Credentials::default())
-        .expect("a Redis queue has a pidbox");
-    let mailbox = Mailbox::new(DrainVia::Celery(source), Duration::from_secs(5));
-    for pod in server.live_pod_names(&Gvr::DEPLOYMENTS, NS, "worker") {
-        until(&mailbox, &pod, STARTUP, "consuming", |h| {
-            h.consuming.contains(&queue)
-        })
-        .await;
+    let uri = celery.queue_uri(&queue);
+    let mailbox = celery.mailbox(&queue);
+    // Workers without remote control cannot say; the controller waits for their
+    // heartbeats anyway.
+    if !env.contains(&REMOTE_CONTROL_OFF) {
+        for pod in server.live_pod_names(&Gvr::DEPLOYMENTS, NS, "worker") {
+            until(&mailbox, &pod, STARTUP, "consuming", |h| {
+                h.consuming.contains(&queue)
+            })
+            .await;
+        }
     }
     let spec = json!({
         "minReplicas": 1,
@@ -110,6 +129,7 @@ async fn cluster(acks_late: bool, extra: &[&str]) -> Cluster {
         ledger,
         runner,
         broker,
+        celery: celery.clone(),
         queue,
         mailbox,
         dir: tempfile::tempdir().expect("tempdir"),
@@ -169,15 +189,8 @@ impl Cluster {
     }
 
     /// Moves every task waiting in `stage` onto `side` at once.
-    fn release(&self, stage: &str, side: &str) {
-        let mut conn = redis_conn(redis_port(), DB);
-        while redis::cmd("RPOPLPUSH")
-            .arg(stage)
-            .arg(side)
-            .query::<Option<String>>(&mut conn)
-            .expect("RPOPLPUSH")
-            .is_some()
-        {}
+    async fn release(&self, stage: &str, side: &str) {
+        self.celery.move_all(stage, side).await;
     }
 
     async fn wait_event(&self, reason: &str) {
@@ -243,7 +256,56 @@ fn cost_patched(server: &ApiServerDouble, pod: &str, cost: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_scale_in_removes_the_drained_victim_which_takes_no_new_task() {
     let c = cluster(true, &[]).await;
-    let controller = c.controller("drain-a");
+    removes_the_drained_victim(&c, "drain-a").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_rabbitmq_scale_in_removes_the_drained_victim_which_takes_no_new_task() {
+    let broker = CeleryBroker::rabbitmq().await;
+    let c = cluster_on(&broker, true, &[], &[]).await;
+    removes_the_drained_victim(&c, "drain-amqp").await;
+    drop(c);
+    broker.remove().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_rabbitmq_without_any_mailbox_removes_the_victim_as_without_drain() {
+    // Remote control off and no mingle: nothing ever declares `celery.pidbox` on the vhost.
+    let broker = CeleryBroker::rabbitmq().await;
+    let c = cluster_on(&broker, true, &["--without-mingle"], &[REMOTE_CONTROL_OFF]).await;
+    let controller = c.controller("drain-nomailbox");
+    let (victim, other) = c.drain_started(&controller).await;
+    let started = Instant::now();
+    e2e::wait_replicas(
+        &c.server,
+        NS,
+        "worker",
+        1,
+        "the victim gone without drain",
+        &controller,
+    )
+    .await;
+    // Let go at once, not held until the drain's bound.
+    assert!(
+        started.elapsed() < Duration::from_secs(GRACE_SECONDS / 2),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        c.server.live_pod_names(&Gvr::DEPLOYMENTS, NS, "worker"),
+        vec![other]
+    );
+    assert!(cost_patched(&c.server, &victim, "-2000"));
+    let log = controller.log_text();
+    assert!(log.contains("cannot be drained"), "{log}");
+    drop(c);
+    broker.remove().await;
+}
+
+/// A drain starts; a task sent then goes to the pod that stays; the drained victim is
+/// removed and its worker exits clean, having taken nothing.
+async fn removes_the_drained_victim(c: &Cluster, name: &str) {
+    let controller = c.controller(name);
     let (victim, other) = c.drain_started(&controller).await;
     // A task sent once the drain started goes to the pod that stays.
     let sent = send_sleep_tasks(&c.broker, &c.queue, 1, 0.5);
@@ -279,18 +341,37 @@ async fn drain_scale_in_removes_the_drained_victim_which_takes_no_new_task() {
     assert!(record.terminated_at.is_some() && record.exited_cleanly() && !record.killed());
     c.wait_event("DrainStarted").await;
     c.wait_event("Drained").await;
+    // Drained through the remote control, not let go because it could not be asked.
+    let log = controller.log_text();
+    assert!(log.contains("drain started"), "{log}");
+    for failure in ["drain write failed", "cannot be drained", "cannot ask"] {
+        assert!(!log.contains(failure), "{failure}:\n{log}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_reversed_when_backlog_returns_resumes_the_victim_without_scale_in() {
-    let c = cluster(true, &[]).await;
+    reversed_when_backlog_returns(&cluster(true, &[]).await, "drain-b").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_rabbitmq_reversed_when_backlog_returns_resumes_the_victim_without_scale_in() {
+    let broker = CeleryBroker::rabbitmq().await;
+    let c = cluster_on(&broker, true, &[], &[]).await;
+    reversed_when_backlog_returns(&c, "drain-amqp-b").await;
+    drop(c);
+    broker.remove().await;
+}
+
+/// A busy victim holds the drain; backlog returns: the victim consumes again, no scale-in.
+async fn reversed_when_backlog_returns(c: &Cluster, name: &str) {
     let (expected, side) = c.side_queue_for_the_victim().await;
     let stage = unique("drain-stage");
     // Longer than the test: the victim stays busy, so its drain waits.
     send_sleep_tasks(&c.broker, &stage, 1, 60.0);
-    let controller = c.controller("drain-b");
+    let controller = c.controller(name);
     let (victim, _other) = c.drain_started(&controller).await;
-    c.release(&stage, &side);
+    c.release(&stage, &side).await;
     assert_eq!(victim, expected);
     until(
         &c.mailbox,
@@ -330,13 +411,26 @@ async fn drain_reversed_when_backlog_returns_resumes_the_victim_without_scale_in
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_left_by_a_killed_controller_is_resumed_after_restart() {
-    let c = cluster(true, &[]).await;
+    resumed_after_restart(&cluster(true, &[]).await, "drain-c").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_rabbitmq_left_by_a_killed_controller_is_resumed_after_restart() {
+    let broker = CeleryBroker::rabbitmq().await;
+    let c = cluster_on(&broker, true, &[], &[]).await;
+    resumed_after_restart(&c, "drain-amqp-c").await;
+    drop(c);
+    broker.remove().await;
+}
+
+/// A controller killed mid-drain leaves its victim cancelled; the next one resumes it.
+async fn resumed_after_restart(c: &Cluster, name: &str) {
     let (expected, side) = c.side_queue_for_the_victim().await;
     let stage = unique("drain-stage");
     send_sleep_tasks(&c.broker, &stage, 1, 60.0);
-    let mut controller = c.controller("drain-c1");
+    let mut controller = c.controller(&format!("{name}1"));
     let (victim, _other) = c.drain_started(&controller).await;
-    c.release(&stage, &side);
+    c.release(&stage, &side).await;
     assert_eq!(victim, expected);
     until(
         &c.mailbox,
@@ -356,7 +450,7 @@ async fn drain_left_by_a_killed_controller_is_resumed_after_restart() {
     let stopped = until(&c.mailbox, &victim, ASK, "still cancelled", |_| true).await;
     assert!(!stopped.consuming.contains(&c.queue));
 
-    let restarted = c.controller("drain-c2");
+    let restarted = c.controller(&format!("{name}2"));
     until(
         &c.mailbox,
         &victim,
@@ -377,16 +471,32 @@ async fn drain_left_by_a_killed_controller_is_resumed_after_restart() {
     c.wait_event("DrainCancelled").await;
 }
 
+/// Celery's defaults: early ack, and a prefetch of 4 per process.
+const PREFETCH_4: &[&str] = &["--prefetch-multiplier", "4"];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_early_ack_prefetch_4_finishes_the_reserved_tasks_before_the_pod_goes() {
-    // Celery's defaults: early ack, and a prefetch of 4 per process.
-    let c = cluster(false, &["--prefetch-multiplier", "4"]).await;
+    reserved_tasks_finish_first(&cluster(false, PREFETCH_4).await, "drain-d").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_rabbitmq_early_ack_prefetch_4_finishes_the_reserved_tasks_before_the_pod_goes() {
+    let broker = CeleryBroker::rabbitmq().await;
+    let c = cluster_on(&broker, false, PREFETCH_4, &[]).await;
+    reserved_tasks_finish_first(&c, "drain-amqp-d").await;
+    drop(c);
+    broker.remove().await;
+}
+
+/// The four tasks a victim holds (one running, three prefetched) all finish on it before
+/// its SIGTERM.
+async fn reserved_tasks_finish_first(c: &Cluster, name: &str) {
     let (expected, side) = c.side_queue_for_the_victim().await;
     let stage = unique("drain-stage");
     let held = send_sleep_tasks(&c.broker, &stage, 4, 1.5);
-    let controller = c.controller("drain-d");
+    let controller = c.controller(name);
     let (victim, other) = c.drain_started(&controller).await;
-    c.release(&stage, &side);
+    c.release(&stage, &side).await;
     assert_eq!(victim, expected);
     // One runs, the others wait prefetched in the victim (out of the broker's list).
     until(

@@ -1,7 +1,8 @@
 //! Celery remote-control messages as kombu's pidbox writes and reads them. Pure.
 //!
 //! Checked against Celery 5.7.0 / kombu 5.7.0 (`celery control cancel_consumer` captured
-//! on Redis): the command body is
+//! on Redis; kombu's `pidbox.Mailbox` read for AMQP, where the same body travels as the
+//! message body itself): the command body is
 //! `{"method", "arguments", "destination": [node names], "pattern": null, "matcher": null}`
 //! plus `ticket` and `reply_to: {exchange: "reply.celery.pidbox", routing_key: <oid>}` when
 //! a reply is wanted. The worker runs it only when its node name is in `destination`
@@ -19,6 +20,10 @@ use serde_json::{Value, json};
 pub const MAILBOX_EXCHANGE: &str = "celery.pidbox";
 /// The direct exchange replies are published to, routed by the asker's id.
 pub const REPLY_EXCHANGE: &str = "reply.celery.pidbox";
+/// How kombu labels a JSON body (its `json` serializer); a worker accepts only the content
+/// types in its `accept_content`, which is `json` by default.
+pub const CONTENT_TYPE: &str = "application/json";
+pub const CONTENT_ENCODING: &str = "utf-8";
 
 /// A remote-control command the drain sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,8 +93,8 @@ pub fn redis_envelope(body: &Value, expires_at: f64, delivery_tag: &str) -> Stri
     let encoded = base64::engine::general_purpose::STANDARD.encode(body.to_string());
     json!({
         "body": encoded,
-        "content-encoding": "utf-8",
-        "content-type": "application/json",
+        "content-encoding": CONTENT_ENCODING,
+        "content-type": CONTENT_TYPE,
         "headers": { "clock": 1, "expires": expires_at },
         "properties": {
             "delivery_mode": 2,

@@ -1,20 +1,23 @@
-//! Draining workers before their pods are removed: telling them to stop taking work from
-//! the WPA's queues, asking what they still hold, and (where the framework can) undoing it.
+//! Draining Celery workers before their pods are removed: telling them to stop taking
+//! work from the WPA's queues, asking what they still hold, and undoing it.
 //!
-//! Celery: all of it goes through Celery's remote control (the broker's pidbox), which workers
+//! All of it goes through Celery's remote control (the broker's pidbox), which workers
 //! answer by default: `cancel_consumer <queue>` stops a worker consuming a queue (what it
 //! already holds, running or prefetched, it keeps and finishes), `add_consumer <queue>`
 //! starts it again, and `active_queues`, `active` and `reserved` say what it consumes and
 //! holds. Commands name their workers by node name (`destination`), so only the victims
-//! act on them.
+//! act on them; a command without names would reach every worker, so none is ever sent.
 //!
-//! - [`envelope`]: the messages (pure).
+//! - [`envelope`]: the messages (pure, the same on every broker).
 //! - `redis_pidbox`: kombu's Redis transport (PUBLISH, replies via a bound list).
+//! - `amqp_pidbox`: kombu's AMQP mailbox on RabbitMQ (the `celery.pidbox` fanout
+//!   exchange, replies via our own queue bound to `reply.celery.pidbox`).
 //! - `sidekiq_quiet`: Sidekiq processes, quieted by pod (`TSTP`), which cannot be undone.
 //!
-//! Brokers without a pidbox here (RabbitMQ for now) give [`DrainError::Unsupported`]:
-//! their workers are not drained and scale-in works as without drain.
+//! Which one is used follows the WPA's queues ([`DrainVia`]): Celery's broker
+//! ([`EventSource`]), or Sidekiq's processes.
 
+mod amqp_pidbox;
 pub mod envelope;
 mod redis_pidbox;
 mod sidekiq_quiet;
@@ -23,6 +26,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use self::amqp_pidbox::AmqpPidbox;
 use self::envelope::{Command, Reply};
 use self::redis_pidbox::RedisPidbox;
 pub use self::sidekiq_quiet::SidekiqQuiet;
@@ -33,8 +37,12 @@ use crate::queue::events::EventSource;
 pub enum DrainError {
     #[error("remote control on {broker} failed: {detail}")]
     Broker { broker: String, detail: String },
-    #[error("workers on {broker} cannot be drained: no remote control for this broker")]
-    Unsupported { broker: String },
+    /// No worker ever listened for remote control there (RabbitMQ: the mailbox exchange
+    /// was never declared on the vhost).
+    #[error(
+        "no Celery worker listens for remote control on {broker}: exchange {exchange} does not exist"
+    )]
+    NoMailbox { broker: String, exchange: String },
     #[error("workers on {broker} cannot take work again once told to stop")]
     Irreversible { broker: String },
 }
@@ -68,6 +76,16 @@ impl DrainVia {
             DrainVia::Sidekiq(quiet) => quiet.label().to_string(),
         }
     }
+}
+
+/// How long a worker may still act on a command: a command stuck that long (a worker
+/// blocked, a broker backlog) is better dropped than run late.
+const COMMAND_TTL: Duration = Duration::from_secs(30);
+
+/// The `expires` header of a command sent now (seconds since the epoch, as kombu writes
+/// it).
+fn command_expiry() -> f64 {
+    jiff::Timestamp::now().as_millisecond() as f64 / 1000.0 + COMMAND_TTL.as_secs_f64()
 }
 
 /// What one worker consumes and holds, as it answered.
@@ -110,54 +128,43 @@ impl Mailbox {
         self.via.redacted()
     }
 
-    fn redis<'s>(&self, source: &'s EventSource) -> Result<RedisPidbox<'s>, DrainError> {
-        match source {
-            EventSource::Redis(redis) => Ok(RedisPidbox::new(redis, self.connect_timeout)),
-            EventSource::Rabbitmq(_) => Err(DrainError::Unsupported {
-                broker: self.broker(),
-            }),
-        }
-    }
-
-    /// Whether this broker's workers can be drained at all.
+    /// Whether this broker's workers can be drained at all: every broker with Celery
+    /// worker events has a pidbox here, and Sidekiq its signals.
     pub fn supported(&self) -> bool {
         match &self.via {
-            DrainVia::Celery(source) => self.redis(source).is_ok(),
-            DrainVia::Sidekiq(_) => true,
+            DrainVia::Celery(EventSource::Redis(_) | EventSource::Rabbitmq(_))
+            | DrainVia::Sidekiq(_) => true,
         }
     }
 
     /// Tells `nodes` (Celery node names, or pods for Sidekiq) to stop consuming from
     /// `queues`.
     pub async fn cancel(&self, nodes: &[String], queues: &[String]) -> Result<(), DrainError> {
-        match &self.via {
-            DrainVia::Celery(source) => {
-                let commands: Vec<Command> = queues
-                    .iter()
-                    .map(|q| Command::CancelConsumer(q.clone()))
-                    .collect();
-                self.redis(source)?.cast(&commands, nodes).await
-            }
+        let source = match &self.via {
+            DrainVia::Celery(source) => source,
             // Sidekiq has no per-queue stop: the whole process goes quiet.
-            DrainVia::Sidekiq(quiet) => quiet.quiet(nodes, self.connect_timeout).await,
-        }
+            DrainVia::Sidekiq(quiet) => return quiet.quiet(nodes, self.connect_timeout).await,
+        };
+        let commands: Vec<Command> = queues
+            .iter()
+            .map(|q| Command::CancelConsumer(q.clone()))
+            .collect();
+        self.cast(source, &commands, nodes).await
     }
 
     /// Tells `nodes` to consume from `queues` again. A worker already consuming one
     /// ignores it. Sidekiq cannot: [`DrainError::Irreversible`].
     pub async fn resume(&self, nodes: &[String], queues: &[String]) -> Result<(), DrainError> {
-        match &self.via {
-            DrainVia::Celery(source) => {
-                let commands: Vec<Command> = queues
-                    .iter()
-                    .map(|q| Command::AddConsumer(q.clone()))
-                    .collect();
-                self.redis(source)?.cast(&commands, nodes).await
-            }
-            DrainVia::Sidekiq(_) => Err(DrainError::Irreversible {
+        let DrainVia::Celery(source) = &self.via else {
+            return Err(DrainError::Irreversible {
                 broker: self.broker(),
-            }),
-        }
+            });
+        };
+        let commands: Vec<Command> = queues
+            .iter()
+            .map(|q| Command::AddConsumer(q.clone()))
+            .collect();
+        self.cast(source, &commands, nodes).await
     }
 
     /// What each of `nodes` consumes and holds, for those that answered within `timeout`
@@ -167,15 +174,52 @@ impl Mailbox {
         nodes: &[String],
         timeout: Duration,
     ) -> Result<Vec<NodeHolding>, DrainError> {
-        match &self.via {
-            DrainVia::Celery(source) => {
-                let commands = [Command::ActiveQueues, Command::Active, Command::Reserved];
-                let replies = self.redis(source)?.call(&commands, nodes, timeout).await?;
-                Ok(holdings_from(nodes, &replies))
-            }
+        if nodes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let source = match &self.via {
+            DrainVia::Celery(source) => source,
             DrainVia::Sidekiq(quiet) => {
-                quiet
+                return quiet
                     .holdings(nodes, self.connect_timeout.max(timeout))
+                    .await;
+            }
+        };
+        let commands = [Command::ActiveQueues, Command::Active, Command::Reserved];
+        let replies = match source {
+            EventSource::Redis(redis) => {
+                RedisPidbox::new(redis, self.connect_timeout)
+                    .call(&commands, nodes, timeout)
+                    .await?
+            }
+            EventSource::Rabbitmq(amqp) => {
+                AmqpPidbox::new(amqp, self.connect_timeout)
+                    .call(&commands, nodes, timeout)
+                    .await?
+            }
+        };
+        Ok(holdings_from(nodes, &replies))
+    }
+
+    async fn cast(
+        &self,
+        source: &EventSource,
+        commands: &[Command],
+        nodes: &[String],
+    ) -> Result<(), DrainError> {
+        // Never without names: a command without a destination reaches every worker.
+        if nodes.is_empty() || commands.is_empty() {
+            return Ok(());
+        }
+        match source {
+            EventSource::Redis(redis) => {
+                RedisPidbox::new(redis, self.connect_timeout)
+                    .cast(commands, nodes)
+                    .await
+            }
+            EventSource::Rabbitmq(amqp) => {
+                AmqpPidbox::new(amqp, self.connect_timeout)
+                    .cast(commands, nodes)
                     .await
             }
         }
@@ -226,6 +270,34 @@ mod tests {
                 result,
             },
         )
+    }
+
+    #[tokio::test]
+    async fn drain_sends_nothing_without_node_names() {
+        // Nothing listens on port 1: any attempt to reach the broker would fail.
+        let nowhere = EventSource::Rabbitmq(crate::queue::events::AmqpEvents {
+            tls: false,
+            host: "127.0.0.1".into(),
+            port: 1,
+            vhost: "/".into(),
+            username: "guest".into(),
+            password: "guest".into(),
+        });
+        let mailbox = Mailbox::new(DrainVia::Celery(nowhere), Duration::from_secs(1));
+        let queues = vec!["q".to_string()];
+        assert_eq!(mailbox.cancel(&[], &queues).await, Ok(()));
+        assert_eq!(mailbox.resume(&[], &queues).await, Ok(()));
+        assert_eq!(
+            mailbox.holdings(&[], Duration::from_secs(1)).await,
+            Ok(vec![])
+        );
+        let nodes = vec!["celery@a".to_string()];
+        let error = mailbox
+            .cancel(&nodes, &queues)
+            .await
+            .expect_err("nothing there");
+        assert!(matches!(error, DrainError::Broker { .. }), "{error:?}");
+        assert!(!error.to_string().contains(":guest@"), "{error}");
     }
 
     #[test]

@@ -14,18 +14,16 @@ use std::time::{Duration, Instant};
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 
-use super::DrainError;
 use super::envelope::{
     Command, MAILBOX_EXCHANGE, REPLY_EXCHANGE, Reply, ReplyTo, command_body, parse_redis_reply,
     random_id, redis_envelope,
 };
+use super::{DrainError, command_expiry};
 use crate::queue::events::RedisEvents;
 use crate::queue::redis::pool::ConnectionKey;
 
 /// kombu's separator between a binding's routing key, pattern and queue.
 const BINDING_SEPARATOR: &str = "\x06\x16";
-/// How long a worker may still act on a command (the `expires` header).
-const COMMAND_TTL: Duration = Duration::from_secs(30);
 
 pub(super) struct RedisPidbox<'a> {
     source: &'a RedisEvents,
@@ -87,11 +85,9 @@ impl<'a> RedisPidbox<'a> {
         destination: &[String],
         reply: Option<&ReplyTo>,
     ) -> Result<(), DrainError> {
-        let expires =
-            jiff::Timestamp::now().as_millisecond() as f64 / 1000.0 + COMMAND_TTL.as_secs_f64();
         let envelope = redis_envelope(
             &command_body(command, destination, reply),
-            expires,
+            command_expiry(),
             &random_id(),
         );
         redis::cmd("PUBLISH")

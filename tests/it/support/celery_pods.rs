@@ -52,6 +52,8 @@ pub struct CeleryPodConfig {
     pub log_dir: Option<PathBuf>,
     /// More `celery worker` arguments, e.g. `--without-heartbeat`.
     pub extra_args: Vec<String>,
+    /// More environment for the Celery worker (tests/celery/worker_app.py's settings).
+    pub env: Vec<(String, String)>,
     /// How long a Pod's container takes before its worker starts (image pull, app
     /// start-up): the worker process starts this much later than the Pod, and the Pod is
     /// counted from its creation.
@@ -89,6 +91,7 @@ impl CeleryPodConfig {
             record: None,
             log_dir: None,
             extra_args: Vec::new(),
+            env: Vec::new(),
             start_delay: Duration::ZERO,
             program: None,
         }
@@ -288,7 +291,8 @@ fn worker_command(config: &CeleryPodConfig, pod: &str, ip: &str) -> Command {
                 .env(
                     "WPA_TEST_ACKS_LATE",
                     if config.acks_late { "1" } else { "0" },
-                );
+                )
+                .envs(config.env.iter().map(|(k, v)| (k, v)));
             command
         }
     };

@@ -11,6 +11,7 @@ pub mod celery_tasks;
 pub mod closed_loop;
 pub mod cloudwatch;
 pub mod controller;
+pub mod drain;
 pub mod dramatiq;
 pub mod e2e;
 pub mod framework_loop;
