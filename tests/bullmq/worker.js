@@ -7,11 +7,15 @@
 // WPA_TEST_RECORD_KEY is set, RPUSHes {"event": "start"|"finish", "job", "pod", "at"} (JSON,
 // `at` in ms) to that list. On SIGTERM it closes gracefully: worker.close() lets the active
 // job finish, then the process exits 0 (a kubelet's SIGKILL after the grace would cut it).
+// With POD_IP a loopback address other than 127.0.0.1, its connections start from it (see
+// connectFromPodIp in common.js): Redis then sees the Pod at its own IP.
 'use strict';
 
 const IORedis = require('ioredis');
 const { Worker } = require('bullmq');
-const { connection, prefix } = require('./common');
+const { connection, connectFromPodIp, prefix } = require('./common');
+
+connectFromPodIp();
 
 const queueName = process.argv[2];
 if (!queueName) {

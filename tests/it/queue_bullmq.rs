@@ -1,6 +1,8 @@
 //! BullMQ provider against real BullMQ (tests/bullmq: Node scripts using the installed
 //! bullmq) on the shared Redis, database 14: the figures equal BullMQ's own counts, a
-//! running job shows as in flight and its worker as busy, errors keep their kinds.
+//! running job shows as in flight and its worker as busy, errors keep their kinds. Workers
+//! at Pods' own loopback IPs use a Redis of the test's own (see
+//! `bullmq_unnamed_workers_report_their_pods_ips`).
 
 use crate::support;
 
@@ -9,7 +11,9 @@ use std::time::Duration;
 use redis::Commands;
 use serde_json::{Value, json};
 use support::brokers::{eventually, free_port, redis_conn, redis_port, unique};
-use support::bullmq::{DB, NodeWorker, add_jobs, count, queue_js, queue_uri, remove_queue};
+use support::bullmq::{
+    DB, NodeWorker, add_jobs, count, own_server, queue_js, queue_uri, remove_queue,
+};
 use support::providers::{provider, try_provider};
 use wpa::queue::{ConsumerReport, Credentials, QueueError, QueueMetrics};
 
@@ -190,6 +194,66 @@ async fn bullmq_unnamed_worker_is_never_reported_idle_while_a_job_runs() {
     assert_eq!(named.terminate(), Some(0));
     assert_eq!(unnamed.terminate(), Some(0));
     remove_queue(&queue, "bull", &[&ledger]);
+}
+
+/// Unnamed Workers (BullMQ's default) of two Pods, each connecting from its Pod's own IP:
+/// each report carries its connection's IP, the only thing that matches it to its Pod. All
+/// are idle with no job and all busy while any job runs (which one runs it cannot be seen
+/// without a name), idle again after. On a Redis of the test's own: the shared one, in
+/// protected mode, refuses clients at loopback addresses other than 127.0.0.1.
+#[tokio::test]
+async fn bullmq_unnamed_workers_report_their_pods_ips() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_redis, server) = own_server(dir.path()).await;
+    let queue = unique("bullmq-ips");
+    let ledger = unique("bullmq-ledger");
+    let uri = server.queue_uri(&queue, "");
+    let pods = [("worker-a", "127.61.0.11"), ("worker-b", "127.61.0.12")];
+    let mut workers: Vec<NodeWorker> = pods
+        .iter()
+        .map(|(pod, ip)| NodeWorker::start_on(server, Some(ip), &queue, pod, false, &ledger))
+        .collect();
+    let ips = |m: &QueueMetrics| -> Vec<String> {
+        let mut ips: Vec<String> = (m.workers.iter().flatten())
+            .filter_map(|r| r.ip.clone())
+            .collect();
+        ips.sort();
+        ips
+    };
+    let at_pod_ips = |m: &QueueMetrics| ips(m) == pods.map(|(_, ip)| ip.to_string());
+
+    let m = until(&uri, "both connections", |m| m.consumers == Some(2)).await;
+    assert!(at_pod_ips(&m), "{m:?}");
+    let reports = m.workers.clone().expect("workers");
+    assert!(
+        reports.iter().all(|r| r.pod.is_none() && !r.busy),
+        "{reports:?}"
+    );
+    assert_eq!(m.idle, Some(true));
+    // BullMQ's own getWorkers() sees two connections without a worker name.
+    let counts = server.queue_js("counts", &queue, None, "bull");
+    let unnamed = format!("bull:{}", b64(&queue));
+    assert_eq!(counts["workers"], json!([unnamed, unnamed]), "{counts}");
+
+    server.add_jobs(&queue, &[(3.0, json!({}))], "bull");
+    let m = until(&uri, "the job running", |m| m.in_flight == Some(1)).await;
+    assert!(at_pod_ips(&m), "{m:?}");
+    let reports = m.workers.clone().expect("workers");
+    assert!(reports.iter().all(|r| r.busy), "{reports:?}");
+
+    let m = until(&uri, "the job done", |m| m.in_flight == Some(0)).await;
+    assert!(at_pod_ips(&m), "{m:?}");
+    assert_eq!(m.idle, Some(true));
+    let reports = m.workers.clone().expect("workers");
+    assert!(reports.iter().all(|r| !r.busy), "{reports:?}");
+    let runs = server.recorded(&ledger);
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert!(pods.iter().any(|(pod, _)| runs[0].pod == *pod), "{runs:?}");
+
+    for worker in &mut workers {
+        assert_eq!(worker.terminate(), Some(0));
+    }
+    assert_eq!(poll(&uri).await.consumers, Some(0));
 }
 
 fn b64(s: &str) -> String {

@@ -195,3 +195,36 @@ pub fn start_rabbitmq(dir: &Path) -> (BrokerProcess, u16) {
     );
     (process, port)
 }
+
+/// A private redis-server on a free port of 127.0.0.1, with protected mode off: the shared
+/// Redis refuses clients at loopback addresses other than 127.0.0.1 (protected mode), and
+/// workers of Pods at their own loopback IPs ([`PodIps::Loopback`]) connect from those.
+/// Nothing is persisted. Accepting connections when this returns.
+///
+/// [`PodIps::Loopback`]: super::apiserver::PodIps::Loopback
+pub async fn start_redis(dir: &Path) -> (BrokerProcess, u16) {
+    let port = free_port();
+    let port_s = port.to_string();
+    let dir_s = dir.to_string_lossy();
+    let process = BrokerProcess::start(
+        "redis-server",
+        &[
+            "--port",
+            &port_s,
+            "--bind",
+            "127.0.0.1",
+            "--protected-mode",
+            "no",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            &dir_s,
+        ],
+        &[],
+        &dir.join("redis-server.log"),
+    );
+    wait_for_port(port, Duration::from_secs(10)).await;
+    (process, port)
+}

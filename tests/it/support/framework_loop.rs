@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use redis::Commands;
 use serde_json::{Value, json};
 
-use super::apiserver::{ApiServerDouble, Gvr, PodIps, objects};
+use super::apiserver::{ApiServerDouble, DELETION_COST, Gvr, PodIps, objects};
 use super::brokers::{redis_conn, redis_port};
 use super::celery_pods::{CeleryPodConfig, CeleryPodRunner, WorkerProgram, WorkerRecord};
 use super::closed_loop::tally::Clock;
@@ -53,7 +53,12 @@ impl LedgerFields {
 
 /// Every entry of the ledger `key` in Redis database `db`, oldest first.
 pub fn read_ledger(db: u8, key: &str, fields: LedgerFields) -> Vec<JobRun> {
-    let mut conn = redis_conn(redis_port(), db);
+    read_ledger_at(redis_port(), db, key, fields)
+}
+
+/// [`read_ledger`] from the Redis at 127.0.0.1:`port` (a test's own server).
+pub fn read_ledger_at(port: u16, db: u8, key: &str, fields: LedgerFields) -> Vec<JobRun> {
+    let mut conn = redis_conn(port, db);
     let entries: Vec<String> = conn.lrange(key, 0, -1).expect("LRANGE the ledger");
     let text = |v: &Value, name: &str| v[name].as_str().unwrap_or_default().to_string();
     entries
@@ -284,10 +289,38 @@ impl FrameworkLoop {
         }
     }
 
+    /// The WPA statuses the controller wrote (successful PATCHes), oldest first.
+    fn statuses(&self) -> Vec<Value> {
+        let path = format!("/workerpodautoscalers/{}/status", self.deployment);
+        self.server
+            .requests("PATCH", &path)
+            .into_iter()
+            .filter(|r| r.succeeded())
+            .map(|r| r.body["status"].clone())
+            .collect()
+    }
+
+    /// (Pod, value) of each `pod-deletion-cost` the controller wrote, oldest first.
+    fn deletion_costs(&self) -> Vec<(String, String)> {
+        let pods = format!("/namespaces/{}/pods/", self.namespace);
+        self.server
+            .requests("PATCH", &pods)
+            .into_iter()
+            .filter(|r| r.succeeded())
+            .filter_map(|r| {
+                let cost = r.body["metadata"]["annotations"][DELETION_COST].as_str()?;
+                let pod = r.path.rsplit('/').next()?;
+                Some((pod.to_string(), cost.to_string()))
+            })
+            .collect()
+    }
+
     /// Takes what the run left (`runs`: the ledger now) and stops the controller; the
     /// workers have all exited by now (see [`Self::until_at_rest`]).
     pub fn finish(mut self, runs: Vec<JobRun>, seen: Vec<(f64, i64)>) -> Observed {
         let writes = self.scale_writes();
+        let statuses = self.statuses();
+        let deletion_costs = self.deletion_costs();
         let workers = self.runner.records();
         self.controller.terminate();
         let context = format!(
@@ -307,6 +340,8 @@ impl FrameworkLoop {
         Observed {
             runs,
             writes,
+            statuses,
+            deletion_costs,
             seen,
             workers,
             clock: self.clock,
@@ -324,6 +359,10 @@ pub struct Observed {
     pub writes: Vec<(f64, i64)>,
     /// (Unix seconds, replicas) as polled while waiting, at each change.
     pub seen: Vec<(f64, i64)>,
+    /// The WPA statuses the controller wrote, oldest first.
+    pub statuses: Vec<Value>,
+    /// (Pod, value) of each `pod-deletion-cost` the controller wrote, oldest first.
+    pub deletion_costs: Vec<(String, String)>,
     pub workers: Vec<WorkerRecord>,
     pub clock: Clock,
     pub controller_log: PathBuf,

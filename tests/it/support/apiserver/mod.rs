@@ -96,7 +96,7 @@ use serde_json::Value;
 #[allow(unused_imports)]
 pub use faults::{Fault, FaultId};
 #[allow(unused_imports)]
-pub use pods::{PodEvent, PodRef, PodSummary, WorkloadKind};
+pub use pods::{DELETION_COST, PodEvent, PodRef, PodSummary, WorkloadKind};
 #[allow(unused_imports)]
 pub use recording::RecordedRequest;
 #[allow(unused_imports)]

@@ -46,6 +46,8 @@ use super::objects::{name_of, namespace_of};
 use super::resources::{Gvr, ResourceDef};
 use super::shared::{PodIps, Shared};
 
+pub use rank::DELETION_COST;
+
 /// The kinds of workload that own simulated Pods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WorkloadKind {
