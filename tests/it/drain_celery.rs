@@ -13,9 +13,9 @@ use redis::Commands;
 use support::brokers::{celery_produce_ids, redis_conn, redis_port, unique};
 use support::brokers_amqp::{MANAGEMENT, create_vhost, delete_vhost};
 use support::celery_tasks::{TaskLedger, send_sleep_tasks};
-use support::drain::{CeleryBroker, DRAIN_PERMISSIONS};
+use support::drain::{CeleryBroker, DRAIN_PERMISSIONS, until_holding};
 use wpa::queue::{Credentials, QueueUri};
-use wpa::workers::drain::{DrainError, DrainVia, Mailbox, NodeHolding};
+use wpa::workers::drain::{DrainError, DrainVia, Mailbox};
 
 /// A Celery worker takes a few seconds to start on a loaded machine.
 const STARTUP: Duration = Duration::from_secs(60);
@@ -46,35 +46,6 @@ impl Drop for Worker {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// Asks until `check` holds for the node's answer; panics after `within`.
-async fn until_holding(
-    mailbox: &Mailbox,
-    node: &str,
-    within: Duration,
-    what: &str,
-    check: impl Fn(&NodeHolding) -> bool,
-) -> NodeHolding {
-    let nodes = vec![node.to_string()];
-    let deadline = Instant::now() + within;
-    let mut last = None;
-    while Instant::now() < deadline {
-        let answer = match mailbox.holdings(&nodes, ASK).await {
-            Ok(answer) => answer,
-            // A starting worker has not declared its mailbox yet (RabbitMQ).
-            Err(DrainError::NoMailbox { .. }) => Vec::new(),
-            Err(e) => panic!("ask the worker: {e}"),
-        };
-        if let Some(holding) = answer.into_iter().next() {
-            if check(&holding) {
-                return holding;
-            }
-            last = Some(holding);
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    panic!("{node}: not {what} within {within:?}; last answer {last:?}");
 }
 
 /// A worker named `node` on `broker`, recording its runs in a fresh ledger, with more

@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 use redis::Commands;
 use support::brokers::{redis_conn, redis_port, unique};
 use support::closed_loop::tally::unix_now;
+use support::drain::until_holding;
 use support::framework_loop::JobRun;
 use support::sidekiq::{self as sk, DB, SidekiqProcess, queue_uri};
 use wpa::queue::{Credentials, QueueUri};
-use wpa::workers::drain::{DrainError, DrainVia, Mailbox, NodeHolding, SidekiqQuiet};
+use wpa::workers::drain::{DrainError, DrainVia, Mailbox, SidekiqQuiet};
 
 fn mailbox(queue: &str) -> Mailbox {
     let QueueUri::Sidekiq(uri) = QueueUri::parse(&queue_uri(queue, "")).expect("URI") else {
@@ -20,34 +21,6 @@ fn mailbox(queue: &str) -> Mailbox {
     };
     let quiet = SidekiqQuiet::of(&uri, &Credentials::default());
     Mailbox::new(DrainVia::Sidekiq(quiet), Duration::from_secs(5))
-}
-
-/// Asks until `check` accepts the pod's holding, or panics after `timeout`.
-async fn until_holding(
-    mailbox: &Mailbox,
-    pod: &str,
-    timeout: Duration,
-    what: &str,
-    check: impl Fn(&NodeHolding) -> bool,
-) -> NodeHolding {
-    let pods = vec![pod.to_string()];
-    let deadline = Instant::now() + timeout;
-    loop {
-        let holdings = mailbox
-            .holdings(&pods, Duration::from_secs(2))
-            .await
-            .expect("holdings");
-        if let Some(h) = holdings.iter().find(|h| h.node == pod)
-            && check(h)
-        {
-            return h.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}; last answer {holdings:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 }
 
 fn queue_length(queue: &str) -> u64 {

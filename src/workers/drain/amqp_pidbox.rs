@@ -39,7 +39,7 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection, ExchangeKind};
 
 use super::envelope::{
     CONTENT_ENCODING, CONTENT_TYPE, Command, MAILBOX_EXCHANGE, REPLY_EXCHANGE, Reply, ReplyTo,
-    command_body, parse_reply_body, random_id,
+    collect_reply, command_body, parse_reply_body, random_id,
 };
 use super::{COMMAND_TTL, DrainError, command_expiry};
 use crate::queue::events::AmqpEvents;
@@ -199,16 +199,8 @@ impl<'a> AmqpPidbox<'a> {
                 }
             };
             let ticket = header_text(delivery.properties.headers().as_ref(), "ticket");
-            match parse_reply_body(&delivery.data, ticket.as_deref().unwrap_or_default()) {
-                Ok(reply) => {
-                    if let Some(index) = tickets.iter().position(|t| *t == reply.ticket)
-                        && destination.contains(&reply.node)
-                    {
-                        replies.push((index, reply));
-                    }
-                }
-                Err(e) => tracing::debug!(error = %e, "ignoring an unreadable pidbox reply"),
-            }
+            let parsed = parse_reply_body(&delivery.data, ticket.as_deref().unwrap_or_default());
+            collect_reply(parsed, &tickets, destination, &mut replies);
         }
         Ok(replies)
     }

@@ -173,6 +173,27 @@ pub fn parse_reply_body(body: &[u8], ticket: &str) -> Result<Reply, ReplyError> 
     })
 }
 
+/// Keeps `parsed` in `replies` when it answers one of our `tickets` (by index) from one
+/// of the `destination` nodes; anything else (another asker's reply, a node not asked, an
+/// unreadable payload) is left out.
+pub fn collect_reply<E: std::fmt::Display>(
+    parsed: Result<Reply, E>,
+    tickets: &[String],
+    destination: &[String],
+    replies: &mut Vec<(usize, Reply)>,
+) {
+    match parsed {
+        Ok(reply) => {
+            if let Some(index) = tickets.iter().position(|t| *t == reply.ticket)
+                && destination.contains(&reply.node)
+            {
+                replies.push((index, reply));
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "ignoring an unreadable pidbox reply"),
+    }
+}
+
 /// A random UUID-shaped id (tickets, our reply id, delivery tags): only uniqueness
 /// matters to kombu.
 pub fn random_id() -> String {

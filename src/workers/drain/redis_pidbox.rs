@@ -15,8 +15,8 @@ use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 
 use super::envelope::{
-    Command, MAILBOX_EXCHANGE, REPLY_EXCHANGE, Reply, ReplyTo, command_body, parse_redis_reply,
-    random_id, redis_envelope,
+    Command, MAILBOX_EXCHANGE, REPLY_EXCHANGE, Reply, ReplyTo, collect_reply, command_body,
+    parse_redis_reply, random_id, redis_envelope,
 };
 use super::{DrainError, command_expiry};
 use crate::queue::events::RedisEvents;
@@ -190,16 +190,12 @@ impl<'a> RedisPidbox<'a> {
             let Some((_, payload)) = popped else {
                 continue;
             };
-            match parse_redis_reply(&payload) {
-                Ok(reply) => {
-                    if let Some(index) = tickets.iter().position(|t| *t == reply.ticket)
-                        && destination.contains(&reply.node)
-                    {
-                        replies.push((index, reply));
-                    }
-                }
-                Err(e) => tracing::debug!(error = %e, "ignoring an unreadable pidbox reply"),
-            }
+            collect_reply(
+                parse_redis_reply(&payload),
+                &tickets,
+                destination,
+                &mut replies,
+            );
         }
         Ok(replies)
     }

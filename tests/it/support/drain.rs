@@ -3,7 +3,7 @@
 //! A RabbitMQ broker gets a vhost of its own, so that tests never see each other's
 //! workers or pidbox messages; the task ledger stays on Redis either way.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lapin::options::{
     BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
@@ -11,7 +11,7 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use redis::Commands;
 use wpa::queue::{Credentials, QueueUri};
-use wpa::workers::drain::{DrainVia, Mailbox};
+use wpa::workers::drain::{DrainError, DrainVia, Mailbox, NodeHolding};
 
 use super::broker_procs::unique;
 use super::brokers::{redis_broker, redis_conn, redis_port};
@@ -243,4 +243,37 @@ async fn delete_user(name: &str) {
         .basic_auth("guest", Some("guest"))
         .send()
         .await;
+}
+
+/// How long a worker gets to answer in the tests.
+const ASK: Duration = Duration::from_secs(3);
+
+/// Asks until `check` holds for the node's answer (a Celery node name, or a pod for
+/// Sidekiq); panics after `within`.
+pub async fn until_holding(
+    mailbox: &Mailbox,
+    node: &str,
+    within: Duration,
+    what: &str,
+    check: impl Fn(&NodeHolding) -> bool,
+) -> NodeHolding {
+    let nodes = vec![node.to_string()];
+    let deadline = Instant::now() + within;
+    let mut last = None;
+    while Instant::now() < deadline {
+        let answer = match mailbox.holdings(&nodes, ASK).await {
+            Ok(answer) => answer,
+            // A starting worker has not declared its mailbox yet (RabbitMQ).
+            Err(DrainError::NoMailbox { .. }) => Vec::new(),
+            Err(e) => panic!("ask the worker: {e}"),
+        };
+        if let Some(holding) = answer.into_iter().next() {
+            if check(&holding) {
+                return holding;
+            }
+            last = Some(holding);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    panic!("{node}: not {what} within {within:?}; last answer {last:?}");
 }
