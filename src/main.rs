@@ -129,7 +129,8 @@ struct CompareArgs {
     #[arg(long, value_name = "TRACE.csv")]
     arrivals: PathBuf,
     /// Policies, comma-separated: practo:<targetMessagesPerWorker>, keda:<target>,
-    /// maxwait:<maxWaitSeconds>, bound; a target may be a range (practo:1..12).
+    /// maxwait:<maxWaitSeconds>, maxwait-backlog:<maxWaitSeconds> (the rule without its
+    /// stream term), bound; a target may be a range (practo:1..12).
     #[arg(
         long,
         value_name = "LIST",

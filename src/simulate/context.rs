@@ -10,7 +10,7 @@ use crate::scaler::{ScalerSettings, SpecError};
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum PolicyError {
     #[error(
-        "--policies: `{item}`: {problem} (known: practo:<targetMessagesPerWorker>, keda:<target>, maxwait:<seconds>, bound; a target may be a range A..B)"
+        "--policies: `{item}`: {problem} (known: practo:<targetMessagesPerWorker>, keda:<target>, maxwait:<seconds>, maxwait-backlog:<seconds>, bound; a target may be a range A..B)"
     )]
     Parse { item: String, problem: String },
     #[error("--policies: no policy given")]

@@ -2,6 +2,8 @@
 //! `maxWaitSeconds` runs it: the same learner ([`WaitLearner`]) fed from the heartbeats and
 //! polls the view holds, the same rule ([`size`], [`decide_with_wait`]) after every poll,
 //! practo's decision (with the WPA's `targetMessagesPerWorker`) until the model is learned.
+//! `maxwait-backlog:<seconds>` is the same with the rule's stream term off
+//! ([`WaitTuning::stream`]).
 
 use std::time::Duration;
 
@@ -23,6 +25,7 @@ pub struct MaxWait {
     idle_window: f64,
     period: f64,
     last_scale_up: Option<f64>,
+    tuning: WaitTuning,
 }
 
 impl MaxWait {
@@ -48,7 +51,16 @@ impl MaxWait {
             // or workers, and after each poll.
             period: ctx.poll.min(2.0),
             last_scale_up: None,
+            tuning: WaitTuning::default(),
         })
+    }
+
+    /// `maxwait-backlog:<seconds>`: the rule without its stream term.
+    pub fn backlog_only(seconds: i32, ctx: &PolicyContext<'_>) -> Result<Self, PolicyError> {
+        let mut policy = Self::new(seconds, ctx)?;
+        policy.name = format!("maxwait-backlog:{seconds}");
+        policy.tuning.stream = false;
+        Ok(policy)
     }
 }
 
@@ -104,7 +116,7 @@ impl SimPolicy for MaxWait {
         let sizing = learned
             .model
             .as_ref()
-            .map(|m| size(m, &state, self.max_wait, &WaitTuning::default()));
+            .map(|m| size(m, &state, self.max_wait, &self.tuning));
         let decision = decide_with_wait(
             &self.policy,
             &Practo::snapshot(view, self.idle_window),

@@ -20,6 +20,9 @@ pub enum Choice {
     Keda(i32),
     /// The controller's sizing on wait time with this `maxWaitSeconds`.
     MaxWait(i32),
+    /// The same without the stream term: the backlog alone sizes the pool (a candidate
+    /// rule, compared in docs/simulate.md).
+    MaxWaitBacklog(i32),
     /// The offline lower bound.
     Bound,
 }
@@ -43,6 +46,7 @@ impl Choice {
             Some(("practo", value)) => Ok(Choice::Practo(target(value)?)),
             Some(("keda", value)) => Ok(Choice::Keda(target(value)?)),
             Some(("maxwait", value)) => Ok(Choice::MaxWait(target(value)?)),
+            Some(("maxwait-backlog", value)) => Ok(Choice::MaxWaitBacklog(target(value)?)),
             None if item == "bound" => Ok(Choice::Bound),
             _ => Err(bad("unknown policy")),
         }
@@ -90,6 +94,7 @@ pub fn build(
         Choice::Practo(target) => Some(Box::new(Practo::new(target, ctx)?)),
         Choice::Keda(target) => Some(Box::new(Keda::new(target, ctx)?)),
         Choice::MaxWait(seconds) => Some(Box::new(MaxWait::new(seconds, ctx)?)),
+        Choice::MaxWaitBacklog(seconds) => Some(Box::new(MaxWait::backlog_only(seconds, ctx)?)),
         Choice::Bound => None,
     })
 }
@@ -112,6 +117,10 @@ mod tests {
         let err = Choice::parse_list("hpa:3").expect_err("unknown");
         assert!(err.to_string().contains("`hpa:3`: unknown policy"), "{err}");
         assert_eq!(Choice::parse_list(" , "), Err(PolicyError::Empty));
+        assert_eq!(
+            Choice::parse_list("maxwait:30,maxwait-backlog:30"),
+            Ok(vec![Choice::MaxWait(30), Choice::MaxWaitBacklog(30)])
+        );
         assert_eq!(
             Choice::parse_list("practo:2..4,bound"),
             Ok(vec![

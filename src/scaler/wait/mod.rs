@@ -123,6 +123,10 @@ pub struct WaitTuning {
     pub stream_tail: f64,
     /// Shortest hold before a scale-down.
     pub min_hold: Duration,
+    /// Size for the stream of arrivals too (Erlang C). Off: the backlog alone sizes the
+    /// pool (the simulator's `maxwait-backlog`, a candidate rule measured in
+    /// docs/simulate.md; production keeps it on).
+    pub stream: bool,
 }
 
 /// The tail the stream is sized for: the Erlang C probability that a new task waits longer
@@ -139,6 +143,7 @@ impl Default for WaitTuning {
             reaction_seconds: 2.0,
             stream_tail: STREAM_TAIL,
             min_hold: Duration::from_secs(10),
+            stream: true,
         }
     }
 }
@@ -197,7 +202,7 @@ pub fn size(
     let slots = u64::from(model.slots.max(1));
     let running_floor = state.running.div_ceil(slots);
     let sparse = is_sparse(model, target, hold);
-    let stream = if sparse {
+    let stream = if sparse || !tuning.stream {
         0
     } else {
         erlang::pods_for_stream(

@@ -55,6 +55,33 @@ fn a_steady_stream_gets_its_erlang_count_and_a_hold_of_its_startup() {
 }
 
 #[test]
+fn without_the_stream_term_only_the_backlog_and_running_tasks_size_the_pool() {
+    let backlog_only = WaitTuning {
+        stream: false,
+        ..WaitTuning::default()
+    };
+    // The steady stream above, nothing waiting: no pod for the stream itself, but the 15
+    // running tasks keep their pods.
+    let steady = size(
+        &model(3.0, 5.0, 1, 10.0),
+        &state(0, 15, 16),
+        W30,
+        &backlog_only,
+    );
+    assert_eq!(steady.up, 0, "{steady:?}");
+    assert_eq!(steady.keep, 15, "{steady:?}");
+    assert_eq!(steady.binding, Binding::Running);
+    // 100 tasks waiting from zero: the backlog needs 22 pods either way (the stream of
+    // 3/s adds nothing the backlog's pods do not cover).
+    let m = model(3.0, 5.0, 1, 10.0);
+    let from_zero = state(100, 0, 0);
+    let without = size(&m, &from_zero, W30, &backlog_only);
+    assert_eq!(without.binding, Binding::Backlog);
+    assert_eq!(without.up, 22, "{without:?}");
+    assert!(without.up <= size(&m, &from_zero, W30, &WaitTuning::default()).up);
+}
+
+#[test]
 fn a_backlog_from_zero_is_started_within_the_target() {
     // 100 tasks of 5 s, no pods, start-up 10 s, target 30 s (28 after the reaction): a new
     // pod starts 1 task at once and 0.2 a second for 18 s, 4.6 tasks: 22 pods.
