@@ -17,6 +17,7 @@ mod closed_loop_dramatiq;
 mod closed_loop_rq;
 mod closed_loop_sidekiq;
 mod controller_drain;
+mod controller_drain_sidekiq;
 mod controller_e2e;
 mod controller_features;
 mod controller_queues;
