@@ -48,6 +48,17 @@ pub struct Figures {
     pub sigterm_busy: usize,
     /// Workers still running when the grace ran out (SIGKILLed).
     pub sigkilled: usize,
+    /// Workers that got SIGTERM: the pods a scale-in removed.
+    pub victims: usize,
+    /// Victims whose worker recorded `cancel_consumer` before its SIGTERM (drained first).
+    pub victims_told: usize,
+    /// Victims that held a task, running or prefetched, when SIGTERM came.
+    pub victims_holding: usize,
+    /// Tasks held, running or prefetched, by a victim at its SIGTERM (a task held by two
+    /// victims in turn counts twice).
+    pub held_at_sigterm: usize,
+    /// Tasks held by a worker when the grace ran out and it got SIGKILL.
+    pub held_at_sigkill: usize,
     pub peak_replicas: i64,
     /// First task sent to the last task run that finished (seconds).
     pub drain: Option<f64>,
@@ -106,6 +117,9 @@ pub struct Inputs<'a> {
     pub tally: TaskTally,
     pub started: &'a [TaskRun],
     pub finished: &'a [TaskRun],
+    /// When workers took tasks (prefetched or to run), and got `cancel_consumer`.
+    pub received: &'a [TaskRun],
+    pub cancelled: &'a [TaskRun],
     pub workers: &'a [WorkerRecord],
     pub clock: Clock,
     /// (Unix seconds, replicas) of each successful scale write, oldest first.
@@ -133,6 +147,28 @@ pub fn figures(inputs: &Inputs<'_>) -> Figures {
         .filter_map(|w| Some((w, inputs.clock.unix(w.terminated_at?))))
         .filter(|(w, at)| busy_at(inputs, &format!("celery@{}", w.pod), *at))
         .count();
+    let victims: Vec<(&WorkerRecord, f64)> = inputs
+        .workers
+        .iter()
+        .filter_map(|w| Some((w, inputs.clock.unix(w.terminated_at?))))
+        .collect();
+    let held_at = |w: &WorkerRecord, at: f64| held_at(inputs, &format!("celery@{}", w.pod), at);
+    let victims_told = victims
+        .iter()
+        .filter(|(w, at)| {
+            let host = format!("celery@{}", w.pod);
+            inputs
+                .cancelled
+                .iter()
+                .any(|c| c.host == host && c.at <= *at)
+        })
+        .count();
+    let held: Vec<usize> = victims.iter().map(|(w, at)| held_at(w, *at)).collect();
+    let held_at_sigkill = inputs
+        .workers
+        .iter()
+        .filter_map(|w| Some(held_at(w, inputs.clock.unix(w.killed_at?))))
+        .sum();
     let last_finish = inputs
         .finished
         .iter()
@@ -188,6 +224,11 @@ pub fn figures(inputs: &Inputs<'_>) -> Figures {
         workers_started: inputs.workers.len(),
         sigterm_busy,
         sigkilled: inputs.workers.iter().filter(|w| w.killed()).count(),
+        victims: victims.len(),
+        victims_told,
+        victims_holding: held.iter().filter(|n| **n > 0).count(),
+        held_at_sigterm: held.iter().sum(),
+        held_at_sigkill,
         peak_replicas: inputs
             .scale_writes
             .iter()
@@ -243,6 +284,27 @@ fn busy_at(inputs: &Inputs<'_>, host: &str, at: f64) -> bool {
                 .iter()
                 .any(|f| f.id == run.id && f.host == host && f.at <= at)
         })
+}
+
+/// How many tasks `host` held at `at`: taken (received or started) there by then and not
+/// finished there by then.
+fn held_at(inputs: &Inputs<'_>, host: &str, at: f64) -> usize {
+    let taken: HashSet<&str> = inputs
+        .received
+        .iter()
+        .chain(inputs.started)
+        .filter(|run| run.host == host && run.at <= at)
+        .map(|run| run.id.as_str())
+        .collect();
+    taken
+        .into_iter()
+        .filter(|id| {
+            !inputs
+                .finished
+                .iter()
+                .any(|f| f.id == *id && f.host == host && f.at <= at)
+        })
+        .count()
 }
 
 /// The replica counts written, as "0 -> 8 -> 10 -> 0" (consecutive repeats once).
