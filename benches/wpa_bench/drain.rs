@@ -4,8 +4,9 @@
 //! sparse Poisson stream of long tasks arrives while the pool shrinks, so a pod that looked
 //! idle when it was picked may take a task before its SIGTERM. Each ack mode runs with
 //! `--drain-before-scale-in` on (the default) and off, repeated. What counts is what each
-//! worker held when its SIGTERM came, from the workers' own records: the tasks they took
-//! (Celery's `task_received`), ran and finished, and when they got `cancel_consumer`.
+//! worker held when its SIGTERM came or took after it (a fetch already waiting on Redis
+//! returns a task during the warm shutdown), from the workers' own records: the tasks they
+//! took (Celery's `task_received`), ran and finished, and when they got `cancel_consumer`.
 
 use std::path::Path;
 use std::time::Duration;
@@ -196,8 +197,9 @@ fn runs_table(outcomes: &[(usize, Outcome)]) -> Table {
         "lost",
         "victims (SIGTERMed)",
         "told to stop before SIGTERM",
-        "SIGTERMs on a worker holding a task",
         "tasks held at SIGTERM",
+        "tasks taken after SIGTERM",
+        "SIGTERMs on a worker holding a task",
         "SIGKILLs",
         "tasks held at SIGKILL",
         "DrainStarted / Drained / DrainCancelled",
@@ -213,8 +215,9 @@ fn runs_table(outcomes: &[(usize, Outcome)]) -> Table {
             lost(o).to_string(),
             f.victims.to_string(),
             f.victims_told.to_string(),
-            f.victims_holding.to_string(),
             f.held_at_sigterm.to_string(),
+            f.taken_after_sigterm.to_string(),
+            f.victims_interrupted.to_string(),
             f.sigkilled.to_string(),
             f.held_at_sigkill.to_string(),
             format!(
@@ -317,7 +320,7 @@ fn summary_table(outcomes: &[(usize, Outcome)]) -> Table {
                 on_off(&first.case).to_string(),
                 runs.len().to_string(),
                 per_run(&|o| format!("{}/{}", o.figures.victims_told, o.figures.victims)),
-                per_run(&|o| o.figures.victims_holding.to_string()),
+                per_run(&|o| o.figures.victims_interrupted.to_string()),
                 per_run(&|o| lost(o).to_string()),
                 per_run(&|o| o.figures.sigkilled.to_string()),
                 seconds(med(&|o| o.figures.wait(0.95))),
@@ -336,13 +339,14 @@ fn summary_table(outcomes: &[(usize, Outcome)]) -> Table {
 fn line(o: &Outcome) -> String {
     let f = &o.figures;
     format!(
-        "{}; victims {}, told first {}, SIGTERM on a holder {} ({} tasks held), SIGKILLed {} \
-         ({} tasks held), lost {}, Events {}",
+        "{}; victims {}, told first {}, SIGTERM on a holder {} ({} tasks held, {} taken after), \
+         SIGKILLed {} ({} tasks held), lost {}, Events {}",
         scale_in_report::summary_line(o),
         f.victims,
         f.victims_told,
-        f.victims_holding,
+        f.victims_interrupted,
         f.held_at_sigterm,
+        f.taken_after_sigterm,
         f.sigkilled,
         f.held_at_sigkill,
         lost(o),

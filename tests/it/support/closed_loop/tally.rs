@@ -57,6 +57,12 @@ pub struct Figures {
     /// Tasks held, running or prefetched, by a victim at its SIGTERM (a task held by two
     /// victims in turn counts twice).
     pub held_at_sigterm: usize,
+    /// Tasks a victim took after its SIGTERM (a fetch already waiting on the broker when
+    /// the signal came returns a task during Celery's warm shutdown).
+    pub taken_after_sigterm: usize,
+    /// Victims that held a task at SIGTERM or took one after it: SIGTERMed while holding
+    /// work, in the sense of issue 22.
+    pub victims_interrupted: usize,
     /// Tasks held by a worker when the grace ran out and it got SIGKILL.
     pub held_at_sigkill: usize,
     pub peak_replicas: i64,
@@ -164,6 +170,17 @@ pub fn figures(inputs: &Inputs<'_>) -> Figures {
         })
         .count();
     let held: Vec<usize> = victims.iter().map(|(w, at)| held_at(w, *at)).collect();
+    let taken_after: Vec<usize> = victims
+        .iter()
+        .map(|(w, at)| {
+            let host = format!("celery@{}", w.pod);
+            inputs
+                .received
+                .iter()
+                .filter(|r| r.host == host && r.at > *at)
+                .count()
+        })
+        .collect();
     let held_at_sigkill = inputs
         .workers
         .iter()
@@ -228,6 +245,12 @@ pub fn figures(inputs: &Inputs<'_>) -> Figures {
         victims_told,
         victims_holding: held.iter().filter(|n| **n > 0).count(),
         held_at_sigterm: held.iter().sum(),
+        taken_after_sigterm: taken_after.iter().sum(),
+        victims_interrupted: held
+            .iter()
+            .zip(&taken_after)
+            .filter(|(h, t)| **h + **t > 0)
+            .count(),
         held_at_sigkill,
         peak_replicas: inputs
             .scale_writes
