@@ -121,7 +121,11 @@ pub async fn scenario(
                     ack(&case),
                     on_off(&case)
                 );
-                let outcome = closed_loop::run(case, dir).await?;
+                // A directory per repetition: the runs of a configuration share a name, and
+                // their controller and worker logs are kept apart.
+                let run_dir = dir.join(format!("drain-run{repeat}"));
+                std::fs::create_dir_all(&run_dir)?;
+                let outcome = closed_loop::run(case, &run_dir).await?;
                 eprintln!("  {}", line(&outcome));
                 outcomes.push((repeat, outcome));
             }
