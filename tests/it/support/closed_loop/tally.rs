@@ -344,3 +344,93 @@ pub fn replica_path(scale_writes: &[(f64, i64)]) -> String {
         .collect::<Vec<_>>()
         .join(" -> ")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    fn run(id: &str, host: &str, at: f64) -> TaskRun {
+        TaskRun {
+            id: id.to_string(),
+            host: host.to_string(),
+            at,
+            redelivered: false,
+        }
+    }
+
+    fn worker(pod: &str, start: Instant, term: Option<f64>, kill: Option<f64>) -> WorkerRecord {
+        let at = |s: f64| start + Duration::from_secs_f64(s);
+        WorkerRecord {
+            pod: pod.to_string(),
+            ip: "10.0.0.1".to_string(),
+            pid: 2,
+            started_at: start,
+            terminated_at: term.map(at),
+            killed_at: kill.map(at),
+            exited_at: kill.or(term).map(at),
+            exit: None,
+        }
+    }
+
+    /// Pod a: told to stop, idle at SIGTERM. Pod b: holds a prefetched task at SIGTERM and
+    /// is SIGKILLed with it. Pod c: takes a task after its SIGTERM.
+    #[test]
+    fn victims_holding_taking_and_told() {
+        let clock = Clock::now();
+        let t0 = clock.unix(clock_instant(&clock));
+        let start = clock_instant(&clock);
+        let workers = [
+            worker("a", start, Some(10.0), None),
+            worker("b", start, Some(10.0), Some(20.0)),
+            worker("c", start, Some(10.0), Some(20.0)),
+        ];
+        let received = [
+            run("1", "celery@a", t0 + 1.0),
+            run("2", "celery@b", t0 + 2.0),
+            run("3", "celery@b", t0 + 3.0),
+            run("4", "celery@c", t0 + 10.5),
+        ];
+        let started = [
+            run("1", "celery@a", t0 + 1.0),
+            run("2", "celery@b", t0 + 2.0),
+            run("4", "celery@c", t0 + 10.5),
+        ];
+        let finished = [
+            run("1", "celery@a", t0 + 4.0),
+            run("2", "celery@b", t0 + 5.0),
+        ];
+        let cancelled = [run("q", "celery@a", t0 + 9.0)];
+        let sent: Vec<(String, f64)> = ["1", "2", "3", "4"]
+            .iter()
+            .map(|id| (id.to_string(), t0))
+            .collect();
+        let f = figures(&Inputs {
+            sent: &sent,
+            seconds: &[5.0; 4],
+            tally: TaskTally::default(),
+            started: &started,
+            finished: &finished,
+            received: &received,
+            cancelled: &cancelled,
+            workers: &workers,
+            clock,
+            scale_writes: &[],
+            first_sent: t0,
+            end: start + Duration::from_secs(30),
+        });
+        assert_eq!(f.victims, 3);
+        assert_eq!(f.victims_told, 1);
+        assert_eq!(f.held_at_sigterm, 1, "task 3, prefetched on b");
+        assert_eq!(f.victims_holding, 1);
+        assert_eq!(f.taken_after_sigterm, 1, "task 4 on c");
+        assert_eq!(f.victims_interrupted, 2);
+        assert_eq!(f.held_at_sigkill, 2, "task 3 on b, task 4 on c");
+    }
+
+    /// The Instant `clock` was taken at, found through its mapping.
+    fn clock_instant(clock: &Clock) -> Instant {
+        clock.instant
+    }
+}
