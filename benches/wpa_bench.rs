@@ -2,7 +2,8 @@
 //! server double and real brokers. Prints tables; never asserts on timing.
 //!
 //! ```text
-//! cargo bench --bench wpa_bench -- [--scenario from-zero,latency,burst,scale,startup,scale-in]
+//! cargo bench --bench wpa_bench -- [--scenario from-zero,latency,burst,scale,startup,scale-in,
+//!     wait,drain]
 //!     [--trials 100] [--providers redis,rabbitmq,sqs,beanstalkd] [--wpas 100,1000,5000]
 //!     [--window 60] [--scale-in-tasks 80 --scale-in-seed N ...]
 //! ```
@@ -18,6 +19,8 @@ mod support;
 
 #[path = "wpa_bench/brokers.rs"]
 mod brokers;
+#[path = "wpa_bench/drain.rs"]
+mod drain;
 #[path = "wpa_bench/latency.rs"]
 mod latency;
 #[path = "wpa_bench/procstat.rs"]
@@ -63,6 +66,10 @@ enum Scenario {
     /// Scenario 5: real Celery workers with a start-up delay, a seeded Poisson trace in
     /// phases, practo's rule at several targets and maxWaitSeconds: waits and worker-seconds.
     Wait,
+    /// Scenario 6: real Celery workers, a burst then a sparse stream of tasks longer than
+    /// the grace while the pool shrinks, both ack modes, `--drain-before-scale-in` on and
+    /// off: did a worker get SIGTERM while it held a task.
+    Drain,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -83,8 +90,8 @@ enum Provider {
 #[derive(Debug, Parser)]
 #[command(about = "worker-pod-autoscaler benchmarks (see BENCHMARKS.md)")]
 struct Args {
-    /// Scenarios to run, comma-separated (scale-in, which runs Python Celery workers, only
-    /// when named).
+    /// Scenarios to run, comma-separated (scale-in, wait and drain, which run Python Celery
+    /// workers, only when named).
     #[arg(
         long,
         value_enum,
@@ -202,6 +209,8 @@ struct Args {
     /// Seconds a Pod takes before its worker starts, in scenario 5.
     #[arg(long, default_value_t = 10)]
     wait_start_delay: u64,
+    #[command(flatten)]
+    drain: drain::DrainArgs,
     /// Port of the shared Redis used by the latency and burst scenarios.
     #[arg(long, default_value_t = 6379)]
     redis_port: u16,
@@ -273,10 +282,13 @@ async fn run(args: Args) -> Result<()> {
         startup_scenario(&args, dir.path(), &mut report).await?;
     }
     if args.scenario.contains(&Scenario::ScaleIn) {
-        scale_in_scenario(&args, dir.path(), &mut report).await?;
+        scale_in_report::scenario(&args, dir.path(), &mut report).await?;
     }
     if args.scenario.contains(&Scenario::Wait) {
-        wait_scenario(&args, dir.path(), &mut report).await?;
+        wait::scenario(&args, dir.path(), &mut report).await?;
+    }
+    if args.scenario.contains(&Scenario::Drain) {
+        drain::scenario(&args.drain, args.redis_port, dir.path(), &mut report).await?;
     }
     // Keep the controller logs of a run for a look afterwards.
     let kept = dir.keep();
@@ -612,187 +624,6 @@ async fn startup_scenario(args: &Args, dir: &std::path::Path, report: &mut Repor
             "\n### Steady state after the start (every WPA has a status, one resync later; same default flags)\n",
         );
         report.emit(&steady.render());
-    }
-    Ok(())
-}
-
-async fn wait_scenario(args: &Args, dir: &std::path::Path, report: &mut Report) -> Result<()> {
-    use support::closed_loop::load::Load;
-    let phases = wait::parse_phases(&args.wait_phases)?;
-    let (shortest, longest) = match args.wait_task_seconds[..] {
-        [a, b] if a > 0.0 && a <= b => (a, b),
-        _ => anyhow::bail!("--wait-task-seconds takes SHORTEST,LONGEST"),
-    };
-    let load = Load::poisson(args.wait_seed, &phases, shortest, longest);
-    let length: f64 = phases.iter().map(|(_, s)| s).sum();
-    let scenario = wait::WaitScenario {
-        load,
-        start_delay: Duration::from_secs(args.wait_start_delay),
-        max_wait: args.wait_max_wait,
-        max_replicas: 20,
-        targets: args.wait_targets.clone(),
-        // The trace, the 600 s delay of the default-flag practo run, and some.
-        timeout: Duration::from_secs_f64(length + 900.0),
-        redis_port: args.redis_port,
-    };
-    // The trace as `simulate compare --arrivals` reads it, for the rules the closed loop
-    // cannot run (KEDA's) and the offline bound.
-    let trace_file = args
-        .report
-        .as_ref()
-        .map(|r| r.with_extension("wait-trace.csv"));
-    if let Some(path) = &trace_file {
-        std::fs::write(path, wait::arrivals_csv(&scenario.load))?;
-    }
-    let mut outcomes = Vec::new();
-    for run in scenario.runs() {
-        eprintln!("wait: {}, {}", run.sizing.label(), run.flags.label());
-        let outcome = scenario.run(&run, dir).await?;
-        eprintln!("  {}", scale_in_report::summary_line(&outcome));
-        outcomes.push((run.flags.label().to_string(), outcome));
-    }
-    report.emit(&format!(
-        "\n## Scenario 5: waits and worker-seconds under Poisson arrivals (seed {}; {}; {} tasks, \
-         {:.0} task-seconds; Redis, task_acks_late, prefetch 1, one slot per pod; a pod's worker \
-         starts {} s after the pod; min 0, max 20)\n",
-        args.wait_seed,
-        scenario.load.label,
-        scenario.load.tasks(),
-        scenario.load.work(),
-        args.wait_start_delay
-    ));
-    report.emit(&wait::table(&outcomes, args.wait_max_wait).render());
-    report.emit("");
-    if let Some(path) = &trace_file {
-        report.emit(&format!(
-            "The trace: {} (replay it with `workerpodautoscaler simulate compare --arrivals`).\n",
-            path.display()
-        ));
-    }
-    for (flags, o) in &outcomes {
-        report.emit(&format!(
-            "- {} ({flags}): replicas {}; reasons {}",
-            o.case.sizing.label(),
-            o.path,
-            o.reasons.join(", ")
-        ));
-    }
-    Ok(())
-}
-
-async fn scale_in_scenario(args: &Args, dir: &std::path::Path, report: &mut Report) -> Result<()> {
-    use support::apiserver::PodIps;
-    use support::closed_loop::load::Load;
-    use support::closed_loop::{self, Case, CeleryBroker, Layout};
-    let (shortest, longest) = match args.scale_in_task_seconds[..] {
-        [a, b] if a > 0.0 && a <= b => (a, b),
-        _ => anyhow::bail!("--scale-in-task-seconds takes SHORTEST,LONGEST"),
-    };
-    let burst = Load::seeded_burst(
-        args.scale_in_seed,
-        args.scale_in_tasks,
-        shortest,
-        longest,
-        Duration::from_secs(args.scale_in_gap),
-    );
-    let mix = match args.scale_in_mix[..] {
-        [long, long_s, short, short_s]
-            if long >= 1.0 && short >= 0.0 && long_s > 0.0 && short_s > 0.0 =>
-        {
-            Load::mixed(long as usize, long_s, short as usize, short_s)
-        }
-        _ => {
-            anyhow::bail!("--scale-in-mix takes LONG_COUNT,LONG_SECONDS,SHORT_COUNT,SHORT_SECONDS")
-        }
-    };
-    let case = |broker, layout, acks_late, signal, load: &Load| Case {
-        broker,
-        layout,
-        acks_late,
-        signal,
-        load: load.clone(),
-        grace: Duration::from_secs(args.scale_in_grace),
-        timeout: Duration::from_secs(args.scale_in_timeout),
-        redis_port: args.redis_port,
-        pod_ips: PodIps::Loopback,
-        sizing: closed_loop::Sizing::default(),
-        start_delay: Duration::ZERO,
-        flags: closed_loop::Flags::ShortDelays,
-    };
-    let mut cases = Vec::new();
-    if args.scale_in_runs.contains(&ScaleInRun::Burst) {
-        for acks_late in [false, true] {
-            for signal in ["Auto", "Off"] {
-                cases.push(case(
-                    CeleryBroker::Redis,
-                    Layout::OneQueue,
-                    acks_late,
-                    signal,
-                    &burst,
-                ));
-            }
-        }
-        for acks_late in [false, true] {
-            cases.push(case(
-                CeleryBroker::Rabbitmq,
-                Layout::OneQueue,
-                acks_late,
-                "Auto",
-                &burst,
-            ));
-        }
-    }
-    if args.scale_in_runs.contains(&ScaleInRun::LongTask) {
-        let long = Load::one_long_task(args.scale_in_long_task as f64);
-        for acks_late in [false, true] {
-            for signal in ["Auto", "Off"] {
-                cases.push(case(
-                    CeleryBroker::Redis,
-                    Layout::OneQueue,
-                    acks_late,
-                    signal,
-                    &long,
-                ));
-            }
-        }
-    }
-    if args.scale_in_runs.contains(&ScaleInRun::TutorMix) {
-        let mix_case = |broker, acks_late, pod_ips| Case {
-            grace: Duration::from_secs(args.scale_in_mix_grace),
-            pod_ips,
-            ..case(broker, Layout::TutorLms, acks_late, "Auto", &mix)
-        };
-        for broker in [CeleryBroker::Redis, CeleryBroker::Rabbitmq] {
-            for acks_late in [false, true] {
-                cases.push(mix_case(broker, acks_late, PodIps::Loopback));
-            }
-        }
-        // RabbitMQ seeing every Pod at one address (host networking, a NAT).
-        for acks_late in [false, true] {
-            cases.push(mix_case(CeleryBroker::Rabbitmq, acks_late, PodIps::Shared));
-        }
-    }
-    let mut outcomes = Vec::new();
-    for case in cases {
-        eprintln!(
-            "scale-in: {} ({}) {} ack, workerSignal {}, {}",
-            case.broker.label(),
-            case.setup_label(),
-            if case.acks_late { "late" } else { "early" },
-            case.signal,
-            case.load.label
-        );
-        let outcome = closed_loop::run(case, dir).await?;
-        eprintln!("  {}", scale_in_report::summary_line(&outcome));
-        outcomes.push(outcome);
-    }
-    report.emit(&scale_in_report::heading(args.scale_in_seed, &outcomes));
-    report.emit(&scale_in_report::table(&outcomes).render());
-    report.emit("");
-    report.emit(&scale_in_report::cost_table(&outcomes).render());
-    report.emit("");
-    for line in scale_in_report::details(&outcomes) {
-        report.emit(&line);
     }
     Ok(())
 }

@@ -7,6 +7,8 @@
 #   bash hack/bench.sh --scenario startup --startup-wpas 5000 --startup-providers beanstalkd \
 #       --startup-limit 1500                             # start-up, then a steady window
 #   bash hack/bench.sh --scenario scale-in               # real Celery workers (python3 -m celery)
+#   bash hack/bench.sh --scenario drain --drain-repeats 2
+#                      # drain before removal on and off, both ack modes (about 45 minutes)
 #
 # As root it first makes the shared brokers available (hack/services.sh: Redis on 6379,
 # RabbitMQ on 5672 with the management API on 15672); the bench starts its own

@@ -1,8 +1,15 @@
-//! Scenario 4's tables and lines.
+//! Scenario 4: its runs, tables and lines.
+
+use std::time::Duration;
+
+use anyhow::Result;
 
 use crate::stats::Table;
-use crate::support::closed_loop::Outcome;
+use crate::support::apiserver::PodIps;
+use crate::support::closed_loop::load::Load;
 use crate::support::closed_loop::tally::LONG_TASK;
+use crate::support::closed_loop::{self, Case, CeleryBroker, Layout, Outcome};
+use crate::{Args, Report, ScaleInRun};
 
 /// The scenario's heading: each load that ran, with its work and grace.
 pub fn heading(seed: u64, outcomes: &[Outcome]) -> String {
@@ -182,4 +189,120 @@ pub fn details(outcomes: &[Outcome]) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// Runs scenario 4 and emits its section.
+pub async fn scenario(args: &Args, dir: &std::path::Path, report: &mut Report) -> Result<()> {
+    let (shortest, longest) = match args.scale_in_task_seconds[..] {
+        [a, b] if a > 0.0 && a <= b => (a, b),
+        _ => anyhow::bail!("--scale-in-task-seconds takes SHORTEST,LONGEST"),
+    };
+    let burst = Load::seeded_burst(
+        args.scale_in_seed,
+        args.scale_in_tasks,
+        shortest,
+        longest,
+        Duration::from_secs(args.scale_in_gap),
+    );
+    let mix = match args.scale_in_mix[..] {
+        [long, long_s, short, short_s]
+            if long >= 1.0 && short >= 0.0 && long_s > 0.0 && short_s > 0.0 =>
+        {
+            Load::mixed(long as usize, long_s, short as usize, short_s)
+        }
+        _ => {
+            anyhow::bail!("--scale-in-mix takes LONG_COUNT,LONG_SECONDS,SHORT_COUNT,SHORT_SECONDS")
+        }
+    };
+    let case = |broker, layout, acks_late, signal, load: &Load| Case {
+        broker,
+        layout,
+        acks_late,
+        signal,
+        load: load.clone(),
+        grace: Duration::from_secs(args.scale_in_grace),
+        timeout: Duration::from_secs(args.scale_in_timeout),
+        redis_port: args.redis_port,
+        pod_ips: PodIps::Loopback,
+        sizing: closed_loop::Sizing::default(),
+        start_delay: Duration::ZERO,
+        flags: closed_loop::Flags::ShortDelays,
+        drain: true,
+    };
+    let mut cases = Vec::new();
+    if args.scale_in_runs.contains(&ScaleInRun::Burst) {
+        for acks_late in [false, true] {
+            for signal in ["Auto", "Off"] {
+                cases.push(case(
+                    CeleryBroker::Redis,
+                    Layout::OneQueue,
+                    acks_late,
+                    signal,
+                    &burst,
+                ));
+            }
+        }
+        for acks_late in [false, true] {
+            cases.push(case(
+                CeleryBroker::Rabbitmq,
+                Layout::OneQueue,
+                acks_late,
+                "Auto",
+                &burst,
+            ));
+        }
+    }
+    if args.scale_in_runs.contains(&ScaleInRun::LongTask) {
+        let long = Load::one_long_task(args.scale_in_long_task as f64);
+        for acks_late in [false, true] {
+            for signal in ["Auto", "Off"] {
+                cases.push(case(
+                    CeleryBroker::Redis,
+                    Layout::OneQueue,
+                    acks_late,
+                    signal,
+                    &long,
+                ));
+            }
+        }
+    }
+    if args.scale_in_runs.contains(&ScaleInRun::TutorMix) {
+        let mix_case = |broker, acks_late, pod_ips| Case {
+            grace: Duration::from_secs(args.scale_in_mix_grace),
+            pod_ips,
+            ..case(broker, Layout::TutorLms, acks_late, "Auto", &mix)
+        };
+        for broker in [CeleryBroker::Redis, CeleryBroker::Rabbitmq] {
+            for acks_late in [false, true] {
+                cases.push(mix_case(broker, acks_late, PodIps::Loopback));
+            }
+        }
+        // RabbitMQ seeing every Pod at one address (host networking, a NAT).
+        for acks_late in [false, true] {
+            cases.push(mix_case(CeleryBroker::Rabbitmq, acks_late, PodIps::Shared));
+        }
+    }
+    let mut outcomes = Vec::new();
+    for case in cases {
+        eprintln!(
+            "scale-in: {} ({}) {} ack, workerSignal {}, {}",
+            case.broker.label(),
+            case.setup_label(),
+            if case.acks_late { "late" } else { "early" },
+            case.signal,
+            case.load.label
+        );
+        let outcome = closed_loop::run(case, dir).await?;
+        eprintln!("  {}", summary_line(&outcome));
+        outcomes.push(outcome);
+    }
+    report.emit(&heading(args.scale_in_seed, &outcomes));
+    report.emit(&table(&outcomes).render());
+    report.emit("");
+    report.emit(&cost_table(&outcomes).render());
+    report.emit("");
+    for line in details(&outcomes) {
+        report.emit(&line);
+    }
+    Ok(())
 }

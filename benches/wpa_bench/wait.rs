@@ -12,6 +12,7 @@ use crate::stats::Table;
 use crate::support::apiserver::PodIps;
 use crate::support::closed_loop::load::Load;
 use crate::support::closed_loop::{self, Case, CeleryBroker, Flags, Layout, Outcome, Sizing};
+use crate::{Args, Report};
 
 /// What one run of scenario 5 is.
 pub struct WaitRun {
@@ -76,6 +77,7 @@ impl WaitScenario {
                 sizing: run.sizing,
                 start_delay: self.start_delay,
                 flags: run.flags,
+                drain: true,
             },
             dir,
         )
@@ -161,4 +163,68 @@ pub fn parse_phases(text: &str) -> Result<Vec<(f64, f64)>> {
             Ok((rate, length))
         })
         .collect()
+}
+
+/// Runs scenario 5 and emits its section.
+pub async fn scenario(args: &Args, dir: &std::path::Path, report: &mut Report) -> Result<()> {
+    let phases = parse_phases(&args.wait_phases)?;
+    let (shortest, longest) = match args.wait_task_seconds[..] {
+        [a, b] if a > 0.0 && a <= b => (a, b),
+        _ => anyhow::bail!("--wait-task-seconds takes SHORTEST,LONGEST"),
+    };
+    let load = Load::poisson(args.wait_seed, &phases, shortest, longest);
+    let length: f64 = phases.iter().map(|(_, s)| s).sum();
+    let scenario = WaitScenario {
+        load,
+        start_delay: Duration::from_secs(args.wait_start_delay),
+        max_wait: args.wait_max_wait,
+        max_replicas: 20,
+        targets: args.wait_targets.clone(),
+        // The trace, the 600 s delay of the default-flag practo run, and some.
+        timeout: Duration::from_secs_f64(length + 900.0),
+        redis_port: args.redis_port,
+    };
+    // The trace as `simulate compare --arrivals` reads it, for the rules the closed loop
+    // cannot run (KEDA's) and the offline bound.
+    let trace_file = args
+        .report
+        .as_ref()
+        .map(|r| r.with_extension("wait-trace.csv"));
+    if let Some(path) = &trace_file {
+        std::fs::write(path, arrivals_csv(&scenario.load))?;
+    }
+    let mut outcomes = Vec::new();
+    for run in scenario.runs() {
+        eprintln!("wait: {}, {}", run.sizing.label(), run.flags.label());
+        let outcome = scenario.run(&run, dir).await?;
+        eprintln!("  {}", crate::scale_in_report::summary_line(&outcome));
+        outcomes.push((run.flags.label().to_string(), outcome));
+    }
+    report.emit(&format!(
+        "\n## Scenario 5: waits and worker-seconds under Poisson arrivals (seed {}; {}; {} tasks, \
+         {:.0} task-seconds; Redis, task_acks_late, prefetch 1, one slot per pod; a pod's worker \
+         starts {} s after the pod; min 0, max 20)\n",
+        args.wait_seed,
+        scenario.load.label,
+        scenario.load.tasks(),
+        scenario.load.work(),
+        args.wait_start_delay
+    ));
+    report.emit(&table(&outcomes, args.wait_max_wait).render());
+    report.emit("");
+    if let Some(path) = &trace_file {
+        report.emit(&format!(
+            "The trace: {} (replay it with `workerpodautoscaler simulate compare --arrivals`).\n",
+            path.display()
+        ));
+    }
+    for (flags, o) in &outcomes {
+        report.emit(&format!(
+            "- {} ({flags}): replicas {}; reasons {}",
+            o.case.sizing.label(),
+            o.path,
+            o.reasons.join(", ")
+        ));
+    }
+    Ok(())
 }

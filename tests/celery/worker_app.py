@@ -13,7 +13,8 @@ Settings from the environment:
 - WPA_TEST_TASK_SECONDS: how long `wpa.test.noop` sleeps (default 1).
 - WPA_TEST_RECORD_REDIS, WPA_TEST_RECORD_KEY: where `wpa.test.sleep` records its runs
   (Redis lists KEY:started and KEY:finished of JSON lines), so a test can count tasks that
-  completed, were cut off mid-run, or never started.
+  completed, were cut off mid-run, or never started; also KEY:received (the worker took the
+  task: prefetched or running) and KEY:cancelled (it got `cancel_consumer` for a queue).
 - POD_IP: the simulated Pod's IP. A loopback one (127.x.y.z, not 127.0.0.1) is what the
   worker's connections to an AMQP broker are made from, so RabbitMQ sees each Pod at its own
   address, as in a cluster (a consumer's peer_host).
@@ -27,6 +28,8 @@ import socket
 import time
 
 from celery import Celery
+from celery.signals import task_received
+from celery.worker.consumer import Consumer
 
 
 def _connect_from_pod_ip():
@@ -71,8 +74,8 @@ if os.environ.get("WPA_TEST_KEYPREFIX"):
 _recorder = None
 
 
-def _record(stage, task):
-    """Appends one run record to KEY:<stage>, if recording is configured."""
+def _push(stage, task_id, host, redelivered=False):
+    """Appends one record to KEY:<stage>, if recording is configured."""
     global _recorder
     url = os.environ.get("WPA_TEST_RECORD_REDIS")
     key = os.environ.get("WPA_TEST_RECORD_KEY")
@@ -82,16 +85,38 @@ def _record(stage, task):
         import redis
 
         _recorder = redis.Redis.from_url(url)
-    delivery = task.request.delivery_info or {}
     _recorder.rpush(
         f"{key}:{stage}",
-        json.dumps({
-            "id": task.request.id,
-            "host": task.request.hostname,
-            "at": time.time(),
-            "redelivered": bool(delivery.get("redelivered")),
-        }),
+        json.dumps({"id": task_id, "host": host, "at": time.time(), "redelivered": redelivered}),
     )
+
+
+def _record(stage, task):
+    """One run record (KEY:started, KEY:finished) of a task."""
+    delivery = task.request.delivery_info or {}
+    _push(stage, task.request.id, task.request.hostname, bool(delivery.get("redelivered")))
+
+
+@task_received.connect
+def _on_task_received(request=None, **_):
+    """KEY:received: the worker holds the task from here on (prefetched or running), which
+    the started record alone does not show for a task waiting behind a running one."""
+    if request is not None:
+        _push("received", request.id, request.hostname)
+
+
+# Celery has no signal for remote control commands, and the benchmarks need the worker's
+# own record of when it was told to stop consuming (KEY:cancelled, the queue as "id"), to
+# compare with when its Pod got SIGTERM.
+_cancel_task_queue = Consumer.cancel_task_queue
+
+
+def _cancel_task_queue_recorded(self, queue):
+    _push("cancelled", queue, self.hostname)
+    return _cancel_task_queue(self, queue)
+
+
+Consumer.cancel_task_queue = _cancel_task_queue_recorded
 
 
 @app.task(name="wpa.test.noop")

@@ -29,6 +29,7 @@ async fn tutor_mix(broker: CeleryBroker, acks_late: bool, pod_ips: PodIps) -> Ou
         sizing: Sizing::default(),
         start_delay: Duration::ZERO,
         flags: closed_loop::Flags::ShortDelays,
+        drain: true,
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let outcome = closed_loop::run(case, dir.path())
@@ -125,6 +126,7 @@ async fn redis_max_wait_learns_and_keeps_waits_within_the_target() {
         },
         start_delay: Duration::from_secs(5),
         flags: closed_loop::Flags::ShortDelays,
+        drain: true,
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let outcome = closed_loop::run(case, dir.path())

@@ -115,6 +115,16 @@ impl TaskLedger {
         self.runs("finished")
     }
 
+    /// When each worker took a task (prefetched or to run at once).
+    pub fn received(&self) -> Vec<TaskRun> {
+        self.runs("received")
+    }
+
+    /// When each worker got `cancel_consumer` (`id` is the queue).
+    pub fn cancelled(&self) -> Vec<TaskRun> {
+        self.runs("cancelled")
+    }
+
     pub fn tally(&self, sent: &[String]) -> TaskTally {
         let started: HashSet<String> = self.started().into_iter().map(|r| r.id).collect();
         let finished: HashSet<String> = self.finished().into_iter().map(|r| r.id).collect();
@@ -138,10 +148,8 @@ impl Drop for TaskLedger {
         if let Ok(mut conn) =
             redis::Client::open(self.url.as_str()).and_then(|c| c.get_connection())
         {
-            let keys = [
-                format!("{}:started", self.key),
-                format!("{}:finished", self.key),
-            ];
+            let keys = ["started", "finished", "received", "cancelled"]
+                .map(|stage| format!("{}:{stage}", self.key));
             let _: Result<(), _> = conn.del(&keys);
         }
     }

@@ -114,6 +114,8 @@ pub struct Case {
     /// The controller's flags: every one at its default, or the idle window and the
     /// scale-down delay shortened (20 s and 30 s) so that a run takes minutes.
     pub flags: Flags,
+    /// `--drain-before-scale-in` (true is the default and is not passed).
+    pub drain: bool,
 }
 
 /// The controller flags of a run.
@@ -197,7 +199,7 @@ impl Case {
             if self.acks_late { "late" } else { "early" },
             self.signal.to_lowercase(),
             self.load.tasks()
-        )
+        ) + if self.drain { "" } else { "-nodrain" }
     }
 }
 
@@ -213,6 +215,9 @@ pub struct Outcome {
     pub took: Duration,
     /// Lines the controller logged at ERROR level.
     pub error_lines: Vec<String>,
+    /// The reasons of the controller's Events about the WPA (`DrainStarted`, `Drained`...),
+    /// each as often as it happened.
+    pub events: Vec<String>,
     /// With maxWaitSeconds: when the status first said the wait model was learned (seconds
     /// after the first send), and the last `status.wait`.
     pub wait_learned_at: Option<f64>,
@@ -324,8 +329,12 @@ pub async fn run(case: Case, dir: &Path) -> Result<Outcome> {
     let server = ApiServerDouble::start().await?;
     server.simulate_pods(true);
     server.set_pod_ips(case.pod_ips);
+    let mut deployment = objects::deployment(NAMESPACE, DEPLOYMENT, 0);
+    // The grace the pod runner gives, on the Pods too: the controller bounds a drain by it.
+    deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] =
+        json!(case.grace.as_secs());
     server
-        .insert(objects::deployment(NAMESPACE, DEPLOYMENT, 0))
+        .insert(deployment)
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
 
     let ledger = TaskLedger::new(
@@ -352,7 +361,11 @@ pub async fn run(case: Case, dir: &Path) -> Result<Outcome> {
     server
         .insert(wpa(NAMESPACE, DEPLOYMENT, wpa_spec(&case, &ends)))
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let mut controller = ControllerProcess::start(&server, dir, &name, &case.flags.args());
+    let mut flags = case.flags.args().to_vec();
+    if !case.drain {
+        flags.push("--drain-before-scale-in=false");
+    }
+    let mut controller = ControllerProcess::start(&server, dir, &name, &flags);
     let polled_by = Instant::now() + FIRST_POLL;
     // A queue nobody has declared yet may be an error, which is what a run may want to show.
     while !polled(&server, NAMESPACE, DEPLOYMENT) {
@@ -420,6 +433,8 @@ pub async fn run(case: Case, dir: &Path) -> Result<Outcome> {
     let scale_writes = scale_writes(&server, NAMESPACE, DEPLOYMENT);
     let started_runs = ledger.started();
     let finished_runs = ledger.finished();
+    let received = ledger.received();
+    let cancelled = ledger.cancelled();
     let workers = runner.records();
     let seconds: Vec<f64> = case.load.seconds().collect();
     let figures = tally::figures(&Inputs {
@@ -428,6 +443,8 @@ pub async fn run(case: Case, dir: &Path) -> Result<Outcome> {
         tally: ledger.tally(&ids),
         started: &started_runs,
         finished: &finished_runs,
+        received: &received,
+        cancelled: &cancelled,
         workers: &workers,
         clock,
         scale_writes: &scale_writes,
@@ -435,6 +452,7 @@ pub async fn run(case: Case, dir: &Path) -> Result<Outcome> {
         end,
     });
     let reasons = decision_reasons(&server);
+    let events = event_occurrences(&server);
     let (wait_learned_at, last_wait_status) = wait_statuses(&server, first_sent);
     controller.terminate();
     let error_lines = controller
@@ -454,6 +472,7 @@ pub async fn run(case: Case, dir: &Path) -> Result<Outcome> {
         stuck_at,
         took,
         error_lines,
+        events,
         wait_learned_at,
         last_wait_status,
     })
@@ -469,6 +488,34 @@ fn decision_reasons(server: &ApiServerDouble) -> Vec<String> {
         };
         if reasons.last().map(String::as_str) != Some(reason) {
             reasons.push(reason.to_string());
+        }
+    }
+    reasons
+}
+
+/// The reasons of the Events about the WPA, each repeated as often as it happened: the
+/// controller's recorder folds a repeat of a reason into one Event with a series count.
+fn event_occurrences(server: &ApiServerDouble) -> Vec<String> {
+    let mut reasons = Vec::new();
+    for gvr in [Gvr::EVENTS, Gvr::CORE_EVENTS] {
+        for event in server.list(&gvr, Some(NAMESPACE)) {
+            let regarding = if event["regarding"].is_object() {
+                &event["regarding"]
+            } else {
+                &event["involvedObject"]
+            };
+            let Some(reason) = event["reason"].as_str() else {
+                continue;
+            };
+            if regarding["name"] != DEPLOYMENT {
+                continue;
+            }
+            let count = event["series"]["count"]
+                .as_u64()
+                .or_else(|| event["count"].as_u64())
+                .unwrap_or(1)
+                .max(1);
+            reasons.extend((0..count).map(|_| reason.to_string()));
         }
     }
     reasons

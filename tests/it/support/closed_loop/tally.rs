@@ -48,6 +48,23 @@ pub struct Figures {
     pub sigterm_busy: usize,
     /// Workers still running when the grace ran out (SIGKILLed).
     pub sigkilled: usize,
+    /// Workers that got SIGTERM: the pods a scale-in removed.
+    pub victims: usize,
+    /// Victims whose worker recorded `cancel_consumer` before its SIGTERM (drained first).
+    pub victims_told: usize,
+    /// Victims that held a task, running or prefetched, when SIGTERM came.
+    pub victims_holding: usize,
+    /// Tasks held, running or prefetched, by a victim at its SIGTERM (a task held by two
+    /// victims in turn counts twice).
+    pub held_at_sigterm: usize,
+    /// Tasks a victim took after its SIGTERM (a fetch already waiting on the broker when
+    /// the signal came returns a task during Celery's warm shutdown).
+    pub taken_after_sigterm: usize,
+    /// Victims that held a task at SIGTERM or took one after it: SIGTERMed while holding
+    /// work, in the sense of issue 22.
+    pub victims_interrupted: usize,
+    /// Tasks held by a worker when the grace ran out and it got SIGKILL.
+    pub held_at_sigkill: usize,
     pub peak_replicas: i64,
     /// First task sent to the last task run that finished (seconds).
     pub drain: Option<f64>,
@@ -106,6 +123,9 @@ pub struct Inputs<'a> {
     pub tally: TaskTally,
     pub started: &'a [TaskRun],
     pub finished: &'a [TaskRun],
+    /// When workers took tasks (prefetched or to run), and got `cancel_consumer`.
+    pub received: &'a [TaskRun],
+    pub cancelled: &'a [TaskRun],
     pub workers: &'a [WorkerRecord],
     pub clock: Clock,
     /// (Unix seconds, replicas) of each successful scale write, oldest first.
@@ -133,6 +153,39 @@ pub fn figures(inputs: &Inputs<'_>) -> Figures {
         .filter_map(|w| Some((w, inputs.clock.unix(w.terminated_at?))))
         .filter(|(w, at)| busy_at(inputs, &format!("celery@{}", w.pod), *at))
         .count();
+    let victims: Vec<(&WorkerRecord, f64)> = inputs
+        .workers
+        .iter()
+        .filter_map(|w| Some((w, inputs.clock.unix(w.terminated_at?))))
+        .collect();
+    let held_at = |w: &WorkerRecord, at: f64| held_at(inputs, &format!("celery@{}", w.pod), at);
+    let victims_told = victims
+        .iter()
+        .filter(|(w, at)| {
+            let host = format!("celery@{}", w.pod);
+            inputs
+                .cancelled
+                .iter()
+                .any(|c| c.host == host && c.at <= *at)
+        })
+        .count();
+    let held: Vec<usize> = victims.iter().map(|(w, at)| held_at(w, *at)).collect();
+    let taken_after: Vec<usize> = victims
+        .iter()
+        .map(|(w, at)| {
+            let host = format!("celery@{}", w.pod);
+            inputs
+                .received
+                .iter()
+                .filter(|r| r.host == host && r.at > *at)
+                .count()
+        })
+        .collect();
+    let held_at_sigkill = inputs
+        .workers
+        .iter()
+        .filter_map(|w| Some(held_at(w, inputs.clock.unix(w.killed_at?))))
+        .sum();
     let last_finish = inputs
         .finished
         .iter()
@@ -188,6 +241,17 @@ pub fn figures(inputs: &Inputs<'_>) -> Figures {
         workers_started: inputs.workers.len(),
         sigterm_busy,
         sigkilled: inputs.workers.iter().filter(|w| w.killed()).count(),
+        victims: victims.len(),
+        victims_told,
+        victims_holding: held.iter().filter(|n| **n > 0).count(),
+        held_at_sigterm: held.iter().sum(),
+        taken_after_sigterm: taken_after.iter().sum(),
+        victims_interrupted: held
+            .iter()
+            .zip(&taken_after)
+            .filter(|(h, t)| **h + **t > 0)
+            .count(),
+        held_at_sigkill,
         peak_replicas: inputs
             .scale_writes
             .iter()
@@ -245,6 +309,27 @@ fn busy_at(inputs: &Inputs<'_>, host: &str, at: f64) -> bool {
         })
 }
 
+/// How many tasks `host` held at `at`: taken (received or started) there by then and not
+/// finished there by then.
+fn held_at(inputs: &Inputs<'_>, host: &str, at: f64) -> usize {
+    let taken: HashSet<&str> = inputs
+        .received
+        .iter()
+        .chain(inputs.started)
+        .filter(|run| run.host == host && run.at <= at)
+        .map(|run| run.id.as_str())
+        .collect();
+    taken
+        .into_iter()
+        .filter(|id| {
+            !inputs
+                .finished
+                .iter()
+                .any(|f| f.id == *id && f.host == host && f.at <= at)
+        })
+        .count()
+}
+
 /// The replica counts written, as "0 -> 8 -> 10 -> 0" (consecutive repeats once).
 pub fn replica_path(scale_writes: &[(f64, i64)]) -> String {
     let mut steps: Vec<i64> = vec![0];
@@ -258,4 +343,94 @@ pub fn replica_path(scale_writes: &[(f64, i64)]) -> String {
         .map(i64::to_string)
         .collect::<Vec<_>>()
         .join(" -> ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    fn run(id: &str, host: &str, at: f64) -> TaskRun {
+        TaskRun {
+            id: id.to_string(),
+            host: host.to_string(),
+            at,
+            redelivered: false,
+        }
+    }
+
+    fn worker(pod: &str, start: Instant, term: Option<f64>, kill: Option<f64>) -> WorkerRecord {
+        let at = |s: f64| start + Duration::from_secs_f64(s);
+        WorkerRecord {
+            pod: pod.to_string(),
+            ip: "10.0.0.1".to_string(),
+            pid: 2,
+            started_at: start,
+            terminated_at: term.map(at),
+            killed_at: kill.map(at),
+            exited_at: kill.or(term).map(at),
+            exit: None,
+        }
+    }
+
+    /// Pod a: told to stop, idle at SIGTERM. Pod b: holds a prefetched task at SIGTERM and
+    /// is SIGKILLed with it. Pod c: takes a task after its SIGTERM.
+    #[test]
+    fn victims_holding_taking_and_told() {
+        let clock = Clock::now();
+        let t0 = clock.unix(clock_instant(&clock));
+        let start = clock_instant(&clock);
+        let workers = [
+            worker("a", start, Some(10.0), None),
+            worker("b", start, Some(10.0), Some(20.0)),
+            worker("c", start, Some(10.0), Some(20.0)),
+        ];
+        let received = [
+            run("1", "celery@a", t0 + 1.0),
+            run("2", "celery@b", t0 + 2.0),
+            run("3", "celery@b", t0 + 3.0),
+            run("4", "celery@c", t0 + 10.5),
+        ];
+        let started = [
+            run("1", "celery@a", t0 + 1.0),
+            run("2", "celery@b", t0 + 2.0),
+            run("4", "celery@c", t0 + 10.5),
+        ];
+        let finished = [
+            run("1", "celery@a", t0 + 4.0),
+            run("2", "celery@b", t0 + 5.0),
+        ];
+        let cancelled = [run("q", "celery@a", t0 + 9.0)];
+        let sent: Vec<(String, f64)> = ["1", "2", "3", "4"]
+            .iter()
+            .map(|id| (id.to_string(), t0))
+            .collect();
+        let f = figures(&Inputs {
+            sent: &sent,
+            seconds: &[5.0; 4],
+            tally: TaskTally::default(),
+            started: &started,
+            finished: &finished,
+            received: &received,
+            cancelled: &cancelled,
+            workers: &workers,
+            clock,
+            scale_writes: &[],
+            first_sent: t0,
+            end: start + Duration::from_secs(30),
+        });
+        assert_eq!(f.victims, 3);
+        assert_eq!(f.victims_told, 1);
+        assert_eq!(f.held_at_sigterm, 1, "task 3, prefetched on b");
+        assert_eq!(f.victims_holding, 1);
+        assert_eq!(f.taken_after_sigterm, 1, "task 4 on c");
+        assert_eq!(f.victims_interrupted, 2);
+        assert_eq!(f.held_at_sigkill, 2, "task 3 on b, task 4 on c");
+    }
+
+    /// The Instant `clock` was taken at, found through its mapping.
+    fn clock_instant(clock: &Clock) -> Instant {
+        clock.instant
+    }
 }
