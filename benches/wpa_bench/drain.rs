@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+use crate::scale_in_report::seconds;
 use crate::stats::Table;
 use crate::support::apiserver::PodIps;
 use crate::support::closed_loop::load::{Load, Wave};
@@ -167,10 +168,6 @@ fn on_off(case: &Case) -> &'static str {
     if case.drain { "on (default)" } else { "off" }
 }
 
-fn seconds(v: Option<f64>) -> String {
-    v.map_or("-".to_string(), |v| format!("{v:.1} s"))
-}
-
 fn lost(o: &Outcome) -> usize {
     o.figures.sent - o.figures.tally.completed
 }
@@ -252,27 +249,14 @@ fn cost_table(outcomes: &[(usize, Outcome)]) -> Table {
         "ERROR lines",
     ]);
     for (repeat, o) in outcomes {
-        let f = &o.figures;
-        let work = o.case.load.work();
-        table.row(vec![
+        let mut cells = vec![
             ack(&o.case).to_string(),
             on_off(&o.case).to_string(),
             repeat.to_string(),
-            seconds(f.wait(0.5)),
-            seconds(f.wait(0.95)),
-            seconds(f.wait(1.0)),
-            format!("{:.0}", f.worker_seconds),
-            if work > 0.0 {
-                format!("{:.2}", f.worker_seconds / work)
-            } else {
-                "-".to_string()
-            },
-            f.first_scale_in.map_or("-".to_string(), |s| {
-                format!("{} -> {} at {:.0} s", s.from, s.to, s.at)
-            }),
-            back_to_zero(o),
-            o.error_lines.len().to_string(),
-        ]);
+        ];
+        cells.extend(scale_in_report::wait_cost_cells(o));
+        cells.extend([back_to_zero(o), o.error_lines.len().to_string()]);
+        table.row(cells);
     }
     table
 }

@@ -39,8 +39,29 @@ pub fn heading(seed: u64, outcomes: &[Outcome]) -> String {
     )
 }
 
-fn seconds(v: Option<f64>) -> String {
+pub fn seconds(v: Option<f64>) -> String {
     v.map_or("-".to_string(), |v| format!("{v:.1} s"))
+}
+
+/// The cells every closed-loop table has: wait p50, p95 and max, worker-seconds, per
+/// task-second and the first scale-in.
+pub fn wait_cost_cells(o: &Outcome) -> [String; 6] {
+    let f = &o.figures;
+    let work = o.case.load.work();
+    [
+        seconds(f.wait(0.5)),
+        seconds(f.wait(0.95)),
+        seconds(f.wait(1.0)),
+        format!("{:.0}", f.worker_seconds),
+        if work > 0.0 {
+            format!("{:.2}", f.worker_seconds / work)
+        } else {
+            "-".to_string()
+        },
+        f.first_scale_in.map_or("-".to_string(), |s| {
+            format!("{} -> {} at {:.0} s", s.from, s.to, s.at)
+        }),
+    ]
 }
 
 /// The columns that say which run a row is.
@@ -119,21 +140,9 @@ pub fn cost_table(outcomes: &[Outcome]) -> Table {
     ]);
     for o in outcomes {
         let f = &o.figures;
-        let work = o.case.load.work();
         let mut cells = case_cells(o);
+        cells.extend(wait_cost_cells(o));
         cells.extend([
-            seconds(f.wait(0.5)),
-            seconds(f.wait(0.95)),
-            seconds(f.wait(1.0)),
-            format!("{:.0}", f.worker_seconds),
-            if work > 0.0 {
-                format!("{:.2}", f.worker_seconds / work)
-            } else {
-                "-".to_string()
-            },
-            f.first_scale_in.map_or("-".to_string(), |s| {
-                format!("{} -> {} at {:.0} s", s.from, s.to, s.at)
-            }),
             seconds(f.long_tasks_end),
             match (f.long_tasks_end, f.scale_in_lead()) {
                 (None, _) => format!("- (no task of {LONG_TASK:.0} s or more)"),

@@ -53,13 +53,10 @@ pub fn channel_for(queues: &[QueueUri], credentials: &Credentials) -> Option<Dra
         }
         names.push(name);
     }
-    let source = source?;
-    Mailbox::new(source.clone(), CONNECT_TIMEOUT)
-        .supported()
-        .then_some(DrainChannel {
-            source,
-            queues: names,
-        })
+    Some(DrainChannel {
+        source: source?,
+        queues: names,
+    })
 }
 
 /// The WPA's drain, where drain before scale-in is on and its workers can be drained;

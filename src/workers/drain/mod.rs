@@ -128,15 +128,6 @@ impl Mailbox {
         self.via.redacted()
     }
 
-    /// Whether this broker's workers can be drained at all: every broker with Celery
-    /// worker events has a pidbox here, and Sidekiq its signals.
-    pub fn supported(&self) -> bool {
-        match &self.via {
-            DrainVia::Celery(EventSource::Redis(_) | EventSource::Rabbitmq(_))
-            | DrainVia::Sidekiq(_) => true,
-        }
-    }
-
     /// Tells `nodes` (Celery node names, or pods for Sidekiq) to stop consuming from
     /// `queues`.
     pub async fn cancel(&self, nodes: &[String], queues: &[String]) -> Result<(), DrainError> {
